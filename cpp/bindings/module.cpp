@@ -1,0 +1,54 @@
+// The extension module mlpcore._core: the only translation units that see pybind11 types are
+// in cpp/bindings/.
+#include <pybind11/pybind11.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if __has_include("bindings/matmul.hpp")
+#include "bindings/matmul.hpp"
+#define MLPCORE_HAS_MATMUL 1
+#endif
+#include "bindings/network_bindings.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+void set_num_threads(int n) {
+  if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+}
+
+int get_num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+bool has_openmp() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "mlpcore native core: layers, activations, losses, backprop, optimizers, GEMM";
+  m.def("set_num_threads", &set_num_threads, py::arg("n"),
+        "Set the number of OpenMP threads used by mlpcore's kernels (for the calling thread).");
+  m.def("get_num_threads", &get_num_threads, "Number of OpenMP threads mlpcore's kernels use.");
+  m.def("has_openmp", &has_openmp, "Whether the extension was built with OpenMP.");
+  mlpcore::bindings::bind_network(m);
+#ifdef MLPCORE_HAS_MATMUL
+  bind_matmul(m);
+#endif
+}

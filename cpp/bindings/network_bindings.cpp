@@ -1,0 +1,249 @@
+// Python classes Network32 / Network64 over mlpcore::Network<T>: zero-copy views of the arenas,
+// validated batch entry points that release the GIL around the native work.
+#include "bindings/network_bindings.hpp"
+
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings/checks.hpp"
+#include "kernels/reductions.hpp"
+#include "net/network.hpp"
+
+namespace mlpcore::bindings {
+
+namespace {
+
+template <typename T>
+using NetPtr = std::shared_ptr<Network<T>>;
+
+// Layer plan from Python tuples: ("dense", in, out) or ("activation", act_code, slope, alpha,
+// beta, threshold).
+std::vector<LayerSpec> specs_from_python(const py::list& layers) {
+  std::vector<LayerSpec> specs;
+  for (const py::handle& item : layers) {
+    const py::tuple t = py::reinterpret_borrow<py::tuple>(item);
+    const std::string kind = t[0].cast<std::string>();
+    LayerSpec s;
+    if (kind == "dense") {
+      s.kind = LayerKind::Dense;
+      s.in_features = t[1].cast<index_t>();
+      s.out_features = t[2].cast<index_t>();
+    } else if (kind == "activation") {
+      s.kind = LayerKind::Activation;
+      const int code = t[1].cast<int>();
+      if (code < 0 || code > int(Act::Softmax))
+        throw py::value_error("Network: unknown activation code " + std::to_string(code));
+      s.act = Act(code);
+      s.params.negative_slope = t[2].cast<double>();
+      s.params.alpha = t[3].cast<double>();
+      s.params.beta = t[4].cast<double>();
+      s.params.threshold = t[5].cast<double>();
+    } else {
+      throw py::value_error("Network: unknown layer kind '" + kind + "'");
+    }
+    specs.push_back(s);
+  }
+  return specs;
+}
+
+OptConfig optimizer_from_python(const py::dict& d) {
+  OptConfig c;
+  c.kind = OptKind(d["kind"].cast<int>());
+  c.lr = d["lr"].cast<double>();
+  c.weight_decay = d["weight_decay"].cast<double>();
+  c.momentum = d["momentum"].cast<double>();
+  c.dampening = d["dampening"].cast<double>();
+  c.nesterov = d["nesterov"].cast<bool>();
+  c.beta1 = d["beta1"].cast<double>();
+  c.beta2 = d["beta2"].cast<double>();
+  c.eps = d["eps"].cast<double>();
+  c.amsgrad = d["amsgrad"].cast<bool>();
+  c.alpha = d["alpha"].cast<double>();
+  c.centered = d["centered"].cast<bool>();
+  c.lr_decay = d["lr_decay"].cast<double>();
+  return c;
+}
+
+// A NumPy view of native memory that keeps the network alive while the view exists.
+template <typename T>
+py::array view_of(const NetPtr<T>& net, T* data, std::vector<py::ssize_t> shape) {
+  return py::array_t<T>(shape, data, py::cast(net));
+}
+
+// The input batch: (n, in) of dtype T, C-contiguous, finite, n >= 1.
+template <typename T>
+py::array_t<T, py::array::c_style> checked_inputs(Network<T>& net, const py::handle& obj,
+                                                  const char* func) {
+  auto x = require_array<T>(obj, func, "x", 2);
+  if (x.shape(0) < 1) throw py::value_error(std::string(func) + ": x is an empty batch (0 rows)");
+  if (x.shape(1) != net.in_features())
+    throw py::value_error(std::string(func) + ": x must have " + std::to_string(net.in_features()) +
+                          " features (columns), got shape " + shape_string(x));
+  if (!all_finite(x.data(), x.size()))
+    throw py::value_error(std::string(func) + ": x contains NaN or Inf");
+  return x;
+}
+
+// Targets for n rows: int64 labels (n,) for cross_entropy, or values (n, out) of dtype T.
+template <typename T>
+struct CheckedTargets {
+  py::object keep_alive;
+  Targets<T> targets;
+};
+
+template <typename T>
+CheckedTargets<T> checked_targets(Network<T>& net, const py::handle& obj, index_t n,
+                                  const char* func) {
+  CheckedTargets<T> out;
+  const index_t k = net.out_features();
+  if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 1) {
+    if (net.loss() != Loss::CrossEntropy)
+      throw py::value_error(std::string(func) + ": y must be 2-D (n, " + std::to_string(k) +
+                            ") for this loss");
+    auto labels = require_array<std::int64_t>(obj, func, "y", 1);
+    if (labels.shape(0) != n)
+      throw py::value_error(std::string(func) + ": y must have " + std::to_string(n) +
+                            " labels (one per row of x), got " + std::to_string(labels.shape(0)));
+    const std::int64_t* l = labels.data();
+    for (index_t i = 0; i < n; ++i)
+      if (l[i] < 0 || l[i] >= k)
+        throw py::value_error(std::string(func) + ": y holds class label " + std::to_string(l[i]) +
+                              " outside the valid range [0, " + std::to_string(k - 1) + "]");
+    out.targets.labels = l;
+    out.keep_alive = labels;
+    return out;
+  }
+  auto values = require_array<T>(obj, func, "y", 2);
+  if (values.shape(0) != n || values.shape(1) != k)
+    throw py::value_error(std::string(func) + ": y must have shape (" + std::to_string(n) + ", " +
+                          std::to_string(k) + "), got " + shape_string(values));
+  if (!all_finite(values.data(), values.size()))
+    throw py::value_error(std::string(func) + ": y contains NaN or Inf");
+  out.targets.values = values.data();
+  out.keep_alive = values;
+  return out;
+}
+
+py::tuple step_tuple(const StepResult& r) { return py::make_tuple(r.loss, r.correct, r.finite); }
+
+template <typename T>
+void bind_network_class(py::module_& m, const char* name) {
+  py::class_<Network<T>, NetPtr<T>>(m, name)
+      .def(py::init([](const py::list& layers) {
+             try {
+               return std::make_shared<Network<T>>(specs_from_python(layers));
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+           }),
+           py::arg("layers"))
+      .def_property_readonly("in_features", &Network<T>::in_features)
+      .def_property_readonly("out_features", &Network<T>::out_features)
+      .def_property_readonly("num_params", &Network<T>::num_params)
+      .def("weight_view",
+           [](const NetPtr<T>& net, std::size_t layer, bool grad) {
+             const LayerSpec& s = net->specs().at(layer);
+             if (s.kind != LayerKind::Dense) throw py::value_error("layer has no weight");
+             T* base = grad ? net->grads() : net->params();
+             return view_of<T>(net, base + net->weight_offset(layer),
+                               {py::ssize_t(s.in_features), py::ssize_t(s.out_features)});
+           })
+      .def("bias_view",
+           [](const NetPtr<T>& net, std::size_t layer, bool grad) {
+             const LayerSpec& s = net->specs().at(layer);
+             if (s.kind != LayerKind::Dense) throw py::value_error("layer has no bias");
+             T* base = grad ? net->grads() : net->params();
+             return view_of<T>(net, base + net->bias_offset(layer),
+                               {py::ssize_t(s.out_features)});
+           })
+      .def("params_view",
+           [](const NetPtr<T>& net) { return view_of<T>(net, net->params(), {net->num_params()}); })
+      .def("grads_view",
+           [](const NetPtr<T>& net) { return view_of<T>(net, net->grads(), {net->num_params()}); })
+      .def("optimizer_state_view",
+           [](const NetPtr<T>& net, int k) {
+             if (k < 0 || k >= net->optimizer_state_buffers())
+               throw py::value_error("optimizer state buffer index out of range");
+             return view_of<T>(net, net->optimizer_state(k), {net->num_params()});
+           })
+      .def_property_readonly("optimizer_state_buffers", &Network<T>::optimizer_state_buffers)
+      .def_property("optimizer_steps", &Network<T>::optimizer_steps,
+                    &Network<T>::set_optimizer_steps)
+      .def("set_loss",
+           [](Network<T>& net, int code, double huber_delta) {
+             if (code < 0 || code > int(Loss::CrossEntropy))
+               throw py::value_error("unknown loss code " + std::to_string(code));
+             LossParams lp;
+             lp.huber_delta = huber_delta;
+             net.set_loss(Loss(code), lp);
+           })
+      .def("set_optimizer",
+           [](Network<T>& net, const py::dict& cfg) { net.set_optimizer(optimizer_from_python(cfg)); })
+      .def("train_step",
+           [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj) {
+             auto x = checked_inputs(net, x_obj, "train_step");
+             auto y = checked_targets(net, y_obj, x.shape(0), "train_step");
+             StepResult r;
+             {
+               py::gil_scoped_release release;
+               r = net.train_step(x.data(), x.shape(0), y.targets);
+             }
+             return step_tuple(r);
+           })
+      .def("compute_gradients",
+           [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj, bool want_dx) {
+             auto x = checked_inputs(net, x_obj, "compute_gradients");
+             auto y = checked_targets(net, y_obj, x.shape(0), "compute_gradients");
+             py::object dx_obj = py::none();
+             T* dx = nullptr;
+             if (want_dx) {
+               py::array_t<T> dx_arr({x.shape(0), x.shape(1)});
+               dx = dx_arr.mutable_data();
+               dx_obj = dx_arr;
+             }
+             StepResult r;
+             {
+               py::gil_scoped_release release;
+               r = net.compute_gradients(x.data(), x.shape(0), y.targets, dx);
+             }
+             return py::make_tuple(r.loss, r.correct, r.finite, dx_obj);
+           })
+      .def("apply_optimizer",
+           [](Network<T>& net) {
+             py::gil_scoped_release release;
+             net.apply_optimizer();
+           })
+      .def("predict",
+           [](Network<T>& net, const py::handle& x_obj) {
+             auto x = checked_inputs(net, x_obj, "predict");
+             py::array_t<T> out({x.shape(0), py::ssize_t(net.out_features())});
+             T* out_ptr = out.mutable_data();
+             {
+               py::gil_scoped_release release;
+               net.predict(x.data(), x.shape(0), out_ptr);
+             }
+             return out;
+           })
+      .def("evaluate", [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj) {
+        auto x = checked_inputs(net, x_obj, "evaluate");
+        auto y = checked_targets(net, y_obj, x.shape(0), "evaluate");
+        StepResult r;
+        {
+          py::gil_scoped_release release;
+          r = net.evaluate(x.data(), x.shape(0), y.targets);
+        }
+        return step_tuple(r);
+      });
+}
+
+}  // namespace
+
+void bind_network(py::module_& m) {
+  bind_network_class<float>(m, "Network32");
+  bind_network_class<double>(m, "Network64");
+}
+
+}  // namespace mlpcore::bindings

@@ -1,0 +1,54 @@
+// Blocking constants of the packed GEMM, per ISA and dtype (the one place they are defined).
+//
+// Loop structure (row-major C, see gemm.cpp):
+//   ic over M in MC   -> pc over K in KC -> pack A (MC x KC, MR-row micro-panels; L3/L2 resident)
+//   jc over N in NC   -> pack B (KC x NC, NR-column micro-panels; L2 resident)
+//   ir over MC in MR  -> jr over NC in NR -> micro-kernel (MR x NR register tile, KC updates).
+// The MR x KC micro-panel of A stays in L1 while KC x NR micro-panels of B stream from L2.
+// KC is fixed per (ISA, dtype): the summation order of every output element therefore depends on
+// the shape and the ISA only, never on the number of threads.
+#pragma once
+#include "../common.hpp"
+
+namespace mlpcore::gemm {
+
+enum class Isa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
+
+struct Blocking {
+  int mr, nr;      // register tile of the micro-kernel
+  index_t mc, kc, nc;  // cache blocks
+};
+
+// Sapphire Rapids: L1d 48 KiB, L2 2 MiB per core.
+namespace cfg {
+// AVX-512: 24 of the 32 zmm registers hold the C tile (MR rows x 2 vectors).
+inline constexpr Blocking kAvx512F32{12, 32, 1008, 384, 768};   // A upanel 18 KiB, B block 1.1 MiB
+inline constexpr Blocking kAvx512F64{12, 16, 1008, 256, 512};   // A upanel 24 KiB, B block 1 MiB
+// AVX2+FMA: 12 of the 16 ymm registers hold the C tile (MR rows x 2 vectors).
+inline constexpr Blocking kAvx2F32{6, 16, 1008, 384, 768};
+inline constexpr Blocking kAvx2F64{6, 8, 1008, 256, 512};
+// Portable C++: plain loops, auto-vectorised for the baseline ISA.
+inline constexpr Blocking kPortableF32{4, 16, 512, 256, 512};
+inline constexpr Blocking kPortableF64{4, 8, 512, 256, 512};
+
+inline constexpr int kMaxMR = 12;
+inline constexpr int kMaxNR = 32;
+
+// Shape thresholds (shape only, never thread count).
+// Below this many multiply-adds one thread does the whole product (fork/join costs more).
+inline constexpr index_t kParallelMinWork = index_t(1) << 18;
+// op(B) rows contiguous (not trans_b) and at most this many rows of C: B is read in place by the
+// micro-kernel instead of being packed (each B element is reused by few A micro-panels only).
+inline constexpr index_t kSmallM = 96;
+}  // namespace cfg
+
+template <typename T>
+constexpr Blocking blocking_for(Isa isa) noexcept {
+  if constexpr (sizeof(T) == 4) {
+    return isa == Isa::Avx512 ? cfg::kAvx512F32 : isa == Isa::Avx2 ? cfg::kAvx2F32 : cfg::kPortableF32;
+  } else {
+    return isa == Isa::Avx512 ? cfg::kAvx512F64 : isa == Isa::Avx2 ? cfg::kAvx2F64 : cfg::kPortableF64;
+  }
+}
+
+}  // namespace mlpcore::gemm

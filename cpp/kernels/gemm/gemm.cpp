@@ -1,0 +1,345 @@
+// Packed GEMM driver (GotoBLAS / BLIS structure) behind gemm() and gemm_fused().
+//
+// Layers: packing (pack.hpp) -> macro-kernel (below) -> register-blocked micro-kernels
+// (ukernel_*.cpp, chosen at run time by ISA). Blocking constants live in config.hpp.
+//
+// Threads split the M and N ranges of C into one rectangle each (aligned to MR / NR); every
+// thread runs the whole K loop of its rectangle with the same KC blocking, so each element of C is
+// summed in the same order whatever the thread count. Packing buffers are thread_local, allocated
+// once and grown when needed.
+#include "gemm.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "../activations.hpp"
+#include "pack.hpp"
+#include "ukernel.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace mlpcore::gemm {
+
+namespace {
+
+// ---------------------------------------------------------------- per-thread packing buffers
+struct PackBuffers {
+  void* a = nullptr;
+  std::size_t a_bytes = 0;
+  void* b = nullptr;
+  std::size_t b_bytes = 0;
+  ~PackBuffers() {
+    std::free(a);
+    std::free(b);
+  }
+};
+
+thread_local PackBuffers tl_pack;
+
+// Grows (never shrinks) a 64-byte aligned buffer; nullptr if the allocation failed.
+void* grow(void*& p, std::size_t& cap, std::size_t bytes) noexcept {
+  bytes = (bytes + 63) / 64 * 64;
+  if (bytes > cap) {
+    std::free(p);
+    p = std::aligned_alloc(64, bytes);
+    cap = p ? bytes : 0;
+  }
+  return p;
+}
+
+index_t round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
+
+// ---------------------------------------------------------------- epilogue on one C tile
+template <typename T, Act A>
+void forward_rows(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                  index_t ldc) noexcept {
+  for (int i = 0; i < m; ++i) {
+    const T* c = C + (i0 + i) * ldc + j0;
+    T* y = ep.act_out + (i0 + i) * ldc + j0;
+    for (int j = 0; j < n; ++j) y[j] = act_forward(A, c[j], ep.params);
+  }
+}
+
+template <typename T, Act A>
+void deriv_rows(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                index_t ldc) noexcept {
+  for (int i = 0; i < m; ++i) {
+    T* c = C + (i0 + i) * ldc + j0;
+    const T* z = ep.deriv_z + (i0 + i) * ldc + j0;
+    const T* y = ep.deriv_y ? ep.deriv_y + (i0 + i) * ldc + j0 : nullptr;
+    for (int j = 0; j < n; ++j) {
+      const T yj = y ? y[j] : act_forward(A, z[j], ep.params);
+      c[j] *= act_derivative(A, z[j], yj, ep.params);
+    }
+  }
+}
+
+// Calls F<T, act> with the activation kind as a compile-time constant (so the per-element switch
+// folds away).
+template <typename T, template <typename, Act> class F>
+void with_act(Act act, const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+              index_t ldc) noexcept {
+  switch (act) {
+#define MLPCORE_ACT_CASE(K) \
+  case Act::K: F<T, Act::K>::run(ep, i0, j0, m, n, C, ldc); break;
+    MLPCORE_ACT_CASE(Identity)
+    MLPCORE_ACT_CASE(ReLU)
+    MLPCORE_ACT_CASE(LeakyReLU)
+    MLPCORE_ACT_CASE(ELU)
+    MLPCORE_ACT_CASE(SELU)
+    MLPCORE_ACT_CASE(GELU)
+    MLPCORE_ACT_CASE(GELUTanh)
+    MLPCORE_ACT_CASE(SiLU)
+    MLPCORE_ACT_CASE(Sigmoid)
+    MLPCORE_ACT_CASE(Tanh)
+    MLPCORE_ACT_CASE(Softplus)
+    MLPCORE_ACT_CASE(Softmax)
+#undef MLPCORE_ACT_CASE
+  }
+}
+
+template <typename T, Act A>
+struct ForwardRows {
+  static void run(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                  index_t ldc) noexcept {
+    forward_rows<T, A>(ep, i0, j0, m, n, C, ldc);
+  }
+};
+template <typename T, Act A>
+struct DerivRows {
+  static void run(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                  index_t ldc) noexcept {
+    deriv_rows<T, A>(ep, i0, j0, m, n, C, ldc);
+  }
+};
+
+// The epilogue on the m x n tile of C at (i0, j0), right after its last K block was written
+// (the tile is still in L1). Same arithmetic as epilogue_reference.
+template <typename T>
+void epilogue_tile(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                   index_t ldc) noexcept {
+  if (ep.bias) {
+    const T* bias = ep.bias + j0;
+    for (int i = 0; i < m; ++i) {
+      T* c = C + (i0 + i) * ldc + j0;
+      for (int j = 0; j < n; ++j) c[j] += bias[j];
+    }
+  }
+  if (ep.act_out) with_act<T, ForwardRows>(ep.act, ep, i0, j0, m, n, C, ldc);
+  if (ep.deriv_z) with_act<T, DerivRows>(ep.deriv_act, ep, i0, j0, m, n, C, ldc);
+}
+
+template <typename T>
+bool has_epilogue(const Epilogue<T>* ep) noexcept {
+  return ep && (ep->bias || ep->act_out || ep->deriv_z);
+}
+
+// ---------------------------------------------------------------- problem description
+template <typename T>
+struct Problem {
+  bool trans_a, trans_b;
+  index_t M, N, K;
+  const T* A;
+  index_t lda;
+  const T* B;
+  index_t ldb;
+  T* C;
+  index_t ldc;
+  bool accumulate;
+  const Epilogue<T>* ep;  // nullptr: none
+  bool b_in_place;        // op(B) rows contiguous and M small: the micro-kernel reads B directly
+};
+
+// ---------------------------------------------------------------- macro-kernel
+// C block (mc x nc at (ic, jc)) (+)= packed A block (mc x kc) * B block (kc x nc).
+// b_panel: first micro-panel of B; consecutive NR-column micro-panels are b_panel_stride apart,
+// rows of a micro-panel rsb apart.
+template <typename T>
+void macro_kernel(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic, index_t jc,
+                  index_t mc, index_t nc, index_t kc, const T* a_pack, const T* b_panel,
+                  index_t b_panel_stride, index_t rsb, bool accumulate, bool last_k) noexcept {
+  const int MR = ks.blk.mr, NR = ks.blk.nr;
+  const bool epi = last_k && has_epilogue(pb.ep);
+  T* const C = pb.C;
+  const index_t ldc = pb.ldc;
+  for (index_t ir = 0; ir < mc; ir += MR) {
+    const int m = static_cast<int>(std::min<index_t>(MR, mc - ir));
+    const T* a = a_pack + ir * kc;
+    T* c_row = C + (ic + ir) * ldc + jc;
+    for (index_t jr = 0, jp = 0; jr < nc; jr += NR, ++jp) {
+      const int n = static_cast<int>(std::min<index_t>(NR, nc - jr));
+      ks.ukernel(kc, a, b_panel + jp * b_panel_stride, rsb, c_row + jr, ldc, m, n, accumulate);
+      if (epi) epilogue_tile(*pb.ep, ic + ir, jc + jr, m, n, C, ldc);
+    }
+  }
+}
+
+// Fallback when a packing buffer cannot be allocated: the reference loops on the rectangle.
+template <typename T>
+void region_reference(const Problem<T>& pb, index_t m0, index_t m1, index_t n0,
+                      index_t n1) noexcept {
+  const T* A = pb.trans_a ? pb.A + m0 : pb.A + m0 * pb.lda;
+  const T* B = pb.trans_b ? pb.B + n0 * pb.ldb : pb.B + n0;
+  T* C = pb.C + m0 * pb.ldc + n0;
+  gemm_reference(pb.trans_a, pb.trans_b, m1 - m0, n1 - n0, pb.K, A, pb.lda, B, pb.ldb, C, pb.ldc,
+                 pb.accumulate);
+  if (has_epilogue(pb.ep)) {
+    Epilogue<T> ep = *pb.ep;  // shift every M x N operand to the rectangle
+    const index_t off = m0 * pb.ldc + n0;
+    if (ep.bias) ep.bias += n0;
+    if (ep.act_out) ep.act_out += off;
+    if (ep.deriv_z) ep.deriv_z += off;
+    if (ep.deriv_y) ep.deriv_y += off;
+    epilogue_reference(m1 - m0, n1 - n0, C, pb.ldc, ep);
+  }
+}
+
+// The serial blocked algorithm on the rectangle [m0, m1) x [n0, n1) of C.
+template <typename T>
+void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index_t m1, index_t n0,
+                 index_t n1) noexcept {
+  if (m0 >= m1 || n0 >= n1) return;
+  const int MR = ks.blk.mr, NR = ks.blk.nr;
+  const index_t MC = ks.blk.mc, KC = ks.blk.kc, NC = ks.blk.nc;
+  const index_t K = pb.K;
+  const index_t mc_max = round_up(std::min(MC, m1 - m0), MR);
+  const index_t nc_max = round_up(std::min(NC, n1 - n0), NR);
+  const index_t kc_max = std::min(KC, K);
+  T* a_pack = static_cast<T*>(grow(tl_pack.a, tl_pack.a_bytes, sizeof(T) * mc_max * kc_max));
+  T* b_pack = pb.b_in_place ? nullptr
+                            : static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes,
+                                                   sizeof(T) * nc_max * kc_max));
+  if (!a_pack || (!pb.b_in_place && !b_pack)) {
+    region_reference(pb, m0, m1, n0, n1);
+    return;
+  }
+  for (index_t ic = m0; ic < m1; ic += MC) {
+    const index_t mc = std::min(MC, m1 - ic);
+    for (index_t pc = 0; pc < K; pc += KC) {
+      const index_t kc = std::min(KC, K - pc);
+      const bool accumulate = pc == 0 ? pb.accumulate : true;
+      const bool last_k = pc + kc >= K;
+      pack_a(pb.trans_a, pb.A, pb.lda, ic, pc, mc, kc, MR, a_pack);
+      for (index_t jc = n0; jc < n1; jc += NC) {
+        const index_t nc = std::min(NC, n1 - jc);
+        if (pb.b_in_place) {
+          macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, pb.B + pc * pb.ldb + jc, NR, pb.ldb,
+                       accumulate, last_k);
+        } else {
+          pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc, kc, nc, NR, b_pack);
+          macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, b_pack, NR * kc, index_t(NR),
+                       accumulate, last_k);
+        }
+      }
+    }
+  }
+}
+
+// Split the M and N ranges over nt threads: a tm x tn grid of rectangles (aligned to MR / NR),
+// minimising the largest rectangle plus an estimate of its packing work.
+void choose_grid(index_t M, index_t N, int MR, int NR, int nt, bool pack_b_too, int* tm_out,
+                 int* tn_out) noexcept {
+  const index_t pm = (M + MR - 1) / MR, pn = (N + NR - 1) / NR;
+  double best = -1;
+  for (int tm = 1; tm <= nt; ++tm) {
+    if (nt % tm) continue;
+    const int tn = nt / tm;
+    if (tm > pm || tn > pn) continue;
+    const double rows = double((pm + tm - 1) / tm) * MR, cols = double((pn + tn - 1) / tn) * NR;
+    const double cost = rows * cols + 8.0 * (rows + (pack_b_too ? cols : 0.0));
+    if (best < 0 || cost < best) {
+      best = cost;
+      *tm_out = tm;
+      *tn_out = tn;
+    }
+  }
+  if (best < 0) {  // fewer micro-tiles than threads in some direction: split the longer one
+    if (pm >= pn) {
+      *tm_out = int(std::min<index_t>(nt, pm));
+      *tn_out = 1;
+    } else {
+      *tm_out = 1;
+      *tn_out = int(std::min<index_t>(nt, pn));
+    }
+  }
+}
+
+// Start of part `t` of `parts` of `units` units of `unit` elements, clipped to `total`.
+index_t split_at(index_t units, int parts, int t, int unit, index_t total) noexcept {
+  return std::min(total, units * t / parts * unit);
+}
+
+template <typename T>
+void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,
+              const T* B, index_t ldb, T* C, index_t ldc, bool accumulate,
+              const Epilogue<T>* ep) noexcept {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    if (!accumulate)
+      for (index_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+    if (has_epilogue(ep)) epilogue_reference(M, N, C, ldc, *ep);
+    return;
+  }
+  const KernelSet<T> ks = kernel_set<T>(isa_active());
+  // Shape-only decision: read op(B) in place (no B packing) for small M and contiguous B rows.
+  const bool b_in_place = !trans_b && M <= cfg::kSmallM;
+  const Problem<T> pb{trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep,
+                      b_in_place};
+
+  int nt = 1;
+#ifdef _OPENMP
+  if (M * N * K >= cfg::kParallelMinWork && !omp_in_parallel()) nt = omp_get_max_threads();
+#endif
+  if (nt <= 1) {
+    gemm_region(pb, ks, 0, M, 0, N);
+    return;
+  }
+  const int MR = ks.blk.mr, NR = ks.blk.nr;
+  int tm = 1, tn = 1;
+  choose_grid(M, N, MR, NR, nt, !b_in_place, &tm, &tn);
+  const index_t pm = (M + MR - 1) / MR, pn = (N + NR - 1) / NR;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(tm * tn)
+  {
+    const int t = omp_get_thread_num();
+    const int ti = t / tn, tj = t % tn;
+    gemm_region(pb, ks, split_at(pm, tm, ti, MR, M), split_at(pm, tm, ti + 1, MR, M),
+                split_at(pn, tn, tj, NR, N), split_at(pn, tn, tj + 1, NR, N));
+  }
+#else
+  (void)pm;
+  (void)pn;
+  gemm_region(pb, ks, 0, M, 0, N);
+#endif
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,
+          const T* B, index_t ldb, T* C, index_t ldc, bool accumulate) noexcept {
+  gemm_run<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, nullptr);
+}
+
+template <typename T>
+void gemm_fused(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A,
+                index_t lda, const T* B, index_t ldb, T* C, index_t ldc,
+                const Epilogue<T>& ep) noexcept {
+  gemm_run<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, false, &ep);
+}
+
+template void gemm_fused<float>(bool, bool, index_t, index_t, index_t, const float*, index_t,
+                                const float*, index_t, float*, index_t,
+                                const Epilogue<float>&) noexcept;
+template void gemm_fused<double>(bool, bool, index_t, index_t, index_t, const double*, index_t,
+                                 const double*, index_t, double*, index_t,
+                                 const Epilogue<double>&) noexcept;
+
+template void gemm<float>(bool, bool, index_t, index_t, index_t, const float*, index_t,
+                          const float*, index_t, float*, index_t, bool) noexcept;
+template void gemm<double>(bool, bool, index_t, index_t, index_t, const double*, index_t,
+                           const double*, index_t, double*, index_t, bool) noexcept;
+
+}  // namespace mlpcore::gemm

@@ -1,0 +1,62 @@
+// Register-blocked micro-kernels and the runtime ISA dispatch.
+//
+// Every micro-kernel computes an m x n tile (m <= MR, n <= NR) of C:
+//   C[i, j] (+)= sum_{p < kc} a[p * MR + i] * b[p * rsb + j]
+// a: packed A micro-panel (MR values per k step, rows >= m may hold anything finite or not: they
+//    are never stored). b: kc rows of NR values with row stride rsb (rsb == NR for a packed B
+//    micro-panel, ldb when B is read in place; then only the first n columns are read).
+// Each output element is accumulated from zero in increasing p with one fused multiply-add per
+// step (plain multiply + add in the portable kernel), then stored (accumulate == false) or added
+// to C (accumulate == true). The tile split therefore never changes a result.
+#pragma once
+#include "config.hpp"
+
+namespace mlpcore::gemm {
+
+template <typename T>
+using UKernel = void (*)(index_t kc, const T* a, const T* b, index_t rsb, T* c, index_t ldc,
+                         int m, int n, bool accumulate) noexcept;
+
+// Portable C++ (also a test oracle).
+void ukernel_f32_4x16_portable(index_t, const float*, const float*, index_t, float*, index_t, int,
+                               int, bool) noexcept;
+void ukernel_f64_4x8_portable(index_t, const double*, const double*, index_t, double*, index_t,
+                              int, int, bool) noexcept;
+// AVX2 + FMA (compiled with -mavx2 -mfma only in ukernel_avx2.cpp).
+void ukernel_f32_6x16_avx2(index_t, const float*, const float*, index_t, float*, index_t, int, int,
+                           bool) noexcept;
+void ukernel_f64_6x8_avx2(index_t, const double*, const double*, index_t, double*, index_t, int,
+                          int, bool) noexcept;
+// AVX-512 F/VL/BW/DQ (compiled with AVX-512 flags only in ukernel_avx512.cpp).
+void ukernel_f32_12x32_avx512(index_t, const float*, const float*, index_t, float*, index_t, int,
+                              int, bool) noexcept;
+void ukernel_f64_12x16_avx512(index_t, const double*, const double*, index_t, double*, index_t,
+                              int, int, bool) noexcept;
+
+// Whether the SIMD files were built with their ISA flags (false: stubs, never dispatched to).
+bool ukernel_avx2_compiled() noexcept;
+bool ukernel_avx512_compiled() noexcept;
+
+// ---- dispatch (dispatch.cpp) ----
+const char* isa_name(Isa isa) noexcept;
+bool isa_from_name(const char* name, Isa* out) noexcept;
+// Whether this CPU (and this build) can run the ISA's micro-kernels.
+bool isa_supported(Isa isa) noexcept;
+// The best supported ISA.
+Isa isa_best() noexcept;
+// The ISA used by gemm(): MLPCORE_GEMM_ISA (read once, on first use) if set to a supported name,
+// else the best one.
+Isa isa_active() noexcept;
+// Test hook: switch the ISA in-process. Returns false (and changes nothing) if unsupported.
+bool set_isa(Isa isa) noexcept;
+
+template <typename T>
+struct KernelSet {
+  Blocking blk;
+  UKernel<T> ukernel;
+};
+
+template <typename T>
+KernelSet<T> kernel_set(Isa isa) noexcept;
+
+}  // namespace mlpcore::gemm

@@ -1,0 +1,90 @@
+// AVX2 + FMA micro-kernels: f32 6x16 and f64 6x8 (12 ymm accumulators, 2 vectors per row).
+// Only this file is compiled with -mavx2 -mfma (see gemm.cmake); it is only called after
+// isa_supported(Isa::Avx2) said yes.
+#include "ukernel.hpp"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+
+#include <utility>
+
+namespace mlpcore::gemm {
+
+bool ukernel_avx2_compiled() noexcept { return true; }
+
+namespace {
+
+// Lane masks for maskload/maskstore: the first `valid` lanes set.
+inline __m256i lane_mask32(int valid) noexcept {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), idx);
+}
+inline __m256i lane_mask64(int valid) noexcept {
+  const __m256i idx = _mm256_setr_epi64x(0, 1, 2, 3);
+  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(valid), idx);
+}
+
+struct VF32x8 {
+  using scalar = float;
+  using vec = __m256;
+  using mask = __m256i;
+  static constexpr int W = 8;
+  static vec zero() noexcept { return _mm256_setzero_ps(); }
+  static vec set1(float x) noexcept { return _mm256_set1_ps(x); }
+  static vec load(const float* p) noexcept { return _mm256_loadu_ps(p); }
+  static vec maskz_load(mask k, const float* p) noexcept { return _mm256_maskload_ps(p, k); }
+  static vec fmadd(vec a, vec b, vec c) noexcept { return _mm256_fmadd_ps(a, b, c); }
+  static vec add(vec a, vec b) noexcept { return _mm256_add_ps(a, b); }
+  static void store(float* p, vec v) noexcept { _mm256_storeu_ps(p, v); }
+  static void mask_store(float* p, mask k, vec v) noexcept { _mm256_maskstore_ps(p, k, v); }
+  static mask make_mask(int valid) noexcept { return lane_mask32(valid); }
+};
+
+struct VF64x4 {
+  using scalar = double;
+  using vec = __m256d;
+  using mask = __m256i;
+  static constexpr int W = 4;
+  static vec zero() noexcept { return _mm256_setzero_pd(); }
+  static vec set1(double x) noexcept { return _mm256_set1_pd(x); }
+  static vec load(const double* p) noexcept { return _mm256_loadu_pd(p); }
+  static vec maskz_load(mask k, const double* p) noexcept { return _mm256_maskload_pd(p, k); }
+  static vec fmadd(vec a, vec b, vec c) noexcept { return _mm256_fmadd_pd(a, b, c); }
+  static vec add(vec a, vec b) noexcept { return _mm256_add_pd(a, b); }
+  static void store(double* p, vec v) noexcept { _mm256_storeu_pd(p, v); }
+  static void mask_store(double* p, mask k, vec v) noexcept { _mm256_maskstore_pd(p, k, v); }
+  static mask make_mask(int valid) noexcept { return lane_mask64(valid); }
+};
+
+#include "ukernel_simd.inl"
+
+}  // namespace
+
+void ukernel_f32_6x16_avx2(index_t kc, const float* a, const float* b, index_t rsb, float* c,
+                           index_t ldc, int m, int n, bool accumulate) noexcept {
+  constexpr Blocking blk = cfg::kAvx2F32;
+  static_assert(blk.mr == 6 && blk.nr == 2 * VF32x8::W, "name and shape must agree");
+  ukernel_dispatch<VF32x8, blk.mr, 2>(std::make_integer_sequence<int, blk.mr>{}, kc, a, b, rsb, c,
+                                       ldc, m, n, accumulate);
+}
+
+void ukernel_f64_6x8_avx2(index_t kc, const double* a, const double* b, index_t rsb, double* c,
+                          index_t ldc, int m, int n, bool accumulate) noexcept {
+  constexpr Blocking blk = cfg::kAvx2F64;
+  static_assert(blk.mr == 6 && blk.nr == 2 * VF64x4::W, "name and shape must agree");
+  ukernel_dispatch<VF64x4, blk.mr, 2>(std::make_integer_sequence<int, blk.mr>{}, kc, a, b, rsb, c,
+                                       ldc, m, n, accumulate);
+}
+
+}  // namespace mlpcore::gemm
+
+#else  // built without the ISA flags (non-x86 or another compiler): never dispatched to
+
+namespace mlpcore::gemm {
+bool ukernel_avx2_compiled() noexcept { return false; }
+void ukernel_f32_6x16_avx2(index_t, const float*, const float*, index_t, float*, index_t, int, int,
+                           bool) noexcept {}
+void ukernel_f64_6x8_avx2(index_t, const double*, const double*, index_t, double*, index_t, int,
+                          int, bool) noexcept {}
+}  // namespace mlpcore::gemm
+#endif

@@ -1,0 +1,84 @@
+// AVX-512 micro-kernels: f32 12x32 and f64 12x16 (24 zmm accumulators, 2 vectors per row).
+// Only this file is compiled with AVX-512 flags (see gemm.cmake); it is only called after
+// isa_supported(Isa::Avx512) said yes.
+#include "ukernel.hpp"
+
+#if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__FMA__)
+#include <immintrin.h>
+
+#include <utility>
+
+namespace mlpcore::gemm {
+
+bool ukernel_avx512_compiled() noexcept { return true; }
+
+namespace {
+
+struct VF32x16 {
+  using scalar = float;
+  using vec = __m512;
+  using mask = __mmask16;
+  static constexpr int W = 16;
+  static vec zero() noexcept { return _mm512_setzero_ps(); }
+  static vec set1(float x) noexcept { return _mm512_set1_ps(x); }
+  static vec load(const float* p) noexcept { return _mm512_loadu_ps(p); }
+  static vec maskz_load(mask k, const float* p) noexcept { return _mm512_maskz_loadu_ps(k, p); }
+  static vec fmadd(vec a, vec b, vec c) noexcept { return _mm512_fmadd_ps(a, b, c); }
+  static vec add(vec a, vec b) noexcept { return _mm512_add_ps(a, b); }
+  static void store(float* p, vec v) noexcept { _mm512_storeu_ps(p, v); }
+  static void mask_store(float* p, mask k, vec v) noexcept { _mm512_mask_storeu_ps(p, k, v); }
+  static mask make_mask(int valid) noexcept {
+    return valid >= W ? mask(0xFFFF) : valid <= 0 ? mask(0) : mask((1u << valid) - 1u);
+  }
+};
+
+struct VF64x8 {
+  using scalar = double;
+  using vec = __m512d;
+  using mask = __mmask8;
+  static constexpr int W = 8;
+  static vec zero() noexcept { return _mm512_setzero_pd(); }
+  static vec set1(double x) noexcept { return _mm512_set1_pd(x); }
+  static vec load(const double* p) noexcept { return _mm512_loadu_pd(p); }
+  static vec maskz_load(mask k, const double* p) noexcept { return _mm512_maskz_loadu_pd(k, p); }
+  static vec fmadd(vec a, vec b, vec c) noexcept { return _mm512_fmadd_pd(a, b, c); }
+  static vec add(vec a, vec b) noexcept { return _mm512_add_pd(a, b); }
+  static void store(double* p, vec v) noexcept { _mm512_storeu_pd(p, v); }
+  static void mask_store(double* p, mask k, vec v) noexcept { _mm512_mask_storeu_pd(p, k, v); }
+  static mask make_mask(int valid) noexcept {
+    return valid >= W ? mask(0xFF) : valid <= 0 ? mask(0) : mask((1u << valid) - 1u);
+  }
+};
+
+#include "ukernel_simd.inl"
+
+}  // namespace
+
+void ukernel_f32_12x32_avx512(index_t kc, const float* a, const float* b, index_t rsb, float* c,
+                              index_t ldc, int m, int n, bool accumulate) noexcept {
+  constexpr Blocking blk = cfg::kAvx512F32;
+  static_assert(blk.mr == 12 && blk.nr == 2 * VF32x16::W, "name and shape must agree");
+  ukernel_dispatch<VF32x16, blk.mr, 2>(std::make_integer_sequence<int, blk.mr>{}, kc, a, b, rsb, c,
+                                        ldc, m, n, accumulate);
+}
+
+void ukernel_f64_12x16_avx512(index_t kc, const double* a, const double* b, index_t rsb, double* c,
+                              index_t ldc, int m, int n, bool accumulate) noexcept {
+  constexpr Blocking blk = cfg::kAvx512F64;
+  static_assert(blk.mr == 12 && blk.nr == 2 * VF64x8::W, "name and shape must agree");
+  ukernel_dispatch<VF64x8, blk.mr, 2>(std::make_integer_sequence<int, blk.mr>{}, kc, a, b, rsb, c,
+                                       ldc, m, n, accumulate);
+}
+
+}  // namespace mlpcore::gemm
+
+#else  // built without the ISA flags (non-x86 or another compiler): never dispatched to
+
+namespace mlpcore::gemm {
+bool ukernel_avx512_compiled() noexcept { return false; }
+void ukernel_f32_12x32_avx512(index_t, const float*, const float*, index_t, float*, index_t, int,
+                              int, bool) noexcept {}
+void ukernel_f64_12x16_avx512(index_t, const double*, const double*, index_t, double*, index_t,
+                              int, int, bool) noexcept {}
+}  // namespace mlpcore::gemm
+#endif

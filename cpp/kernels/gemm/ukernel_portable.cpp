@@ -1,0 +1,56 @@
+// Portable micro-kernels: plain C++ loops over an MR x NR tile (the compiler vectorises them for
+// the baseline ISA). Also used as a test oracle for the SIMD kernels.
+#include "ukernel.hpp"
+
+namespace mlpcore::gemm {
+
+namespace {
+
+template <typename T, int MR, int NR>
+inline void ukernel_portable(index_t kc, const T* a, const T* b, index_t rsb, T* c, index_t ldc,
+                             int m, int n, bool accumulate) noexcept {
+  T t[MR][NR] = {};
+  if (n == NR) {
+    for (index_t p = 0; p < kc; ++p) {
+      const T* bp = b + p * rsb;
+      for (int i = 0; i < MR; ++i) {
+        const T ai = a[p * MR + i];
+        for (int j = 0; j < NR; ++j) t[i][j] += ai * bp[j];
+      }
+    }
+  } else {
+    for (index_t p = 0; p < kc; ++p) {
+      const T* bp = b + p * rsb;
+      for (int i = 0; i < MR; ++i) {
+        const T ai = a[p * MR + i];
+        for (int j = 0; j < n; ++j) t[i][j] += ai * bp[j];
+      }
+    }
+  }
+  for (int i = 0; i < m; ++i) {
+    T* ci = c + i * ldc;
+    if (accumulate) {
+      for (int j = 0; j < n; ++j) ci[j] += t[i][j];
+    } else {
+      for (int j = 0; j < n; ++j) ci[j] = t[i][j];
+    }
+  }
+}
+
+}  // namespace
+
+void ukernel_f32_4x16_portable(index_t kc, const float* a, const float* b, index_t rsb, float* c,
+                               index_t ldc, int m, int n, bool accumulate) noexcept {
+  constexpr Blocking blk = cfg::kPortableF32;
+  static_assert(blk.mr == 4 && blk.nr == 16, "name and shape must agree");
+  ukernel_portable<float, blk.mr, blk.nr>(kc, a, b, rsb, c, ldc, m, n, accumulate);
+}
+
+void ukernel_f64_4x8_portable(index_t kc, const double* a, const double* b, index_t rsb, double* c,
+                              index_t ldc, int m, int n, bool accumulate) noexcept {
+  constexpr Blocking blk = cfg::kPortableF64;
+  static_assert(blk.mr == 4 && blk.nr == 8, "name and shape must agree");
+  ukernel_portable<double, blk.mr, blk.nr>(kc, a, b, rsb, c, ldc, m, n, accumulate);
+}
+
+}  // namespace mlpcore::gemm

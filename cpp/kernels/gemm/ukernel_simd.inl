@@ -1,0 +1,70 @@
+// Generic register-blocked micro-kernel body shared by the AVX2 and AVX-512 files. Included by a
+// file compiled with the matching ISA flags, after it defined a vector-traits struct V with:
+//   vec, mask, W (lanes), zero(), set1(x), load(p), maskz_load(mk, p), fmadd(a, b, c),
+//   add(a, b), store(p, v), mask_store(p, mk, v), make_mask(lanes_valid)
+// The tile is M_ rows x (NV * W) columns; C tile kept in M_ * NV registers.
+// Not a stand-alone header: no include guard on purpose (each ISA file has its own V).
+
+template <class V, int MR, int NV, int M_, bool FullN>
+inline void ukernel_body(index_t kc, const typename V::scalar* a, const typename V::scalar* b,
+                         index_t rsb, typename V::scalar* c, index_t ldc, int n,
+                         bool accumulate) noexcept {
+  using vec = typename V::vec;
+  typename V::mask mk[NV];
+#pragma GCC unroll 4
+  for (int v = 0; v < NV; ++v) mk[v] = V::make_mask(FullN ? V::W : n - v * V::W);
+  vec acc[M_][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < M_; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+
+#pragma GCC unroll 2
+  for (index_t p = 0; p < kc; ++p) {
+    vec bv[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v)
+      bv[v] = FullN ? V::load(b + v * V::W) : V::maskz_load(mk[v], b + v * V::W);
+#pragma GCC unroll 16
+    for (int i = 0; i < M_; ++i) {
+      const vec ai = V::set1(a[i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = V::fmadd(ai, bv[v], acc[i][v]);
+    }
+    a += MR;
+    b += rsb;
+  }
+
+#pragma GCC unroll 16
+  for (int i = 0; i < M_; ++i) {
+    typename V::scalar* ci = c + i * ldc;
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      vec r = acc[i][v];
+      if (FullN) {
+        if (accumulate) r = V::add(V::load(ci + v * V::W), r);
+        V::store(ci + v * V::W, r);
+      } else {
+        if (accumulate) r = V::add(V::maskz_load(mk[v], ci + v * V::W), r);
+        V::mask_store(ci + v * V::W, mk[v], r);
+      }
+    }
+  }
+}
+
+// Dispatch on the number of valid rows m (1..MR) and on full / partial width.
+template <class V, int MR, int NV, int... Ms>
+inline void ukernel_dispatch(std::integer_sequence<int, Ms...>, index_t kc,
+                             const typename V::scalar* a, const typename V::scalar* b, index_t rsb,
+                             typename V::scalar* c, index_t ldc, int m, int n,
+                             bool accumulate) noexcept {
+  using S = typename V::scalar;
+  using Fn = void (*)(index_t, const S*, const S*, index_t, S*, index_t, int, bool) noexcept;
+  static constexpr Fn full[] = {&ukernel_body<V, MR, NV, Ms + 1, true>...};
+  static constexpr Fn part[] = {&ukernel_body<V, MR, NV, Ms + 1, false>...};
+  if (m == MR && n == NV * V::W) {
+    ukernel_body<V, MR, NV, MR, true>(kc, a, b, rsb, c, ldc, n, accumulate);
+  } else {
+    (n == NV * V::W ? full : part)[m - 1](kc, a, b, rsb, c, ldc, n, accumulate);
+  }
+}

@@ -1,0 +1,146 @@
+#include "losses.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+namespace mlpcore {
+
+namespace {
+
+template <typename T>
+inline T sign_of(T d) noexcept {
+  return d > T(0) ? T(1) : (d < T(0) ? T(-1) : T(0));
+}
+
+// Element-wise losses: value and derivative of one element (before the mean's 1/N).
+template <typename T>
+inline double elementwise_loss(Loss loss, const LossParams& lp, T o, T t, T* grad) noexcept {
+  switch (loss) {
+    case Loss::MSE: {
+      const T d = o - t;
+      *grad = T(2) * d;
+      return double(d) * double(d);
+    }
+    case Loss::MAE: {
+      const T d = o - t;
+      *grad = sign_of(d);
+      return std::abs(double(d));
+    }
+    case Loss::Huber: {
+      const T d = o - t;
+      const T delta = T(lp.huber_delta);
+      const T ad = std::abs(d);
+      if (ad < delta) {
+        *grad = d;
+        return 0.5 * double(d) * double(d);
+      }
+      *grad = delta * sign_of(d);
+      return double(delta) * (double(ad) - 0.5 * double(delta));
+    }
+    case Loss::BCE: {
+      const double log_p = std::max(std::log(double(o)), -100.0);
+      const double log_1mp = std::max(std::log1p(-double(o)), -100.0);
+      *grad = T((double(o) - double(t)) / std::max((1.0 - double(o)) * double(o), 1e-12));
+      return -(double(t) * log_p + (1.0 - double(t)) * log_1mp);
+    }
+    case Loss::BCEWithLogits: {
+      const double x = double(o);
+      const double s = x >= 0 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / (1.0 + std::exp(x));
+      *grad = T(s - double(t));
+      return std::max(x, 0.0) - x * double(t) + std::log1p(std::exp(-std::abs(x)));
+    }
+    case Loss::CrossEntropy: break;  // row-wise, handled by the caller
+  }
+  *grad = T(0);
+  return 0.0;
+}
+
+template <typename T>
+double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targets,
+                     T* dout) noexcept {
+  double total = 0.0;
+  const double inv_n = 1.0 / double(n);
+  for (index_t r = 0; r < n; ++r) {
+    const T* x = out + r * k;
+    const double xmax = double(*std::max_element(x, x + k));
+    double sum_exp = 0.0;
+    for (index_t c = 0; c < k; ++c) sum_exp += std::exp(double(x[c]) - xmax);
+    const double lse = xmax + std::log(sum_exp);
+    T* g = dout ? dout + r * k : nullptr;
+    if (targets.labels) {
+      const std::int64_t label = targets.labels[r];
+      total += lse - double(x[label]);
+      if (g) {
+        for (index_t c = 0; c < k; ++c)
+          g[c] = T(std::exp(double(x[c]) - lse) * inv_n);
+        g[label] -= T(inv_n);
+      }
+    } else {
+      const T* t = targets.values + r * k;
+      double t_sum = 0.0;
+      for (index_t c = 0; c < k; ++c) {
+        total += double(t[c]) * (lse - double(x[c]));
+        t_sum += double(t[c]);
+      }
+      if (g) {
+        for (index_t c = 0; c < k; ++c)
+          g[c] = T((std::exp(double(x[c]) - lse) * t_sum - double(t[c])) * inv_n);
+      }
+    }
+  }
+  return total * inv_n;
+}
+
+}  // namespace
+
+template <typename T>
+double loss_forward_backward(Loss loss, const LossParams& lp, const T* out, index_t n, index_t k,
+                             const Targets<T>& targets, T* dout) noexcept {
+  if (n <= 0 || k <= 0) return 0.0;
+  if (loss == Loss::CrossEntropy) return cross_entropy(out, n, k, targets, dout);
+  const index_t count = n * k;
+  const T scale = T(1.0 / double(count));
+  double total = 0.0;
+  for (index_t i = 0; i < count; ++i) {
+    T grad;
+    total += elementwise_loss(loss, lp, out[i], targets.values[i], &grad);
+    if (dout) dout[i] = grad * scale;
+  }
+  return total / double(count);
+}
+
+template <typename T>
+std::int64_t count_correct(Loss loss, const T* out, index_t n, index_t k,
+                           const Targets<T>& targets) noexcept {
+  std::int64_t correct = 0;
+  if (loss == Loss::CrossEntropy) {
+    for (index_t r = 0; r < n; ++r) {
+      const T* x = out + r * k;
+      const index_t predicted = std::max_element(x, x + k) - x;
+      index_t truth;
+      if (targets.labels) {
+        truth = index_t(targets.labels[r]);
+      } else {
+        const T* t = targets.values + r * k;
+        truth = std::max_element(t, t + k) - t;
+      }
+      correct += predicted == truth;
+    }
+    return correct;
+  }
+  const T cut = loss == Loss::BCEWithLogits ? T(0) : T(0.5);
+  for (index_t i = 0; i < n * k; ++i)
+    correct += (out[i] > cut) == (targets.values[i] > T(0.5));
+  return correct;
+}
+
+template double loss_forward_backward<float>(Loss, const LossParams&, const float*, index_t,
+                                             index_t, const Targets<float>&, float*) noexcept;
+template double loss_forward_backward<double>(Loss, const LossParams&, const double*, index_t,
+                                              index_t, const Targets<double>&, double*) noexcept;
+template std::int64_t count_correct<float>(Loss, const float*, index_t, index_t,
+                                           const Targets<float>&) noexcept;
+template std::int64_t count_correct<double>(Loss, const double*, index_t, index_t,
+                                            const Targets<double>&) noexcept;
+
+}  // namespace mlpcore

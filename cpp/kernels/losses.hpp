@@ -1,0 +1,49 @@
+// Losses with mean reduction as PyTorch's defaults, value and gradient in one pass.
+//
+// The output deltas are fused and numerically stable:
+//  - cross_entropy takes logits: d/dlogits = (softmax(logits) * sum(t) - t) / n, computed with the
+//    row maximum subtracted, so logits of +-1e4 neither overflow nor lose the softmax.
+//  - bce_with_logits: loss = max(x,0) - x t + log1p(exp(-|x|)), d/dx = (sigmoid(x) - t) / N.
+//  - bce takes probabilities; like torch, log terms are clamped at -100 and the gradient's
+//    denominator p(1-p) at 1e-12, so p of exactly 0 or 1 gives finite values, never NaN.
+#pragma once
+#include <cstdint>
+
+#include "common.hpp"
+
+namespace mlpcore {
+
+// The integer values are part of the Python binding (see losses.py).
+enum class Loss : int {
+  MSE = 0,
+  MAE = 1,
+  Huber = 2,
+  BCE = 3,
+  BCEWithLogits = 4,
+  CrossEntropy = 5,
+};
+
+struct LossParams {
+  double huber_delta = 1.0;
+};
+
+// A batch's targets: either values shaped like the output (n x k; class probabilities for
+// cross_entropy), or integer class labels (n) for cross_entropy.
+template <typename T>
+struct Targets {
+  const T* values = nullptr;             // (n, k) row-major, or null
+  const std::int64_t* labels = nullptr;  // (n,), or null
+};
+
+// Mean loss over the batch `out` (n x k). Writes dloss/dout into dout when it is not null.
+template <typename T>
+double loss_forward_backward(Loss loss, const LossParams& lp, const T* out, index_t n, index_t k,
+                             const Targets<T>& targets, T* dout) noexcept;
+
+// Number of correct predictions for classification losses: argmax for cross_entropy (per row),
+// threshold 0.5 on probabilities (bce) or 0 on logits (bce_with_logits) per element.
+template <typename T>
+std::int64_t count_correct(Loss loss, const T* out, index_t n, index_t k,
+                           const Targets<T>& targets) noexcept;
+
+}  // namespace mlpcore

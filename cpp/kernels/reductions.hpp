@@ -1,0 +1,17 @@
+// Reductions whose result does not depend on the thread count.
+#pragma once
+#include "common.hpp"
+
+namespace mlpcore {
+
+// db[j] = sum_i dz[i, j] (+ db[j] when accumulate) over a (rows x cols) block with leading
+// dimension ld. Columns are split across threads; each column is summed in row order.
+template <typename T>
+void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
+                 bool accumulate) noexcept;
+
+// True when none of the n values is NaN or +-Inf.
+template <typename T>
+bool all_finite(const T* x, index_t n) noexcept;
+
+}  // namespace mlpcore

@@ -1,0 +1,113 @@
+// The network: a layer plan over one parameter arena, one gradient arena, one optimizer-state
+// arena and per-batch workspaces. Every method takes raw pointers; validation of user input
+// happens in the bindings before any of these is called.
+#pragma once
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "kernels/activations.hpp"
+#include "kernels/losses.hpp"
+#include "kernels/optim.hpp"
+#include "net/aligned_buffer.hpp"
+
+namespace mlpcore {
+
+enum class LayerKind : int { Dense = 0, Activation = 1 };
+
+struct LayerSpec {
+  LayerKind kind = LayerKind::Dense;
+  index_t in_features = 0;   // Dense only
+  index_t out_features = 0;  // Dense only
+  Act act = Act::Identity;   // Activation only
+  ActParams params;          // Activation only
+};
+
+// What one batch produced: the mean loss, the number of correct predictions (classification
+// losses) and whether the step could be applied (loss and every gradient finite).
+struct StepResult {
+  double loss = 0.0;
+  std::int64_t correct = 0;
+  bool finite = true;
+};
+
+template <typename T>
+class Network {
+ public:
+  // Throws std::invalid_argument when the plan is inconsistent (feature counts that do not chain).
+  explicit Network(std::vector<LayerSpec> specs);
+
+  const std::vector<LayerSpec>& specs() const noexcept { return specs_; }
+  index_t in_features() const noexcept { return widths_.front(); }
+  index_t out_features() const noexcept { return widths_.back(); }
+
+  // Parameter and gradient arenas; layer i's weight (in x out) starts at weight_offset(i) and its
+  // bias (out) at bias_offset(i); both are -1 for layers without parameters.
+  T* params() noexcept { return params_.data(); }
+  T* grads() noexcept { return grads_.data(); }
+  index_t num_params() const noexcept { return params_.size(); }
+  index_t weight_offset(std::size_t layer) const { return weight_offsets_.at(layer); }
+  index_t bias_offset(std::size_t layer) const { return bias_offsets_.at(layer); }
+
+  void set_loss(Loss loss, const LossParams& params) noexcept;
+  Loss loss() const noexcept { return loss_; }
+
+  // Installs the optimizer. State is kept when the rule is unchanged (e.g. a new learning rate)
+  // and zeroed when the rule changes.
+  void set_optimizer(const OptConfig& cfg);
+  const OptConfig& optimizer() const noexcept { return opt_; }
+  int optimizer_state_buffers() const noexcept { return optimizer_state_count(opt_); }
+  T* optimizer_state(int k) noexcept { return state_.data() + index_t(k) * num_params(); }
+  std::int64_t optimizer_steps() const noexcept { return opt_steps_; }
+  void set_optimizer_steps(std::int64_t steps) noexcept { opt_steps_ = steps; }
+
+  // Forward, loss and backward on one batch: fills the gradient arena; dx (n x in), if not null,
+  // receives the gradient of the loss with respect to the input.
+  StepResult compute_gradients(const T* x, index_t n, const Targets<T>& targets, T* dx);
+
+  // compute_gradients, then the optimizer update, applied only if the loss and every gradient
+  // are finite (so the parameters always hold the last finite step).
+  StepResult train_step(const T* x, index_t n, const Targets<T>& targets);
+
+  // The optimizer update from the gradients currently in the gradient arena.
+  void apply_optimizer();
+
+  // Network outputs (n x out) for n inputs, computed in chunks.
+  void predict(const T* x, index_t n, T* out);
+
+  // Mean loss and correct count over n samples, computed in chunks, no gradients.
+  StepResult evaluate(const T* x, index_t n, const Targets<T>& targets);
+
+ private:
+  // Sizes the per-layer workspaces for at least `rows` rows (grows only, never shrinks).
+  void reserve_rows(index_t rows);
+  // Output of layer j-1 (j >= 1) in the workspace; act(0) is the input.
+  T* act(std::size_t j) noexcept { return acts_.data() + act_offsets_[j] * rows_cap_; }
+  T* dact(std::size_t j) noexcept { return dacts_.data() + act_offsets_[j] * rows_cap_; }
+  const T* forward(const T* x, index_t n) noexcept;
+  void backward(const T* x, index_t n, T* dx) noexcept;
+  bool is_fusable_activation(std::size_t layer) const noexcept;
+  StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx);
+
+  std::vector<LayerSpec> specs_;
+  std::vector<index_t> widths_;          // widths_[j]: feature count of act(j)
+  std::vector<index_t> act_offsets_;     // act(j) starts at act_offsets_[j] * rows_cap_
+  std::vector<index_t> weight_offsets_, bias_offsets_;
+  std::size_t first_dense_ = 0;          // index of the first layer with parameters
+
+  AlignedBuffer<T> params_, grads_, state_;
+  // Optimizer state replaced by a rule change stays allocated: NumPy views may still point at it.
+  std::vector<AlignedBuffer<T>> retired_state_;
+  AlignedBuffer<T> acts_, dacts_;        // per-layer outputs and their gradients
+  index_t rows_cap_ = 0;
+
+  Loss loss_ = Loss::MSE;
+  LossParams loss_params_;
+  OptConfig opt_;
+  std::int64_t opt_steps_ = 0;
+  bool has_optimizer_ = false;
+
+  std::mutex mutex_;  // one call at a time per network; calls run with the GIL released
+};
+
+}  // namespace mlpcore

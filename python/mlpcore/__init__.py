@@ -1,0 +1,31 @@
+"""mlpcore: fast multilayer perceptrons on CPUs.
+
+A C++ core (dense layers, activations, losses, backpropagation, optimizers, OpenMP GEMM)
+behind a small Keras/PyTorch-like API::
+
+    import mlpcore as mc
+    model = mc.Sequential([mc.Dense(64, 128), mc.ReLU(), mc.Dense(128, 10)], seed=0)
+    model.compile(loss="cross_entropy", optimizer=mc.optim.Adam(lr=1e-3))
+    history = model.fit(X, y, epochs=30, batch_size=32)
+"""
+from . import _core, initializers, losses, optim
+from ._core import get_num_threads, has_openmp, set_num_threads
+from .io import load
+from .layers import (ELU, GELU, SELU, Activation, Dense, Identity, Layer, LeakyReLU, ReLU, SiLU,
+                     Sigmoid, Softmax, Softplus, Tanh, get_activation)
+from .model import NonFiniteLossError, Sequential
+from .training import History
+
+try:  # the GEMM binding
+    from ._core import kernel_info, matmul
+except ImportError:  # pragma: no cover - only while the GEMM module is being built
+    pass
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Sequential", "Dense", "Layer", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU",
+    "SiLU", "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "get_activation", "History",
+    "NonFiniteLossError", "load", "optim", "losses", "initializers", "set_num_threads",
+    "get_num_threads", "has_openmp", "matmul", "kernel_info",
+]

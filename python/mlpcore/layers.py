@@ -1,0 +1,278 @@
+"""Layers: descriptions of a network's parts, and once a model is built, views of its memory.
+
+A layer object is created by the user, handed to :class:`mlpcore.Sequential`, and from then on
+reads and writes the model's native parameter memory directly (``layer.weight`` is a NumPy view,
+not a copy).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from . import initializers
+
+__all__ = [
+    "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU",
+    "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "ACTIVATIONS", "get_activation",
+]
+
+
+class Layer:
+    """Base class: a layer knows its place in a built model (or that it has none yet)."""
+
+    def __init__(self) -> None:
+        self._net = None
+        self._index: Optional[int] = None
+
+    def _attach(self, net, index: int) -> None:
+        if self._net is not None:
+            raise ValueError(
+                f"{type(self).__name__} layer is already part of another model; "
+                "create a new layer object for each model")
+        self._net = net
+        self._index = index
+
+    def _require_built(self, what: str):
+        if self._net is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.{what} is available once the layer is part of a "
+                "Sequential model")
+        return self._net
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"type": type(self).__name__}
+
+    def _spec(self) -> tuple:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "type")
+        return f"{type(self).__name__}({args})"
+
+
+def _positive_int(value, name: str, owner: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{owner}: {name} must be positive, got {value}")
+    return int(value)
+
+
+class Dense(Layer):
+    """Fully connected layer ``z = x @ weight + bias``.
+
+    ``weight`` has shape ``(in_features, out_features)`` and ``bias`` ``(out_features,)``.
+    ``init`` chooses the weight initialiser (see :mod:`mlpcore.initializers`; default
+    ``"glorot_uniform"``, biases start at zero) or gives the initial weight as an array.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, init="glorot_uniform") -> None:
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", "Dense")
+        self.out_features = _positive_int(out_features, "out_features", "Dense")
+        initializers.check(init, (self.in_features, self.out_features))
+        self.init = init
+
+    def _spec(self) -> tuple:
+        return ("dense", self.in_features, self.out_features)
+
+    def get_config(self) -> Dict[str, Any]:
+        init = self.init if isinstance(self.init, str) else "array"
+        return {"type": "Dense", "in_features": self.in_features,
+                "out_features": self.out_features, "init": init}
+
+    def _initialize(self, rng: np.random.Generator) -> None:
+        self.weight[...] = initializers.make(self.init, (self.in_features, self.out_features), rng)
+        self.bias[...] = 0
+
+    @property
+    def weight(self) -> np.ndarray:
+        """Writable view of the weight, shape (in_features, out_features)."""
+        return self._require_built("weight").weight_view(self._index, False)
+
+    @weight.setter
+    def weight(self, value) -> None:
+        self.weight[...] = _checked_values(value, (self.in_features, self.out_features), "weight")
+
+    @property
+    def bias(self) -> np.ndarray:
+        """Writable view of the bias, shape (out_features,)."""
+        return self._require_built("bias").bias_view(self._index, False)
+
+    @bias.setter
+    def bias(self, value) -> None:
+        self.bias[...] = _checked_values(value, (self.out_features,), "bias")
+
+    @property
+    def weight_grad(self) -> np.ndarray:
+        """Writable view of dL/dweight from the last compute_gradients/train_step."""
+        return self._require_built("weight_grad").weight_view(self._index, True)
+
+    @property
+    def bias_grad(self) -> np.ndarray:
+        """Writable view of dL/dbias from the last compute_gradients/train_step."""
+        return self._require_built("bias_grad").bias_view(self._index, True)
+
+
+def _checked_values(value, shape, name: str) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"Dense.{name}: expected a real numeric array, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"Dense.{name}: expected shape {shape}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"Dense.{name}: values must be finite (no NaN or Inf)")
+    return arr
+
+
+class Activation(Layer):
+    """An element-wise (or, for Softmax, row-wise) activation with torch.nn semantics."""
+
+    code = 0  # native activation kind, see cpp/kernels/common.hpp
+
+    def _params(self) -> Dict[str, float]:
+        return {}
+
+    def _spec(self) -> tuple:
+        p = {"negative_slope": 0.01, "alpha": 1.0, "beta": 1.0, "threshold": 20.0}
+        p.update(self._params())
+        return ("activation", self.code, float(p["negative_slope"]), float(p["alpha"]),
+                float(p["beta"]), float(p["threshold"]))
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"type": type(self).__name__, **self._params()}
+
+
+def _finite_float(value, name: str, owner: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or (positive and value <= 0):
+        need = "a positive finite number" if positive else "a finite number"
+        raise ValueError(f"{owner}: {name} must be {need}, got {value}")
+    return value
+
+
+class Identity(Activation):
+    code = 0
+
+
+class ReLU(Activation):
+    code = 1
+
+
+class LeakyReLU(Activation):
+    code = 2
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = _finite_float(negative_slope, "negative_slope", "LeakyReLU")
+
+    def _params(self):
+        return {"negative_slope": self.negative_slope}
+
+
+class ELU(Activation):
+    code = 3
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        super().__init__()
+        self.alpha = _finite_float(alpha, "alpha", "ELU")
+
+    def _params(self):
+        return {"alpha": self.alpha}
+
+
+class SELU(Activation):
+    code = 4
+
+
+class GELU(Activation):
+    """GELU; ``approximate="none"`` (erf, exact) or ``"tanh"``, as torch.nn.GELU."""
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(
+                f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+        self.code = 5 if approximate == "none" else 6
+
+    def _params(self):
+        return {"approximate": self.approximate}
+
+
+class SiLU(Activation):
+    code = 7
+
+
+class Sigmoid(Activation):
+    code = 8
+
+
+class Tanh(Activation):
+    code = 9
+
+
+class Softplus(Activation):
+    """Softplus ``log(1 + exp(beta x)) / beta``, linear where ``beta x > threshold``."""
+
+    code = 10
+
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta = _finite_float(beta, "beta", "Softplus", positive=True)
+        self.threshold = _finite_float(threshold, "threshold", "Softplus")
+
+    def _params(self):
+        return {"beta": self.beta, "threshold": self.threshold}
+
+
+class Softmax(Activation):
+    """Softmax along the feature axis (torch.nn.Softmax(dim=-1) on a batch)."""
+
+    code = 11
+
+    def __init__(self, dim: int = -1) -> None:
+        super().__init__()
+        if dim not in (-1, 1):
+            raise ValueError(f"Softmax: dim must be -1 or 1 (the feature axis), got {dim!r}")
+        self.dim = dim
+
+    def _params(self):
+        return {"dim": self.dim}
+
+
+ACTIVATIONS = {
+    "identity": Identity, "linear": Identity, "relu": ReLU, "leaky_relu": LeakyReLU, "elu": ELU,
+    "selu": SELU, "gelu": GELU, "silu": SiLU, "swish": SiLU, "sigmoid": Sigmoid,
+    "logistic": Sigmoid, "tanh": Tanh, "softplus": Softplus, "softmax": Softmax,
+}
+
+LAYER_TYPES = {cls.__name__: cls for cls in (
+    Dense, Identity, ReLU, LeakyReLU, ELU, SELU, GELU, SiLU, Sigmoid, Tanh, Softplus, Softmax)}
+
+
+def get_activation(name: str) -> Activation:
+    """A new activation layer from its name (e.g. ``"relu"``, ``"gelu"``); names are case-blind."""
+    if not isinstance(name, str):
+        raise TypeError(f"activation must be a str, got {type(name).__name__}")
+    key = name.lower().replace("-", "_")
+    if key not in ACTIVATIONS:
+        raise ValueError(
+            f"Unknown activation {name!r}; valid names: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[key]()
+
+
+def layer_from_config(config: Dict[str, Any]) -> Layer:
+    """Rebuild a layer from :meth:`Layer.get_config` output (used by load)."""
+    kind = config.get("type")
+    if kind not in LAYER_TYPES:
+        raise ValueError(f"unknown layer type {kind!r} in model config; "
+                         f"valid types: {', '.join(sorted(LAYER_TYPES))}")
+    kwargs = {k: v for k, v in config.items() if k != "type"}
+    if kind == "Dense":
+        kwargs.pop("init", None)  # weights come from the file
+    return LAYER_TYPES[kind](**kwargs)

@@ -1,0 +1,188 @@
+"""Sequential: a stack of layers compiled into one native network."""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+
+from . import _core
+from ._validation import as_inputs, as_targets, check_positive_int
+from .layers import Dense, Layer
+from .losses import LossInfo, get_loss
+from .optim import Optimizer, get_optimizer
+
+__all__ = ["Sequential", "NonFiniteLossError"]
+
+_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/Inf loss or gradient; the weights hold the last finite step."""
+
+
+def _parse_dtype(dtype) -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"Sequential: dtype must be 'float32' or 'float64', got {dtype!r}") from None
+    if dt.name not in _DTYPES:
+        raise TypeError(f"Sequential: dtype must be 'float32' or 'float64', got {dt.name!r}")
+    return _DTYPES[dt.name]
+
+
+class Sequential:
+    """A multilayer perceptron: layers applied in order, computed by the native core.
+
+    >>> model = Sequential([Dense(64, 128), ReLU(), Dense(128, 10)], dtype="float32", seed=0)
+    >>> model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=1e-3))
+    """
+
+    def __init__(self, layers: Iterable[Layer], dtype="float32", seed: Optional[int] = None):
+        if isinstance(layers, Layer) or not isinstance(layers, Iterable):
+            raise TypeError("Sequential: layers must be a list of layers, got "
+                            f"{type(layers).__name__}")
+        self.layers: List[Layer] = list(layers)
+        for i, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential: layers[{i}] must be an mlpcore layer, "
+                                f"got {type(layer).__name__}")
+        if len({id(layer) for layer in self.layers}) != len(self.layers):
+            raise ValueError("Sequential: the same layer object appears twice; create one per use")
+        self.dtype = _parse_dtype(dtype)
+        if seed is not None:
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+                raise TypeError(f"Sequential: seed must be an int or None, got {type(seed).__name__}")
+            if seed < 0:
+                raise ValueError(f"Sequential: seed must be non-negative, got {seed}")
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        native = _core.Network32 if self.dtype == np.float32 else _core.Network64
+        self._net = native([layer._spec() for layer in self.layers])
+        for i, layer in enumerate(self.layers):
+            layer._attach(self._net, i)
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                layer._initialize(self.rng)
+        self.loss: Optional[LossInfo] = None
+        self.huber_delta = 1.0
+        self.optimizer: Optional[Optimizer] = None
+        self._synced_opt_version = -1
+
+    # --- structure ------------------------------------------------------------------------
+    @property
+    def in_features(self) -> int:
+        return self._net.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self._net.out_features
+
+    @property
+    def num_params(self) -> int:
+        return self._net.num_params
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"dtype": self.dtype.name, "layers": [layer.get_config() for layer in self.layers]}
+
+    def summary(self) -> str:
+        lines = [f"Sequential ({self.dtype.name}, {self.num_params} parameters)"]
+        for i, layer in enumerate(self.layers):
+            n = layer.in_features * layer.out_features + layer.out_features \
+                if isinstance(layer, Dense) else 0
+            lines.append(f"  {i:2d}  {layer!r:<48} params: {n}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Sequential({self.layers!r}, dtype={self.dtype.name!r})"
+
+    # --- compile --------------------------------------------------------------------------
+    def compile(self, loss: str = "mse", optimizer="adam", *, huber_delta: float = 1.0) -> None:
+        """Choose the loss (see :mod:`mlpcore.losses`) and the optimizer (name or instance)."""
+        info = get_loss(loss)
+        if info.name == "bce" and not isinstance(self.layers[-1], (_sigmoid_like())):
+            raise ValueError("compile: loss 'bce' expects probabilities, so the last layer must be "
+                             "Sigmoid or Softmax; use loss='bce_with_logits' on raw outputs")
+        huber_delta = float(huber_delta)
+        if not huber_delta > 0 or not np.isfinite(huber_delta):
+            raise ValueError(f"compile: huber_delta must be positive and finite, got {huber_delta}")
+        opt = get_optimizer(optimizer)
+        opt._bind(self)
+        self._net.set_loss(info.code, huber_delta)
+        self.loss, self.huber_delta, self.optimizer = info, huber_delta, opt
+        self._synced_opt_version = -1
+        self._sync_optimizer()
+
+    def _require_compiled(self, func: str) -> None:
+        if self.loss is None:
+            raise RuntimeError(f"{func}: call model.compile(loss=..., optimizer=...) first")
+
+    def _sync_optimizer(self) -> None:
+        opt = self.optimizer
+        if opt is not None and opt._version() != self._synced_opt_version:
+            self._net.set_optimizer(opt._native_config())
+            self._synced_opt_version = opt._version()
+
+    def _apply_optimizer(self) -> None:
+        self._sync_optimizer()
+        self._net.apply_optimizer()
+
+    # --- one batch ------------------------------------------------------------------------
+    def _batch(self, x, y, func: str):
+        """Validated (x, y) for the native core; arrays already in the right form pass as is."""
+        x = as_inputs(x, self.dtype, self.in_features, func)
+        y = as_targets(y, self.loss, x.shape[0], self.out_features, self.dtype, func)
+        return x, y
+
+    def train_step(self, x, y) -> float:
+        """Forward, loss, backward and optimizer update on one batch; returns the batch loss."""
+        self._require_compiled("train_step")
+        x, y = self._batch(x, y, "train_step")
+        self._sync_optimizer()
+        loss, _, finite = self._net.train_step(x, y)
+        if not finite:
+            raise NonFiniteLossError(f"train_step: the loss or a gradient is not finite "
+                                     f"(loss={loss}); the weights were left unchanged")
+        return loss
+
+    def compute_gradients(self, x, y, *, return_input_grad: bool = False):
+        """Forward and backward only: fills the layers' ``weight_grad``/``bias_grad`` views.
+
+        Returns the batch loss, or ``(loss, dL/dx)`` with ``return_input_grad=True``.
+        """
+        self._require_compiled("compute_gradients")
+        x, y = self._batch(x, y, "compute_gradients")
+        loss, _, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad))
+        return (loss, dx) if return_input_grad else loss
+
+    # --- whole data sets ------------------------------------------------------------------
+    def predict(self, x) -> np.ndarray:
+        """Network output for every row of x (logits when the loss fuses softmax/sigmoid)."""
+        return self._net.predict(as_inputs(x, self.dtype, self.in_features, "predict"))
+
+    def evaluate(self, x, y) -> Dict[str, float]:
+        """Mean loss over (x, y), and accuracy for classification losses."""
+        self._require_compiled("evaluate")
+        x, y = self._batch(x, y, "evaluate")
+        loss, correct, _ = self._net.evaluate(x, y)
+        result = {"loss": float(loss)}
+        if self.loss.classification:
+            per_row = 1 if y.ndim == 1 or self.loss.name == "cross_entropy" else y.shape[1]
+            result["accuracy"] = correct / (x.shape[0] * per_row)
+        return result
+
+    def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            validation_data=None, verbose: int = 1):
+        """Train for ``epochs`` passes over (x, y); returns a History (Keras-shaped)."""
+        from .training import fit
+        return fit(self, x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
+                   validation_data=validation_data, verbose=verbose)
+
+    def save(self, path) -> None:
+        """Write architecture, weights and optimizer state to a safetensors file (atomically)."""
+        from .io import save
+        save(self, path)
+
+
+def _sigmoid_like():
+    from .layers import Sigmoid, Softmax
+    return (Sigmoid, Softmax)

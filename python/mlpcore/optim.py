@@ -1,0 +1,245 @@
+"""Optimizers with torch.optim's names, arguments, defaults and update rules.
+
+Each class only holds hyper-parameters; the update is one native kernel over the model's
+parameter arena, and the state (momentum, moment estimates ...) lives in native memory.
+Hyper-parameters can be changed between steps through ``optimizer.lr`` or, as in PyTorch,
+``optimizer.param_groups[0]["lr"]``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZERS", "get_optimizer"]
+
+
+class _ParamGroup(dict):
+    """The hyper-parameter dict; counts changes so the model re-sends it only when needed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.version = 0
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.version += 1
+
+
+def _check_non_negative(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"Invalid {what}: expected a number, got {type(value).__name__}")
+    value = float(value)
+    if not (value >= 0.0) or math.isinf(value):
+        raise ValueError(f"Invalid {what}: {value}")
+    return value
+
+
+class Optimizer:
+    """Base class. Subclasses name their state buffers and their native rule."""
+
+    _kind = -1
+    _state_names: List[str] = []
+
+    def __init__(self, **hyper: Any) -> None:
+        self.param_groups = [_ParamGroup(hyper)]
+        self._model = None
+
+    # --- hyper-parameters -------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.param_groups[0]["lr"] = _check_non_negative(value, "learning rate")
+
+    @property
+    def defaults(self) -> Dict[str, Any]:
+        return dict(self.param_groups[0])
+
+    def _version(self) -> int:
+        return self.param_groups[0].version
+
+    def _native_config(self) -> Dict[str, Any]:
+        g = self.param_groups[0]
+        betas = g.get("betas", (0.9, 0.999))
+        return {
+            "kind": self._kind, "lr": float(g["lr"]),
+            "weight_decay": float(g.get("weight_decay", 0.0)),
+            "momentum": float(g.get("momentum", 0.0)), "dampening": float(g.get("dampening", 0.0)),
+            "nesterov": bool(g.get("nesterov", False)),
+            "beta1": float(betas[0]), "beta2": float(betas[1]), "eps": float(g.get("eps", 1e-8)),
+            "amsgrad": bool(g.get("amsgrad", False)), "alpha": float(g.get("alpha", 0.99)),
+            "centered": bool(g.get("centered", False)), "lr_decay": float(g.get("lr_decay", 0.0)),
+        }
+
+    # --- binding to a model -----------------------------------------------------------------
+    def _bind(self, model) -> None:
+        if self._model is not None and self._model is not model:
+            raise ValueError(f"{type(self).__name__} is already bound to another model; "
+                             "create one optimizer per model")
+        self._model = model
+
+    def _require_model(self):
+        if self._model is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a model: "
+                               "pass it to model.compile(optimizer=...) first")
+        return self._model
+
+    def step(self) -> None:
+        """Apply one update from the gradients currently in the model's gradient buffers."""
+        self._require_model()._apply_optimizer()
+
+    def zero_grad(self) -> None:
+        """Set every gradient buffer of the model to zero."""
+        self._require_model()._net.grads_view()[...] = 0
+
+    # --- state ------------------------------------------------------------------------------
+    @property
+    def state(self) -> Dict[str, np.ndarray]:
+        """Flat views of the native state buffers (one value per model parameter)."""
+        model = self._require_model()
+        model._sync_optimizer()
+        net = model._net
+        return {name: net.optimizer_state_view(k) for k, name in enumerate(self._state_names)}
+
+    @property
+    def step_count(self) -> int:
+        return int(self._require_model()._net.optimizer_steps)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Hyper-parameters, step count and copies of the state buffers."""
+        return {"name": type(self).__name__, "param_groups": [dict(self.param_groups[0])],
+                "step": self.step_count,
+                "state": {k: v.copy() for k, v in self.state.items()}}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        if state_dict.get("name") != type(self).__name__:
+            raise ValueError(f"load_state_dict: state is for {state_dict.get('name')!r}, "
+                             f"not {type(self).__name__}")
+        for key, value in state_dict["param_groups"][0].items():
+            self.param_groups[0][key] = tuple(value) if key == "betas" else value
+        current = self.state
+        for name, value in state_dict["state"].items():
+            if name not in current or current[name].shape != np.shape(value):
+                raise ValueError(f"load_state_dict: state buffer {name!r} does not match the model")
+            current[name][...] = value
+        self._model._net.optimizer_steps = int(state_dict["step"])
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.param_groups[0].items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum / Nesterov, as torch.optim.SGD."""
+
+    _kind = 0
+    _state_names = ["momentum_buffer"]
+
+    def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
+        lr = _check_non_negative(lr, "learning rate")
+        momentum = _check_non_negative(momentum, "momentum value")
+        weight_decay = _check_non_negative(weight_decay, "weight_decay value")
+        dampening = float(dampening)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        super().__init__(lr=lr, momentum=momentum, dampening=dampening,
+                         nesterov=bool(nesterov), weight_decay=weight_decay)
+
+
+def _check_betas(betas) -> tuple:
+    try:
+        b1, b2 = (float(b) for b in betas)
+    except (TypeError, ValueError):
+        raise TypeError(f"Invalid betas: expected a pair of numbers, got {betas!r}") from None
+    if not 0.0 <= b1 < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {b1}")
+    if not 0.0 <= b2 < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {b2}")
+    return (b1, b2)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as torch.optim.Adam."""
+
+    _kind = 1
+    _state_names = ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+        super().__init__(lr=_check_non_negative(lr, "learning rate"), betas=_check_betas(betas),
+                         eps=_check_non_negative(eps, "epsilon value"),
+                         weight_decay=_check_non_negative(weight_decay, "weight_decay value"),
+                         amsgrad=bool(amsgrad))
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as torch.optim.AdamW."""
+
+    _kind = 2
+
+    def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
+        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+
+
+class RMSprop(Optimizer):
+    """RMSprop (optionally centered, with momentum), as torch.optim.RMSprop."""
+
+    _kind = 3
+    _state_names = ["square_avg", "momentum_buffer", "grad_avg"]
+
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
+        super().__init__(lr=_check_non_negative(lr, "learning rate"),
+                         alpha=_check_non_negative(alpha, "alpha value"),
+                         eps=_check_non_negative(eps, "epsilon value"),
+                         weight_decay=_check_non_negative(weight_decay, "weight_decay value"),
+                         momentum=_check_non_negative(momentum, "momentum value"),
+                         centered=bool(centered))
+
+
+class Adagrad(Optimizer):
+    """Adagrad with learning-rate decay, as torch.optim.Adagrad."""
+
+    _kind = 4
+    _state_names = ["sum"]
+
+    def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 eps: float = 1e-10) -> None:
+        super().__init__(lr=_check_non_negative(lr, "learning rate"),
+                         lr_decay=_check_non_negative(lr_decay, "lr_decay value"),
+                         weight_decay=_check_non_negative(weight_decay, "weight_decay value"),
+                         eps=_check_non_negative(eps, "epsilon value"))
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
+
+
+def get_optimizer(spec, lr: Optional[float] = None) -> Optimizer:
+    """An optimizer instance from an instance (returned as is) or a name such as ``"adam"``."""
+    if isinstance(spec, Optimizer):
+        return spec
+    if not isinstance(spec, str):
+        raise TypeError(f"optimizer must be a name or an mlpcore.optim.Optimizer, "
+                        f"got {type(spec).__name__}")
+    key = spec.lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {spec!r}; valid names: {', '.join(sorted(OPTIMIZERS))}")
+    return OPTIMIZERS[key]() if lr is None else OPTIMIZERS[key](lr=lr)
+
+
+def optimizer_from_state(state: Dict[str, Any]) -> Optimizer:
+    """A new optimizer with the hyper-parameters of a :meth:`Optimizer.state_dict`."""
+    classes = {cls.__name__: cls for cls in OPTIMIZERS.values()}
+    name = state.get("name")
+    if name not in classes:
+        raise ValueError(f"unknown optimizer {name!r} in saved state")
+    hyper = dict(state["param_groups"][0])
+    if "betas" in hyper:
+        hyper["betas"] = tuple(hyper["betas"])
+    return classes[name](**hyper)

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 #include <string>
 
 #include "kernels/activations.hpp"
@@ -38,7 +39,7 @@ std::string shape_str(const py::array& a) {
 
 std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
-bool is_f32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()) || a.dtype().equal(py::dtype::of<float>()); }
+bool is_f32(const py::array& a) { return a.dtype().equal(py::dtype::of<float>()); }
 bool is_f64(const py::array& a) { return a.dtype().equal(py::dtype::of<double>()); }
 
 py::array require_array(py::handle obj, const char* fn, const char* name) {

@@ -86,8 +86,8 @@ def _as_labels(arr: np.ndarray, n_classes: int, func: str, name: str) -> np.ndar
         arr = arr.astype(np.int64)
     low, high = arr.min(), arr.max()
     if low < 0 or high >= n_classes:
-        bad = low if low < 0 else high
-        raise ValueError(f"{func}: {name} holds class label {bad!r} outside the valid range "
+        bad = (low if low < 0 else high).item()
+        raise ValueError(f"{func}: {name} holds class label {bad} outside the valid range "
                          f"[0, {n_classes - 1}] (the model has {n_classes} outputs)")
     return np.ascontiguousarray(arr, dtype=np.int64)
 

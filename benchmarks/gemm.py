@@ -1,0 +1,193 @@
+"""GEMM benchmark: mlpcore.matmul against numpy.matmul (OpenBLAS), side by side.
+
+Every measurement runs in its own child process (see _proc.py); contenders alternate, the whole
+set is repeated and medians are reported. Threads are set through the environment of the child:
+OMP_NUM_THREADS for mlpcore, OPENBLAS_NUM_THREADS for NumPy. In the NumPy child OPENBLAS_CORETYPE
+and OPENBLAS_L2_SIZE are unset (they pick slower kernels on a current NumPy); the OpenBLAS kernel
+actually used is reported from threadpoolctl when it is installed.
+
+    python benchmarks/gemm.py            # full run
+    python benchmarks/gemm.py --quick    # fewer sizes and repeats
+
+Writes benchmarks/results/gemm.json and (if matplotlib is installed) benchmarks/results/gemm.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _proc import run_child, thread_env  # noqa: E402
+
+SQUARE = [64, 128, 256, 512, 1024, 2048]
+# (batch M, in K, out N) of an MLP layer: forward NN y = x W, backward TN dW = x^T dy and
+# NT dx = dy W^T.
+MLP = [(32, 784, 256), (64, 784, 256), (256, 784, 256), (256, 1024, 1024)]
+
+
+def cases(quick: bool) -> list[dict]:
+    out = []
+    for n in SQUARE[:-1] if quick else SQUARE:
+        out.append({"name": f"square {n}", "form": "NN", "M": n, "N": n, "K": n})
+    for m, k, n in MLP:
+        tag = f"mlp {m}x{k}x{n}"
+        out.append({"name": tag + " fwd", "form": "NN", "M": m, "N": n, "K": k})
+        out.append({"name": tag + " dW", "form": "TN", "M": k, "N": n, "K": m})
+        out.append({"name": tag + " dX", "form": "NT", "M": m, "N": k, "K": n})
+    return out
+
+
+# ------------------------------------------------------------------------------------ child
+def child(payload: dict) -> None:
+    import numpy as np
+
+    contender = payload["contender"]
+    dtype = np.dtype(payload["dtype"])
+    info = {}
+    if contender == "mlpcore":
+        import mlpcore as mc
+
+        fn = mc.matmul
+        info = {k: v for k, v in mc.kernel_info().items() if k in ("isa", "openmp", "num_threads")}
+    else:
+        fn = np.matmul
+        try:
+            from threadpoolctl import threadpool_info
+
+            info = {"threadpools": [
+                {k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+                for p in threadpool_info()]}
+        except ImportError:
+            info = {"threadpools": "threadpoolctl not installed"}
+    rng = np.random.default_rng(0)
+    target = payload["target_s"]
+    results = {}
+    for case in payload["cases"]:
+        M, N, K, form = case["M"], case["N"], case["K"], case["form"]
+        a = rng.standard_normal((K, M) if form[0] == "T" else (M, K)).astype(dtype)
+        b = rng.standard_normal((N, K) if form[1] == "T" else (K, N)).astype(dtype)
+        a = a.T if form[0] == "T" else a
+        b = b.T if form[1] == "T" else b
+        out = np.empty((M, N), dtype)
+        fn(a, b, out=out)  # warm up (threads, packing buffers, page faults)
+        t0 = time.perf_counter()
+        fn(a, b, out=out)
+        once = max(time.perf_counter() - t0, 1e-7)
+        iters = max(1, int(target / once))
+        samples = []
+        for _ in range(payload["batches"]):
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn(a, b, out=out)
+            samples.append((time.perf_counter() - t0) / iters)
+        results[case["name"]] = statistics.median(samples)
+    print(json.dumps({"info": info, "times": results}))
+
+
+# ------------------------------------------------------------------------------------ parent
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    ap.add_argument("--repeats", type=int, default=None, help="rounds of both contenders")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+
+    repeats = args.repeats or (2 if args.quick else 3)
+    case_list = cases(args.quick)
+    payload_base = {"cases": case_list, "target_s": 0.03 if args.quick else 0.06,
+                    "batches": 3 if args.quick else 5}
+    script = os.path.abspath(__file__)
+    unset_np = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    env_note = {k: os.environ.get(k) for k in unset_np}
+    rows, infos = [], {}
+    for dtype in args.dtypes:
+        for threads in args.threads:
+            times = {"mlpcore": [], "numpy": []}
+            for r in range(repeats):
+                order = ["mlpcore", "numpy"] if r % 2 == 0 else ["numpy", "mlpcore"]
+                for who in order:
+                    payload = dict(payload_base, contender=who, dtype=dtype)
+                    if who == "mlpcore":
+                        rep = run_child(script, payload, thread_env(threads, 1))
+                    else:
+                        rep = run_child(script, payload, thread_env(threads, threads), unset_np)
+                    times[who].append(rep["times"])
+                    infos[f"{who} {dtype} {threads}t"] = rep["info"]
+            for case in case_list:
+                name = case["name"]
+                flop = 2.0 * case["M"] * case["N"] * case["K"]
+                t_mc = statistics.median(t[name] for t in times["mlpcore"])
+                t_np = statistics.median(t[name] for t in times["numpy"])
+                rows.append({"dtype": dtype, "threads": threads, **case,
+                             "mlpcore_gflops": flop / t_mc / 1e9, "numpy_gflops": flop / t_np / 1e9,
+                             "ratio": t_np / t_mc})
+            print_rows([r for r in rows if r["dtype"] == dtype and r["threads"] == threads])
+            sys.stdout.flush()
+
+    print("\nOpenBLAS (NumPy child):", json.dumps(infos.get(f"numpy {args.dtypes[0]} "
+                                                              f"{args.threads[-1]}t")))
+    print("mlpcore:", json.dumps(infos.get(f"mlpcore {args.dtypes[0]} {args.threads[-1]}t")))
+    print("unset in the NumPy child (parent values):", env_note)
+    os.makedirs(args.out, exist_ok=True)
+    meta = {"machine": platform.machine(), "processor": platform.processor(),
+            "python": sys.version.split()[0], "quick": args.quick, "repeats": repeats,
+            "infos": infos, "unset_in_numpy_child": env_note}
+    with open(os.path.join(args.out, "gemm.json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    plot(rows, os.path.join(args.out, "gemm.png"))
+
+
+def print_rows(rows: list[dict]) -> None:
+    if not rows:
+        return
+    print(f"\n{rows[0]['dtype']}, {rows[0]['threads']} thread(s)")
+    print(f"{'case':<26}{'form':>5}{'M':>6}{'N':>6}{'K':>6}{'mlpcore GF/s':>14}{'numpy GF/s':>12}"
+          f"{'mc/np':>8}")
+    for r in rows:
+        print(f"{r['name']:<26}{r['form']:>5}{r['M']:>6}{r['N']:>6}{r['K']:>6}"
+              f"{r['mlpcore_gflops']:>14.1f}{r['numpy_gflops']:>12.1f}{r['ratio']:>8.2f}")
+
+
+def plot(rows: list[dict], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot written")
+        return
+    groups = sorted({(r["dtype"], r["threads"]) for r in rows})
+    fig, axes = plt.subplots(len(groups), 1, figsize=(12, 3.2 * len(groups)), squeeze=False)
+    for ax, (dtype, threads) in zip(axes[:, 0], groups):
+        sel = [r for r in rows if r["dtype"] == dtype and r["threads"] == threads]
+        x = range(len(sel))
+        ax.bar([i - 0.2 for i in x], [r["mlpcore_gflops"] for r in sel], 0.4, label="mlpcore")
+        ax.bar([i + 0.2 for i in x], [r["numpy_gflops"] for r in sel], 0.4, label="numpy")
+        ax.set_xticks(list(x))
+        ax.set_xticklabels([r["name"].replace("mlp ", "") for r in sel], rotation=30, ha="right",
+                           fontsize=7)
+        ax.set_ylabel("GFLOP/s")
+        ax.set_title(f"{dtype}, {threads} thread(s)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print("plot written to", path)
+
+
+if __name__ == "__main__":
+    main()

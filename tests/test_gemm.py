@@ -1,0 +1,425 @@
+"""Tests of the packed GEMM kernels (mc.matmul, mc.kernel_info and the mc._core GEMM hooks)."""
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import mlpcore as mc
+
+core = mc._core
+INFO = mc.kernel_info()
+ISAS = list(INFO["available"])
+DTYPES = [np.float32, np.float64]
+LAYOUTS = ["NN", "TN", "NT", "TT"]
+
+# Activation ids (cpp/kernels/common.hpp).
+ACTS = {
+    "Identity": 0, "ReLU": 1, "LeakyReLU": 2, "ELU": 3, "SELU": 4, "GELU": 5, "GELUTanh": 6,
+    "SiLU": 7, "Sigmoid": 8, "Tanh": 9, "Softplus": 10,
+}
+
+
+# ----------------------------------------------------------------------------- helpers
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run a test on one ISA path, restoring the previous choice afterwards."""
+    before = core._get_gemm_isa()
+    core._set_gemm_isa(request.param)
+    yield request.param
+    core._set_gemm_isa(before)
+
+
+def set_threads(n):
+    if hasattr(mc, "set_num_threads"):
+        mc.set_num_threads(n)
+    else:
+        core._set_num_threads(n)
+
+
+def get_threads():
+    if hasattr(mc, "get_num_threads"):
+        return mc.get_num_threads()
+    return core._get_num_threads()
+
+
+@pytest.fixture
+def restore_threads():
+    before = get_threads()
+    yield
+    set_threads(before)
+
+
+def operands(rng, M, N, K, layout, dtype):
+    """op(A) (M x K) and op(B) (K x N) as views of the stored matrices for `layout`."""
+    a = rng.standard_normal((K, M) if layout[0] == "T" else (M, K)).astype(dtype)
+    b = rng.standard_normal((N, K) if layout[1] == "T" else (K, N)).astype(dtype)
+    return (a.T if layout[0] == "T" else a), (b.T if layout[1] == "T" else b)
+
+
+def assert_close_gemm(c, a, b, dtype=None):
+    """c == a @ b within the standard error bound of a length-K dot product (scaled by K)."""
+    dtype = dtype or c.dtype
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = a64 @ b64
+    K = a.shape[1]
+    eps = np.finfo(dtype).eps
+    bound = (2.0 * K + 4.0) * eps * (np.abs(a64) @ np.abs(b64)) + np.finfo(dtype).tiny
+    assert c.shape == ref.shape
+    err = np.abs(c.astype(np.float64) - ref)
+    bad = err > bound
+    assert not bad.any(), f"{bad.sum()} elements out of tolerance, max err {err.max()}"
+
+
+# Shapes covering every edge remainder of MR (12/6/4) and NR (32/16/8) with K below, at and
+# above the KC blocks (384 / 256).
+EDGE_SHAPES = [(m, n, k) for m, n, k in zip(range(1, 25), range(1, 65, 1), [1, 3, 7, 16, 33, 64] * 4)]
+EDGE_SHAPES += [(m, n, 5) for m, n in zip(range(1, 13), range(33, 65, 1))]
+EDGE_SHAPES += [
+    (12, 32, 384), (13, 33, 385), (24, 64, 257), (97, 200, 300), (300, 31, 401), (130, 257, 513),
+    (1, 300, 200), (300, 1, 200), (64, 96, 784), (100, 100, 1), (250, 300, 260),
+]
+
+
+# ----------------------------------------------------------------------------- correctness
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_matmul_all_paths(isa, dtype, layout):
+    rng = np.random.default_rng(hash((isa, layout, np.dtype(dtype).name)) % 2**32)
+    for M, N, K in EDGE_SHAPES:
+        a, b = operands(rng, M, N, K, layout, dtype)
+        c = mc.matmul(a, b)
+        assert c.dtype == dtype and c.flags.c_contiguous
+        assert_close_gemm(c, a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hooks_and_reference(isa, dtype):
+    rng = np.random.default_rng(1)
+    for M, N, K in [(1, 1, 1), (13, 35, 70), (40, 70, 400), (101, 33, 260)]:
+        for ta in (False, True):
+            for tb in (False, True):
+                a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+                b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+                opa, opb = (a.T if ta else a), (b.T if tb else b)
+                assert_close_gemm(core._gemm(a, b, ta, tb), opa, opb)
+                assert_close_gemm(core._gemm_reference(a, b, ta, tb), opa, opb)
+                # accumulate: C = op(A) op(B) + C0
+                c0 = rng.standard_normal((M, N)).astype(dtype)
+                got = core._gemm(a, b, ta, tb, c=c0.copy(), accumulate=True)
+                want = opa.astype(np.float64) @ opb.astype(np.float64) + c0
+                tol = 1e-4 if dtype == np.float32 else 1e-12
+                np.testing.assert_allclose(got, want, rtol=tol * math.sqrt(K), atol=tol * K)
+
+
+def test_simd_paths_agree_with_portable():
+    rng = np.random.default_rng(2)
+    before = core._get_gemm_isa()
+    try:
+        for dtype in DTYPES:
+            a = rng.standard_normal((77, 301)).astype(dtype)
+            b = rng.standard_normal((301, 45)).astype(dtype)
+            results = {}
+            for name in ISAS:
+                core._set_gemm_isa(name)
+                results[name] = mc.matmul(a, b)
+            tol = 2e-5 if dtype == np.float32 else 1e-13
+            for name, c in results.items():
+                np.testing.assert_allclose(c, results["portable"], rtol=tol, atol=tol * 30,
+                                           err_msg=name)
+    finally:
+        core._set_gemm_isa(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_views_leading_dimension_and_strides(isa, dtype):
+    rng = np.random.default_rng(3)
+    big_a = rng.standard_normal((120, 150)).astype(dtype)
+    big_b = rng.standard_normal((140, 130)).astype(dtype)
+    cases = [
+        (big_a[3:40, 5:75], big_b[7:77, 2:49]),           # NN, lda/ldb > width
+        (big_a[5:75, 2:39].T, big_b[7:77, 2:49]),         # TN through a transposed sub-view
+        (big_a[3:40, 5:75], big_b[2:49, 7:77].T),         # NT
+        (big_a[5:75, 2:39].T, big_b[2:49, 7:77].T),       # TT
+        (big_a[::2, ::3][:30, :40], big_b[::3, ::2][:40, :33]),  # no unit stride: copied
+        (big_a[::-1, :][:20, :50], big_b[:50, ::-1]),     # negative strides
+        (np.asfortranarray(big_a[:33, :66]), big_b[:66, :17]),
+        (big_a[:1, :70], big_b[:70, :1]),                 # single row / column
+        (big_a[:, 4:5], big_b[4:5, :]),                   # K = 1 outer product, odd strides
+        (big_a[4:5, :].T[:, :1], big_b[4:5, :]),           # 120 x 1 column view of a row
+    ]
+    for a, b in cases:
+        c = mc.matmul(a, b)
+        assert_close_gemm(c, a, b)
+    # an input view must not be modified nor copied into (it is read only)
+    ro = big_a[:10, :20].copy()
+    ro.flags.writeable = False
+    assert_close_gemm(mc.matmul(ro, big_b[:20, :9]), ro, big_b[:20, :9])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_zero_sizes(dtype):
+    a = np.ones((4, 0), dtype)
+    b = np.ones((0, 5), dtype)
+    c = mc.matmul(a, b)
+    assert c.shape == (4, 5) and c.dtype == dtype and not c.any()
+    out = np.full((4, 5), 7.0, dtype)
+    assert mc.matmul(a, b, out=out) is out and not out.any()
+    assert mc.matmul(np.ones((0, 3), dtype), np.ones((3, 5), dtype)).shape == (0, 5)
+    assert mc.matmul(np.ones((4, 3), dtype), np.ones((3, 0), dtype)).shape == (4, 0)
+    assert mc.matmul(np.ones((0, 0), dtype), np.ones((0, 0), dtype)).shape == (0, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_inf_propagate_like_numpy(isa, dtype):
+    rng = np.random.default_rng(4)
+    for M, N, K in [(5, 7, 9), (29, 70, 400), (100, 40, 30)]:
+        a = rng.standard_normal((M, K)).astype(dtype)
+        b = rng.standard_normal((K, N)).astype(dtype)
+        a[1, 2] = np.nan
+        a[M - 1, K - 1] = np.inf
+        b[0, N - 1] = -np.inf
+        b[K // 2, 0] = np.nan
+        a[2 % M, 0] = 0.0  # 0 * inf = nan
+        c = mc.matmul(a, b)
+        with np.errstate(invalid="ignore", over="ignore"):
+            ref = a.astype(np.float64) @ b.astype(np.float64)
+        np.testing.assert_array_equal(np.isnan(c), np.isnan(ref))
+        np.testing.assert_array_equal(np.isposinf(c), np.isposinf(ref))
+        np.testing.assert_array_equal(np.isneginf(c), np.isneginf(ref))
+
+
+# ----------------------------------------------------------------------------- fused epilogues
+def np_act(name, z, negative_slope=0.01, alpha=1.0, beta=1.0, threshold=20.0):
+    z = z.astype(np.float64)
+    erf = np.vectorize(math.erf)
+    sig = lambda x: 0.5 * (1.0 + np.tanh(0.5 * x))  # noqa: E731  overflow-free logistic
+    sa, ss = 1.6732632423543772, 1.0507009873554805
+    if name == "Identity":
+        return z
+    if name == "ReLU":
+        return np.maximum(z, 0)
+    if name == "LeakyReLU":
+        return np.where(z > 0, z, negative_slope * z)
+    if name == "ELU":
+        return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
+    if name == "SELU":
+        return ss * np.where(z > 0, z, sa * np.expm1(np.minimum(z, 0)))
+    if name == "GELU":
+        return 0.5 * z * (1 + erf(z / math.sqrt(2)))
+    if name == "GELUTanh":
+        return 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z**3)))
+    if name == "SiLU":
+        return z * sig(z)
+    if name == "Sigmoid":
+        return sig(z)
+    if name == "Tanh":
+        return np.tanh(z)
+    if name == "Softplus":
+        bz = beta * z
+        return np.where(bz > threshold, z, np.log1p(np.exp(np.minimum(bz, threshold))) / beta)
+    raise KeyError(name)
+
+
+def np_act_deriv(name, z):
+    z = z.astype(np.float64)
+    h = 1e-6
+    if name in ("ReLU", "LeakyReLU", "ELU", "SELU"):  # kinks at 0: one-sided is exact enough
+        zp = np.where(z > 0, z + h, z - h)
+        return (np_act(name, zp) - np_act(name, z)) / (zp - z)
+    return (np_act(name, z + h) - np_act(name, z - h)) / (2 * h)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", list(ACTS))
+def test_fused_forward_bias_activation(isa, dtype, act):
+    rng = np.random.default_rng(5)
+    for M, N, K, ta, tb in [(13, 37, 50, False, False), (70, 100, 400, False, False),
+                            (33, 20, 300, True, False), (40, 65, 90, False, True)]:
+        a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype) / math.sqrt(K)
+        b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+        bias = rng.standard_normal(N).astype(dtype)
+        z, y = core._gemm_fused(a, b, ta, tb, bias=bias, act=ACTS[act], act_out=True)
+        opa, opb = (a.T if ta else a), (b.T if tb else b)
+        tol = 1e-4 if dtype == np.float32 else 1e-12
+        ref_z = opa.astype(np.float64) @ opb.astype(np.float64) + bias
+        np.testing.assert_allclose(z, ref_z, rtol=tol, atol=tol * math.sqrt(K))
+        # the activation is applied to exactly the z that was stored
+        np.testing.assert_allclose(y, np_act(act, z), rtol=tol, atol=tol)
+        # and the separate reference epilogue agrees
+        z_ref, y_ref = core._gemm_fused(a, b, ta, tb, bias=bias, act=ACTS[act], act_out=True,
+                                        reference=True)
+        np.testing.assert_allclose(z, z_ref, rtol=tol, atol=tol * math.sqrt(K))
+        np.testing.assert_allclose(y, y_ref, rtol=10 * tol, atol=10 * tol)
+    # without act_out C receives z only; without bias it is the plain product
+    c, none = core._gemm_fused(a, b, ta, tb)
+    assert none is None
+    assert_close_gemm(c, opa, opb)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ["ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "GELUTanh", "SiLU",
+                                 "Sigmoid", "Tanh", "Softplus", "Identity"])
+def test_fused_derivative_multiply(isa, dtype, act):
+    rng = np.random.default_rng(6)
+    for M, N, K, ta, tb in [(13, 37, 50, False, True), (64, 100, 256, False, True),
+                            (29, 41, 77, True, False)]:
+        a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+        b = rng.standard_normal((N, K) if tb else (K, N)).astype(dtype)
+        zsave = (rng.standard_normal((M, N)) * 2).astype(dtype)
+        zsave[0, : min(N, 3)] = [0.5, -0.5, 1.5][: min(N, 3)]
+        ysave = np_act(act, zsave).astype(dtype)
+        dx, _ = core._gemm_fused(a, b, ta, tb, deriv_z=zsave, deriv_y=ysave, deriv_act=ACTS[act])
+        opa, opb = (a.T if ta else a), (b.T if tb else b)
+        g = opa.astype(np.float64) @ opb.astype(np.float64)
+        want = g * np_act_deriv(act, zsave)
+        tol = 2e-4 if dtype == np.float32 else 1e-6  # finite-difference derivative
+        np.testing.assert_allclose(dx, want, rtol=tol, atol=tol * math.sqrt(K))
+        ref, _ = core._gemm_fused(a, b, ta, tb, deriv_z=zsave, deriv_y=ysave,
+                                  deriv_act=ACTS[act], reference=True)
+        np.testing.assert_allclose(dx, ref, rtol=1e-4 if dtype == np.float32 else 1e-12,
+                                   atol=1e-4 * math.sqrt(K))
+
+
+def test_fused_rejects_softmax_and_bad_ids():
+    a = np.ones((2, 3))
+    with pytest.raises(ValueError, match="element-wise"):
+        core._gemm_fused(a, a.T, act=11, act_out=True)
+    with pytest.raises(ValueError, match="element-wise"):
+        core._gemm_fused(a, a.T, deriv_z=np.ones((2, 2)), deriv_act=-1)
+
+
+# ----------------------------------------------------------------------------- threads
+DET_SHAPES = [(256, 256, 784, "NN"), (64, 256, 784, "TN"), (32, 784, 256, "NT"),
+              (130, 1000, 500, "NN"), (97, 300, 1000, "TT"), (500, 70, 900, "NT")]
+
+
+@pytest.mark.skipif(not INFO["openmp"], reason="built without OpenMP")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bitwise_identical_1_and_2_threads(isa, dtype, restore_threads):
+    rng = np.random.default_rng(7)
+    for M, N, K, layout in DET_SHAPES:
+        assert M * N * K >= INFO["parallel_min_work"]  # really runs on 2 threads
+        a, b = operands(rng, M, N, K, layout, dtype)
+        bias = rng.standard_normal(N).astype(dtype)
+        results = []
+        for n in (1, 2, 1):
+            set_threads(n)
+            c = mc.matmul(a, b)
+            z, y = core._gemm_fused(np.ascontiguousarray(a), np.ascontiguousarray(b), False,
+                                    False, bias=bias, act=ACTS["GELU"], act_out=True)
+            results.append((c.tobytes(), z.tobytes(), y.tobytes()))
+        assert results[0] == results[1] == results[2]
+        assert_close_gemm(np.frombuffer(results[1][0], dtype).reshape(M, N), a, b)
+
+
+# ----------------------------------------------------------------------------- ISA selection
+def run_child(code, isa_env):
+    env = dict(os.environ)
+    env.pop("MLPCORE_GEMM_ISA", None)
+    if isa_env is not None:
+        env["MLPCORE_GEMM_ISA"] = isa_env
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_env_override_in_subprocess():
+    code = ("import numpy as np, mlpcore as mc; "
+            "a = np.arange(12.0).reshape(3, 4); "
+            "assert (mc.matmul(a, a.T) == a @ a.T).all(); "
+            "print(mc.kernel_info()['isa'])")
+    for name in ISAS:
+        assert run_child(code, name) == name
+    # no override: the best ISA (avx512 on an AVX-512 machine)
+    default = run_child(code, None)
+    assert default == INFO["best"] == ISAS[0]
+    # an unknown name is ignored rather than crashing the import
+    assert run_child(code, "sse9") == INFO["best"]
+
+
+def test_kernel_info_contents():
+    info = mc.kernel_info()
+    assert info["isa"] in info["available"]
+    assert "portable" in info["available"]
+    assert set(info["available"]) <= {"avx512", "avx2", "portable"}
+    for dt in ("float32", "float64"):
+        blk = info[dt]
+        assert set(blk) >= {"mr", "nr", "mc", "kc", "nc"}
+        assert blk["mc"] % blk["mr"] == 0 and blk["nc"] % blk["nr"] == 0
+    assert isinstance(info["openmp"], bool)
+    assert info["num_threads"] >= 1
+
+
+def test_set_gemm_isa_validation():
+    with pytest.raises(ValueError, match="avx512, avx2, portable"):
+        core._set_gemm_isa("sse9")
+    before = core._get_gemm_isa()
+    for name in ISAS:
+        core._set_gemm_isa(name)
+        assert mc.kernel_info()["isa"] == name == core._get_gemm_isa()
+    core._set_gemm_isa(before)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_bad_inputs_raise_helpful_errors():
+    a = np.ones((3, 4), np.float32)
+    b = np.ones((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"\(3, 4\).*\(5, 5\)"):
+        mc.matmul(a, np.ones((5, 5), np.float32))
+    with pytest.raises(ValueError, match="2-D"):
+        mc.matmul(np.ones(4, np.float32), b)
+    with pytest.raises(ValueError, match="b must be 2-D"):
+        mc.matmul(a, np.ones((4, 5, 1), np.float32))
+    with pytest.raises(TypeError, match="b must have dtype float32 like a, got float64"):
+        mc.matmul(a, b.astype(np.float64))
+    with pytest.raises(TypeError, match="a must have dtype float32 or float64, got int64"):
+        mc.matmul(np.ones((3, 4), np.int64), np.ones((4, 5), np.int64))
+    with pytest.raises(TypeError, match="float16"):
+        mc.matmul(a.astype(np.float16), b.astype(np.float16))
+    with pytest.raises(TypeError, match="a must be a numpy.ndarray, got list"):
+        mc.matmul([[1.0]], b)
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
+        mc.matmul(a, b, out=[0.0])
+    with pytest.raises(ValueError, match=r"out must have shape \(3, 5\), got \(5, 3\)"):
+        mc.matmul(a, b, out=np.empty((5, 3), np.float32))
+    with pytest.raises(ValueError, match="out must have shape"):
+        mc.matmul(a, b, out=np.empty(15, np.float32))
+    with pytest.raises(TypeError, match="out must have dtype float32"):
+        mc.matmul(a, b, out=np.empty((3, 5), np.float64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        mc.matmul(a, b, out=np.empty((5, 3), np.float32).T)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        mc.matmul(a, b, out=np.empty((3, 10), np.float32)[:, ::2])
+    ro = np.empty((3, 5), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        mc.matmul(a, b, out=ro)
+    sq = np.ones((4, 4), np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        mc.matmul(sq, np.ones((4, 4), np.float32), out=sq)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_out_writes_in_bounds_only(isa, dtype):
+    rng = np.random.default_rng(8)
+    guard = 64
+    for M, N, K in [(1, 1, 1), (13, 33, 17), (25, 67, 300), (97, 31, 50)]:
+        a = rng.standard_normal((M, K)).astype(dtype)
+        b = rng.standard_normal((K, N)).astype(dtype)
+        buf = np.full(M * N + 2 * guard, -12345.0, dtype)
+        out = buf[guard:guard + M * N].reshape(M, N)
+        assert mc.matmul(a, b, out=out) is out
+        assert (buf[:guard] == -12345.0).all() and (buf[-guard:] == -12345.0).all()
+        assert_close_gemm(out, a, b)
+        # a row-major window of a bigger array is C-contiguous only for full rows: use one
+        big = np.full((M + 2, N), 99.0, dtype)
+        window = big[1:M + 1]
+        mc.matmul(a.T.copy().T, b, out=window)
+        assert (big[0] == 99.0).all() and (big[-1] == 99.0).all()
+        assert_close_gemm(window, a, b)

@@ -1,0 +1,144 @@
+"""Loss values and output gradients against the NumPy reference (and torch if present), the
+numerical stability the fused deltas promise, and the loss table's errors."""
+import numpy as np
+import pytest
+
+import mlpcore as mc
+import reference
+
+
+def identity_model(k, dtype="float64", last=None):
+    """Dense(k, k) with identity weight: predict(x) == x and dL/dx == dL/dout."""
+    layers = [mc.Dense(k, k, init=np.eye(k))] + ([last] if last is not None else [])
+    return mc.Sequential(layers, dtype=dtype, seed=0)
+
+
+def loss_and_grad(name, out, target, **compile_kw):
+    model = identity_model(out.shape[1])
+    model.compile(loss=name, optimizer="sgd", **compile_kw)
+    return model.compute_gradients(out, target, return_input_grad=True)
+
+
+def targets_for(name, rng, n, k):
+    if name in ("bce", "bce_with_logits"):
+        return rng.random((n, k))
+    if name == "cross_entropy":
+        return rng.integers(0, k, size=n)
+    return rng.normal(size=(n, k))
+
+
+@pytest.mark.parametrize("name", ["mse", "mae", "huber", "bce_with_logits", "cross_entropy"])
+def test_value_and_gradient_match_reference(name, rng):
+    out = rng.normal(0, 2, size=(9, 4))
+    target = targets_for(name, rng, 9, 4)
+    loss, grad = loss_and_grad(name, out, target)
+    ref_loss, ref_grad = reference.loss(name, out, target)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-15)
+
+
+def test_bce_on_probabilities_matches_reference(rng):
+    # bce needs probabilities: a Sigmoid after the identity layer; dL/dx = dL/dp * p(1-p)
+    x = rng.normal(size=(6, 3))
+    t = rng.random((6, 3))
+    model = identity_model(3, last=mc.Sigmoid())
+    model.compile(loss="bce", optimizer="sgd")
+    loss, dx = model.compute_gradients(x, t, return_input_grad=True)
+    p = reference.sigmoid(x)
+    ref_loss, ref_grad = reference.loss("bce", p, t)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(dx, ref_grad * p * (1 - p), rtol=1e-9, atol=1e-15)
+
+
+def test_cross_entropy_with_class_probabilities(rng):
+    out = rng.normal(size=(5, 4))
+    t = rng.random((5, 4))
+    t /= t.sum(axis=1, keepdims=True)
+    loss, grad = loss_and_grad("cross_entropy", out, t)
+    ref_loss, ref_grad = reference.loss("cross_entropy", out, t)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-15)
+    # one-hot probabilities equal integer labels
+    labels = rng.integers(0, 4, size=5)
+    assert loss_and_grad("cross_entropy", out, np.eye(4)[labels])[0] == pytest.approx(
+        loss_and_grad("cross_entropy", out, labels)[0], rel=1e-14)
+
+
+def test_huber_delta(rng):
+    out = rng.normal(0, 2, size=(7, 3))
+    t = rng.normal(size=(7, 3))
+    loss, grad = loss_and_grad("huber", out, t, huber_delta=0.5)
+    ref_loss, ref_grad = reference.loss("huber", out, t, delta=0.5)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_deltas_are_stable_for_huge_logits(dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [1e4, 1e4, -1e4]])
+    model = identity_model(3, dtype)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    loss, grad = model.compute_gradients(logits, np.array([1, 2, 0]), return_input_grad=True)
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    assert loss == pytest.approx((2e4 + 0 + np.log(2)) / 3, rel=1e-6)
+    model = identity_model(3, dtype)
+    model.compile(loss="bce_with_logits", optimizer="sgd")
+    t = np.array([[1.0, 0.0, 0.5]] * 3)
+    loss, grad = model.compute_gradients(logits, t, return_input_grad=True)
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bce_with_probabilities_of_exactly_zero_and_one(dtype):
+    # saturated sigmoid outputs are exactly 0 and 1: loss clamps log at -100, no NaN anywhere
+    x = np.array([[-1e4, 1e4, -1e4, 1e4]])
+    t = np.array([[0.0, 1.0, 1.0, 0.0]])
+    model = identity_model(4, dtype, last=mc.Sigmoid())
+    model.compile(loss="bce", optimizer="sgd")
+    loss, dx = model.compute_gradients(x, t, return_input_grad=True)
+    assert loss == pytest.approx(50.0, rel=1e-6)  # two terms at the -100 clamp, mean over 4
+    assert np.isfinite(dx).all()
+
+
+def test_unknown_loss_lists_valid_names():
+    model = identity_model(2)
+    with pytest.raises(ValueError, match="valid names: .*cross_entropy.*mse"):
+        model.compile(loss="hinge")
+    with pytest.raises(TypeError, match="loss must be a str"):
+        model.compile(loss=3)
+
+
+def test_bce_requires_probability_outputs():
+    with pytest.raises(ValueError, match="bce_with_logits"):
+        identity_model(2).compile(loss="bce")
+
+
+def test_classification_targets_are_checked(rng):
+    model = identity_model(3)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    x = rng.normal(size=(4, 3))
+    with pytest.raises(ValueError, match=r"class label 3 outside the valid range \[0, 2\]"):
+        model.train_step(x, np.array([0, 1, 3, 2]))
+    with pytest.raises(ValueError, match="whole numbers"):
+        model.train_step(x, np.array([0.0, 1.5, 2.0, 1.0]))
+    model.compile(loss="bce_with_logits", optimizer="sgd")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model.train_step(x, np.full((4, 3), 2.0))
+
+
+TORCH_LOSSES = {"mse": "mse_loss", "mae": "l1_loss", "huber": "huber_loss",
+                "bce_with_logits": "binary_cross_entropy_with_logits",
+                "cross_entropy": "cross_entropy"}
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_LOSSES))
+def test_matches_torch(name, rng):
+    torch = pytest.importorskip("torch")
+    out = rng.normal(0, 2, size=(8, 5))
+    target = targets_for(name, rng, 8, 5)
+    ot = torch.tensor(out, requires_grad=True)
+    value = getattr(torch.nn.functional, TORCH_LOSSES[name])(ot, torch.tensor(target))
+    value.backward()
+    loss, grad = loss_and_grad(name, out, target)
+    assert loss == pytest.approx(value.item(), rel=1e-12)
+    np.testing.assert_allclose(grad, ot.grad.numpy(), rtol=1e-10, atol=1e-15)

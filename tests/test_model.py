@@ -1,0 +1,278 @@
+"""Sequential: zero-copy views, explicit gradient path, reproducibility, thread independence and
+clear errors on bad input."""
+import numpy as np
+import pytest
+
+import mlpcore as mc
+from mlpcore._validation import as_inputs
+
+
+def small_model(dtype="float32", seed=0, loss="cross_entropy", optimizer=None):
+    model = mc.Sequential([mc.Dense(5, 16), mc.ReLU(), mc.Dense(16, 3)], dtype=dtype, seed=seed)
+    model.compile(loss=loss, optimizer=optimizer or mc.optim.Adam(lr=1e-2))
+    return model
+
+
+def data(rng, n=64, dtype=np.float32):
+    x = rng.normal(size=(n, 5)).astype(dtype)
+    y = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.5)
+    return x, y
+
+
+# --- zero copy -------------------------------------------------------------------------------
+def test_parameter_views_share_native_memory_both_ways(rng):
+    model = small_model()
+    dense = model.layers[0]
+    w = dense.weight
+    assert w.shape == (5, 16) and dense.bias.shape == (16,)
+    assert np.shares_memory(w, dense.weight) and w.flags.writeable
+    x, _ = data(rng, 4)
+    before = model.predict(x)
+    dense.weight[...] = 0.0
+    dense.bias[...] = 0.0
+    after = model.predict(x)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after, np.tile(model.layers[2].bias, (4, 1)))
+    dense.weight = np.ones((5, 16))
+    assert np.all(w == 1.0)  # the old view sees the assignment: same memory
+
+
+def test_gradient_views_and_explicit_step(rng):
+    model = small_model(optimizer=mc.optim.SGD(lr=0.1))
+    x, y = data(rng, 8)
+    loss = model.compute_gradients(x, y)
+    dense = model.layers[2]
+    g = dense.weight_grad
+    assert np.shares_memory(g, dense.weight_grad) and np.abs(g).sum() > 0
+    w_before = dense.weight.copy()
+    g *= 0.5  # users may edit gradients in place before stepping
+    model.optimizer.step()
+    np.testing.assert_allclose(dense.weight, w_before - np.float32(0.1) * g, rtol=1e-6)
+    model.optimizer.zero_grad()
+    assert not dense.weight_grad.any()
+    assert isinstance(loss, float)
+
+
+def test_views_keep_the_network_alive(rng):
+    model = small_model()
+    w = model.layers[0].weight
+    expected = w.copy()
+    del model
+    import gc
+    gc.collect()
+    np.testing.assert_array_equal(w, expected)
+
+
+def test_inputs_in_model_dtype_are_not_copied(rng):
+    x = rng.normal(size=(10, 5)).astype(np.float32)
+    assert as_inputs(x, np.dtype(np.float32), 5, "f") is x
+    converted = as_inputs(x.astype(np.float64), np.dtype(np.float32), 5, "f")
+    assert converted.dtype == np.float32 and converted.flags.c_contiguous
+    fortran = as_inputs(np.asfortranarray(x), np.dtype(np.float32), 5, "f")
+    assert fortran.flags.c_contiguous and np.array_equal(fortran, x)
+
+
+def test_other_dtypes_and_orders_give_the_same_results(rng):
+    model = small_model()
+    x, y = data(rng, 16)
+    ref = model.predict(x)
+    np.testing.assert_array_equal(model.predict(x.astype(np.float64)), ref)
+    np.testing.assert_array_equal(model.predict(np.asfortranarray(x)), ref)
+    np.testing.assert_array_equal(model.predict(x.tolist()), ref)
+    assert model.evaluate(x, y.astype(np.int32)) == model.evaluate(x, y)
+
+
+# --- reproducibility and threads -------------------------------------------------------------
+def train_bits(seed, threads=None, dtype="float32"):
+    if threads is not None:
+        mc.set_num_threads(threads)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(300, 20)).astype(dtype)
+    y = (x[:, :3].sum(axis=1) > 0).astype(np.int64)
+    model = mc.Sequential([mc.Dense(20, 64), mc.Tanh(), mc.Dense(64, 64), mc.ReLU(),
+                           mc.Dense(64, 2)], dtype=dtype, seed=seed)
+    model.compile(loss="cross_entropy", optimizer=mc.optim.Adam(lr=1e-2))
+    history = model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    return [layer.weight.copy() for layer in model.layers if isinstance(layer, mc.Dense)], history
+
+
+def test_same_seed_same_bits():
+    a, ha = train_bits(11)
+    b, hb = train_bits(11)
+    c, _ = train_bits(12)
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert ha.history == hb.history
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.skipif(not mc.has_openmp(), reason="built without OpenMP")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_results_do_not_depend_on_thread_count(dtype):
+    one, _ = train_bits(3, threads=1, dtype=dtype)
+    two, _ = train_bits(3, threads=2, dtype=dtype)
+    assert all(np.array_equal(u, v) for u, v in zip(one, two))
+
+
+def test_thread_settings():
+    mc.set_num_threads(1)
+    assert mc.get_num_threads() == 1
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        mc.set_num_threads(0)
+
+
+# --- bad input -------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, exc, pattern", [
+    (np.array([["a"] * 5]), TypeError, "x must hold real numbers.*<U1"),
+    (np.array([[object()] * 5]), TypeError, "dtype object"),
+    (np.ones((2, 5), dtype=complex), TypeError, "complex128"),
+    (np.ones(5), ValueError, r"2-D.*got shape \(5,\)"),
+    (np.ones((2, 5, 1)), ValueError, "2-D"),
+    (np.ones((2, 4)), ValueError, r"5 features.*\(2, 4\)"),
+    (np.ones((0, 5)), ValueError, "empty"),
+    (np.array([[1, 2, np.nan, 4, 5]]), ValueError, r"NaN or Inf.*\[0, 2\]"),
+    (np.array([[1, 2, 3, np.inf, 5]]), ValueError, "NaN or Inf"),
+])
+def test_bad_inputs_raise_clear_errors(bad, exc, pattern):
+    model = small_model()
+    with pytest.raises(exc, match=pattern):
+        model.train_step(bad, np.zeros(len(bad), dtype=np.int64))
+    with pytest.raises(exc, match=pattern):
+        model.predict(bad)
+
+
+def test_bad_targets_raise_clear_errors(rng):
+    model = small_model()
+    x, y = data(rng, 8)
+    with pytest.raises(ValueError, match="7 rows but x has 8"):
+        model.train_step(x, y[:7])
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        model.train_step(x, np.where(np.arange(8) == 3, np.nan, 0.0))
+    with pytest.raises(TypeError, match="y must hold real numbers"):
+        model.train_step(x, np.array(["a"] * 8))
+    regression = small_model(loss="mse")
+    with pytest.raises(ValueError, match=r"shape \(8, 3\)"):
+        regression.train_step(x, np.zeros((8, 2)))
+
+
+def test_native_entry_points_validate_too(rng):
+    # the bindings recheck what reaches the kernels, so bypassing Python checks cannot crash
+    model = small_model()
+    net = model._net
+    x, y = data(rng, 4)
+    with pytest.raises(TypeError, match="float32"):
+        net.train_step(x.astype(np.float64), y)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        net.train_step(np.asfortranarray(np.ones((4, 5), np.float32)), y)
+    with pytest.raises(ValueError, match="outside the valid range"):
+        net.train_step(x, np.array([0, 1, 2, 9]))
+    with pytest.raises(ValueError, match="empty batch"):
+        net.predict(np.ones((0, 5), np.float32))
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        net.predict([[1.0] * 5])
+
+
+def test_fit_argument_errors(rng):
+    model = small_model()
+    x, y = data(rng, 8)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+        model.fit(x, y, batch_size=0, verbose=0)
+    with pytest.raises(ValueError, match="batch_size must be a positive int, got -3"):
+        model.fit(x, y, batch_size=-3, verbose=0)
+    with pytest.raises(TypeError, match="epochs must be an int"):
+        model.fit(x, y, epochs=2.5, verbose=0)
+    with pytest.raises(TypeError, match="validation_data"):
+        model.fit(x, y, validation_data=x, verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data\[0\] must have 5 features"):
+        model.fit(x, y, validation_data=(x[:, :3], y), verbose=0)
+
+
+def test_using_the_model_before_compile_is_an_error(rng):
+    model = mc.Sequential([mc.Dense(5, 3)])
+    x, y = data(rng, 4)
+    for call in (lambda: model.fit(x, y), lambda: model.train_step(x, y),
+                 lambda: model.evaluate(x, y), lambda: model.compute_gradients(x, y)):
+        with pytest.raises(RuntimeError, match="compile"):
+            call()
+    assert model.predict(x).shape == (4, 3)  # predict needs no loss
+
+
+def test_construction_errors():
+    with pytest.raises(ValueError, match="expects 8 input features, but the previous layer gives 4"):
+        mc.Sequential([mc.Dense(3, 4), mc.ReLU(), mc.Dense(8, 2)])
+    with pytest.raises(TypeError, match="float32' or 'float64'"):
+        mc.Sequential([mc.Dense(3, 4)], dtype="int8")
+    with pytest.raises(TypeError, match=r"layers\[1\] must be an mlpcore layer"):
+        mc.Sequential([mc.Dense(3, 4), "relu"])
+    with pytest.raises(ValueError, match="first layer must be Dense"):
+        mc.Sequential([mc.ReLU(), mc.Dense(3, 4)])
+    with pytest.raises(ValueError, match="in_features must be positive"):
+        mc.Dense(0, 3)
+    with pytest.raises(ValueError, match="unknown init 'orthogonal'"):
+        mc.Dense(3, 3, init="orthogonal")
+    shared = mc.Dense(3, 3)
+    with pytest.raises(ValueError, match="same layer object"):
+        mc.Sequential([shared, mc.ReLU(), shared])
+    mc.Sequential([shared])
+    with pytest.raises(ValueError, match="already part of another model"):
+        mc.Sequential([shared])
+    with pytest.raises(RuntimeError, match="part of a Sequential"):
+        _ = mc.Dense(2, 2).weight
+
+
+def test_unknown_optimizer_name_lists_valid_ones():
+    model = mc.Sequential([mc.Dense(3, 2)])
+    with pytest.raises(ValueError, match="valid names: adagrad, adam, adamw, rmsprop, sgd"):
+        model.compile(loss="mse", optimizer="lbfgs")
+
+
+# --- divergence --------------------------------------------------------------------------------
+def test_non_finite_loss_stops_fit_and_keeps_last_finite_weights(rng):
+    x = rng.normal(size=(64, 5)).astype(np.float32)
+    y = rng.normal(size=(64, 3)).astype(np.float32) * 1e3
+    model = mc.Sequential([mc.Dense(5, 16), mc.ReLU(), mc.Dense(16, 3)], seed=0)
+    model.compile(loss="mse", optimizer=mc.optim.SGD(lr=1e6))  # diverges within a few steps
+    with pytest.raises(mc.NonFiniteLossError, match=r"epoch 1, step \d+") as info:
+        model.fit(x, y, epochs=5, batch_size=8, verbose=0)
+    assert "last finite step" in str(info.value)
+    for layer in model.layers:
+        if isinstance(layer, mc.Dense):
+            assert np.isfinite(layer.weight).all() and np.isfinite(layer.bias).all()
+
+
+def test_diverging_train_steps_keep_the_weights_of_the_last_finite_step(rng):
+    x = rng.normal(size=(64, 5)).astype(np.float32)
+    y = rng.normal(size=(64, 3)).astype(np.float32) * 1e3
+    model = mc.Sequential([mc.Dense(5, 16), mc.ReLU(), mc.Dense(16, 3)], seed=0)
+    model.compile(loss="mse", optimizer=mc.optim.SGD(lr=1e6))
+    for step in range(100):
+        before = [layer.weight.copy() for layer in model.layers if isinstance(layer, mc.Dense)]
+        try:
+            model.train_step(x[:8], y[:8])
+        except mc.NonFiniteLossError:
+            break
+    else:
+        pytest.fail("the run was expected to diverge")
+    after = [layer.weight for layer in model.layers if isinstance(layer, mc.Dense)]
+    assert step > 0 and all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_train_step_refuses_non_finite_update(rng):
+    model = small_model(loss="mse")
+    x, _ = data(rng, 4)
+    model.layers[2].weight[...] = 1e30  # float32 outputs overflow in the loss
+    before = [layer.weight.copy() for layer in model.layers if isinstance(layer, mc.Dense)]
+    with pytest.raises(mc.NonFiniteLossError, match="left unchanged"):
+        model.train_step(x, np.zeros((4, 3)))
+    after = [layer.weight for layer in model.layers if isinstance(layer, mc.Dense)]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+# --- batches of different sizes ------------------------------------------------------------------
+def test_batch_size_can_change_between_steps(rng):
+    model = small_model()
+    x, y = data(rng, 40)
+    for n in (8, 32, 3, 40, 1):
+        assert np.isfinite(model.train_step(x[:n], y[:n]))
+    reference = small_model()
+    np.testing.assert_array_equal(model.predict(x[:1]).shape, (1, 3))
+    assert reference.predict(x).shape == (40, 3)

@@ -13,8 +13,8 @@ namespace mlpcore::bindings {
 namespace py = pybind11;
 
 template <typename T>
-const char* dtype_name() {
-  return sizeof(T) == 4 ? "float32" : "float64";
+std::string dtype_name() {
+  return py::str(py::dtype::of<T>()).cast<std::string>();
 }
 
 inline std::string shape_string(const py::array& a) {

@@ -127,6 +127,31 @@ CheckedTargets<T> checked_targets(Network<T>& net, const py::handle& obj, index_
   return out;
 }
 
+// Shapes and dtypes of the targets, without scanning values (train_batches checks the labels of
+// every batch it gathers, and non-finite values surface as a refused step).
+template <typename T>
+CheckedTargets<T> unchecked_targets(Network<T>& net, const py::handle& obj, index_t n,
+                                    const char* func) {
+  CheckedTargets<T> out;
+  const index_t k = net.out_features();
+  if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 1 &&
+      net.loss() == Loss::CrossEntropy) {
+    auto labels = require_array<std::int64_t>(obj, func, "y", 1);
+    if (labels.shape(0) != n)
+      throw py::value_error(std::string(func) + ": y must have one label per row of x");
+    out.targets.labels = labels.data();
+    out.keep_alive = labels;
+    return out;
+  }
+  auto values = require_array<T>(obj, func, "y", 2);
+  if (values.shape(0) != n || values.shape(1) != k)
+    throw py::value_error(std::string(func) + ": y must have shape (" + std::to_string(n) + ", " +
+                          std::to_string(k) + "), got " + shape_string(values));
+  out.targets.values = values.data();
+  out.keep_alive = values;
+  return out;
+}
+
 py::tuple step_tuple(const StepResult& r) { return py::make_tuple(r.loss, r.correct, r.finite); }
 
 template <typename T>
@@ -169,7 +194,7 @@ void bind_network_class(py::module_& m, const char* name) {
                throw py::value_error("optimizer state buffer index out of range");
              return view_of<T>(net, net->optimizer_state(k), {net->num_params()});
            })
-      .def_property_readonly("optimizer_state_buffers", &Network<T>::optimizer_state_buffers)
+      .def_property_readonly("optimizer_state_names", &Network<T>::optimizer_state_names)
       .def_property("optimizer_steps", &Network<T>::optimizer_steps,
                     &Network<T>::set_optimizer_steps)
       .def("set_loss",
@@ -211,6 +236,50 @@ void bind_network_class(py::module_& m, const char* name) {
              }
              return py::make_tuple(r.loss, r.correct, r.finite, dx_obj);
            })
+      .def("train_batches",
+           [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
+              const py::object& order_obj, index_t batch_size, index_t first_batch,
+              index_t n_batches) {
+             // x and y were validated once for the whole fit (as_inputs / as_targets); here
+             // only what guards memory is checked: dtypes, shapes, and (natively, per gathered
+             // batch) every index and label.
+             auto x = require_array<T>(x_obj, "train_batches", "x", 2);
+             if (x.shape(1) != net.in_features() || x.shape(0) < 1)
+               throw py::value_error("train_batches: x must have shape (n >= 1, " +
+                                     std::to_string(net.in_features()) + "), got " +
+                                     shape_string(x));
+             if (batch_size < 1 || first_batch < 0 || n_batches < 0)
+               throw py::value_error("train_batches: batch_size must be >= 1 and the batch "
+                                     "range non-negative");
+             CheckedTargets<T> y = unchecked_targets(net, y_obj, x.shape(0), "train_batches");
+             const std::int64_t* order = nullptr;
+             py::object order_keep;
+             if (!order_obj.is_none()) {
+               auto o = require_array<std::int64_t>(order_obj, "train_batches", "order", 1);
+               if (o.shape(0) != x.shape(0))
+                 throw py::value_error("train_batches: order must have one index per row of x");
+               order = o.data();
+               order_keep = o;
+             }
+             BatchRunResult r;
+             {
+               py::gil_scoped_release release;
+               r = net.train_batches(x.data(), x.shape(0), y.targets, order, batch_size,
+                                     first_batch, n_batches);
+             }
+             if (r.status == BatchStatus::BadIndex)
+               throw py::value_error("train_batches: order holds index " +
+                                     std::to_string(r.bad_value) + " outside [0, " +
+                                     std::to_string(x.shape(0) - 1) + "]");
+             if (r.status == BatchStatus::BadLabel)
+               throw py::value_error("train_batches: y holds class label " +
+                                     std::to_string(r.bad_value) + " outside the valid range [0, " +
+                                     std::to_string(net.out_features() - 1) + "]");
+             return py::make_tuple(r.loss_sum, r.correct, r.batches_done,
+                                   r.status == BatchStatus::Ok, r.failed_loss);
+           },
+           py::arg("x"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
+           py::arg("first_batch"), py::arg("n_batches"))
       .def("apply_optimizer",
            [](Network<T>& net) {
              py::gil_scoped_release release;
@@ -242,6 +311,19 @@ void bind_network_class(py::module_& m, const char* name) {
 }  // namespace
 
 void bind_network(py::module_& m) {
+  m.def("shuffled_indices",
+        [](std::uint64_t seed, index_t n) {
+          if (n < 0) throw py::value_error("shuffled_indices: n must be >= 0");
+          py::array_t<std::int64_t> order(n);
+          std::int64_t* data = order.mutable_data();
+          {
+            py::gil_scoped_release release;
+            shuffled_indices(seed, data, n);
+          }
+          return order;
+        },
+        py::arg("seed"), py::arg("n"),
+        "A permutation of range(n) drawn from seed: the order fit uses for one epoch.");
   bind_network_class<float>(m, "Network32");
   bind_network_class<double>(m, "Network64");
 }

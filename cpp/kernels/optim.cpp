@@ -5,15 +5,28 @@
 
 namespace mlpcore {
 
-int optimizer_state_count(const OptConfig& cfg) noexcept {
+int optimizer_state_names(const OptConfig& cfg, const char* names[kMaxOptimizerState]) noexcept {
+  int count = 0;
   switch (cfg.kind) {
-    case OptKind::SGD: return 1;      // momentum_buffer
+    case OptKind::SGD:
+      if (cfg.momentum != 0.0) names[count++] = "momentum_buffer";
+      break;
     case OptKind::Adam:
-    case OptKind::AdamW: return 3;    // exp_avg, exp_avg_sq, max_exp_avg_sq
-    case OptKind::RMSprop: return 3;  // square_avg, momentum_buffer, grad_avg
-    case OptKind::Adagrad: return 1;  // sum
+    case OptKind::AdamW:
+      names[count++] = "exp_avg";
+      names[count++] = "exp_avg_sq";
+      if (cfg.amsgrad) names[count++] = "max_exp_avg_sq";
+      break;
+    case OptKind::RMSprop:
+      names[count++] = "square_avg";
+      if (cfg.momentum > 0.0) names[count++] = "momentum_buffer";
+      if (cfg.centered) names[count++] = "grad_avg";
+      break;
+    case OptKind::Adagrad:
+      names[count++] = "sum";
+      break;
   }
-  return 0;
+  return count;
 }
 
 namespace {
@@ -106,10 +119,20 @@ template <typename T>
 void optimizer_step(const OptConfig& cfg, std::int64_t step, T* param, const T* grad,
                     T* const* state, index_t n) noexcept {
   switch (cfg.kind) {
-    case OptKind::SGD: sgd(cfg, step, param, grad, state[0], n); break;
+    case OptKind::SGD:
+      sgd(cfg, step, param, grad, cfg.momentum != 0.0 ? state[0] : nullptr, n);
+      break;
     case OptKind::Adam:
-    case OptKind::AdamW: adam(cfg, step, param, grad, state[0], state[1], state[2], n); break;
-    case OptKind::RMSprop: rmsprop(cfg, param, grad, state[0], state[1], state[2], n); break;
+    case OptKind::AdamW:
+      adam(cfg, step, param, grad, state[0], state[1], cfg.amsgrad ? state[2] : nullptr, n);
+      break;
+    case OptKind::RMSprop: {
+      int next = 1;
+      T* buf = cfg.momentum > 0.0 ? state[next++] : nullptr;
+      T* gavg = cfg.centered ? state[next++] : nullptr;
+      rmsprop(cfg, param, grad, state[0], buf, gavg, n);
+      break;
+    }
     case OptKind::Adagrad: adagrad(cfg, step, param, grad, state[0], n); break;
   }
 }

@@ -27,11 +27,21 @@ struct OptConfig {
   double lr_decay = 0.0;     // Adagrad
 };
 
-// How many state buffers (each as long as the parameters) a rule keeps.
-int optimizer_state_count(const OptConfig& cfg) noexcept;
+// Maximum number of state buffers any rule keeps.
+constexpr int kMaxOptimizerState = 3;
 
-// One update of n parameters. `step` is the 1-based number of this update; `state` holds
-// optimizer_state_count(cfg) buffers of n elements, zero before the first step.
+// The state buffers (each as long as the parameters) this configuration needs, named as
+// torch.optim's state keys; returns how many were written into names. Buffers that a
+// configuration does not use (max_exp_avg_sq without amsgrad ...) are not allocated.
+int optimizer_state_names(const OptConfig& cfg, const char* names[kMaxOptimizerState]) noexcept;
+
+inline int optimizer_state_count(const OptConfig& cfg) noexcept {
+  const char* names[kMaxOptimizerState];
+  return optimizer_state_names(cfg, names);
+}
+
+// One update of n parameters. `step` is the 1-based number of this update; `state` holds the
+// buffers listed by optimizer_state_names, in that order, n elements each, zero before step 1.
 template <typename T>
 void optimizer_step(const OptConfig& cfg, std::int64_t step, T* param, const T* grad,
                     T* const* state, index_t n) noexcept;

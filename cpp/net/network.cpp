@@ -67,14 +67,36 @@ void Network<T>::set_loss(Loss loss, const LossParams& params) noexcept {
 template <typename T>
 void Network<T>::set_optimizer(const OptConfig& cfg) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const char* old_names[kMaxOptimizerState];
+  const char* new_names[kMaxOptimizerState];
+  const int old_count = has_optimizer_ ? mlpcore::optimizer_state_names(opt_, old_names) : 0;
+  const int new_count = mlpcore::optimizer_state_names(cfg, new_names);
   const bool same_rule = has_optimizer_ && cfg.kind == opt_.kind;
-  opt_ = cfg;
-  if (!same_rule) {
+  bool same_buffers = same_rule && old_count == new_count;
+  for (int k = 0; same_buffers && k < new_count; ++k)
+    same_buffers = std::string(old_names[k]) == new_names[k];
+  if (!same_buffers) {
+    // New buffers start at zero; a rule that only gains or loses a buffer (amsgrad switched on,
+    // say) keeps the ones it shares, as torch does when an option changes between steps.
+    AlignedBuffer<T> fresh(index_t(new_count) * num_params());
+    for (int k = 0; same_rule && k < new_count; ++k)
+      for (int j = 0; j < old_count; ++j)
+        if (std::string(old_names[j]) == new_names[k])
+          std::copy(state_.data() + j * num_params(), state_.data() + (j + 1) * num_params(),
+                    fresh.data() + k * num_params());
     if (state_.size() > 0) retired_state_.push_back(std::move(state_));
-    state_.reset(index_t(optimizer_state_count(cfg)) * num_params());
-    opt_steps_ = 0;
+    state_ = std::move(fresh);
+    if (!same_rule) opt_steps_ = 0;
   }
+  opt_ = cfg;
   has_optimizer_ = true;
+}
+
+template <typename T>
+std::vector<std::string> Network<T>::optimizer_state_names() const {
+  const char* names[kMaxOptimizerState];
+  const int count = mlpcore::optimizer_state_names(opt_, names);
+  return std::vector<std::string>(names, names + count);
 }
 
 template <typename T>
@@ -191,28 +213,141 @@ StepResult Network<T>::compute_gradients(const T* x, index_t n, const Targets<T>
 }
 
 template <typename T>
-StepResult Network<T>::train_step(const T* x, index_t n, const Targets<T>& targets) {
-  std::lock_guard<std::mutex> lock(mutex_);
+void Network<T>::optimizer_update_locked() noexcept {
+  ++opt_steps_;
+  T* state[kMaxOptimizerState] = {nullptr, nullptr, nullptr};
+  for (int k = 0; k < optimizer_state_count(opt_); ++k) state[k] = optimizer_state(k);
+  optimizer_step<T>(opt_, opt_steps_, params_.data(), grads_.data(), state, num_params());
+}
+
+template <typename T>
+StepResult Network<T>::step_locked(const T* x, index_t n, const Targets<T>& targets) {
   StepResult r = gradients_locked(x, n, targets, nullptr);
   if (!r.finite) return r;
   if (!all_finite(grads_.data(), num_params())) {
     r.finite = false;
     return r;
   }
-  ++opt_steps_;
-  T* state[3] = {nullptr, nullptr, nullptr};
-  for (int k = 0; k < optimizer_state_count(opt_); ++k) state[k] = optimizer_state(k);
-  optimizer_step<T>(opt_, opt_steps_, params_.data(), grads_.data(), state, num_params());
+  optimizer_update_locked();
   return r;
+}
+
+template <typename T>
+StepResult Network<T>::train_step(const T* x, index_t n, const Targets<T>& targets) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return step_locked(x, n, targets);
 }
 
 template <typename T>
 void Network<T>::apply_optimizer() {
   std::lock_guard<std::mutex> lock(mutex_);
-  ++opt_steps_;
-  T* state[3] = {nullptr, nullptr, nullptr};
-  for (int k = 0; k < optimizer_state_count(opt_); ++k) state[k] = optimizer_state(k);
-  optimizer_step<T>(opt_, opt_steps_, params_.data(), grads_.data(), state, num_params());
+  optimizer_update_locked();
+}
+
+template <typename T>
+BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targets<T>& targets,
+                                         const std::int64_t* order, index_t batch_size,
+                                         index_t first_batch, index_t n_batches) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  BatchRunResult result;
+  const index_t in_w = in_features(), out_w = out_features();
+  if (order) {
+    // sized once per batch size; later runs with the same batch size allocate nothing
+    if (batch_x_.size() < batch_size * in_w) batch_x_.reset(batch_size * in_w);
+    if (targets.values && batch_values_.size() < batch_size * out_w)
+      batch_values_.reset(batch_size * out_w);
+    if (targets.labels && index_t(batch_labels_.size()) < batch_size)
+      batch_labels_.assign(std::size_t(batch_size), 0);
+  }
+  for (index_t b = first_batch; b < first_batch + n_batches; ++b) {
+    const index_t lo = b * batch_size;
+    if (lo >= n_rows) break;
+    const index_t rows = std::min(batch_size, n_rows - lo);
+    Targets<T> t;
+    const T* xb;
+    if (order) {
+      for (index_t r = 0; r < rows; ++r) {
+        const std::int64_t src = order[lo + r];
+        if (src < 0 || src >= n_rows) {
+          result.status = BatchStatus::BadIndex;
+          result.bad_value = src;
+          return result;
+        }
+        std::copy(x + src * in_w, x + (src + 1) * in_w, batch_x_.data() + r * in_w);
+        if (targets.values)
+          std::copy(targets.values + src * out_w, targets.values + (src + 1) * out_w,
+                    batch_values_.data() + r * out_w);
+        if (targets.labels) batch_labels_[std::size_t(r)] = targets.labels[src];
+      }
+      xb = batch_x_.data();
+      if (targets.values) t.values = batch_values_.data();
+      if (targets.labels) t.labels = batch_labels_.data();
+    } else {
+      xb = x + lo * in_w;
+      if (targets.values) t.values = targets.values + lo * out_w;
+      if (targets.labels) t.labels = targets.labels + lo;
+    }
+    if (t.labels) {
+      for (index_t r = 0; r < rows; ++r) {
+        if (t.labels[r] < 0 || t.labels[r] >= out_w) {
+          result.status = BatchStatus::BadLabel;
+          result.bad_value = t.labels[r];
+          return result;
+        }
+      }
+    }
+    const StepResult r = step_locked(xb, rows, t);
+    if (!r.finite) {
+      result.status = BatchStatus::NonFinite;
+      result.failed_loss = r.loss;
+      return result;
+    }
+    result.loss_sum += r.loss * double(rows);
+    result.correct += r.correct;
+    ++result.batches_done;
+  }
+  return result;
+}
+
+namespace {
+inline std::uint64_t splitmix64(std::uint64_t& s) noexcept {
+  std::uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+inline std::uint64_t rotl(std::uint64_t x, int k) noexcept { return (x << k) | (x >> (64 - k)); }
+}  // namespace
+
+void shuffled_indices(std::uint64_t seed, std::int64_t* order, index_t n) noexcept {
+  std::uint64_t s[4];
+  for (auto& word : s) word = splitmix64(seed);
+  auto next = [&s]() noexcept {  // xoshiro256**
+    const std::uint64_t result = rotl(s[1] * 5, 7) * 9;
+    const std::uint64_t t = s[1] << 17;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
+    return result;
+  };
+  for (index_t i = 0; i < n; ++i) order[i] = i;
+  for (index_t i = n - 1; i > 0; --i) {
+    // unbiased bounded draw (Lemire): multiply-high, reject the short remainder
+    const std::uint64_t bound = std::uint64_t(i) + 1;
+    unsigned __int128 m = (unsigned __int128)next() * bound;
+    std::uint64_t low = std::uint64_t(m);
+    if (low < bound) {
+      const std::uint64_t threshold = (0 - bound) % bound;
+      while (low < threshold) {
+        m = (unsigned __int128)next() * bound;
+        low = std::uint64_t(m);
+      }
+    }
+    std::swap(order[i], order[index_t(m >> 64)]);
+  }
 }
 
 template <typename T>

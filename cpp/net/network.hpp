@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "kernels/activations.hpp"
@@ -22,6 +23,23 @@ struct LayerSpec {
   Act act = Act::Identity;   // Activation only
   ActParams params;          // Activation only
 };
+
+// How a run of batches ended.
+enum class BatchStatus : int { Ok = 0, NonFinite = 1, BadIndex = 2, BadLabel = 3 };
+
+// What a run of batches produced: sums over the batches that were applied, and where it stopped.
+struct BatchRunResult {
+  double loss_sum = 0.0;        // sum over applied batches of (batch mean loss * batch rows)
+  std::int64_t correct = 0;
+  index_t batches_done = 0;     // batches applied before stopping
+  BatchStatus status = BatchStatus::Ok;
+  double failed_loss = 0.0;     // the loss of the batch that was refused (NonFinite)
+  std::int64_t bad_value = 0;   // the offending index or label (BadIndex / BadLabel)
+};
+
+// Fills order[0..n) with a permutation of 0..n-1 drawn from `seed` (Fisher-Yates over a
+// xoshiro256** stream seeded through splitmix64): the same seed gives the same order anywhere.
+void shuffled_indices(std::uint64_t seed, std::int64_t* order, index_t n) noexcept;
 
 // What one batch produced: the mean loss, the number of correct predictions (classification
 // losses) and whether the step could be applied (loss and every gradient finite).
@@ -57,6 +75,8 @@ class Network {
   void set_optimizer(const OptConfig& cfg);
   const OptConfig& optimizer() const noexcept { return opt_; }
   int optimizer_state_buffers() const noexcept { return optimizer_state_count(opt_); }
+  // Names of the state buffers, in buffer order (torch.optim's state keys).
+  std::vector<std::string> optimizer_state_names() const;
   T* optimizer_state(int k) noexcept { return state_.data() + index_t(k) * num_params(); }
   std::int64_t optimizer_steps() const noexcept { return opt_steps_; }
   void set_optimizer_steps(std::int64_t steps) noexcept { opt_steps_ = steps; }
@@ -68,6 +88,13 @@ class Network {
   // compute_gradients, then the optimizer update, applied only if the loss and every gradient
   // are finite (so the parameters always hold the last finite step).
   StepResult train_step(const T* x, index_t n, const Targets<T>& targets);
+
+  // Batches first_batch .. first_batch + n_batches - 1 of an epoch over n_rows samples: batch b
+  // holds rows order[b * batch_size ...] (or consecutive rows when order is null), gathered into
+  // a workspace. Each batch is exactly a train_step. Stops at the first refused batch.
+  BatchRunResult train_batches(const T* x, index_t n_rows, const Targets<T>& targets,
+                               const std::int64_t* order, index_t batch_size,
+                               index_t first_batch, index_t n_batches);
 
   // The optimizer update from the gradients currently in the gradient arena.
   void apply_optimizer();
@@ -88,6 +115,8 @@ class Network {
   void backward(const T* x, index_t n, T* dx) noexcept;
   bool is_fusable_activation(std::size_t layer) const noexcept;
   StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx);
+  StepResult step_locked(const T* x, index_t n, const Targets<T>& targets);
+  void optimizer_update_locked() noexcept;
 
   std::vector<LayerSpec> specs_;
   std::vector<index_t> widths_;          // widths_[j]: feature count of act(j)
@@ -100,6 +129,8 @@ class Network {
   std::vector<AlignedBuffer<T>> retired_state_;
   AlignedBuffer<T> acts_, dacts_;        // per-layer outputs and their gradients
   index_t rows_cap_ = 0;
+  AlignedBuffer<T> batch_x_, batch_values_;        // gathered batch for train_batches
+  std::vector<std::int64_t> batch_labels_;
 
   Loss loss_ = Loss::MSE;
   LossParams loss_params_;

@@ -8,7 +8,7 @@ Hyper-parameters can be changed between steps through ``optimizer.lr`` or, as in
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -37,10 +37,10 @@ def _check_non_negative(value, what: str) -> float:
 
 
 class Optimizer:
-    """Base class. Subclasses name their state buffers and their native rule."""
+    """Base class. Subclasses name their native rule; the native side allocates the state
+    buffers the configuration needs (torch.optim's state keys, e.g. ``exp_avg``)."""
 
     _kind = -1
-    _state_names: List[str] = []
 
     def __init__(self, **hyper: Any) -> None:
         self.param_groups = [_ParamGroup(hyper)]
@@ -103,7 +103,8 @@ class Optimizer:
         model = self._require_model()
         model._sync_optimizer()
         net = model._net
-        return {name: net.optimizer_state_view(k) for k, name in enumerate(self._state_names)}
+        return {name: net.optimizer_state_view(k)
+                for k, name in enumerate(net.optimizer_state_names)}
 
     @property
     def step_count(self) -> int:
@@ -137,7 +138,6 @@ class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum / Nesterov, as torch.optim.SGD."""
 
     _kind = 0
-    _state_names = ["momentum_buffer"]
 
     def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
@@ -167,7 +167,6 @@ class Adam(Optimizer):
     """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as torch.optim.Adam."""
 
     _kind = 1
-    _state_names = ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
@@ -191,7 +190,6 @@ class RMSprop(Optimizer):
     """RMSprop (optionally centered, with momentum), as torch.optim.RMSprop."""
 
     _kind = 3
-    _state_names = ["square_avg", "momentum_buffer", "grad_avg"]
 
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
@@ -207,7 +205,6 @@ class Adagrad(Optimizer):
     """Adagrad with learning-rate decay, as torch.optim.Adagrad."""
 
     _kind = 4
-    _state_names = ["sum"]
 
     def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  eps: float = 1e-10) -> None:

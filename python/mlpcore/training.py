@@ -7,9 +7,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from . import _core
 from ._validation import as_inputs, as_targets, check_positive_int
 
 __all__ = ["History", "fit"]
+
+_PROGRESS_UPDATES = 20  # native calls per epoch when a progress bar is shown
 
 
 class History:
@@ -62,33 +65,32 @@ def fit(model, x, y, *, epochs: int, batch_size: int, shuffle: bool, validation_
     n = x.shape[0]
     per_sample = 1 if (y.ndim == 1 or model.loss.name == "cross_entropy") else y.shape[1]
     n_batches = math.ceil(n / batch_size)
+    # With a progress bar, control comes back to Python a few times per epoch; otherwise the
+    # whole epoch runs in one native call.
+    chunk = max(1, n_batches // _PROGRESS_UPDATES) if verbose == 1 else n_batches
     history = History()
     net = model._net
     for epoch in range(epochs):
-        order = model.rng.permutation(n) if shuffle else None
+        order = _core.shuffled_indices(int(model.rng.integers(2**63)), n) if shuffle else None
         bar = _progress(n_batches, epoch, epochs, verbose)
-        loss_sum = 0.0
-        correct = 0
+        loss_sum, correct, done = 0.0, 0, 0
         try:
-            for step in range(n_batches):
-                lo, hi = step * batch_size, min(n, (step + 1) * batch_size)
-                if order is None:
-                    xb, yb = x[lo:hi], y[lo:hi]
-                else:
-                    idx = order[lo:hi]
-                    xb, yb = x[idx], y[idx]
+            while done < n_batches:
                 model._sync_optimizer()
-                loss, batch_correct, finite = net.train_step(xb, yb)
+                part_loss, part_correct, part_done, finite, bad_loss = net.train_batches(
+                    x, y, order, batch_size, done, min(chunk, n_batches - done))
+                loss_sum += part_loss
+                correct += part_correct
+                done += part_done
                 if not finite:
                     raise NonFiniteLossError(
-                        f"fit: the loss or a gradient became non-finite (loss={loss}) at epoch "
-                        f"{epoch + 1}, step {step + 1}; training stopped and the weights hold the "
-                        "last finite step")
-                loss_sum += loss * (hi - lo)
-                correct += batch_correct
+                        f"fit: the loss or a gradient became non-finite (loss={bad_loss}) at "
+                        f"epoch {epoch + 1}, step {done + 1}; training stopped and the weights "
+                        "hold the last finite step")
                 if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_sum / hi:.4f}", refresh=False)
+                    bar.update(part_done)
+                    bar.set_postfix(loss=f"{loss_sum / min(n, done * batch_size):.4f}",
+                                    refresh=False)
             logs = {"loss": loss_sum / n}
             if model.loss.classification:
                 logs["accuracy"] = correct / (n * per_sample)

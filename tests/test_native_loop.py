@@ -1,0 +1,171 @@
+"""The native training path: fit's C++ epoch loop equals train_step batch by batch, bit for bit;
+thread-count independence; threads from Python; stable memory; thread-pool control."""
+import threading
+
+import numpy as np
+import pytest
+
+import mlpcore as mc
+from mlpcore import _core
+
+
+def make_model(seed=0, dtype="float32", loss="cross_entropy", opt=None):
+    model = mc.Sequential([mc.Dense(12, 32), mc.GELU(), mc.Dense(32, 16), mc.ReLU(),
+                           mc.Dense(16, 4)], dtype=dtype, seed=seed)
+    model.compile(loss=loss, optimizer=opt or mc.optim.Adam(lr=3e-3))
+    return model
+
+
+def make_data(n=203, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12)).astype(dtype)
+    y = (x[:, :4].argmax(axis=1)).astype(np.int64)
+    return x, y
+
+
+def weights(model):
+    return [a.copy() for layer in model.layers if isinstance(layer, mc.Dense)
+            for a in (layer.weight, layer.bias)]
+
+
+def same_bits(a, b):
+    return all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_fit_equals_train_step_on_the_same_batches(shuffle, loss):
+    x, labels = make_data()
+    y = labels if loss == "cross_entropy" else np.eye(4, dtype=np.float32)[labels]
+    fitted, stepped = make_model(loss=loss), make_model(loss=loss)
+    history = fitted.fit(x, y, epochs=3, batch_size=16, shuffle=shuffle, verbose=0)
+    losses = []
+    for epoch in range(3):
+        # fit draws one seed per epoch from the model's generator and shuffles natively with it
+        order = (_core.shuffled_indices(int(stepped.rng.integers(2**63)), len(x)) if shuffle
+                 else np.arange(len(x)))
+        total = 0.0
+        for lo in range(0, len(x), 16):
+            idx = order[lo:lo + 16]
+            total += stepped.train_step(x[idx], y[idx]) * len(idx)
+        losses.append(total / len(x))
+    assert same_bits(weights(fitted), weights(stepped))
+    assert history.history["loss"] == losses
+    assert fitted.optimizer.step_count == stepped.optimizer.step_count == 3 * 13
+
+
+def test_progress_bar_chunks_do_not_change_results(capsys):
+    x, y = make_data()
+    quiet, chatty = make_model(seed=3), make_model(seed=3)
+    quiet.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    chatty.fit(x, y, epochs=2, batch_size=8, verbose=1)
+    assert "Epoch 2/2" in capsys.readouterr().err
+    assert same_bits(weights(quiet), weights(chatty))
+
+
+def test_shuffled_indices_is_a_seeded_permutation():
+    a = _core.shuffled_indices(42, 1000)
+    assert a.dtype == np.int64 and sorted(a) == list(range(1000))
+    assert np.array_equal(a, _core.shuffled_indices(42, 1000))
+    assert not np.array_equal(a, _core.shuffled_indices(43, 1000))
+    assert len(_core.shuffled_indices(1, 0)) == 0
+
+
+def test_native_loop_guards_its_memory():
+    model = make_model()
+    x, y = make_data(20)
+    net = model._net
+    bad_order = np.arange(20, dtype=np.int64)
+    bad_order[5] = 20
+    with pytest.raises(ValueError, match="index 20 outside"):
+        net.train_batches(x, y, bad_order, 4, 0, 5)
+    bad_labels = y.copy()
+    bad_labels[3] = 7
+    with pytest.raises(ValueError, match="label 7 outside"):
+        net.train_batches(x, bad_labels, None, 4, 0, 5)
+    with pytest.raises(ValueError, match="one index per row"):
+        net.train_batches(x, y, bad_order[:10], 4, 0, 5)
+    with pytest.raises(TypeError, match="int64"):
+        net.train_batches(x, y, bad_order.astype(np.int32), 4, 0, 5)
+
+
+@pytest.mark.skipif(not mc.has_openmp(), reason="built without OpenMP")
+def test_wide_network_bits_do_not_depend_on_thread_count():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 300)).astype(np.float32)
+    y = rng.integers(0, 10, size=256)
+    results = []
+    for threads in (1, 2):
+        mc.set_num_threads(threads)
+        model = mc.Sequential([mc.Dense(300, 512), mc.ReLU(), mc.Dense(512, 256), mc.Tanh(),
+                               mc.Dense(256, 10)], seed=1)
+        model.compile(loss="cross_entropy", optimizer=mc.optim.SGD(lr=0.05, momentum=0.9))
+        model.fit(x, y, epochs=2, batch_size=128, verbose=0)
+        results.append(weights(model) + [model.predict(x)])
+    assert same_bits(results[0], results[1])
+
+
+def test_train_step_from_several_python_threads_matches_serial():
+    x, y = make_data(128)
+    batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 128, 16)]
+
+    def run(model):
+        for xb, yb in batches * 3:
+            model.train_step(xb, yb)
+
+    serial = [make_model(seed=s) for s in range(4)]
+    for model in serial:
+        run(model)
+    parallel = [make_model(seed=s) for s in range(4)]
+    threads = [threading.Thread(target=run, args=(m,)) for m in parallel]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(serial, parallel):
+        assert same_bits(weights(a), weights(b))
+
+
+def test_one_model_shared_by_threads_stays_consistent():
+    # calls on one model are serialised natively: no torn updates, every step counted
+    x, y = make_data(64)
+    model = make_model()
+    threads = [threading.Thread(target=lambda: [model.train_step(x, y) for _ in range(20)])
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert model.optimizer.step_count == 80
+    assert all(np.isfinite(w).all() for w in weights(model))
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        import os
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs /proc")
+def test_resident_memory_stays_flat_over_many_steps():
+    x, y = make_data(512)
+    model = make_model()
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0)  # workspaces sized here
+    before = _rss_bytes()
+    model.fit(x, y, epochs=640, batch_size=32, verbose=0)  # 10,240 steps
+    for _ in range(200):
+        model.train_step(x[:32], y[:32])
+    growth = _rss_bytes() - before
+    assert growth < 4 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB"
+
+
+def test_threadpoolctl_sees_and_limits_the_openmp_runtime():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not mc.has_openmp():
+        pytest.skip("built without OpenMP")
+    mc.set_num_threads(2)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert mc.get_num_threads() == 1
+    assert mc.get_num_threads() == 2
+    apis = {info["user_api"] for info in threadpoolctl.threadpool_info()}
+    assert "openmp" in apis

@@ -6,10 +6,7 @@
 #include <omp.h>
 #endif
 
-#if __has_include("bindings/matmul.hpp")
 #include "bindings/matmul.hpp"
-#define MLPCORE_HAS_MATMUL 1
-#endif
 #include "bindings/network_bindings.hpp"
 
 namespace py = pybind11;
@@ -48,7 +45,5 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &get_num_threads, "Number of OpenMP threads mlpcore's kernels use.");
   m.def("has_openmp", &has_openmp, "Whether the extension was built with OpenMP.");
   mlpcore::bindings::bind_network(m);
-#ifdef MLPCORE_HAS_MATMUL
   bind_matmul(m);
-#endif
 }

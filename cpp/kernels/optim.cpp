@@ -35,9 +35,8 @@ namespace {
 constexpr index_t kParallelMin = 1 << 15;
 
 template <typename T>
-void sgd(const OptConfig& c, std::int64_t step, T* p, const T* g, T* buf, index_t n) noexcept {
+void sgd(const OptConfig& c, bool first, T* p, const T* g, T* buf, index_t n) noexcept {
   const T lr = T(c.lr), wd = T(c.weight_decay), mom = T(c.momentum), damp = T(c.dampening);
-  const bool first = step == 1;
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
   for (index_t i = 0; i < n; ++i) {
     T d = g[i] + wd * p[i];
@@ -116,11 +115,11 @@ void adagrad(const OptConfig& c, std::int64_t step, T* p, const T* g, T* sum,
 }  // namespace
 
 template <typename T>
-void optimizer_step(const OptConfig& cfg, std::int64_t step, T* param, const T* grad,
-                    T* const* state, index_t n) noexcept {
+void optimizer_step(const OptConfig& cfg, std::int64_t step, bool fresh_momentum, T* param,
+                    const T* grad, T* const* state, index_t n) noexcept {
   switch (cfg.kind) {
     case OptKind::SGD:
-      sgd(cfg, step, param, grad, cfg.momentum != 0.0 ? state[0] : nullptr, n);
+      sgd(cfg, fresh_momentum, param, grad, cfg.momentum != 0.0 ? state[0] : nullptr, n);
       break;
     case OptKind::Adam:
     case OptKind::AdamW:
@@ -137,9 +136,9 @@ void optimizer_step(const OptConfig& cfg, std::int64_t step, T* param, const T* 
   }
 }
 
-template void optimizer_step<float>(const OptConfig&, std::int64_t, float*, const float*,
+template void optimizer_step<float>(const OptConfig&, std::int64_t, bool, float*, const float*,
                                     float* const*, index_t) noexcept;
-template void optimizer_step<double>(const OptConfig&, std::int64_t, double*, const double*,
+template void optimizer_step<double>(const OptConfig&, std::int64_t, bool, double*, const double*,
                                      double* const*, index_t) noexcept;
 
 }  // namespace mlpcore

@@ -41,9 +41,11 @@ inline int optimizer_state_count(const OptConfig& cfg) noexcept {
 }
 
 // One update of n parameters. `step` is the 1-based number of this update; `state` holds the
-// buffers listed by optimizer_state_names, in that order, n elements each, zero before step 1.
+// buffers listed by optimizer_state_names, in that order, n elements each. `fresh_momentum` says
+// SGD's momentum buffer has never been written: torch starts it at the gradient, undamped, the
+// first time momentum is used (which may be after step 1 if momentum was switched on later).
 template <typename T>
-void optimizer_step(const OptConfig& cfg, std::int64_t step, T* param, const T* grad,
-                    T* const* state, index_t n) noexcept;
+void optimizer_step(const OptConfig& cfg, std::int64_t step, bool fresh_momentum, T* param,
+                    const T* grad, T* const* state, index_t n) noexcept;
 
 }  // namespace mlpcore

@@ -79,11 +79,14 @@ void Network<T>::set_optimizer(const OptConfig& cfg) {
     // New buffers start at zero; a rule that only gains or loses a buffer (amsgrad switched on,
     // say) keeps the ones it shares, as torch does when an option changes between steps.
     AlignedBuffer<T> fresh(index_t(new_count) * num_params());
+    fresh_momentum_ = true;
     for (int k = 0; same_rule && k < new_count; ++k)
       for (int j = 0; j < old_count; ++j)
-        if (std::string(old_names[j]) == new_names[k])
+        if (std::string(old_names[j]) == new_names[k]) {
           std::copy(state_.data() + j * num_params(), state_.data() + (j + 1) * num_params(),
                     fresh.data() + k * num_params());
+          if (std::string(new_names[k]) == "momentum_buffer") fresh_momentum_ = false;
+        }
     if (state_.size() > 0) retired_state_.push_back(std::move(state_));
     state_ = std::move(fresh);
     if (!same_rule) opt_steps_ = 0;
@@ -217,7 +220,9 @@ void Network<T>::optimizer_update_locked() noexcept {
   ++opt_steps_;
   T* state[kMaxOptimizerState] = {nullptr, nullptr, nullptr};
   for (int k = 0; k < optimizer_state_count(opt_); ++k) state[k] = optimizer_state(k);
-  optimizer_step<T>(opt_, opt_steps_, params_.data(), grads_.data(), state, num_params());
+  optimizer_step<T>(opt_, opt_steps_, fresh_momentum_, params_.data(), grads_.data(), state,
+                    num_params());
+  if (opt_.kind == OptKind::SGD && opt_.momentum != 0.0) fresh_momentum_ = false;
 }
 
 template <typename T>

@@ -79,7 +79,11 @@ class Network {
   std::vector<std::string> optimizer_state_names() const;
   T* optimizer_state(int k) noexcept { return state_.data() + index_t(k) * num_params(); }
   std::int64_t optimizer_steps() const noexcept { return opt_steps_; }
-  void set_optimizer_steps(std::int64_t steps) noexcept { opt_steps_ = steps; }
+  // Restoring a saved state: the state buffers hold real history once a step was taken.
+  void set_optimizer_steps(std::int64_t steps) noexcept {
+    opt_steps_ = steps;
+    fresh_momentum_ = steps == 0;
+  }
 
   // Forward, loss and backward on one batch: fills the gradient arena; dx (n x in), if not null,
   // receives the gradient of the loss with respect to the input.
@@ -136,6 +140,7 @@ class Network {
   LossParams loss_params_;
   OptConfig opt_;
   std::int64_t opt_steps_ = 0;
+  bool fresh_momentum_ = true;  // SGD's momentum buffer not yet written (see optimizer_step)
   bool has_optimizer_ = false;
 
   std::mutex mutex_;  // one call at a time per network; calls run with the GIL released

@@ -9,17 +9,12 @@ behind a small Keras/PyTorch-like API::
     history = model.fit(X, y, epochs=30, batch_size=32)
 """
 from . import _core, initializers, losses, optim
-from ._core import get_num_threads, has_openmp, set_num_threads
+from ._core import get_num_threads, has_openmp, kernel_info, matmul, set_num_threads
 from .io import load
 from .layers import (ELU, GELU, SELU, Activation, Dense, Identity, Layer, LeakyReLU, ReLU, SiLU,
                      Sigmoid, Softmax, Softplus, Tanh, get_activation)
 from .model import NonFiniteLossError, Sequential
 from .training import History
-
-try:  # the GEMM binding
-    from ._core import kernel_info, matmul
-except ImportError:  # pragma: no cover - only while the GEMM module is being built
-    pass
 
 __version__ = "0.1.0"
 

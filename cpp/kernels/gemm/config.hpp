@@ -36,7 +36,7 @@ inline constexpr int kMaxNR = 32;
 
 // Shape thresholds (shape only, never thread count).
 // Below this many multiply-adds one thread does the whole product (fork/join costs more).
-inline constexpr index_t kParallelMinWork = index_t(1) << 18;
+inline constexpr index_t kParallelMinWork = index_t(1) << 19;
 // op(B) rows contiguous (not trans_b) and at most this many rows of C: B is read in place by the
 // micro-kernel instead of being packed (each B element is reused by few A micro-panels only).
 inline constexpr index_t kSmallM = 96;

@@ -7,6 +7,12 @@
 // thread runs the whole K loop of its rectangle with the same KC blocking, so each element of C is
 // summed in the same order whatever the thread count. Packing buffers are thread_local, allocated
 // once and grown when needed.
+//
+// Small-matrix path (chosen by shape only): below cfg::kParallelMinWork multiply-adds everything
+// runs on the calling thread, and when op(B) has contiguous rows (NN, TN) and M <= cfg::kSmallM
+// (small batches) B is not packed at all: the micro-kernel reads it in place with row stride ldb
+// (masked loads at the right edge) and only the small A operand is packed. Both paths use the
+// same micro-kernel and KC blocking, so they give identical results.
 #include "gemm.hpp"
 
 #include <algorithm>

@@ -11,7 +11,56 @@
 
 #include "../common.hpp"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace mlpcore::gemm {
+
+// dst[p * S + r] = src[r * ld + p] for r < rows, p < kc: interleaves `rows` rows of a row-major
+// matrix into k-major micro-panel order. SSE2 (x86-64 baseline) 4x4 / 2x2 transposes for the
+// full blocks, scalar loops for the rest.
+template <typename T>
+inline void gather_rows(const T* src, index_t ld, int rows, index_t kc, T* dst, int S) noexcept {
+  int r = 0;
+#if defined(__SSE2__)
+  if constexpr (sizeof(T) == 4) {
+    const index_t kc4 = kc / 4 * 4;
+    for (; r + 4 <= rows; r += 4) {
+      const float* s0 = reinterpret_cast<const float*>(src) + r * ld;
+      float* d = reinterpret_cast<float*>(dst) + r;
+      for (index_t p = 0; p < kc4; p += 4) {
+        __m128 x0 = _mm_loadu_ps(s0 + p), x1 = _mm_loadu_ps(s0 + ld + p);
+        __m128 x2 = _mm_loadu_ps(s0 + 2 * ld + p), x3 = _mm_loadu_ps(s0 + 3 * ld + p);
+        _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+        _mm_storeu_ps(d + p * S, x0);
+        _mm_storeu_ps(d + (p + 1) * S, x1);
+        _mm_storeu_ps(d + (p + 2) * S, x2);
+        _mm_storeu_ps(d + (p + 3) * S, x3);
+      }
+      for (index_t p = kc4; p < kc; ++p)
+        for (int q = 0; q < 4; ++q) d[p * S + q] = s0[q * ld + p];
+    }
+  } else {
+    const index_t kc2 = kc / 2 * 2;
+    for (; r + 2 <= rows; r += 2) {
+      const double* s0 = reinterpret_cast<const double*>(src) + r * ld;
+      double* d = reinterpret_cast<double*>(dst) + r;
+      for (index_t p = 0; p < kc2; p += 2) {
+        const __m128d x0 = _mm_loadu_pd(s0 + p), x1 = _mm_loadu_pd(s0 + ld + p);
+        _mm_storeu_pd(d + p * S, _mm_unpacklo_pd(x0, x1));
+        _mm_storeu_pd(d + (p + 1) * S, _mm_unpackhi_pd(x0, x1));
+      }
+      for (index_t p = kc2; p < kc; ++p)
+        for (int q = 0; q < 2; ++q) d[p * S + q] = s0[q * ld + p];
+    }
+  }
+#endif
+  for (; r < rows; ++r) {
+    const T* s = src + r * ld;
+    for (index_t p = 0; p < kc; ++p) dst[p * S + r] = s[p];
+  }
+}
 
 template <typename T>
 inline void pack_a_panel(bool trans_a, const T* A, index_t lda, index_t i0, index_t p0, int m,
@@ -26,19 +75,11 @@ inline void pack_a_panel(bool trans_a, const T* A, index_t lda, index_t i0, inde
       for (int r = m; r < MR; ++r) d[r] = T(0);
     }
   } else {
-    // op(A)(i, p) = A[i, p]: interleave m rows; go through k in chunks so each row is read in
-    // cache-line sized runs.
-    const T* src = A + i0 * lda + p0;
-    constexpr index_t kChunk = 64 / sizeof(T);
-    for (index_t pb = 0; pb < kc; pb += kChunk) {
-      const index_t pe = std::min(kc, pb + kChunk);
-      for (int r = 0; r < m; ++r) {
-        const T* s = src + r * lda;
-        for (index_t p = pb; p < pe; ++p) dst[p * MR + r] = s[p];
-      }
-      for (int r = m; r < MR; ++r)
-        for (index_t p = pb; p < pe; ++p) dst[p * MR + r] = T(0);
-    }
+    // op(A)(i, p) = A[i, p]: interleave m rows (transposing small blocks).
+    gather_rows(A + i0 * lda + p0, lda, m, kc, dst, MR);
+    if (m < MR)
+      for (index_t p = 0; p < kc; ++p)
+        for (int r = m; r < MR; ++r) dst[p * MR + r] = T(0);
   }
 }
 
@@ -68,18 +109,11 @@ inline void pack_b_panel(bool trans_b, const T* B, index_t ldb, index_t p0, inde
       }
     }
   } else {
-    // op(B)(p, j) = B[j, p]: interleave n rows of B, k in cache-line sized chunks.
-    const T* src = B + j0 * ldb + p0;
-    constexpr index_t kChunk = 64 / sizeof(T);
-    for (index_t pb = 0; pb < kc; pb += kChunk) {
-      const index_t pe = std::min(kc, pb + kChunk);
-      for (int c = 0; c < n; ++c) {
-        const T* s = src + c * ldb;
-        for (index_t p = pb; p < pe; ++p) dst[p * NR + c] = s[p];
-      }
-      for (int c = n; c < NR; ++c)
-        for (index_t p = pb; p < pe; ++p) dst[p * NR + c] = T(0);
-    }
+    // op(B)(p, j) = B[j, p]: interleave n rows of B (transposing small blocks).
+    gather_rows(B + j0 * ldb + p0, ldb, n, kc, dst, NR);
+    if (n < NR)
+      for (index_t p = 0; p < kc; ++p)
+        for (int c = n; c < NR; ++c) dst[p * NR + c] = T(0);
   }
 }
 

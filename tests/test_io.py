@@ -1,0 +1,429 @@
+"""Save / load: bit-identical round trips (weights, config, loss, optimizer state), the file
+format, atomic writes (failures and a killed writer leave the old file) and clear errors."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mlpcore as mc
+import mlpcore.io as mc_io
+from mlpcore import optim
+
+PYTHON_DIR = str(Path(mc.__file__).resolve().parent.parent)
+
+OPTIMIZERS = {
+    "adam-amsgrad": lambda: optim.Adam(lr=1e-2, amsgrad=True),
+    "adamw": lambda: optim.AdamW(lr=5e-3, betas=(0.8, 0.99), weight_decay=0.05),
+    "sgd-nesterov": lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "rmsprop-centered": lambda: optim.RMSprop(lr=1e-3, momentum=0.5, centered=True),
+    "adagrad": lambda: optim.Adagrad(lr=0.05, lr_decay=0.01),
+}
+
+
+def build(dtype="float32", seed=0):
+    return mc.Sequential([mc.Dense(5, 12), mc.LeakyReLU(0.2), mc.Dense(12, 8),
+                          mc.GELU(approximate="tanh"), mc.Dense(8, 3)], dtype=dtype, seed=seed)
+
+
+def batch(rng, n=32, loss="cross_entropy"):
+    x = rng.normal(size=(n, 5))
+    if loss == "cross_entropy":
+        return x, (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 0.3)
+    return x, rng.normal(size=(n, 3))
+
+
+def trained(dtype="float32", opt="adam-amsgrad", loss="cross_entropy", steps=5):
+    rng = np.random.default_rng(42)
+    model = build(dtype)
+    if loss == "huber":
+        model.compile(loss="huber", optimizer=OPTIMIZERS[opt](), huber_delta=0.5)
+    else:
+        model.compile(loss=loss, optimizer=OPTIMIZERS[opt]())
+    for _ in range(steps):
+        model.train_step(*batch(rng, loss=loss))
+    return model
+
+
+def dense(model):
+    return [layer for layer in model.layers if isinstance(layer, mc.Dense)]
+
+
+def assert_same_weights(a, b):
+    for la, lb in zip(dense(a), dense(b)):
+        np.testing.assert_array_equal(la.weight, lb.weight)
+        np.testing.assert_array_equal(la.bias, lb.bias)
+        assert la.weight.dtype == lb.weight.dtype
+
+
+def assert_same_optimizer(a, b):
+    assert type(a.optimizer) is type(b.optimizer)
+    assert dict(a.optimizer.param_groups[0]) == dict(b.optimizer.param_groups[0])
+    assert a.optimizer.step_count == b.optimizer.step_count
+    sa, sb = a.optimizer.state, b.optimizer.state
+    assert set(sa) == set(sb)
+    for name in sa:
+        np.testing.assert_array_equal(sa[name], sb[name])
+
+
+def header_of(path):
+    raw = Path(path).read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8:8 + n]), raw
+
+
+# --- round trips ----------------------------------------------------------------------------
+@pytest.mark.parametrize("loss", ["cross_entropy", "huber"])
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trip_of_a_trained_model(tmp_path, dtype, opt, loss):
+    model = trained(dtype, opt, loss)
+    model.optimizer.lr = 0.5 * model.optimizer.lr  # a changed hyper-parameter is saved too
+    path = tmp_path / "model.safetensors"
+    model.save(path)
+    loaded = mc.load(path)
+
+    assert loaded.dtype == model.dtype
+    assert loaded.get_config() == model.get_config()
+    assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
+    assert loaded.layers[1].negative_slope == 0.2
+    assert loaded.layers[3].approximate == "tanh"
+    assert loaded.loss == model.loss
+    assert loaded.huber_delta == model.huber_delta
+    assert loaded.seed == model.seed
+    assert_same_weights(model, loaded)
+    assert_same_optimizer(model, loaded)
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(50, 5))
+    p_orig, p_load = model.predict(x), loaded.predict(x)
+    assert p_load.dtype == np.dtype(dtype)
+    assert np.array_equal(p_orig, p_load)
+    xe, ye = batch(rng, loss=loss)
+    assert model.evaluate(xe, ye) == loaded.evaluate(xe, ye)
+
+    # both continue identically: same optimizer state, step count and hyper-parameters
+    for _ in range(4):
+        xb, yb = batch(rng, loss=loss)
+        assert model.train_step(xb, yb) == loaded.train_step(xb, yb)
+    assert_same_weights(model, loaded)
+    assert_same_optimizer(model, loaded)
+
+
+def test_load_accepts_str_and_pathlike_and_resave_is_byte_identical(tmp_path):
+    model = trained("float64", "adamw")
+    first = tmp_path / "first.safetensors"
+    model.save(str(first))
+    loaded = mc.load(str(first))
+    second = tmp_path / "second.safetensors"
+    loaded.save(second)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_uncompiled_model_round_trip(tmp_path):
+    model = build("float64", seed=3)
+    path = tmp_path / "fresh.safetensors"
+    model.save(path)
+    loaded = mc.load(path)
+    assert loaded.loss is None and loaded.optimizer is None
+    assert loaded.get_config() == model.get_config()
+    assert_same_weights(model, loaded)
+    x = np.random.default_rng(0).normal(size=(10, 5))
+    assert np.array_equal(model.predict(x), loaded.predict(x))
+    header, _ = header_of(path)
+    assert not any(name.startswith("optimizer.") for name in header if name != "__metadata__")
+    # the loaded model can be compiled and trained like the original
+    for m in (model, loaded):
+        m.compile(loss="cross_entropy", optimizer=optim.SGD(lr=0.1))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        xb, yb = batch(rng)
+        assert model.train_step(xb, yb) == loaded.train_step(xb, yb)
+    assert_same_weights(model, loaded)
+
+
+def test_loaded_model_owns_its_memory(tmp_path):
+    model = trained("float32")
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    a, b = mc.load(path), mc.load(path)
+    a.layers[0].weight[...] = 0.0
+    np.testing.assert_array_equal(b.layers[0].weight, model.layers[0].weight)
+    assert not np.array_equal(a.layers[0].weight, model.layers[0].weight)
+
+
+# --- the file format ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype, st_dtype", [("float32", "F32"), ("float64", "F64")])
+def test_file_is_safetensors_with_mlpcore_metadata(tmp_path, dtype, st_dtype):
+    from safetensors.numpy import load_file
+
+    model = trained(dtype, "adam-amsgrad")
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    header, raw = header_of(path)
+    assert "__metadata__" in header
+    meta = json.loads(header["__metadata__"]["mlpcore"])
+    assert meta["format_version"] == mc_io.FORMAT_VERSION
+    assert meta["model"] == model.get_config()
+    assert meta["loss"]["name"] == "cross_entropy"
+    assert meta["optimizer"]["name"] == "Adam" and meta["optimizer"]["step"] == 5
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    assert set(tensors) == {"layers.0.weight", "layers.0.bias", "layers.2.weight",
+                            "layers.2.bias", "layers.4.weight", "layers.4.bias",
+                            "optimizer.exp_avg", "optimizer.exp_avg_sq",
+                            "optimizer.max_exp_avg_sq"}
+    assert all(t["dtype"] == st_dtype for t in tensors.values())
+    assert tensors["layers.2.weight"]["shape"] == [12, 8]
+    # any safetensors reader gets the weights
+    plain = load_file(str(path))
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, mc.Dense):
+            np.testing.assert_array_equal(plain[f"layers.{i}.weight"], layer.weight)
+            np.testing.assert_array_equal(plain[f"layers.{i}.bias"], layer.bias)
+    np.testing.assert_array_equal(plain["optimizer.exp_avg"], model.optimizer.state["exp_avg"])
+
+
+# --- atomic writes --------------------------------------------------------------------------
+class _Boom(OSError):
+    pass
+
+
+def _raise(*args, **kwargs):
+    raise _Boom(28, "No space left on device")
+
+
+class _HalfWriter:
+    """A file whose write stores half of the bytes, then fails (a full disk)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+        return False
+
+    def write(self, data):
+        self.f.write(data[:len(data) // 2])
+        self.f.flush()
+        raise _Boom(28, "No space left on device")
+
+    def flush(self):
+        self.f.flush()
+
+    def fileno(self):
+        return self.f.fileno()
+
+
+@pytest.mark.parametrize("failure", ["write", "fsync", "replace", "interrupt"])
+def test_failed_save_keeps_the_old_file_and_leaves_no_temp_files(tmp_path, monkeypatch, failure):
+    good = trained("float32", "adam-amsgrad")
+    path = tmp_path / "model.safetensors"
+    good.save(path)
+    good_bytes = path.read_bytes()
+
+    other = build("float32", seed=99)  # a different model, different size of file
+    other.compile(loss="mse", optimizer=optim.SGD(lr=0.1, momentum=0.5))
+    expected = (KeyboardInterrupt,) if failure == "interrupt" else (_Boom,)
+    if failure == "write":
+        real_fdopen = os.fdopen
+        monkeypatch.setattr(mc_io.os, "fdopen", lambda fd, *a, **k: _HalfWriter(real_fdopen(fd, *a, **k)))
+    elif failure == "fsync":
+        monkeypatch.setattr(mc_io.os, "fsync", _raise)
+    elif failure == "replace":
+        monkeypatch.setattr(mc_io.os, "replace", _raise)
+    else:
+        def interrupt(*args, **kwargs):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(mc_io.os, "fsync", interrupt)
+    with pytest.raises(expected):
+        other.save(path)
+    monkeypatch.undo()
+
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    assert path.read_bytes() == good_bytes
+    loaded = mc.load(path)
+    assert_same_weights(good, loaded)
+    assert_same_optimizer(good, loaded)
+    # and a later save works normally
+    other.save(path)
+    assert_same_weights(other, mc.load(path))
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+
+
+def test_first_save_that_fails_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(mc_io.os, "replace", _raise)
+    with pytest.raises(_Boom):
+        build().save(tmp_path / "new.safetensors")
+    assert os.listdir(tmp_path) == []
+
+
+_KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    import mlpcore as mc
+    model = mc.Sequential([mc.Dense(256, 512), mc.ReLU(), mc.Dense(512, 256)],
+                          dtype="float64", seed=0)
+    model.compile(loss="mse", optimizer=mc.optim.Adam(amsgrad=True))
+    k = 0
+    while True:
+        k += 1
+        model.layers[2].bias[0] = k
+        model.save(sys.argv[1])
+        print(k, flush=True)
+""")
+
+
+def test_writer_killed_mid_save_leaves_a_loadable_file(tmp_path):
+    path = tmp_path / "big.safetensors"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [PYTHON_DIR, env.get("PYTHONPATH")] if p)
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]  # three complete saves ...
+        assert all(line.strip().isdigit() for line in lines), proc.stderr.read()
+        time.sleep(0.015)  # about half a save: usually lands while the bytes are being written
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    model = mc.load(path)
+    k = model.layers[2].bias[0]
+    assert k == int(k) and k >= 3  # one of the saves, complete
+    assert model.layers[0].weight.shape == (256, 512)
+    assert set(model.optimizer.state) == {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}
+    # a write cut short can only leave a hidden temporary file next to the intact model
+    others = [p.name for p in tmp_path.iterdir() if p != path]
+    assert all(n.startswith(f".{path.name}.") and n.endswith(".tmp") for n in others), others
+
+
+# --- errors ---------------------------------------------------------------------------------
+def _saved_bytes(tmp_path):
+    path = tmp_path / "good.safetensors"
+    trained("float32", "adam-amsgrad").save(path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("cut", ["empty", "4", "header-half", "header-only", "minus-1", "half"])
+def test_truncated_file_raises_value_error_naming_it(tmp_path, cut):
+    raw = _saved_bytes(tmp_path)
+    header_len = int.from_bytes(raw[:8], "little")
+    keep = {"empty": 0, "4": 4, "header-half": 8 + header_len // 2,
+            "header-only": 8 + header_len, "minus-1": len(raw) - 1, "half": len(raw) // 2}[cut]
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(raw[:keep])
+    with pytest.raises(ValueError) as excinfo:
+        mc.load(bad)
+    assert str(bad) in str(excinfo.value)
+
+
+def _foreign(tmp_path, kind):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / f"{kind}.safetensors"
+    arrays = {"weight": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    if kind == "random":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "text":
+        path.write_text("this is not a model\nbut a text file\n" * 20)
+    elif kind == "json":
+        path.write_text(json.dumps({"format_version": 1}))
+    elif kind == "safetensors-plain":
+        save_file(arrays, str(path))
+    elif kind == "safetensors-other-metadata":
+        save_file(arrays, str(path), metadata={"framework": "other"})
+    elif kind == "safetensors-future-version":
+        save_file(arrays, str(path), metadata={"mlpcore": json.dumps({"format_version": 999})})
+    elif kind == "safetensors-bad-json":
+        save_file(arrays, str(path), metadata={"mlpcore": "{not json"})
+    elif kind == "header-not-an-object":
+        header = b"[1, 2, 3]"
+        path.write_bytes(len(header).to_bytes(8, "little") + header)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["random", "text", "json", "safetensors-plain",
+                                  "safetensors-other-metadata", "safetensors-future-version",
+                                  "safetensors-bad-json", "header-not-an-object"])
+def test_foreign_file_raises_value_error_naming_it(tmp_path, kind):
+    path = _foreign(tmp_path, kind)
+    with pytest.raises(ValueError) as excinfo:
+        mc.load(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_incomplete_mlpcore_description_raises_value_error(tmp_path):
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "incomplete.safetensors"
+    save_file({"layers.0.weight": np.zeros((2, 3), np.float32)}, str(path),
+              metadata={"mlpcore": json.dumps({"format_version": mc_io.FORMAT_VERSION})})
+    with pytest.raises(ValueError) as excinfo:
+        mc.load(path)
+    assert str(path) in str(excinfo.value)
+
+
+def test_tensor_with_wrong_shape_or_missing_raises_value_error(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    good = tmp_path / "good.safetensors"
+    trained("float32", "adam-amsgrad").save(good)
+    header, _ = header_of(good)
+    meta = header["__metadata__"]
+    tensors = load_file(str(good))
+
+    wrong = dict(tensors)
+    wrong["layers.2.weight"] = np.zeros((8, 12), np.float32)
+    save_file(wrong, str(tmp_path / "wrong.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="layers.2.weight"):
+        mc.load(tmp_path / "wrong.safetensors")
+
+    wrong_dtype = dict(tensors)
+    wrong_dtype["layers.0.bias"] = tensors["layers.0.bias"].astype(np.float64)
+    save_file(wrong_dtype, str(tmp_path / "dtype.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="layers.0.bias"):
+        mc.load(tmp_path / "dtype.safetensors")
+
+    missing = {k: v for k, v in tensors.items() if k != "optimizer.exp_avg_sq"}
+    save_file(missing, str(tmp_path / "missing.safetensors"), metadata=meta)
+    with pytest.raises(ValueError, match="optimizer.exp_avg_sq"):
+        mc.load(tmp_path / "missing.safetensors")
+
+
+def test_missing_file_raises_file_not_found(tmp_path):
+    path = tmp_path / "nothing-here.safetensors"
+    with pytest.raises(FileNotFoundError) as excinfo:
+        mc.load(path)
+    assert str(path) in str(excinfo.value)
+    with pytest.raises(FileNotFoundError):
+        mc.load(str(path))
+
+
+@pytest.mark.parametrize("bad", [None, 123, 1.5, ["m.safetensors"], object()],
+                         ids=["None", "int", "float", "list", "object"])
+def test_non_path_arguments_raise_type_error(tmp_path, bad):
+    with pytest.raises(TypeError):
+        mc.load(bad)
+    with pytest.raises(TypeError):
+        build().save(bad)
+
+
+def test_save_into_missing_folder_raises_value_error(tmp_path):
+    target = tmp_path / "no" / "such" / "folder" / "m.safetensors"
+    with pytest.raises(ValueError, match="does not exist"):
+        build().save(target)
+    assert not (tmp_path / "no").exists()
+    assert os.listdir(tmp_path) == []

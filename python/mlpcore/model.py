@@ -170,12 +170,11 @@ class Sequential:
             result["accuracy"] = correct / (x.shape[0] * per_row)
         return result
 
-    def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
-            validation_data=None, verbose: int = 1):
-        """Train for ``epochs`` passes over (x, y); returns a History (Keras-shaped)."""
+    def fit(self, x, y, **options):
+        """Train on (x, y); returns a History (Keras-shaped). Options (epochs, batch_size,
+        shuffle, validation_data, verbose, ...) are documented in :func:`mlpcore.training.fit`."""
         from .training import fit
-        return fit(self, x, y, epochs=epochs, batch_size=batch_size, shuffle=shuffle,
-                   validation_data=validation_data, verbose=verbose)
+        return fit(self, x, y, **options)
 
     def save(self, path) -> None:
         """Write architecture, weights and optimizer state to a safetensors file (atomically)."""

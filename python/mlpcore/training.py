@@ -50,8 +50,15 @@ def _progress(total: int, epoch: int, epochs: int, verbose: int):
                 file=sys.stderr, dynamic_ncols=True)
 
 
-def fit(model, x, y, *, epochs: int, batch_size: int, shuffle: bool, validation_data,
-        verbose: int) -> History:
+def fit(model, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+        validation_data=None, verbose: int = 1) -> History:
+    """Train ``model`` for ``epochs`` passes over (x, y) in batches of ``batch_size``.
+
+    Each epoch runs natively (one call, or a few when a progress bar is shown): batches are
+    drawn in a seeded order (``shuffle``), each is a full train_step. ``verbose``: 0 silent,
+    1 progress bar, 2 one line per epoch. Stops with NonFiniteLossError, naming the epoch and
+    step, if a loss or gradient becomes NaN/Inf (the weights keep the last finite step).
+    """
     from .model import NonFiniteLossError
 
     model._require_compiled("fit")

@@ -142,3 +142,34 @@ def test_matches_torch(name, rng):
     loss, grad = loss_and_grad(name, out, target)
     assert loss == pytest.approx(value.item(), rel=1e-12)
     np.testing.assert_allclose(grad, ot.grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["mse", "mae", "huber", "bce_with_logits", "cross_entropy"])
+def test_sample_weights_follow_keras_semantics(name, rng):
+    # weighted loss = mean over samples of w_i * (sample i's loss, a mean over its outputs)
+    out = rng.normal(0, 2, size=(6, 3))
+    target = targets_for(name, rng, 6, 3)
+    w = rng.uniform(0, 3, size=6)
+    model = identity_model(3)
+    model.compile(loss=name, optimizer="sgd")
+    loss, grad = model.compute_gradients(out, target, sample_weight=w, return_input_grad=True)
+    per_sample = [reference.loss(name, out[i:i + 1], target[i:i + 1])[0] for i in range(6)]
+    per_sample_grad = np.vstack([reference.loss(name, out[i:i + 1], target[i:i + 1])[1]
+                                 for i in range(6)])
+    assert loss == pytest.approx(np.mean(w * np.array(per_sample)), rel=1e-12)
+    np.testing.assert_allclose(grad, w[:, None] * per_sample_grad / 6, rtol=1e-10, atol=1e-15)
+    assert model.evaluate(out, target, sample_weight=w)["loss"] == pytest.approx(loss, rel=1e-12)
+    ones = model.compute_gradients(out, target, sample_weight=np.ones(6))
+    assert ones == pytest.approx(model.compute_gradients(out, target), rel=1e-14)
+
+
+def test_sample_weight_errors(rng):
+    model = identity_model(3)
+    model.compile(loss="mse", optimizer="sgd")
+    x = rng.normal(size=(4, 3))
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(4,\)"):
+        model.train_step(x, x, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        model.train_step(x, x, sample_weight=np.array([1.0, -1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="non-negative"):
+        model.evaluate(x, x, sample_weight=np.array([1.0, np.nan, 1.0, 1.0]))

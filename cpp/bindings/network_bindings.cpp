@@ -4,6 +4,7 @@
 
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
@@ -152,6 +153,27 @@ CheckedTargets<T> unchecked_targets(Network<T>& net, const py::handle& obj, inde
   return out;
 }
 
+// Optional per-sample weights: (n,) of dtype T; scanned for NaN/negatives only when `scan`.
+template <typename T>
+void attach_weights(CheckedTargets<T>& y, const py::object& obj, index_t n, const char* func,
+                    bool scan, py::object& keep) {
+  if (obj.is_none()) return;
+  auto w = require_array<T>(obj, func, "sample_weight", 1);
+  if (w.shape(0) != n)
+    throw py::value_error(std::string(func) + ": sample_weight must have " + std::to_string(n) +
+                          " entries (one per row of x), got " + std::to_string(w.shape(0)));
+  if (scan) {
+    const T* d = w.data();
+    for (index_t i = 0; i < n; ++i)
+      if (!(d[i] >= T(0)) || !std::isfinite(d[i]))
+        throw py::value_error(std::string(func) +
+                              ": sample_weight must be finite and non-negative, got " +
+                              std::to_string(double(d[i])) + " at index " + std::to_string(i));
+  }
+  y.targets.weights = w.data();
+  keep = w;
+}
+
 py::tuple step_tuple(const StepResult& r) { return py::make_tuple(r.loss, r.correct, r.finite); }
 
 template <typename T>
@@ -208,20 +230,27 @@ void bind_network_class(py::module_& m, const char* name) {
       .def("set_optimizer",
            [](Network<T>& net, const py::dict& cfg) { net.set_optimizer(optimizer_from_python(cfg)); })
       .def("train_step",
-           [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj) {
+           [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
+              const py::object& w_obj) {
              auto x = checked_inputs(net, x_obj, "train_step");
              auto y = checked_targets(net, y_obj, x.shape(0), "train_step");
+             py::object keep_w;
+             attach_weights(y, w_obj, x.shape(0), "train_step", true, keep_w);
              StepResult r;
              {
                py::gil_scoped_release release;
                r = net.train_step(x.data(), x.shape(0), y.targets);
              }
              return step_tuple(r);
-           })
+           },
+           py::arg("x"), py::arg("y"), py::arg("sample_weight") = py::none())
       .def("compute_gradients",
-           [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj, bool want_dx) {
+           [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj, bool want_dx,
+              const py::object& w_obj) {
              auto x = checked_inputs(net, x_obj, "compute_gradients");
              auto y = checked_targets(net, y_obj, x.shape(0), "compute_gradients");
+             py::object keep_w;
+             attach_weights(y, w_obj, x.shape(0), "compute_gradients", true, keep_w);
              py::object dx_obj = py::none();
              T* dx = nullptr;
              if (want_dx) {
@@ -235,11 +264,13 @@ void bind_network_class(py::module_& m, const char* name) {
                r = net.compute_gradients(x.data(), x.shape(0), y.targets, dx);
              }
              return py::make_tuple(r.loss, r.correct, r.finite, dx_obj);
-           })
+           },
+           py::arg("x"), py::arg("y"), py::arg("want_dx") = false,
+           py::arg("sample_weight") = py::none())
       .def("train_batches",
            [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
               const py::object& order_obj, index_t batch_size, index_t first_batch,
-              index_t n_batches) {
+              index_t n_batches, const py::object& w_obj) {
              // x and y were validated once for the whole fit (as_inputs / as_targets); here
              // only what guards memory is checked: dtypes, shapes, and (natively, per gathered
              // batch) every index and label.
@@ -252,6 +283,8 @@ void bind_network_class(py::module_& m, const char* name) {
                throw py::value_error("train_batches: batch_size must be >= 1 and the batch "
                                      "range non-negative");
              CheckedTargets<T> y = unchecked_targets(net, y_obj, x.shape(0), "train_batches");
+             py::object keep_w;
+             attach_weights(y, w_obj, x.shape(0), "train_batches", false, keep_w);
              const std::int64_t* order = nullptr;
              py::object order_keep;
              if (!order_obj.is_none()) {
@@ -279,7 +312,7 @@ void bind_network_class(py::module_& m, const char* name) {
                                    r.status == BatchStatus::Ok, r.failed_loss);
            },
            py::arg("x"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
-           py::arg("first_batch"), py::arg("n_batches"))
+           py::arg("first_batch"), py::arg("n_batches"), py::arg("sample_weight") = py::none())
       .def("apply_optimizer",
            [](Network<T>& net) {
              py::gil_scoped_release release;
@@ -296,16 +329,19 @@ void bind_network_class(py::module_& m, const char* name) {
              }
              return out;
            })
-      .def("evaluate", [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj) {
+      .def("evaluate", [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
+                          const py::object& w_obj) {
         auto x = checked_inputs(net, x_obj, "evaluate");
         auto y = checked_targets(net, y_obj, x.shape(0), "evaluate");
+        py::object keep_w;
+        attach_weights(y, w_obj, x.shape(0), "evaluate", true, keep_w);
         StepResult r;
         {
           py::gil_scoped_release release;
           r = net.evaluate(x.data(), x.shape(0), y.targets);
         }
         return step_tuple(r);
-      });
+      }, py::arg("x"), py::arg("y"), py::arg("sample_weight") = py::none());
 }
 
 }  // namespace

@@ -62,6 +62,8 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
   const double inv_n = 1.0 / double(n);
   for (index_t r = 0; r < n; ++r) {
     const T* x = out + r * k;
+    const double w = targets.weights ? double(targets.weights[r]) : 1.0;
+    const double row_scale = w * inv_n;
     const double xmax = double(*std::max_element(x, x + k));
     double sum_exp = 0.0;
     for (index_t c = 0; c < k; ++c) sum_exp += std::exp(double(x[c]) - xmax);
@@ -69,22 +71,23 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
     T* g = dout ? dout + r * k : nullptr;
     if (targets.labels) {
       const std::int64_t label = targets.labels[r];
-      total += lse - double(x[label]);
+      total += w * (lse - double(x[label]));
       if (g) {
         for (index_t c = 0; c < k; ++c)
-          g[c] = T(std::exp(double(x[c]) - lse) * inv_n);
-        g[label] -= T(inv_n);
+          g[c] = T(std::exp(double(x[c]) - lse) * row_scale);
+        g[label] -= T(row_scale);
       }
     } else {
       const T* t = targets.values + r * k;
-      double t_sum = 0.0;
+      double t_sum = 0.0, row = 0.0;
       for (index_t c = 0; c < k; ++c) {
-        total += double(t[c]) * (lse - double(x[c]));
+        row += double(t[c]) * (lse - double(x[c]));
         t_sum += double(t[c]);
       }
+      total += w * row;
       if (g) {
         for (index_t c = 0; c < k; ++c)
-          g[c] = T((std::exp(double(x[c]) - lse) * t_sum - double(t[c])) * inv_n);
+          g[c] = T((std::exp(double(x[c]) - lse) * t_sum - double(t[c])) * row_scale);
       }
     }
   }
@@ -101,10 +104,23 @@ double loss_forward_backward(Loss loss, const LossParams& lp, const T* out, inde
   const index_t count = n * k;
   const T scale = T(1.0 / double(count));
   double total = 0.0;
-  for (index_t i = 0; i < count; ++i) {
-    T grad;
-    total += elementwise_loss(loss, lp, out[i], targets.values[i], &grad);
-    if (dout) dout[i] = grad * scale;
+  if (!targets.weights) {
+    for (index_t i = 0; i < count; ++i) {
+      T grad;
+      total += elementwise_loss(loss, lp, out[i], targets.values[i], &grad);
+      if (dout) dout[i] = grad * scale;
+    }
+    return total / double(count);
+  }
+  for (index_t r = 0; r < n; ++r) {
+    const T w = targets.weights[r];
+    double row = 0.0;
+    for (index_t i = r * k; i < (r + 1) * k; ++i) {
+      T grad;
+      row += elementwise_loss(loss, lp, out[i], targets.values[i], &grad);
+      if (dout) dout[i] = grad * (w * scale);
+    }
+    total += double(w) * row;
   }
   return total / double(count);
 }

@@ -33,6 +33,9 @@ template <typename T>
 struct Targets {
   const T* values = nullptr;             // (n, k) row-major, or null
   const std::int64_t* labels = nullptr;  // (n,), or null
+  // Optional per-sample weights (n,): the loss becomes the batch mean of w_i times sample i's
+  // loss (Keras' sample_weight semantics; a sample's loss is the mean over its outputs).
+  const T* weights = nullptr;
 };
 
 // Mean loss over the batch `out` (n x k). Writes dloss/dout into dout when it is not null.

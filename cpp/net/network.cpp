@@ -263,6 +263,7 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
       batch_values_.reset(batch_size * out_w);
     if (targets.labels && index_t(batch_labels_.size()) < batch_size)
       batch_labels_.assign(std::size_t(batch_size), 0);
+    if (targets.weights && batch_weights_.size() < batch_size) batch_weights_.reset(batch_size);
   }
   for (index_t b = first_batch; b < first_batch + n_batches; ++b) {
     const index_t lo = b * batch_size;
@@ -283,7 +284,9 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
           std::copy(targets.values + src * out_w, targets.values + (src + 1) * out_w,
                     batch_values_.data() + r * out_w);
         if (targets.labels) batch_labels_[std::size_t(r)] = targets.labels[src];
+        if (targets.weights) batch_weights_.data()[r] = targets.weights[src];
       }
+      if (targets.weights) t.weights = batch_weights_.data();
       xb = batch_x_.data();
       if (targets.values) t.values = batch_values_.data();
       if (targets.labels) t.labels = batch_labels_.data();
@@ -291,6 +294,7 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
       xb = x + lo * in_w;
       if (targets.values) t.values = targets.values + lo * out_w;
       if (targets.labels) t.labels = targets.labels + lo;
+      if (targets.weights) t.weights = targets.weights + lo;
     }
     if (t.labels) {
       for (index_t r = 0; r < rows; ++r) {
@@ -381,6 +385,7 @@ StepResult Network<T>::evaluate(const T* x, index_t n, const Targets<T>& targets
     Targets<T> t;
     if (targets.values) t.values = targets.values + start * out_w;
     if (targets.labels) t.labels = targets.labels + start;
+    if (targets.weights) t.weights = targets.weights + start;
     const T* y = forward(x + start * in_w, rows);
     // every loss is a mean over rows times a constant, so chunk means combine by row counts
     weighted_loss += loss_forward_backward<T>(loss_, loss_params_, y, rows, out_w, t, nullptr) *

@@ -133,7 +133,7 @@ class Network {
   std::vector<AlignedBuffer<T>> retired_state_;
   AlignedBuffer<T> acts_, dacts_;        // per-layer outputs and their gradients
   index_t rows_cap_ = 0;
-  AlignedBuffer<T> batch_x_, batch_values_;        // gathered batch for train_batches
+  AlignedBuffer<T> batch_x_, batch_values_, batch_weights_;  // gathered batch (train_batches)
   std::vector<std::int64_t> batch_labels_;
 
   Loss loss_ = Loss::MSE;

@@ -98,3 +98,17 @@ def check_positive_int(value, func: str, name: str) -> int:
     if value <= 0:
         raise ValueError(f"{func}: {name} must be a positive int, got {value}")
     return int(value)
+
+
+def as_sample_weight(w, n_rows: int, dtype: np.dtype, func: str,
+                     name: str = "sample_weight"):
+    """Per-sample weights as a C-contiguous (n,) array of ``dtype``, or None."""
+    if w is None:
+        return None
+    arr = _as_numeric_array(w, func, name)
+    if arr.ndim != 1 or arr.shape[0] != n_rows:
+        raise ValueError(f"{func}: {name} must have shape ({n_rows},) (one weight per sample), "
+                         f"got {arr.shape}")
+    if not np.isfinite(arr).all() or (arr < 0).any():
+        raise ValueError(f"{func}: {name} must be finite and non-negative")
+    return np.ascontiguousarray(arr, dtype=dtype)

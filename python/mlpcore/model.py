@@ -6,7 +6,7 @@ from typing import Any, Dict, Iterable, List, Optional
 import numpy as np
 
 from . import _core
-from ._validation import as_inputs, as_targets, check_positive_int
+from ._validation import as_inputs, as_sample_weight, as_targets
 from .layers import Dense, Layer
 from .losses import LossInfo, get_loss
 from .optim import Optimizer, get_optimizer
@@ -133,25 +133,30 @@ class Sequential:
         y = as_targets(y, self.loss, x.shape[0], self.out_features, self.dtype, func)
         return x, y
 
-    def train_step(self, x, y) -> float:
-        """Forward, loss, backward and optimizer update on one batch; returns the batch loss."""
+    def train_step(self, x, y, sample_weight=None) -> float:
+        """Forward, loss, backward and optimizer update on one batch; returns the batch loss.
+
+        ``sample_weight`` (n,) weighs each sample's loss (the batch loss is the mean of
+        weight x sample loss, as Keras)."""
         self._require_compiled("train_step")
         x, y = self._batch(x, y, "train_step")
+        w = as_sample_weight(sample_weight, x.shape[0], self.dtype, "train_step")
         self._sync_optimizer()
-        loss, _, finite = self._net.train_step(x, y)
+        loss, _, finite = self._net.train_step(x, y, w)
         if not finite:
             raise NonFiniteLossError(f"train_step: the loss or a gradient is not finite "
                                      f"(loss={loss}); the weights were left unchanged")
         return loss
 
-    def compute_gradients(self, x, y, *, return_input_grad: bool = False):
+    def compute_gradients(self, x, y, *, sample_weight=None, return_input_grad: bool = False):
         """Forward and backward only: fills the layers' ``weight_grad``/``bias_grad`` views.
 
         Returns the batch loss, or ``(loss, dL/dx)`` with ``return_input_grad=True``.
         """
         self._require_compiled("compute_gradients")
         x, y = self._batch(x, y, "compute_gradients")
-        loss, _, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad))
+        w = as_sample_weight(sample_weight, x.shape[0], self.dtype, "compute_gradients")
+        loss, _, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad), w)
         return (loss, dx) if return_input_grad else loss
 
     # --- whole data sets ------------------------------------------------------------------
@@ -159,11 +164,12 @@ class Sequential:
         """Network output for every row of x (logits when the loss fuses softmax/sigmoid)."""
         return self._net.predict(as_inputs(x, self.dtype, self.in_features, "predict"))
 
-    def evaluate(self, x, y) -> Dict[str, float]:
+    def evaluate(self, x, y, sample_weight=None) -> Dict[str, float]:
         """Mean loss over (x, y), and accuracy for classification losses."""
         self._require_compiled("evaluate")
         x, y = self._batch(x, y, "evaluate")
-        loss, correct, _ = self._net.evaluate(x, y)
+        w = as_sample_weight(sample_weight, x.shape[0], self.dtype, "evaluate")
+        loss, correct, _ = self._net.evaluate(x, y, w)
         result = {"loss": float(loss)}
         if self.loss.classification:
             per_row = 1 if y.ndim == 1 or self.loss.name == "cross_entropy" else y.shape[1]

@@ -329,6 +329,23 @@ void bind_network_class(py::module_& m, const char* name) {
              }
              return out;
            })
+      .def("forward_collect",
+           [](Network<T>& net, const py::handle& x_obj) {
+             auto x = checked_inputs(net, x_obj, "forward_collect");
+             py::list result;
+             std::vector<T*> outs;
+             for (std::size_t j = 0; j < net.specs().size(); ++j) {
+               py::array_t<T> out({x.shape(0), py::ssize_t(net.width_after(j))});
+               outs.push_back(out.mutable_data());
+               result.append(out);
+             }
+             {
+               py::gil_scoped_release release;
+               net.forward_collect(x.data(), x.shape(0), outs);
+             }
+             return result;
+           },
+           "Every layer's output for one batch (a list of arrays, one per layer).")
       .def("evaluate", [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
                           const py::object& w_obj) {
         auto x = checked_inputs(net, x_obj, "evaluate");

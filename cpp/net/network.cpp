@@ -373,6 +373,17 @@ void Network<T>::predict(const T* x, index_t n, T* out) {
 }
 
 template <typename T>
+void Network<T>::forward_collect(const T* x, index_t n, const std::vector<T*>& outs) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reserve_rows(n);
+  forward(x, n);
+  for (std::size_t j = 0; j < specs_.size() && j < outs.size(); ++j) {
+    const T* src = act(j + 1);
+    std::copy(src, src + n * widths_[j + 1], outs[j]);
+  }
+}
+
+template <typename T>
 StepResult Network<T>::evaluate(const T* x, index_t n, const Targets<T>& targets) {
   std::lock_guard<std::mutex> lock(mutex_);
   const index_t chunk = std::max(rows_cap_, std::min(n, kInferenceChunk));

@@ -57,6 +57,7 @@ class Network {
 
   const std::vector<LayerSpec>& specs() const noexcept { return specs_; }
   index_t in_features() const noexcept { return widths_.front(); }
+  index_t width_after(std::size_t layer) const { return widths_.at(layer + 1); }
   index_t out_features() const noexcept { return widths_.back(); }
 
   // Parameter and gradient arenas; layer i's weight (in x out) starts at weight_offset(i) and its
@@ -105,6 +106,10 @@ class Network {
 
   // Network outputs (n x out) for n inputs, computed in chunks.
   void predict(const T* x, index_t n, T* out);
+
+  // Forward pass on one batch, keeping every layer's output: outs[j] (n x width of layer j's
+  // output) receives a copy of act(j + 1). For inspection (diagnose), not for speed.
+  void forward_collect(const T* x, index_t n, const std::vector<T*>& outs);
 
   // Mean loss and correct count over n samples, computed in chunks, no gradients.
   StepResult evaluate(const T* x, index_t n, const Targets<T>& targets);

@@ -32,6 +32,10 @@ std::vector<LayerSpec> specs_from_python(const py::list& layers) {
       s.kind = LayerKind::Dense;
       s.in_features = t[1].cast<index_t>();
       s.out_features = t[2].cast<index_t>();
+      if (t.size() >= 5) {
+        s.l1 = t[3].cast<double>();
+        s.l2 = t[4].cast<double>();
+      }
     } else if (kind == "activation") {
       s.kind = LayerKind::Activation;
       const int code = t[1].cast<int>();
@@ -227,6 +231,27 @@ void bind_network_class(py::module_& m, const char* name) {
              lp.huber_delta = huber_delta;
              net.set_loss(Loss(code), lp);
            })
+      .def("set_clipping",
+           [](Network<T>& net, double max_norm, double max_value) {
+             ClipConfig c;
+             c.max_norm = max_norm;
+             c.max_value = max_value;
+             net.set_clipping(c);
+           },
+           py::arg("max_norm"), py::arg("max_value"))
+      .def_property_readonly("last_grad_norm", &Network<T>::last_grad_norm)
+      .def("take_stats",
+           [](Network<T>& net) {
+             const TrainStats s = net.take_stats();
+             py::dict d;
+             d["steps"] = s.steps;
+             d["grad_norm_sum"] = s.grad_norm_sum;
+             d["grad_norm_sq_sum"] = s.grad_norm_sq_sum;
+             d["layer_grad_norm_sum"] = s.layer_grad_norm_sum;
+             return d;
+           },
+           "Per-step statistics accumulated since the last call (steps, pre-clip gradient "
+           "norms), then reset.")
       .def("set_optimizer",
            [](Network<T>& net, const py::dict& cfg) { net.set_optimizer(optimizer_from_python(cfg)); })
       .def("train_step",

@@ -10,6 +10,11 @@ template <typename T>
 void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
                  bool accumulate) noexcept;
 
+// Sum of x[i]^2 in double, in fixed-size chunks combined in order: the same bits for any thread
+// count. NaN/Inf anywhere make the result non-finite.
+template <typename T>
+double sum_of_squares(const T* x, index_t n) noexcept;
+
 // True when none of the n values is NaN or +-Inf.
 template <typename T>
 bool all_finite(const T* x, index_t n) noexcept;

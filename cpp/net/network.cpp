@@ -55,6 +55,78 @@ Network<T>::Network(std::vector<LayerSpec> specs) : specs_(std::move(specs)) {
   }
   params_.reset(n_params);
   grads_.reset(n_params);
+  layer_grad_sq_.assign(specs_.size(), 0.0);
+  stats_.layer_grad_norm_sum.assign(specs_.size(), 0.0);
+}
+
+template <typename T>
+void Network<T>::set_clipping(const ClipConfig& clip) noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  clip_ = clip;
+}
+
+template <typename T>
+TrainStats Network<T>::take_stats() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TrainStats out = stats_;
+  stats_ = TrainStats();
+  stats_.layer_grad_norm_sum.assign(specs_.size(), 0.0);
+  return out;
+}
+
+template <typename T>
+double Network<T>::penalties(bool add_grad) noexcept {
+  double total = 0.0;
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    const LayerSpec& s = specs_[i];
+    if (s.kind != LayerKind::Dense || (s.l1 == 0.0 && s.l2 == 0.0)) continue;
+    const T* w = params_.data() + weight_offsets_[i];
+    T* dw = grads_.data() + weight_offsets_[i];
+    const T l1 = T(s.l1), two_l2 = T(2.0 * s.l2);
+    double abs_sum = 0.0, sq_sum = 0.0;
+    for (index_t k = 0; k < s.in_features * s.out_features; ++k) {
+      abs_sum += std::abs(double(w[k]));
+      sq_sum += double(w[k]) * double(w[k]);
+      if (add_grad) {
+        const T sign = w[k] > T(0) ? T(1) : (w[k] < T(0) ? T(-1) : T(0));
+        dw[k] += l1 * sign + two_l2 * w[k];
+      }
+    }
+    total += s.l1 * abs_sum + s.l2 * sq_sum;
+  }
+  return total;
+}
+
+template <typename T>
+bool Network<T>::measure_gradients() noexcept {
+  double total = 0.0;
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    const LayerSpec& s = specs_[i];
+    if (s.kind != LayerKind::Dense) continue;
+    // weight and bias are adjacent in the arena
+    const index_t count = s.in_features * s.out_features + s.out_features;
+    layer_grad_sq_[i] = sum_of_squares(grads_.data() + weight_offsets_[i], count);
+    total += layer_grad_sq_[i];
+  }
+  last_grad_norm_ = std::sqrt(total);
+  return std::isfinite(total);
+}
+
+template <typename T>
+void Network<T>::clip_gradients() noexcept {
+  T* g = grads_.data();
+  const index_t n = num_params();
+  if (clip_.max_norm > 0.0) {
+    const double coef = clip_.max_norm / (last_grad_norm_ + 1e-6);
+    if (coef < 1.0) {
+      const T c = T(coef);
+      for (index_t i = 0; i < n; ++i) g[i] *= c;
+    }
+  }
+  if (clip_.max_value > 0.0) {
+    const T v = T(clip_.max_value);
+    for (index_t i = 0; i < n; ++i) g[i] = std::min(std::max(g[i], -v), v);
+  }
 }
 
 template <typename T>
@@ -206,6 +278,8 @@ StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>&
   r.finite = std::isfinite(r.loss);
   if (!r.finite) return r;
   backward(x, n, dx);
+  r.loss += penalties(true);
+  r.finite = std::isfinite(r.loss) && measure_gradients();
   return r;
 }
 
@@ -228,11 +302,13 @@ void Network<T>::optimizer_update_locked() noexcept {
 template <typename T>
 StepResult Network<T>::step_locked(const T* x, index_t n, const Targets<T>& targets) {
   StepResult r = gradients_locked(x, n, targets, nullptr);
-  if (!r.finite) return r;
-  if (!all_finite(grads_.data(), num_params())) {
-    r.finite = false;
-    return r;
-  }
+  if (!r.finite) return r;  // the loss or a gradient is NaN/Inf: the parameters stay as they are
+  ++stats_.steps;
+  stats_.grad_norm_sum += last_grad_norm_;
+  stats_.grad_norm_sq_sum += last_grad_norm_ * last_grad_norm_;
+  for (std::size_t i = 0; i < specs_.size(); ++i)
+    stats_.layer_grad_norm_sum[i] += std::sqrt(layer_grad_sq_[i]);
+  clip_gradients();
   optimizer_update_locked();
   return r;
 }
@@ -403,7 +479,7 @@ StepResult Network<T>::evaluate(const T* x, index_t n, const Targets<T>& targets
                      double(rows);
     total.correct += count_correct<T>(loss_, y, rows, out_w, t);
   }
-  total.loss = n > 0 ? weighted_loss / double(n) : 0.0;
+  total.loss = (n > 0 ? weighted_loss / double(n) : 0.0) + penalties(false);
   total.finite = std::isfinite(total.loss);
   return total;
 }

@@ -20,8 +20,25 @@ struct LayerSpec {
   LayerKind kind = LayerKind::Dense;
   index_t in_features = 0;   // Dense only
   index_t out_features = 0;  // Dense only
+  double l1 = 0.0;           // Dense only: penalty l1 * sum|W| (kernel only, as Keras)
+  double l2 = 0.0;           // Dense only: penalty l2 * sum W^2
   Act act = Act::Identity;   // Activation only
   ActParams params;          // Activation only
+};
+
+// Gradient clipping applied before each optimizer update (torch.nn.utils semantics): by global
+// L2 norm (scale all gradients by max_norm / (norm + 1e-6) when that is below 1), then by value.
+struct ClipConfig {
+  double max_norm = 0.0;  // 0: off
+  double max_value = 0.0;  // 0: off
+};
+
+// Per-step statistics accumulated natively over an epoch (read and reset by take_stats).
+struct TrainStats {
+  std::int64_t steps = 0;
+  double grad_norm_sum = 0.0;     // pre-clip global gradient L2 norm, summed over steps
+  double grad_norm_sq_sum = 0.0;  // its square, summed: gives the spread across the epoch
+  std::vector<double> layer_grad_norm_sum;  // per layer (0 for layers without parameters)
 };
 
 // How a run of batches ended.
@@ -76,6 +93,11 @@ class Network {
   void set_optimizer(const OptConfig& cfg);
   const OptConfig& optimizer() const noexcept { return opt_; }
   int optimizer_state_buffers() const noexcept { return optimizer_state_count(opt_); }
+  void set_clipping(const ClipConfig& clip) noexcept;
+  // The pre-clip global gradient norm of the last step, and the epoch statistics so far.
+  double last_grad_norm() const noexcept { return last_grad_norm_; }
+  TrainStats take_stats();
+
   // Names of the state buffers, in buffer order (torch.optim's state keys).
   std::vector<std::string> optimizer_state_names() const;
   T* optimizer_state(int k) noexcept { return state_.data() + index_t(k) * num_params(); }
@@ -125,6 +147,11 @@ class Network {
   bool is_fusable_activation(std::size_t layer) const noexcept;
   StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx);
   StepResult step_locked(const T* x, index_t n, const Targets<T>& targets);
+  // L1/L2 penalties: their value, and (when add_grad) their gradient added to the weights'.
+  double penalties(bool add_grad) noexcept;
+  // Per-layer and global gradient norms; false if any gradient is NaN/Inf.
+  bool measure_gradients() noexcept;
+  void clip_gradients() noexcept;
   void optimizer_update_locked() noexcept;
 
   std::vector<LayerSpec> specs_;
@@ -147,6 +174,11 @@ class Network {
   std::int64_t opt_steps_ = 0;
   bool fresh_momentum_ = true;  // SGD's momentum buffer not yet written (see optimizer_step)
   bool has_optimizer_ = false;
+
+  ClipConfig clip_;
+  double last_grad_norm_ = 0.0;
+  std::vector<double> layer_grad_sq_;  // per layer, from measure_gradients
+  TrainStats stats_;
 
   std::mutex mutex_;  // one call at a time per network; calls run with the GIL released
 };

@@ -38,7 +38,8 @@ def _metadata(model) -> Dict[str, Any]:
     meta: Dict[str, Any] = {"format_version": FORMAT_VERSION, "model": model.get_config(),
                             "seed": model.seed}
     if model.loss is not None:
-        meta["loss"] = {"name": model.loss.name, "huber_delta": model.huber_delta}
+        meta["loss"] = {"name": model.loss.name, "huber_delta": model.huber_delta,
+                        "clip_norm": model.clip_norm, "clip_value": model.clip_value}
         opt = model.optimizer
         meta["optimizer"] = {"name": type(opt).__name__, "param_groups": [dict(opt.param_groups[0])],
                              "step": opt.step_count}
@@ -123,7 +124,9 @@ def load(path):
             opt = optimizer_from_state({"name": opt_meta["name"],
                                         "param_groups": opt_meta["param_groups"]})
             model.compile(loss=meta["loss"]["name"], optimizer=opt,
-                          huber_delta=meta["loss"]["huber_delta"])
+                          huber_delta=meta["loss"]["huber_delta"],
+                          clip_norm=meta["loss"].get("clip_norm"),
+                          clip_value=meta["loss"].get("clip_value"))
             for name, view in opt.state.items():
                 view[...] = _tensor(tensors, f"optimizer.{name}", view)
             model._net.optimizer_steps = int(opt_meta["step"])

@@ -66,22 +66,30 @@ class Dense(Layer):
     ``weight`` has shape ``(in_features, out_features)`` and ``bias`` ``(out_features,)``.
     ``init`` chooses the weight initialiser (see :mod:`mlpcore.initializers`; default
     ``"glorot_uniform"``, biases start at zero) or gives the initial weight as an array.
+    ``l1`` / ``l2`` add ``l1 * sum|W| + l2 * sum W**2`` to the loss (Keras' kernel
+    regularisers: the weight only, not the bias), with its gradient, natively.
     """
 
-    def __init__(self, in_features: int, out_features: int, *, init="glorot_uniform") -> None:
+    def __init__(self, in_features: int, out_features: int, *, init="glorot_uniform",
+                 l1: float = 0.0, l2: float = 0.0) -> None:
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features", "Dense")
         self.out_features = _positive_int(out_features, "out_features", "Dense")
         initializers.check(init, (self.in_features, self.out_features))
         self.init = init
+        self.l1 = _finite_float(l1, "l1", "Dense", non_negative=True)
+        self.l2 = _finite_float(l2, "l2", "Dense", non_negative=True)
 
     def _spec(self) -> tuple:
-        return ("dense", self.in_features, self.out_features)
+        return ("dense", self.in_features, self.out_features, self.l1, self.l2)
 
     def get_config(self) -> Dict[str, Any]:
         init = self.init if isinstance(self.init, str) else "array"
-        return {"type": "Dense", "in_features": self.in_features,
-                "out_features": self.out_features, "init": init}
+        config = {"type": "Dense", "in_features": self.in_features,
+                  "out_features": self.out_features, "init": init}
+        if self.l1 or self.l2:
+            config.update(l1=self.l1, l2=self.l2)
+        return config
 
     def _initialize(self, rng: np.random.Generator) -> None:
         self.weight[...] = initializers.make(self.init, (self.in_features, self.out_features), rng)
@@ -145,12 +153,14 @@ class Activation(Layer):
         return {"type": type(self).__name__, **self._params()}
 
 
-def _finite_float(value, name: str, owner: str, *, positive: bool = False) -> float:
+def _finite_float(value, name: str, owner: str, *, positive: bool = False,
+                  non_negative: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
     value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0):
-        need = "a positive finite number" if positive else "a finite number"
+    if not math.isfinite(value) or (positive and value <= 0) or (non_negative and value < 0):
+        need = ("a positive finite number" if positive else
+                "a non-negative finite number" if non_negative else "a finite number")
         raise ValueError(f"{owner}: {name} must be {need}, got {value}")
     return value
 

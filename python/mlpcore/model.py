@@ -66,6 +66,8 @@ class Sequential:
         self.loss: Optional[LossInfo] = None
         self.huber_delta = 1.0
         self.optimizer: Optional[Optimizer] = None
+        self.clip_norm: Optional[float] = None
+        self.clip_value: Optional[float] = None
         self._synced_opt_version = -1
 
     # --- structure ------------------------------------------------------------------------
@@ -96,8 +98,15 @@ class Sequential:
         return f"Sequential({self.layers!r}, dtype={self.dtype.name!r})"
 
     # --- compile --------------------------------------------------------------------------
-    def compile(self, loss: str = "mse", optimizer="adam", *, huber_delta: float = 1.0) -> None:
-        """Choose the loss (see :mod:`mlpcore.losses`) and the optimizer (name or instance)."""
+    def compile(self, loss: str = "mse", optimizer="adam", *, huber_delta: float = 1.0,
+                clip_norm: Optional[float] = None, clip_value: Optional[float] = None) -> None:
+        """Choose the loss (see :mod:`mlpcore.losses`) and the optimizer (name or instance).
+
+        ``clip_norm`` rescales all gradients when their global L2 norm exceeds it, and
+        ``clip_value`` clamps each gradient to [-clip_value, clip_value], before every update
+        (torch.nn.utils.clip_grad_norm_ / clip_grad_value_ semantics, in that order). The
+        pre-clip norm of the last step is ``model.last_grad_norm``.
+        """
         info = get_loss(loss)
         if info.name == "bce" and not isinstance(self.layers[-1], (_sigmoid_like())):
             raise ValueError("compile: loss 'bce' expects probabilities, so the last layer must be "
@@ -105,12 +114,20 @@ class Sequential:
         huber_delta = float(huber_delta)
         if not huber_delta > 0 or not np.isfinite(huber_delta):
             raise ValueError(f"compile: huber_delta must be positive and finite, got {huber_delta}")
+        clip = [_clip_arg(clip_norm, "clip_norm"), _clip_arg(clip_value, "clip_value")]
         opt = get_optimizer(optimizer)
         opt._bind(self)
         self._net.set_loss(info.code, huber_delta)
+        self._net.set_clipping(*clip)
+        self.clip_norm, self.clip_value = clip_norm, clip_value
         self.loss, self.huber_delta, self.optimizer = info, huber_delta, opt
         self._synced_opt_version = -1
         self._sync_optimizer()
+
+    @property
+    def last_grad_norm(self) -> float:
+        """Global L2 norm of the gradients of the last step, before any clipping."""
+        return self._net.last_grad_norm
 
     def _require_compiled(self, func: str) -> None:
         if self.loss is None:
@@ -186,6 +203,17 @@ class Sequential:
         """Write architecture, weights and optimizer state to a safetensors file (atomically)."""
         from .io import save
         save(self, path)
+
+
+def _clip_arg(value, name: str) -> float:
+    """Clipping threshold for the native side: 0 means off."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"compile: {name} must be a number or None, got {type(value).__name__}")
+    if not (float(value) > 0 and np.isfinite(value)):
+        raise ValueError(f"compile: {name} must be positive and finite, got {value}")
+    return float(value)
 
 
 def _sigmoid_like():

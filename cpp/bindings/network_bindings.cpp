@@ -46,6 +46,18 @@ std::vector<LayerSpec> specs_from_python(const py::list& layers) {
       s.params.alpha = t[3].cast<double>();
       s.params.beta = t[4].cast<double>();
       s.params.threshold = t[5].cast<double>();
+    } else if (kind == "dropout") {
+      s.kind = LayerKind::Dropout;
+      s.p = t[1].cast<double>();
+    } else if (kind == "layernorm" || kind == "batchnorm") {
+      s.kind = kind == "layernorm" ? LayerKind::LayerNorm : LayerKind::BatchNorm;
+      s.in_features = t[1].cast<index_t>();
+      s.eps = t[2].cast<double>();
+      if (kind == "batchnorm") s.momentum = t[3].cast<double>();
+    } else if (kind == "residual_begin") {
+      s.kind = LayerKind::ResidualBegin;
+    } else if (kind == "residual_end") {
+      s.kind = LayerKind::ResidualEnd;
     } else {
       throw py::value_error("Network: unknown layer kind '" + kind + "'");
     }
@@ -81,9 +93,12 @@ py::array view_of(const NetPtr<T>& net, T* data, std::vector<py::ssize_t> shape)
 // The input batch: (n, in) of dtype T, C-contiguous, finite, n >= 1.
 template <typename T>
 py::array_t<T, py::array::c_style> checked_inputs(Network<T>& net, const py::handle& obj,
-                                                  const char* func) {
+                                                  const char* func, bool training = false) {
   auto x = require_array<T>(obj, func, "x", 2);
   if (x.shape(0) < 1) throw py::value_error(std::string(func) + ": x is an empty batch (0 rows)");
+  if (training && net.has_batchnorm() && x.shape(0) == 1)
+    throw py::value_error(std::string(func) + ": BatchNorm1d needs more than 1 sample per batch "
+                          "in training, got a batch of 1");
   if (x.shape(1) != net.in_features())
     throw py::value_error(std::string(func) + ": x must have " + std::to_string(net.in_features()) +
                           " features (columns), got shape " + shape_string(x));
@@ -197,19 +212,44 @@ void bind_network_class(py::module_& m, const char* name) {
       .def("weight_view",
            [](const NetPtr<T>& net, std::size_t layer, bool grad) {
              const LayerSpec& s = net->specs().at(layer);
-             if (s.kind != LayerKind::Dense) throw py::value_error("layer has no weight");
-             T* base = grad ? net->grads() : net->params();
-             return view_of<T>(net, base + net->weight_offset(layer),
-                               {py::ssize_t(s.in_features), py::ssize_t(s.out_features)});
+             if (net->param_count(layer) == 0) throw py::value_error("layer has no weight");
+             T* base = (grad ? net->grads() : net->params()) + net->weight_offset(layer);
+             if (s.kind == LayerKind::Dense)
+               return view_of<T>(net, base,
+                                 {py::ssize_t(s.in_features), py::ssize_t(s.out_features)});
+             return view_of<T>(net, base, {py::ssize_t(s.in_features)});
            })
       .def("bias_view",
            [](const NetPtr<T>& net, std::size_t layer, bool grad) {
              const LayerSpec& s = net->specs().at(layer);
-             if (s.kind != LayerKind::Dense) throw py::value_error("layer has no bias");
-             T* base = grad ? net->grads() : net->params();
-             return view_of<T>(net, base + net->bias_offset(layer),
-                               {py::ssize_t(s.out_features)});
+             if (net->param_count(layer) == 0) throw py::value_error("layer has no bias");
+             T* base = (grad ? net->grads() : net->params()) + net->bias_offset(layer);
+             return view_of<T>(net, base,
+                               {py::ssize_t(s.kind == LayerKind::Dense ? s.out_features
+                                                                        : s.in_features)});
            })
+      .def("buffer_view",
+           [](const NetPtr<T>& net, std::size_t layer, int k) {
+             const LayerSpec& s = net->specs().at(layer);
+             if (net->buffer_offset(layer) < 0 || k < 0 || k > 1)
+               throw py::value_error("layer has no such buffer");
+             return view_of<T>(net, net->buffers() + net->buffer_offset(layer) + k * s.in_features,
+                               {py::ssize_t(s.in_features)});
+           },
+           "BatchNorm running statistics: k = 0 running_mean, k = 1 running_var.")
+      .def("seed_dropout", &Network<T>::seed_dropout, py::arg("seed"))
+      .def_property(
+          "dropout_rng_state",
+          [](Network<T>& net) {
+            const std::uint64_t* s = net.dropout_rng().state();
+            return std::vector<std::uint64_t>(s, s + 4);
+          },
+          [](Network<T>& net, const std::vector<std::uint64_t>& state) {
+            if (state.size() != 4) throw py::value_error("dropout_rng_state needs 4 integers");
+            net.dropout_rng().set_state(state.data());
+          })
+      .def("_freeze_dropout_masks", &Network<T>::freeze_dropout_masks, py::arg("frozen"))
+      .def_property_readonly("has_batchnorm", &Network<T>::has_batchnorm)
       .def("params_view",
            [](const NetPtr<T>& net) { return view_of<T>(net, net->params(), {net->num_params()}); })
       .def("grads_view",
@@ -257,7 +297,7 @@ void bind_network_class(py::module_& m, const char* name) {
       .def("train_step",
            [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
               const py::object& w_obj) {
-             auto x = checked_inputs(net, x_obj, "train_step");
+             auto x = checked_inputs(net, x_obj, "train_step", true);
              auto y = checked_targets(net, y_obj, x.shape(0), "train_step");
              py::object keep_w;
              attach_weights(y, w_obj, x.shape(0), "train_step", true, keep_w);
@@ -272,7 +312,7 @@ void bind_network_class(py::module_& m, const char* name) {
       .def("compute_gradients",
            [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj, bool want_dx,
               const py::object& w_obj) {
-             auto x = checked_inputs(net, x_obj, "compute_gradients");
+             auto x = checked_inputs(net, x_obj, "compute_gradients", true);
              auto y = checked_targets(net, y_obj, x.shape(0), "compute_gradients");
              py::object keep_w;
              attach_weights(y, w_obj, x.shape(0), "compute_gradients", true, keep_w);
@@ -329,6 +369,11 @@ void bind_network_class(py::module_& m, const char* name) {
                throw py::value_error("train_batches: order holds index " +
                                      std::to_string(r.bad_value) + " outside [0, " +
                                      std::to_string(x.shape(0) - 1) + "]");
+             if (r.status == BatchStatus::SingleSampleBatch)
+               throw py::value_error(
+                   "train_batches: batch " + std::to_string(r.bad_value) + " has a single sample, "
+                   "and BatchNorm1d needs more than 1 sample per batch in training; choose a "
+                   "batch_size that does not leave one sample over");
              if (r.status == BatchStatus::BadLabel)
                throw py::value_error("train_batches: y holds class label " +
                                      std::to_string(r.bad_value) + " outside the valid range [0, " +

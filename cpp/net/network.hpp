@@ -10,20 +10,34 @@
 #include "kernels/activations.hpp"
 #include "kernels/losses.hpp"
 #include "kernels/optim.hpp"
+#include "kernels/random.hpp"
 #include "net/aligned_buffer.hpp"
 
 namespace mlpcore {
 
-enum class LayerKind : int { Dense = 0, Activation = 1 };
+// A Residual block f is flattened to ResidualBegin, f's layers, ResidualEnd; the end adds the
+// block's input to f's output.
+enum class LayerKind : int {
+  Dense = 0,
+  Activation = 1,
+  Dropout = 2,
+  LayerNorm = 3,
+  BatchNorm = 4,
+  ResidualBegin = 5,
+  ResidualEnd = 6,
+};
 
 struct LayerSpec {
   LayerKind kind = LayerKind::Dense;
-  index_t in_features = 0;   // Dense only
-  index_t out_features = 0;  // Dense only
-  double l1 = 0.0;           // Dense only: penalty l1 * sum|W| (kernel only, as Keras)
-  double l2 = 0.0;           // Dense only: penalty l2 * sum W^2
-  Act act = Act::Identity;   // Activation only
-  ActParams params;          // Activation only
+  index_t in_features = 0;   // Dense (and LayerNorm / BatchNorm: their feature count)
+  index_t out_features = 0;  // Dense
+  double l1 = 0.0;           // Dense: penalty l1 * sum|W| (kernel only, as Keras)
+  double l2 = 0.0;           // Dense: penalty l2 * sum W^2
+  Act act = Act::Identity;   // Activation
+  ActParams params;          // Activation
+  double p = 0.0;            // Dropout: probability of zeroing an element
+  double eps = 1e-5;         // LayerNorm, BatchNorm
+  double momentum = 0.1;     // BatchNorm: running-statistics update rate
 };
 
 // Gradient clipping applied before each optimizer update (torch.nn.utils semantics): by global
@@ -42,7 +56,8 @@ struct TrainStats {
 };
 
 // How a run of batches ended.
-enum class BatchStatus : int { Ok = 0, NonFinite = 1, BadIndex = 2, BadLabel = 3 };
+enum class BatchStatus : int { Ok = 0, NonFinite = 1, BadIndex = 2, BadLabel = 3,
+                               SingleSampleBatch = 4 };
 
 // What a run of batches produced: sums over the batches that were applied, and where it stopped.
 struct BatchRunResult {
@@ -78,12 +93,24 @@ class Network {
   index_t out_features() const noexcept { return widths_.back(); }
 
   // Parameter and gradient arenas; layer i's weight (in x out) starts at weight_offset(i) and its
-  // bias (out) at bias_offset(i); both are -1 for layers without parameters.
+  // bias (out) at bias_offset(i); both are -1 for layers without parameters. For LayerNorm and
+  // BatchNorm, "weight" is gamma and "bias" is beta, (features,) each.
   T* params() noexcept { return params_.data(); }
   T* grads() noexcept { return grads_.data(); }
   index_t num_params() const noexcept { return params_.size(); }
   index_t weight_offset(std::size_t layer) const { return weight_offsets_.at(layer); }
   index_t bias_offset(std::size_t layer) const { return bias_offsets_.at(layer); }
+  index_t param_count(std::size_t layer) const { return param_counts_.at(layer); }
+  // BatchNorm running statistics: running_mean then running_var, (features,) each; -1 otherwise.
+  T* buffers() noexcept { return buffers_.data(); }
+  index_t buffer_offset(std::size_t layer) const { return buffer_offsets_.at(layer); }
+  bool has_batchnorm() const noexcept { return has_batchnorm_; }
+
+  // Dropout masks are drawn from this generator; its state is part of an exact resume.
+  void seed_dropout(std::uint64_t seed) noexcept { dropout_rng_.reseed(seed); }
+  Rng& dropout_rng() noexcept { return dropout_rng_; }
+  // Test hook: reuse the last dropout masks instead of drawing new ones (for gradient checks).
+  void freeze_dropout_masks(bool frozen) noexcept { masks_frozen_ = frozen; }
 
   void set_loss(Loss loss, const LossParams& params) noexcept;
   Loss loss() const noexcept { return loss_; }
@@ -142,7 +169,10 @@ class Network {
   // Output of layer j-1 (j >= 1) in the workspace; act(0) is the input.
   T* act(std::size_t j) noexcept { return acts_.data() + act_offsets_[j] * rows_cap_; }
   T* dact(std::size_t j) noexcept { return dacts_.data() + act_offsets_[j] * rows_cap_; }
-  const T* forward(const T* x, index_t n) noexcept;
+  // training: dropout active, BatchNorm on batch statistics (and running statistics updated).
+  const T* forward(const T* x, index_t n, bool training) noexcept;
+  T* aux(std::size_t layer) noexcept { return aux_.data() + aux_offsets_[layer] * rows_cap_; }
+  T* feat_aux(std::size_t layer) noexcept { return feat_aux_.data() + feat_aux_offsets_[layer]; }
   void backward(const T* x, index_t n, T* dx) noexcept;
   bool is_fusable_activation(std::size_t layer) const noexcept;
   StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx);
@@ -157,14 +187,22 @@ class Network {
   std::vector<LayerSpec> specs_;
   std::vector<index_t> widths_;          // widths_[j]: feature count of act(j)
   std::vector<index_t> act_offsets_;     // act(j) starts at act_offsets_[j] * rows_cap_
-  std::vector<index_t> weight_offsets_, bias_offsets_;
-  std::size_t first_dense_ = 0;          // index of the first layer with parameters
+  std::vector<index_t> weight_offsets_, bias_offsets_, param_counts_, buffer_offsets_;
+  std::vector<index_t> aux_offsets_;      // per-row scratch (dropout masks, LayerNorm stats)
+  std::vector<index_t> feat_aux_offsets_; // per-feature scratch (BatchNorm batch statistics)
+  std::vector<std::size_t> partner_;      // ResidualBegin <-> ResidualEnd
+  std::size_t first_param_ = 0;           // index of the first layer with parameters
+  bool has_batchnorm_ = false;
+  AlignedBuffer<T> buffers_, aux_, feat_aux_;
+  Rng dropout_rng_;
+  bool masks_frozen_ = false;
 
   AlignedBuffer<T> params_, grads_, state_;
   // Optimizer state replaced by a rule change stays allocated: NumPy views may still point at it.
   std::vector<AlignedBuffer<T>> retired_state_;
   AlignedBuffer<T> acts_, dacts_;        // per-layer outputs and their gradients
   index_t rows_cap_ = 0;
+  index_t aux_per_row_ = 0;
   AlignedBuffer<T> batch_x_, batch_values_, batch_weights_;  // gathered batch (train_batches)
   std::vector<std::int64_t> batch_labels_;
 

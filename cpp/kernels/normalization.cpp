@@ -1,0 +1,129 @@
+#include "normalization.hpp"
+
+#include <cmath>
+
+namespace mlpcore {
+
+template <typename T>
+void layernorm_forward(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* rstd,
+                       index_t rows, index_t cols, double eps) noexcept {
+  for (index_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * cols;
+    double sum = 0.0;
+    for (index_t c = 0; c < cols; ++c) sum += double(xr[c]);
+    const double mu = sum / double(cols);
+    double sq = 0.0;
+    for (index_t c = 0; c < cols; ++c) sq += (double(xr[c]) - mu) * (double(xr[c]) - mu);
+    const double rs = 1.0 / std::sqrt(sq / double(cols) + eps);
+    mean[r] = T(mu);
+    rstd[r] = T(rs);
+    T* yr = y + r * cols;
+    for (index_t c = 0; c < cols; ++c) yr[c] = T((double(xr[c]) - mu) * rs) * gamma[c] + beta[c];
+  }
+}
+
+template <typename T>
+void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd,
+                        T* dx, T* dgamma, T* dbeta, index_t rows, index_t cols) noexcept {
+  for (index_t c = 0; c < cols; ++c) dgamma[c] = dbeta[c] = T(0);
+  for (index_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * cols;
+    const T* dyr = dy + r * cols;
+    const double mu = double(mean[r]), rs = double(rstd[r]);
+    double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
+    for (index_t c = 0; c < cols; ++c) {
+      const double xhat = (double(xr[c]) - mu) * rs;
+      const double dxhat = double(dyr[c]) * double(gamma[c]);
+      sum_dxhat += dxhat;
+      sum_dxhat_xhat += dxhat * xhat;
+      dgamma[c] += T(double(dyr[c]) * xhat);
+      dbeta[c] += dyr[c];
+    }
+    if (!dx) continue;
+    T* dxr = dx + r * cols;
+    const double n = double(cols);
+    for (index_t c = 0; c < cols; ++c) {
+      const double xhat = (double(xr[c]) - mu) * rs;
+      const double dxhat = double(dyr[c]) * double(gamma[c]);
+      dxr[c] = T(rs / n * (n * dxhat - sum_dxhat - xhat * sum_dxhat_xhat));
+    }
+  }
+}
+
+template <typename T>
+void batchnorm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* rstd,
+                             T* running_mean, T* running_var, index_t rows, index_t cols,
+                             double eps, double momentum) noexcept {
+  for (index_t c = 0; c < cols; ++c) {
+    double sum = 0.0;
+    for (index_t r = 0; r < rows; ++r) sum += double(x[r * cols + c]);
+    const double mu = sum / double(rows);
+    double sq = 0.0;
+    for (index_t r = 0; r < rows; ++r) {
+      const double d = double(x[r * cols + c]) - mu;
+      sq += d * d;
+    }
+    const double var = sq / double(rows);
+    const double rs = 1.0 / std::sqrt(var + eps);
+    mean[c] = T(mu);
+    rstd[c] = T(rs);
+    const double unbiased = rows > 1 ? sq / double(rows - 1) : var;
+    running_mean[c] = T((1.0 - momentum) * double(running_mean[c]) + momentum * mu);
+    running_var[c] = T((1.0 - momentum) * double(running_var[c]) + momentum * unbiased);
+    for (index_t r = 0; r < rows; ++r)
+      y[r * cols + c] = T((double(x[r * cols + c]) - mu) * rs) * gamma[c] + beta[c];
+  }
+}
+
+template <typename T>
+void batchnorm_forward_eval(const T* x, const T* gamma, const T* beta, T* y,
+                            const T* running_mean, const T* running_var, index_t rows,
+                            index_t cols, double eps) noexcept {
+  for (index_t c = 0; c < cols; ++c) {
+    const double mu = double(running_mean[c]);
+    const double rs = 1.0 / std::sqrt(double(running_var[c]) + eps);
+    for (index_t r = 0; r < rows; ++r)
+      y[r * cols + c] = T((double(x[r * cols + c]) - mu) * rs) * gamma[c] + beta[c];
+  }
+}
+
+template <typename T>
+void batchnorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, const T* rstd,
+                        T* dx, T* dgamma, T* dbeta, index_t rows, index_t cols) noexcept {
+  const double n = double(rows);
+  for (index_t c = 0; c < cols; ++c) {
+    const double mu = double(mean[c]), rs = double(rstd[c]), g = double(gamma[c]);
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (index_t r = 0; r < rows; ++r) {
+      const double xhat = (double(x[r * cols + c]) - mu) * rs;
+      sum_dy += double(dy[r * cols + c]);
+      sum_dy_xhat += double(dy[r * cols + c]) * xhat;
+    }
+    dgamma[c] = T(sum_dy_xhat);
+    dbeta[c] = T(sum_dy);
+    if (!dx) continue;
+    // with dxhat = dy * gamma: sum(dxhat) = g * sum_dy, sum(dxhat * xhat) = g * sum_dy_xhat
+    for (index_t r = 0; r < rows; ++r) {
+      const double xhat = (double(x[r * cols + c]) - mu) * rs;
+      dx[r * cols + c] =
+          T(rs / n * g * (n * double(dy[r * cols + c]) - sum_dy - xhat * sum_dy_xhat));
+    }
+  }
+}
+
+#define MLPCORE_INSTANTIATE(T)                                                                  \
+  template void layernorm_forward<T>(const T*, const T*, const T*, T*, T*, T*, index_t,       \
+                                     index_t, double) noexcept;                               \
+  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*,   \
+                                      T*, T*, index_t, index_t) noexcept;                     \
+  template void batchnorm_forward_train<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,  \
+                                           index_t, index_t, double, double) noexcept;        \
+  template void batchnorm_forward_eval<T>(const T*, const T*, const T*, T*, const T*,         \
+                                          const T*, index_t, index_t, double) noexcept;       \
+  template void batchnorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*,   \
+                                      T*, T*, index_t, index_t) noexcept;
+MLPCORE_INSTANTIATE(float)
+MLPCORE_INSTANTIATE(double)
+#undef MLPCORE_INSTANTIATE
+
+}  // namespace mlpcore

@@ -1,0 +1,216 @@
+#include "net/network.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/reductions.hpp"
+
+namespace mlpcore {
+
+template <typename T>
+void Network<T>::set_clipping(const ClipConfig& clip) noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  clip_ = clip;
+}
+
+template <typename T>
+TrainStats Network<T>::take_stats() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  TrainStats out = stats_;
+  stats_ = TrainStats();
+  stats_.layer_grad_norm_sum.assign(specs_.size(), 0.0);
+  return out;
+}
+
+template <typename T>
+double Network<T>::penalties(bool add_grad) noexcept {
+  double total = 0.0;
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    const LayerSpec& s = specs_[i];
+    if (s.kind != LayerKind::Dense || (s.l1 == 0.0 && s.l2 == 0.0)) continue;
+    const T* w = params_.data() + weight_offsets_[i];
+    T* dw = grads_.data() + weight_offsets_[i];
+    const T l1 = T(s.l1), two_l2 = T(2.0 * s.l2);
+    double abs_sum = 0.0, sq_sum = 0.0;
+    for (index_t k = 0; k < s.in_features * s.out_features; ++k) {
+      abs_sum += std::abs(double(w[k]));
+      sq_sum += double(w[k]) * double(w[k]);
+      if (add_grad) {
+        const T sign = w[k] > T(0) ? T(1) : (w[k] < T(0) ? T(-1) : T(0));
+        dw[k] += l1 * sign + two_l2 * w[k];
+      }
+    }
+    total += s.l1 * abs_sum + s.l2 * sq_sum;
+  }
+  return total;
+}
+
+template <typename T>
+bool Network<T>::measure_gradients() noexcept {
+  double total = 0.0;
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    if (param_counts_[i] == 0) continue;
+    // a layer's parameters (weight then bias) are adjacent in the arena
+    layer_grad_sq_[i] = sum_of_squares(grads_.data() + weight_offsets_[i], param_counts_[i]);
+    total += layer_grad_sq_[i];
+  }
+  last_grad_norm_ = std::sqrt(total);
+  return std::isfinite(total);
+}
+
+template <typename T>
+void Network<T>::clip_gradients() noexcept {
+  T* g = grads_.data();
+  const index_t n = num_params();
+  if (clip_.max_norm > 0.0) {
+    const double coef = clip_.max_norm / (last_grad_norm_ + 1e-6);
+    if (coef < 1.0) {
+      const T c = T(coef);
+      for (index_t i = 0; i < n; ++i) g[i] *= c;
+    }
+  }
+  if (clip_.max_value > 0.0) {
+    const T v = T(clip_.max_value);
+    for (index_t i = 0; i < n; ++i) g[i] = std::min(std::max(g[i], -v), v);
+  }
+}
+
+template <typename T>
+StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx) {
+  reserve_rows(n);
+  const T* out = forward(x, n, true);
+  const std::size_t last = specs_.size();
+  StepResult r;
+  r.loss = loss_forward_backward<T>(loss_, loss_params_, out, n, widths_[last], targets,
+                                    dact(last));
+  r.correct = count_correct<T>(loss_, out, n, widths_[last], targets);
+  r.finite = std::isfinite(r.loss);
+  if (!r.finite) return r;
+  backward(x, n, dx);
+  r.loss += penalties(true);
+  r.finite = std::isfinite(r.loss) && measure_gradients();
+  return r;
+}
+
+template <typename T>
+StepResult Network<T>::compute_gradients(const T* x, index_t n, const Targets<T>& targets, T* dx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return gradients_locked(x, n, targets, dx);
+}
+
+template <typename T>
+void Network<T>::optimizer_update_locked() noexcept {
+  ++opt_steps_;
+  T* state[kMaxOptimizerState] = {nullptr, nullptr, nullptr};
+  for (int k = 0; k < optimizer_state_count(opt_); ++k) state[k] = optimizer_state(k);
+  optimizer_step<T>(opt_, opt_steps_, fresh_momentum_, params_.data(), grads_.data(), state,
+                    num_params());
+  if (opt_.kind == OptKind::SGD && opt_.momentum != 0.0) fresh_momentum_ = false;
+}
+
+template <typename T>
+StepResult Network<T>::step_locked(const T* x, index_t n, const Targets<T>& targets) {
+  StepResult r = gradients_locked(x, n, targets, nullptr);
+  if (!r.finite) return r;  // the loss or a gradient is NaN/Inf: the parameters stay as they are
+  ++stats_.steps;
+  stats_.grad_norm_sum += last_grad_norm_;
+  stats_.grad_norm_sq_sum += last_grad_norm_ * last_grad_norm_;
+  for (std::size_t i = 0; i < specs_.size(); ++i)
+    stats_.layer_grad_norm_sum[i] += std::sqrt(layer_grad_sq_[i]);
+  clip_gradients();
+  optimizer_update_locked();
+  return r;
+}
+
+template <typename T>
+StepResult Network<T>::train_step(const T* x, index_t n, const Targets<T>& targets) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return step_locked(x, n, targets);
+}
+
+template <typename T>
+void Network<T>::apply_optimizer() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  optimizer_update_locked();
+}
+
+template <typename T>
+BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targets<T>& targets,
+                                         const std::int64_t* order, index_t batch_size,
+                                         index_t first_batch, index_t n_batches) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  BatchRunResult result;
+  const index_t in_w = in_features(), out_w = out_features();
+  if (order) {
+    // sized once per batch size; later runs with the same batch size allocate nothing
+    if (batch_x_.size() < batch_size * in_w) batch_x_.reset(batch_size * in_w);
+    if (targets.values && batch_values_.size() < batch_size * out_w)
+      batch_values_.reset(batch_size * out_w);
+    if (targets.labels && index_t(batch_labels_.size()) < batch_size)
+      batch_labels_.assign(std::size_t(batch_size), 0);
+    if (targets.weights && batch_weights_.size() < batch_size) batch_weights_.reset(batch_size);
+  }
+  for (index_t b = first_batch; b < first_batch + n_batches; ++b) {
+    const index_t lo = b * batch_size;
+    if (lo >= n_rows) break;
+    const index_t rows = std::min(batch_size, n_rows - lo);
+    Targets<T> t;
+    const T* xb;
+    if (order) {
+      for (index_t r = 0; r < rows; ++r) {
+        const std::int64_t src = order[lo + r];
+        if (src < 0 || src >= n_rows) {
+          result.status = BatchStatus::BadIndex;
+          result.bad_value = src;
+          return result;
+        }
+        std::copy(x + src * in_w, x + (src + 1) * in_w, batch_x_.data() + r * in_w);
+        if (targets.values)
+          std::copy(targets.values + src * out_w, targets.values + (src + 1) * out_w,
+                    batch_values_.data() + r * out_w);
+        if (targets.labels) batch_labels_[std::size_t(r)] = targets.labels[src];
+        if (targets.weights) batch_weights_.data()[r] = targets.weights[src];
+      }
+      if (targets.weights) t.weights = batch_weights_.data();
+      xb = batch_x_.data();
+      if (targets.values) t.values = batch_values_.data();
+      if (targets.labels) t.labels = batch_labels_.data();
+    } else {
+      xb = x + lo * in_w;
+      if (targets.values) t.values = targets.values + lo * out_w;
+      if (targets.labels) t.labels = targets.labels + lo;
+      if (targets.weights) t.weights = targets.weights + lo;
+    }
+    if (t.labels) {
+      for (index_t r = 0; r < rows; ++r) {
+        if (t.labels[r] < 0 || t.labels[r] >= out_w) {
+          result.status = BatchStatus::BadLabel;
+          result.bad_value = t.labels[r];
+          return result;
+        }
+      }
+    }
+    if (has_batchnorm_ && rows == 1) {
+      result.status = BatchStatus::SingleSampleBatch;
+      result.bad_value = b;
+      return result;
+    }
+    const StepResult r = step_locked(xb, rows, t);
+    if (!r.finite) {
+      result.status = BatchStatus::NonFinite;
+      result.failed_loss = r.loss;
+      return result;
+    }
+    result.loss_sum += r.loss * double(rows);
+    result.correct += r.correct;
+    ++result.batches_done;
+  }
+  return result;
+}
+
+template class Network<float>;
+template class Network<double>;
+
+}  // namespace mlpcore

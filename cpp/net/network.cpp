@@ -69,6 +69,7 @@ Network<T>::Network(std::vector<LayerSpec> specs) : specs_(std::move(specs)) {
       case LayerKind::LayerNorm:
       case LayerKind::BatchNorm:
         param_counts_[i] = 2 * s.in_features;
+        width = s.in_features;
         weight_offsets_[i] = n_params;
         bias_offsets_[i] = n_params + s.in_features;
         if (s.kind == LayerKind::LayerNorm) {

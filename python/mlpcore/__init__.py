@@ -10,9 +10,11 @@ behind a small Keras/PyTorch-like API::
 """
 from . import _core, initializers, losses, optim
 from ._core import get_num_threads, has_openmp, kernel_info, matmul, set_num_threads
-from .io import load
-from .layers import (ELU, GELU, SELU, Activation, Dense, Identity, Layer, LeakyReLU, ReLU, SiLU,
-                     Sigmoid, Softmax, Softplus, Tanh, get_activation)
+from . import callbacks, schedules
+from .io import Checkpoint, load, load_checkpoint, save_checkpoint
+from .layers import (ELU, GELU, SELU, Activation, BatchNorm1d, Dense, Dropout, Identity, Layer,
+                     LayerNorm, LeakyReLU, ReLU, Residual, SiLU, Sigmoid, Softmax, Softplus, Tanh,
+                     get_activation)
 from .model import NonFiniteLossError, Sequential
 from .training import History
 
@@ -20,7 +22,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Sequential", "Dense", "Layer", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU",
-    "SiLU", "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "get_activation", "History",
+    "SiLU", "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "Dropout", "LayerNorm",
+    "BatchNorm1d", "Residual", "get_activation", "History",
     "NonFiniteLossError", "load", "optim", "losses", "initializers", "set_num_threads",
     "get_num_threads", "has_openmp", "matmul", "kernel_info",
+    "callbacks", "schedules", "save_checkpoint", "load_checkpoint", "Checkpoint",
 ]

@@ -18,16 +18,27 @@ import numpy as np
 
 FORMAT_VERSION = 1
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint"]
+
+
+def _layer_arrays(model) -> Dict[str, np.ndarray]:
+    """Live views of every layer array a file stores, by tensor name: weights and biases (gamma
+    and beta for norm layers) and BatchNorm running statistics, named by plan index."""
+    from .layers import BatchNorm1d, _Parametrised
+    arrays: Dict[str, np.ndarray] = {}
+    for layer in model.flat_layers:
+        i = layer._index
+        if isinstance(layer, _Parametrised):
+            arrays[f"layers.{i}.weight"] = layer.weight
+            arrays[f"layers.{i}.bias"] = layer.bias
+        if isinstance(layer, BatchNorm1d):
+            arrays[f"layers.{i}.running_mean"] = layer.running_mean
+            arrays[f"layers.{i}.running_var"] = layer.running_var
+    return arrays
 
 
 def _tensors(model) -> Dict[str, np.ndarray]:
-    from .layers import Dense
-    tensors: Dict[str, np.ndarray] = {}
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, Dense):
-            tensors[f"layers.{i}.weight"] = np.ascontiguousarray(layer.weight)
-            tensors[f"layers.{i}.bias"] = np.ascontiguousarray(layer.bias)
+    tensors = {k: np.ascontiguousarray(v) for k, v in _layer_arrays(model).items()}
     if model.optimizer is not None:
         for name, buf in model.optimizer.state.items():
             tensors[f"optimizer.{name}"] = np.ascontiguousarray(buf)
@@ -36,7 +47,9 @@ def _tensors(model) -> Dict[str, np.ndarray]:
 
 def _metadata(model) -> Dict[str, Any]:
     meta: Dict[str, Any] = {"format_version": FORMAT_VERSION, "model": model.get_config(),
-                            "seed": model.seed}
+                            "seed": model.seed,
+                            # dropout masks continue exactly where they stopped after a load
+                            "dropout_rng_state": [str(v) for v in model._net.dropout_rng_state]}
     if model.loss is not None:
         meta["loss"] = {"name": model.loss.name, "huber_delta": model.huber_delta,
                         "clip_norm": model.clip_norm, "clip_value": model.clip_value}
@@ -103,22 +116,26 @@ def _read(path: Path):
 def load(path):
     """Rebuild a model saved by :meth:`Sequential.save`: same architecture, weights, loss,
     optimizer and optimizer state; it predicts bit-identically."""
-    from .layers import Dense, layer_from_config
-    from .model import Sequential
-    from .optim import optimizer_from_state
-
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load: path must be a str or os.PathLike, got {type(path).__name__}")
     path = Path(path)
     meta, tensors = _read(path)
+    return _model_from(meta, tensors, path)
+
+
+def _model_from(meta: Dict[str, Any], tensors: Dict[str, np.ndarray], path: Path):
+    from .layers import layer_from_config
+    from .model import Sequential
+    from .optim import optimizer_from_state
+
     try:
         config = meta["model"]
         layers = [layer_from_config(c) for c in config["layers"]]
         model = Sequential(layers, dtype=config["dtype"], seed=meta.get("seed"))
-        for i, layer in enumerate(layers):
-            if isinstance(layer, Dense):
-                layer.weight = _tensor(tensors, f"layers.{i}.weight", layer.weight)
-                layer.bias = _tensor(tensors, f"layers.{i}.bias", layer.bias)
+        for name, view in _layer_arrays(model).items():
+            view[...] = _tensor(tensors, name, view)
+        if "dropout_rng_state" in meta:
+            model._net.dropout_rng_state = [int(v) for v in meta["dropout_rng_state"]]
         if "loss" in meta:
             opt_meta = meta["optimizer"]
             opt = optimizer_from_state({"name": opt_meta["name"],
@@ -144,3 +161,233 @@ def _tensor(tensors: Dict[str, np.ndarray], key: str, like: np.ndarray) -> np.nd
         raise ValueError(f"load: tensor {key!r} has shape {t.shape} and dtype {t.dtype}, "
                          f"expected {like.shape} and {like.dtype}")
     return t
+
+
+# --- resumable checkpoints --------------------------------------------------------------------
+# A checkpoint is a model file (same layout and metadata, so ``load`` reads it) whose metadata
+# also holds a "checkpoint" entry: finished epochs, the model's random generator state, the
+# scheduler's state_dict and compile's metrics.
+CHECKPOINT_VERSION = 1
+
+
+class Checkpoint:
+    """What :func:`load_checkpoint` returns: ``model``, ``epoch`` (finished epochs: pass it as
+    ``fit(initial_epoch=...)``), ``scheduler`` (restored, or None) and ``scheduler_state``
+    (the saved state_dict, or None)."""
+
+    def __init__(self, model, epoch: int, scheduler=None, scheduler_state=None) -> None:
+        self.model, self.epoch = model, epoch
+        self.scheduler, self.scheduler_state = scheduler, scheduler_state
+
+    def __iter__(self):  # model, epoch, scheduler = load_checkpoint(...)
+        return iter((self.model, self.epoch, self.scheduler))
+
+    def __repr__(self) -> str:
+        return (f"Checkpoint(epoch={self.epoch}, model={self.model!r}, "
+                f"scheduler={self.scheduler!r})")
+
+
+def _to_json(value):
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_json(value):
+    if isinstance(value, dict):
+        if "__ndarray__" in value:
+            return np.asarray(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def _rng_from_state(state) -> np.random.Generator:
+    name = state.get("bit_generator") if isinstance(state, dict) else None
+    cls = getattr(np.random, str(name), None)
+    if not (isinstance(cls, type) and issubclass(cls, np.random.BitGenerator)):
+        raise ValueError(f"load_checkpoint: unknown random bit generator {name!r}")
+    bit_generator = cls()
+    bit_generator.state = _from_json(state)
+    return np.random.Generator(bit_generator)
+
+
+def _check_scheduler(scheduler, model, func: str) -> None:
+    from .schedules import LRScheduler
+    if not isinstance(scheduler, LRScheduler):
+        raise TypeError(f"{func}: scheduler must be an mlpcore.schedules scheduler, "
+                        f"got {type(scheduler).__name__}")
+    if scheduler.optimizer is not model.optimizer:
+        raise ValueError(f"{func}: the scheduler is built on a different optimizer than the "
+                         "model's (model.optimizer)")
+
+
+def save_checkpoint(model, path, *, epoch: int, scheduler=None) -> None:
+    """Write everything needed to resume training exactly: weights, optimizer state and step
+    count, ``scheduler.state_dict()``, the model's NumPy random generator state (fit draws
+    each epoch's shuffling seed from it) and ``epoch``, the number of finished epochs.
+
+    The file is a regular model file (``mlpcore.load`` reads it) written atomically: a crash
+    mid-write leaves the previous file intact. Resume with :func:`load_checkpoint` and
+    ``model.fit(..., initial_epoch=checkpoint.epoch)``.
+    """
+    from safetensors.numpy import save as st_save
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"save_checkpoint: path must be a str or os.PathLike, "
+                        f"got {type(path).__name__}")
+    model._require_compiled("save_checkpoint")
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+        raise TypeError(f"save_checkpoint: epoch must be an int, got {type(epoch).__name__}")
+    if epoch < 0:
+        raise ValueError(f"save_checkpoint: epoch must be >= 0, got {epoch}")
+    if scheduler is not None:
+        _check_scheduler(scheduler, model, "save_checkpoint")
+    path = Path(path)
+    if not path.parent.exists():
+        raise ValueError(f"save_checkpoint: folder {str(path.parent)!r} does not exist")
+    meta = _metadata(model)
+    meta["checkpoint"] = {
+        "version": CHECKPOINT_VERSION, "epoch": int(epoch),
+        "rng": _to_json(model.rng.bit_generator.state),
+        "scheduler": None if scheduler is None else _to_json(scheduler.state_dict()),
+        "metrics": list(getattr(model, "metrics", None) or []),
+    }
+    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
+    atomic_write_bytes(path, data)
+
+
+def _architecture(config: Dict[str, Any]):
+    # the initialiser is not part of the architecture: a loaded model reports "array"
+    return [{k: v for k, v in layer.items() if k != "init"} for layer in config["layers"]]
+
+
+def _check_same_model(meta: Dict[str, Any], model) -> None:
+    saved, own = meta["model"], model.get_config()
+    if saved["dtype"] != own["dtype"]:
+        raise ValueError(f"load_checkpoint: dtype mismatch: the checkpoint is {saved['dtype']}, "
+                         f"the model is {own['dtype']}")
+    a, b = _architecture(saved), _architecture(own)
+    if len(a) != len(b):
+        raise ValueError(f"load_checkpoint: architecture mismatch: the checkpoint has {len(a)} "
+                         f"layers, the model has {len(b)}")
+    for i, (la, lb) in enumerate(zip(a, b)):
+        if la != lb:
+            raise ValueError(f"load_checkpoint: architecture mismatch at layers[{i}]: the "
+                             f"checkpoint has {la}, the model has {lb}")
+    if model.loss is None:
+        raise ValueError("load_checkpoint: compile the model (the checkpoint's loss and "
+                         "optimizer) before loading into it, or pass model=None to rebuild it "
+                         "from the file")
+    if meta["loss"]["name"] != model.loss.name:
+        raise ValueError(f"load_checkpoint: loss mismatch: the checkpoint has "
+                         f"{meta['loss']['name']!r}, the model {model.loss.name!r}")
+    if meta["optimizer"]["name"] != type(model.optimizer).__name__:
+        raise ValueError(f"load_checkpoint: optimizer mismatch: the checkpoint has "
+                         f"{meta['optimizer']['name']}, the model "
+                         f"{type(model.optimizer).__name__}")
+
+
+def _load_into(meta, tensors, model) -> None:
+    """Copy weights and optimizer state into a compiled ``model``; everything is checked
+    before anything is written, so a failure leaves the model untouched."""
+    new = [(view, _tensor(tensors, name, view)) for name, view in _layer_arrays(model).items()]
+    state = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            if value.shape != (model.num_params,) or value.dtype != model.dtype:
+                raise ValueError(f"load_checkpoint: tensor {key!r} has shape {value.shape} and "
+                                 f"dtype {value.dtype}, expected ({model.num_params},) and "
+                                 f"{model.dtype}")
+            state[key[len("optimizer."):]] = value
+    opt_meta = meta["optimizer"]
+    for view, value in new:
+        view[...] = value
+    if "dropout_rng_state" in meta:
+        model._net.dropout_rng_state = [int(v) for v in meta["dropout_rng_state"]]
+    model.optimizer.load_state_dict({"name": opt_meta["name"],
+                                     "param_groups": opt_meta["param_groups"],
+                                     "step": opt_meta["step"], "state": state})
+
+
+def _restore_param_groups(model, meta) -> None:
+    group = model.optimizer.param_groups[0]
+    for key, value in meta["optimizer"]["param_groups"][0].items():
+        group[key] = tuple(value) if key == "betas" else value
+
+
+def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None) -> Checkpoint:
+    """Read a :func:`save_checkpoint` file to resume training exactly.
+
+    * ``model=None``: rebuild the model from the file (architecture, loss, optimizer);
+      otherwise load into ``model``, which must be compiled with the same architecture,
+      dtype, loss and optimizer type: a mismatch raises ValueError naming it and leaves the
+      model untouched.
+    * ``scheduler``: an existing scheduler on ``model.optimizer`` whose state is restored, or
+      ``scheduler_factory``: a function ``optimizer -> scheduler`` building it (handy with
+      ``model=None``). The optimizer's hyper-parameters (its learning rate) are restored after
+      the scheduler is built.
+
+    The model's random generator is restored too. Returns a :class:`Checkpoint`; continue with
+    ``model.fit(..., initial_epoch=checkpoint.epoch, epochs=...)``.
+    """
+    from .model import Sequential
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_checkpoint: path must be a str or os.PathLike, "
+                        f"got {type(path).__name__}")
+    if scheduler is not None and scheduler_factory is not None:
+        raise ValueError("load_checkpoint: pass scheduler or scheduler_factory, not both")
+    if scheduler_factory is not None and not callable(scheduler_factory):
+        raise TypeError("load_checkpoint: scheduler_factory must be a function "
+                        "optimizer -> scheduler")
+    if model is not None and not isinstance(model, Sequential):
+        raise TypeError(f"load_checkpoint: model must be a Sequential, "
+                        f"got {type(model).__name__}")
+    path = Path(path)
+    meta, tensors = _read(path)
+    ck = meta.get("checkpoint")
+    if not isinstance(ck, dict) or "loss" not in meta:
+        raise ValueError(f"load_checkpoint: {str(path)!r} is a model file without training "
+                         "state (written by save, not save_checkpoint); use mlpcore.load")
+    try:
+        epoch = int(ck["epoch"])
+        sched_state = _from_json(ck.get("scheduler"))
+        rng = _rng_from_state(ck["rng"])
+        metrics = list(ck.get("metrics") or [])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"load_checkpoint: {str(path)!r} has an incomplete checkpoint "
+                         f"description: {exc!r}") from None
+    if (scheduler is not None or scheduler_factory is not None) and sched_state is None:
+        raise ValueError("load_checkpoint: a scheduler was given but the checkpoint holds no "
+                         "scheduler state (it was saved with scheduler=None)")
+    rebuilt = model is None
+    if rebuilt:
+        model = _model_from(meta, tensors, path)
+    else:
+        try:
+            _check_same_model(meta, model)
+        except KeyError as exc:
+            raise ValueError(f"load_checkpoint: {str(path)!r} has an incomplete mlpcore model "
+                             f"description: {exc!r}") from None
+        if scheduler is not None:
+            _check_scheduler(scheduler, model, "load_checkpoint")
+            scheduler._check_state(sched_state)
+        _load_into(meta, tensors, model)
+    if scheduler_factory is not None:
+        scheduler = scheduler_factory(model.optimizer)
+        _check_scheduler(scheduler, model, "load_checkpoint")
+    if scheduler is not None:
+        scheduler.load_state_dict(sched_state)
+    _restore_param_groups(model, meta)
+    model.rng = rng
+    if rebuilt:
+        model.metrics = metrics
+    return Checkpoint(model, epoch, scheduler, sched_state)

@@ -7,7 +7,7 @@ not a copy).
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -15,7 +15,8 @@ from . import initializers
 
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU",
-    "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "ACTIVATIONS", "get_activation",
+    "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "Dropout", "LayerNorm", "BatchNorm1d",
+    "Residual", "ACTIVATIONS", "get_activation", "flatten_layers",
 ]
 
 
@@ -60,7 +61,47 @@ def _positive_int(value, name: str, owner: str) -> int:
     return int(value)
 
 
-class Dense(Layer):
+class _Parametrised(Layer):
+    """A layer with a weight and a bias in the model's parameter arena, seen as NumPy views."""
+
+    @property
+    def _shapes(self):
+        raise NotImplementedError
+
+    @property
+    def weight(self) -> np.ndarray:
+        """Writable view of the weight (Dense: (in, out); norm layers: gamma, (features,))."""
+        return self._require_built("weight").weight_view(self._index, False)
+
+    @weight.setter
+    def weight(self, value) -> None:
+        self.weight[...] = _checked_values(value, self._shapes[0], type(self).__name__, "weight")
+
+    @property
+    def bias(self) -> np.ndarray:
+        """Writable view of the bias (norm layers: beta)."""
+        return self._require_built("bias").bias_view(self._index, False)
+
+    @bias.setter
+    def bias(self, value) -> None:
+        self.bias[...] = _checked_values(value, self._shapes[1], type(self).__name__, "bias")
+
+    @property
+    def weight_grad(self) -> np.ndarray:
+        """Writable view of dL/dweight from the last compute_gradients/train_step."""
+        return self._require_built("weight_grad").weight_view(self._index, True)
+
+    @property
+    def bias_grad(self) -> np.ndarray:
+        """Writable view of dL/dbias from the last compute_gradients/train_step."""
+        return self._require_built("bias_grad").bias_view(self._index, True)
+
+    @property
+    def num_params(self) -> int:
+        return int(np.prod(self._shapes[0]) + np.prod(self._shapes[1]))
+
+
+class Dense(_Parametrised):
     """Fully connected layer ``z = x @ weight + bias``.
 
     ``weight`` has shape ``(in_features, out_features)`` and ``bias`` ``(out_features,)``.
@@ -96,42 +137,18 @@ class Dense(Layer):
         self.bias[...] = 0
 
     @property
-    def weight(self) -> np.ndarray:
-        """Writable view of the weight, shape (in_features, out_features)."""
-        return self._require_built("weight").weight_view(self._index, False)
-
-    @weight.setter
-    def weight(self, value) -> None:
-        self.weight[...] = _checked_values(value, (self.in_features, self.out_features), "weight")
-
-    @property
-    def bias(self) -> np.ndarray:
-        """Writable view of the bias, shape (out_features,)."""
-        return self._require_built("bias").bias_view(self._index, False)
-
-    @bias.setter
-    def bias(self, value) -> None:
-        self.bias[...] = _checked_values(value, (self.out_features,), "bias")
-
-    @property
-    def weight_grad(self) -> np.ndarray:
-        """Writable view of dL/dweight from the last compute_gradients/train_step."""
-        return self._require_built("weight_grad").weight_view(self._index, True)
-
-    @property
-    def bias_grad(self) -> np.ndarray:
-        """Writable view of dL/dbias from the last compute_gradients/train_step."""
-        return self._require_built("bias_grad").bias_view(self._index, True)
+    def _shapes(self):
+        return (self.in_features, self.out_features), (self.out_features,)
 
 
-def _checked_values(value, shape, name: str) -> np.ndarray:
+def _checked_values(value, shape, owner: str, name: str) -> np.ndarray:
     arr = np.asarray(value)
     if arr.dtype.kind not in "biuf":
-        raise TypeError(f"Dense.{name}: expected a real numeric array, got dtype {arr.dtype}")
+        raise TypeError(f"{owner}.{name}: expected a real numeric array, got dtype {arr.dtype}")
     if arr.shape != shape:
-        raise ValueError(f"Dense.{name}: expected shape {shape}, got {arr.shape}")
+        raise ValueError(f"{owner}.{name}: expected shape {shape}, got {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"Dense.{name}: values must be finite (no NaN or Inf)")
+        raise ValueError(f"{owner}.{name}: values must be finite (no NaN or Inf)")
     return arr
 
 
@@ -255,6 +272,101 @@ class Softmax(Activation):
         return {"dim": self.dim}
 
 
+class Dropout(Layer):
+    """Inverted dropout (torch.nn.Dropout): in training each element is zeroed with probability
+    ``p`` and the rest scaled by 1 / (1 - p); in predict/evaluate it is the identity. Masks come
+    from the model's seeded generator, so ``seed=`` makes them reproducible."""
+
+    def __init__(self, p: float = 0.5) -> None:
+        super().__init__()
+        p = _finite_float(p, "p", "Dropout")
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
+        self.p = p
+
+    def _spec(self) -> tuple:
+        return ("dropout", self.p)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"type": "Dropout", "p": self.p}
+
+
+class _Norm(_Parametrised):
+    def __init__(self, num_features: int, eps: float, owner: str) -> None:
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features", owner)
+        self.eps = _finite_float(eps, "eps", owner, positive=True)
+
+    @property
+    def _shapes(self):
+        return (self.num_features,), (self.num_features,)
+
+    def _initialize(self, rng) -> None:  # gamma = 1, beta = 0, set natively
+        pass
+
+
+class LayerNorm(_Norm):
+    """Layer normalisation over the features of each sample (torch.nn.LayerNorm(n)), with a
+    learned scale ``weight`` (gamma, starts at 1) and shift ``bias`` (beta, starts at 0)."""
+
+    def __init__(self, normalized_shape: int, eps: float = 1e-5) -> None:
+        super().__init__(normalized_shape, eps, "LayerNorm")
+
+    def _spec(self) -> tuple:
+        return ("layernorm", self.num_features, self.eps)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"type": "LayerNorm", "normalized_shape": self.num_features, "eps": self.eps}
+
+
+class BatchNorm1d(_Norm):
+    """Batch normalisation of each feature (torch.nn.BatchNorm1d): batch statistics in training
+    (which update ``running_mean`` / ``running_var`` with ``momentum``, the variance unbiased),
+    running statistics in predict/evaluate. Training batches need more than one sample."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(num_features, eps, "BatchNorm1d")
+        momentum = _finite_float(momentum, "momentum", "BatchNorm1d")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm1d: momentum must lie in [0, 1], got {momentum}")
+        self.momentum = momentum
+
+    def _spec(self) -> tuple:
+        return ("batchnorm", self.num_features, self.eps, self.momentum)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"type": "BatchNorm1d", "num_features": self.num_features, "eps": self.eps,
+                "momentum": self.momentum}
+
+    @property
+    def running_mean(self) -> np.ndarray:
+        """Writable view of the running mean, (num_features,)."""
+        return self._require_built("running_mean").buffer_view(self._index, 0)
+
+    @property
+    def running_var(self) -> np.ndarray:
+        """Writable view of the running variance, (num_features,)."""
+        return self._require_built("running_var").buffer_view(self._index, 1)
+
+
+class Residual(Layer):
+    """A residual block: ``output = input + f(input)``, where f applies ``layers`` in order and
+    must keep the feature count (e.g. ``Residual([Dense(64, 64), ReLU(), Dense(64, 64)])``)."""
+
+    def __init__(self, layers) -> None:
+        super().__init__()
+        layers = list(layers) if not isinstance(layers, Layer) else None
+        if not layers or not all(isinstance(layer, Layer) for layer in layers):
+            raise TypeError("Residual: layers must be a non-empty list of mlpcore layers")
+        self.layers: List[Layer] = layers
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"type": "Residual", "layers": [layer.get_config() for layer in self.layers]}
+
+    def __repr__(self) -> str:
+        return f"Residual({self.layers!r})"
+
+
 ACTIVATIONS = {
     "identity": Identity, "linear": Identity, "relu": ReLU, "leaky_relu": LeakyReLU, "elu": ELU,
     "selu": SELU, "gelu": GELU, "silu": SiLU, "swish": SiLU, "sigmoid": Sigmoid,
@@ -262,7 +374,8 @@ ACTIVATIONS = {
 }
 
 LAYER_TYPES = {cls.__name__: cls for cls in (
-    Dense, Identity, ReLU, LeakyReLU, ELU, SELU, GELU, SiLU, Sigmoid, Tanh, Softplus, Softmax)}
+    Dense, Identity, ReLU, LeakyReLU, ELU, SELU, GELU, SiLU, Sigmoid, Tanh, Softplus, Softmax,
+    Dropout, LayerNorm, BatchNorm1d, Residual)}
 
 
 def get_activation(name: str) -> Activation:
@@ -283,6 +396,22 @@ def layer_from_config(config: Dict[str, Any]) -> Layer:
         raise ValueError(f"unknown layer type {kind!r} in model config; "
                          f"valid types: {', '.join(sorted(LAYER_TYPES))}")
     kwargs = {k: v for k, v in config.items() if k != "type"}
+    if kind == "Residual":
+        return Residual([layer_from_config(c) for c in kwargs["layers"]])
     if kind == "Dense":
         kwargs.pop("init", None)  # weights come from the file
     return LAYER_TYPES[kind](**kwargs)
+
+
+def flatten_layers(layers) -> List[tuple]:
+    """The native plan of a layer list: (layer or None, spec) pairs in order, a Residual block
+    becoming a begin marker (carrying the block), its layers, and an end marker (None)."""
+    plan: List[tuple] = []
+    for layer in layers:
+        if isinstance(layer, Residual):
+            plan.append((layer, ("residual_begin",)))
+            plan.extend(flatten_layers(layer.layers))
+            plan.append((None, ("residual_end",)))
+        else:
+            plan.append((layer, layer._spec()))
+    return plan

@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _core
 from ._validation import as_inputs, as_sample_weight, as_targets
-from .layers import Dense, Layer
+from .layers import Dense, Dropout, Layer, Residual, _Parametrised, flatten_layers
 from .losses import LossInfo, get_loss
 from .optim import Optimizer, get_optimizer
 
@@ -46,7 +46,9 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: layers[{i}] must be an mlpcore layer, "
                                 f"got {type(layer).__name__}")
-        if len({id(layer) for layer in self.layers}) != len(self.layers):
+        plan = flatten_layers(self.layers)
+        objects = [layer for layer, _ in plan if layer is not None]
+        if len({id(layer) for layer in objects}) != len(objects):
             raise ValueError("Sequential: the same layer object appears twice; create one per use")
         self.dtype = _parse_dtype(dtype)
         if seed is not None:
@@ -57,12 +59,18 @@ class Sequential:
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         native = _core.Network32 if self.dtype == np.float32 else _core.Network64
-        self._net = native([layer._spec() for layer in self.layers])
-        for i, layer in enumerate(self.layers):
-            layer._attach(self._net, i)
-        for layer in self.layers:
+        self._net = native([spec for _, spec in plan])
+        for index, (layer, _) in enumerate(plan):
+            if layer is not None:
+                layer._attach(self._net, index)
+        #: every layer in plan order, Residual blocks opened up (their inner layers included)
+        self.flat_layers: List[Layer] = [layer for layer, _ in plan
+                                         if layer is not None and not isinstance(layer, Residual)]
+        for layer in self.flat_layers:
             if isinstance(layer, Dense):
                 layer._initialize(self.rng)
+        if any(isinstance(layer, Dropout) for layer in self.flat_layers):
+            self._net.seed_dropout(int(self.rng.integers(2**63)))
         self.loss: Optional[LossInfo] = None
         self.huber_delta = 1.0
         self.optimizer: Optional[Optimizer] = None
@@ -88,10 +96,9 @@ class Sequential:
 
     def summary(self) -> str:
         lines = [f"Sequential ({self.dtype.name}, {self.num_params} parameters)"]
-        for i, layer in enumerate(self.layers):
-            n = layer.in_features * layer.out_features + layer.out_features \
-                if isinstance(layer, Dense) else 0
-            lines.append(f"  {i:2d}  {layer!r:<48} params: {n}")
+        for i, layer in enumerate(self.flat_layers):
+            n = layer.num_params if isinstance(layer, _Parametrised) else 0
+            lines.append(f"  {layer._index:2d}  {layer!r:<48} params: {n}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -99,8 +106,12 @@ class Sequential:
 
     # --- compile --------------------------------------------------------------------------
     def compile(self, loss: str = "mse", optimizer="adam", *, huber_delta: float = 1.0,
-                clip_norm: Optional[float] = None, clip_value: Optional[float] = None) -> None:
+                clip_norm: Optional[float] = None, clip_value: Optional[float] = None,
+                metrics: Optional[List[str]] = None) -> None:
         """Choose the loss (see :mod:`mlpcore.losses`) and the optimizer (name or instance).
+
+        ``metrics``: extra training-set metrics for fit's history: ``"mae"`` and ``"r2"`` for
+        regression losses (``"accuracy"`` is always reported for classification losses).
 
         ``clip_norm`` rescales all gradients when their global L2 norm exceeds it, and
         ``clip_value`` clamps each gradient to [-clip_value, clip_value], before every update
@@ -115,12 +126,15 @@ class Sequential:
         if not huber_delta > 0 or not np.isfinite(huber_delta):
             raise ValueError(f"compile: huber_delta must be positive and finite, got {huber_delta}")
         clip = [_clip_arg(clip_norm, "clip_norm"), _clip_arg(clip_value, "clip_value")]
+        from .training import check_metrics
+        metrics = check_metrics(metrics, info)
         opt = get_optimizer(optimizer)
         opt._bind(self)
         self._net.set_loss(info.code, huber_delta)
         self._net.set_clipping(*clip)
         self.clip_norm, self.clip_value = clip_norm, clip_value
         self.loss, self.huber_delta, self.optimizer = info, huber_delta, opt
+        self.metrics = metrics
         self._synced_opt_version = -1
         self._sync_optimizer()
 
@@ -182,7 +196,8 @@ class Sequential:
         return self._net.predict(as_inputs(x, self.dtype, self.in_features, "predict"))
 
     def evaluate(self, x, y, sample_weight=None) -> Dict[str, float]:
-        """Mean loss over (x, y), and accuracy for classification losses."""
+        """Mean loss over (x, y), and accuracy for classification losses or the mean
+        absolute error ``mae`` and R² ``r2`` (from :meth:`predict`) for regression losses."""
         self._require_compiled("evaluate")
         x, y = self._batch(x, y, "evaluate")
         w = as_sample_weight(sample_weight, x.shape[0], self.dtype, "evaluate")
@@ -191,6 +206,9 @@ class Sequential:
         if self.loss.classification:
             per_row = 1 if y.ndim == 1 or self.loss.name == "cross_entropy" else y.shape[1]
             result["accuracy"] = correct / (x.shape[0] * per_row)
+        else:
+            from .training import regression_metrics
+            result.update(regression_metrics(self._net.predict(x), y))
         return result
 
     def fit(self, x, y, **options):

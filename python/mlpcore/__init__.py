@@ -17,6 +17,8 @@ from .layers import (ELU, GELU, SELU, Activation, BatchNorm1d, Dense, Dropout, I
                      get_activation)
 from .model import NonFiniteLossError, Sequential
 from .training import History
+from .gradcheck import gradcheck
+from .diagnostics import diagnose
 
 __version__ = "0.1.0"
 
@@ -27,4 +29,5 @@ __all__ = [
     "NonFiniteLossError", "load", "optim", "losses", "initializers", "set_num_threads",
     "get_num_threads", "has_openmp", "matmul", "kernel_info",
     "callbacks", "schedules", "save_checkpoint", "load_checkpoint", "Checkpoint",
+    "gradcheck", "diagnose",
 ]

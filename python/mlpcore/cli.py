@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, help="OpenMP threads (default: all cores)")
     t.add_argument("--save", metavar="PATH", help="write the trained model (.safetensors)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--plot", metavar="PATH",
+                   help="write the training curves as a PNG (needs mlpcore[plot])")
+    from .bench.harness import add_arguments as _bench_arguments
+    b = sub.add_parser("bench", help="training benchmark against NumPy, scikit-learn, PyTorch",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _bench_arguments(b)
     return p
 
 
@@ -55,6 +61,14 @@ def _train(args) -> int:
     import mlpcore as mc
     from .data import load_digits, load_file, standardize, train_test_split
 
+    if args.plot:  # fail before training, not after it
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--plot needs matplotlib: pip install mlpcore[plot]") from None
+        from pathlib import Path
+        if not Path(args.plot).parent.exists():
+            raise ValueError(f"--plot: folder {str(Path(args.plot).parent)!r} does not exist")
     if args.threads is not None:
         mc.set_num_threads(args.threads)
     ds = load_digits() if args.data is None else load_file(args.data, args.target, args.task)
@@ -99,6 +113,9 @@ def _train(args) -> int:
     if args.save:
         model.save(args.save)
         print(f"saved: {args.save}")
+    if args.plot:
+        history.plot(args.plot)
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -107,6 +124,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "bench":
+            from .bench.harness import main_from_args
+            return main_from_args(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"mlpcore {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -12,16 +12,17 @@ documents them), so ``get_last_lr()`` equals the formula at ``last_epoch`` exact
 so that their effects compose. Schedulers hold only plain numbers: ``state_dict()`` is
 JSON-serialisable and is stored by :func:`mlpcore.save_checkpoint`.
 
-======================  ==========================================================================
-StepLR                  ``base * gamma ** (t // step_size)``
-ExponentialLR           ``base * gamma ** t``
-CosineAnnealingLR       ``eta_min + (base - eta_min) * (1 + cos(pi * t / T_max)) / 2``
-LinearWarmup            ``base * (start_factor + (1 - start_factor) * min(t, warmup_steps) / warmup_steps)``
-OneCycleLR              warm-up from ``max_lr / div_factor`` to ``max_lr`` then anneal to
-                        ``max_lr / (div_factor * final_div_factor)`` (PyTorch's two-phase form)
-SequentialLR            one scheduler after another, switching at ``milestones``
-ChainedScheduler        all members step together; their factors multiply
-======================  ==========================================================================
+==================  ===========================================================================
+StepLR              ``base * gamma ** (t // step_size)``
+ExponentialLR       ``base * gamma ** t``
+CosineAnnealingLR   ``eta_min + (base - eta_min) * (1 + cos(pi * t / T_max)) / 2``
+LinearWarmup        ``base * (f + (1 - f) * min(t, warmup_steps) / warmup_steps)``,
+                    ``f = start_factor``
+OneCycleLR          warm-up from ``max_lr / div_factor`` to ``max_lr`` then anneal to
+                    ``max_lr / (div_factor * final_div_factor)`` (PyTorch's two-phase form)
+SequentialLR        one scheduler after another, switching at ``milestones``
+ChainedScheduler    all members step together; their factors multiply
+==================  ===========================================================================
 """
 from __future__ import annotations
 
@@ -173,7 +174,8 @@ class LRScheduler:
 
 
 class StepLR(LRScheduler):
-    """Multiply the rate by ``gamma`` every ``step_size`` steps: ``base * gamma ** (t // step_size)``."""
+    """Multiply the rate by ``gamma`` every ``step_size`` steps:
+    ``base * gamma ** (t // step_size)``."""
 
     _hyper = ("step_size", "gamma")
 

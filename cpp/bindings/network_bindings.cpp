@@ -288,10 +288,70 @@ void bind_network_class(py::module_& m, const char* name) {
              d["grad_norm_sum"] = s.grad_norm_sum;
              d["grad_norm_sq_sum"] = s.grad_norm_sq_sum;
              d["layer_grad_norm_sum"] = s.layer_grad_norm_sum;
+             d["diag_steps"] = s.diag_steps;
+             d["weight_norm_sum"] = s.weight_norm_sum;
+             d["update_ratio_sum"] = s.update_ratio_sum;
+             d["act_mean_sum"] = s.act_mean_sum;
+             d["act_std_sum"] = s.act_std_sum;
+             d["dead_frac_sum"] = s.dead_frac_sum;
+             d["saturated_frac_sum"] = s.saturated_frac_sum;
              return d;
            },
            "Per-step statistics accumulated since the last call (steps, pre-clip gradient "
            "norms), then reset.")
+      .def("regularization_loss", &Network<T>::regularization_loss)
+      .def("set_sentinel", &Network<T>::set_sentinel, py::arg("on"))
+      .def("set_diagnostics", &Network<T>::set_diagnostics, py::arg("on"))
+      .def("sentinel_report",
+           [](Network<T>& net) {
+             const SentinelReport r = net.sentinel_report();
+             static const char* names[] = {"none", "forward", "loss", "backward"};
+             return py::make_tuple(names[int(r.pass)], r.layer);
+           },
+           "(pass, layer) of the first NaN/Inf the sentinel saw in the last step.")
+      .def("forward_for_custom",
+           [](Network<T>& net, const py::handle& x_obj) -> py::object {
+             auto x = checked_inputs(net, x_obj, "train_step", true);
+             py::array_t<T> out({x.shape(0), py::ssize_t(net.out_features())});
+             T* out_ptr = out.mutable_data();
+             bool ok;
+             {
+               py::gil_scoped_release release;
+               ok = net.forward_for_custom(x.data(), x.shape(0), out_ptr);
+             }
+             if (!ok) return py::none();
+             return out;
+           })
+      .def("backward_from",
+           [](Network<T>& net, const py::handle& x_obj, const py::handle& dout_obj,
+              bool want_dx) {
+             auto x = checked_inputs(net, x_obj, "train_step", true);
+             auto dout = require_array<T>(dout_obj, "custom loss", "gradient", 2);
+             if (dout.shape(0) != x.shape(0) || dout.shape(1) != net.out_features())
+               throw py::value_error("custom loss: the gradient must have the output's shape (" +
+                                     std::to_string(x.shape(0)) + ", " +
+                                     std::to_string(net.out_features()) + "), got " +
+                                     shape_string(dout));
+             py::object dx_obj = py::none();
+             T* dx = nullptr;
+             if (want_dx) {
+               py::array_t<T> dx_arr({x.shape(0), x.shape(1)});
+               dx = dx_arr.mutable_data();
+               dx_obj = dx_arr;
+             }
+             StepResult r;
+             {
+               py::gil_scoped_release release;
+               r = net.backward_from(x.data(), x.shape(0), dout.data(), dx);
+             }
+             return py::make_tuple(r.loss, r.finite, dx_obj);
+           },
+           py::arg("x"), py::arg("dout"), py::arg("want_dx") = false)
+      .def("apply_update",
+           [](Network<T>& net) {
+             py::gil_scoped_release release;
+             net.apply_update();
+           })
       .def("set_optimizer",
            [](Network<T>& net, const py::dict& cfg) { net.set_optimizer(optimizer_from_python(cfg)); })
       .def("train_step",

@@ -129,7 +129,7 @@ Network<T>::Network(std::vector<LayerSpec> specs) : specs_(std::move(specs)) {
                 buffers_.data() + buffer_offsets_[i] + 2 * specs_[i].in_features, T(1));
   }
   layer_grad_sq_.assign(L, 0.0);
-  stats_.layer_grad_norm_sum.assign(L, 0.0);
+  stats_.resize(L);
 }
 
 template <typename T>

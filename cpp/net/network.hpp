@@ -48,11 +48,27 @@ struct ClipConfig {
 };
 
 // Per-step statistics accumulated natively over an epoch (read and reset by take_stats).
+// The per-layer vectors have one entry per layer; entries that do not apply stay 0.
 struct TrainStats {
   std::int64_t steps = 0;
   double grad_norm_sum = 0.0;     // pre-clip global gradient L2 norm, summed over steps
   double grad_norm_sq_sum = 0.0;  // its square, summed: gives the spread across the epoch
-  std::vector<double> layer_grad_norm_sum;  // per layer (0 for layers without parameters)
+  std::vector<double> layer_grad_norm_sum;
+  // With diagnostics on (set_diagnostics), also per step:
+  std::int64_t diag_steps = 0;
+  std::vector<double> weight_norm_sum;   // parameter layers: L2 norm after the update
+  std::vector<double> update_ratio_sum;  // parameter layers: |update| / |weights before|
+  std::vector<double> act_mean_sum, act_std_sum;  // activation layers: over batch and units
+  std::vector<double> dead_frac_sum;       // ReLU: units that output 0 for the whole batch
+  std::vector<double> saturated_frac_sum;  // Sigmoid (y<0.01 or >0.99), Tanh (|y|>0.99)
+  void resize(std::size_t layers);
+};
+
+// Where the non-finite sentinel (set_sentinel) first saw a NaN/Inf.
+enum class Pass : int { None = 0, Forward = 1, Loss = 2, Backward = 3 };
+struct SentinelReport {
+  Pass pass = Pass::None;
+  std::int64_t layer = -1;  // plan index of the layer whose output / gradient was non-finite
 };
 
 // How a run of batches ended.
@@ -121,6 +137,16 @@ class Network {
   const OptConfig& optimizer() const noexcept { return opt_; }
   int optimizer_state_buffers() const noexcept { return optimizer_state_count(opt_); }
   void set_clipping(const ClipConfig& clip) noexcept;
+  // The L1/L2 penalty of the current weights (what evaluate adds to the loss).
+  double regularization_loss() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return penalties(false);
+  }
+  // Opt-in checks: the sentinel tests every layer's output and gradient for NaN/Inf and
+  // reports the first one; diagnostics accumulate the per-layer statistics of TrainStats.
+  void set_sentinel(bool on) noexcept { sentinel_on_ = on; }
+  void set_diagnostics(bool on);
+  SentinelReport sentinel_report() const noexcept { return sentinel_; }
   // The pre-clip global gradient norm of the last step, and the epoch statistics so far.
   double last_grad_norm() const noexcept { return last_grad_norm_; }
   TrainStats take_stats();
@@ -153,6 +179,14 @@ class Network {
   // The optimizer update from the gradients currently in the gradient arena.
   void apply_optimizer();
 
+  // Custom (Python) losses, in three calls: a training-mode forward that copies the output
+  // (n x out) into `out`; the backward pass from dL/doutput (plus penalties; false if any
+  // gradient is non-finite); then the update as train_step makes it (statistics, clipping,
+  // optimizer). Returns of backward_from: the penalty added to the loss, and finiteness.
+  bool forward_for_custom(const T* x, index_t n, T* out);
+  StepResult backward_from(const T* x, index_t n, const T* dout, T* dx);
+  void apply_update();
+
   // Network outputs (n x out) for n inputs, computed in chunks.
   void predict(const T* x, index_t n, T* out);
 
@@ -170,13 +204,20 @@ class Network {
   T* act(std::size_t j) noexcept { return acts_.data() + act_offsets_[j] * rows_cap_; }
   T* dact(std::size_t j) noexcept { return dacts_.data() + act_offsets_[j] * rows_cap_; }
   // training: dropout active, BatchNorm on batch statistics (and running statistics updated).
+  // Returns the output, or null if the sentinel found a NaN/Inf (training only).
   const T* forward(const T* x, index_t n, bool training) noexcept;
   T* aux(std::size_t layer) noexcept { return aux_.data() + aux_offsets_[layer] * rows_cap_; }
   T* feat_aux(std::size_t layer) noexcept { return feat_aux_.data() + feat_aux_offsets_[layer]; }
-  void backward(const T* x, index_t n, T* dx) noexcept;
+  // Returns false (after recording it) if the sentinel found a NaN/Inf.
+  bool backward(const T* x, index_t n, T* dx) noexcept;
   bool is_fusable_activation(std::size_t layer) const noexcept;
   StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx);
   StepResult step_locked(const T* x, index_t n, const Targets<T>& targets);
+  // Statistics, clipping and the optimizer update after finite gradients.
+  void update_locked() noexcept;
+  // Sentinel: records (pass, layer) and returns false if the block holds a NaN/Inf.
+  bool sentinel_ok(const T* data, index_t count, Pass pass, std::size_t layer) noexcept;
+  void accumulate_activation_stats(index_t n) noexcept;
   // L1/L2 penalties: their value, and (when add_grad) their gradient added to the weights'.
   double penalties(bool add_grad) noexcept;
   // Per-layer and global gradient norms; false if any gradient is NaN/Inf.
@@ -214,6 +255,10 @@ class Network {
   bool has_optimizer_ = false;
 
   ClipConfig clip_;
+  bool sentinel_on_ = false;
+  SentinelReport sentinel_;
+  bool diagnostics_on_ = false;
+  AlignedBuffer<T> params_before_;  // diagnostics: the parameters before the update
   double last_grad_norm_ = 0.0;
   std::vector<double> layer_grad_sq_;  // per layer, from measure_gradients
   TrainStats stats_;

@@ -37,6 +37,10 @@ const T* Network<T>::forward(const T* x, index_t n, bool training) noexcept {
         gemm::gemm_fused<T>(false, false, n, s.out_features, s.in_features, in, s.in_features,
                             params_.data() + weight_offsets_[i], s.out_features, out,
                             s.out_features, ep);
+        if (training && sentinel_on_) {
+          if (!sentinel_ok(out, n * w, Pass::Forward, i)) return nullptr;
+          if (ep.act_out && !sentinel_ok(ep.act_out, n * w, Pass::Forward, i + 1)) return nullptr;
+        }
         i += ep.act_out ? 2 : 1;
         continue;
       }
@@ -86,13 +90,14 @@ const T* Network<T>::forward(const T* x, index_t n, bool training) noexcept {
         break;
       }
     }
+    if (training && sentinel_on_ && !sentinel_ok(out, n * w, Pass::Forward, i)) return nullptr;
     i += 1;
   }
   return act(specs_.size());
 }
 
 template <typename T>
-void Network<T>::backward(const T* x, index_t n, T* dx) noexcept {
+bool Network<T>::backward(const T* x, index_t n, T* dx) noexcept {
   // dact(j) holds dL/d(act(j)); dact(L) was written by the loss. act(0) is x, dact(0) is dx.
   auto input_of = [&](std::size_t j) -> const T* { return j == 0 ? x : act(j); };
   auto grad_of = [&](std::size_t j) -> T* { return j == 0 ? dx : dact(j); };
@@ -113,7 +118,10 @@ void Network<T>::backward(const T* x, index_t n, T* dx) noexcept {
                       s.out_features, grads_.data() + weight_offsets_[l], s.out_features, false);
         column_sums<T>(dy, n, s.out_features, s.out_features, grads_.data() + bias_offsets_[l],
                        false);
-        if (!needs_grad(l)) return;
+        if (sentinel_on_ && !sentinel_ok(grads_.data() + weight_offsets_[l], param_counts_[l],
+                                         Pass::Backward, l))
+          return false;
+        if (!needs_grad(l)) return true;
         const T* weight = params_.data() + weight_offsets_[l];
         if (l >= 1 && is_fusable_activation(l - 1)) {
           // dx = dz W^T times the previous activation's derivative, written in one pass
@@ -125,9 +133,14 @@ void Network<T>::backward(const T* x, index_t n, T* dx) noexcept {
           gemm::gemm_fused<T>(false, true, n, s.in_features, s.out_features, dy, s.out_features,
                               weight, s.out_features, grad_of(l - 1), s.in_features, ep);
           i -= 1;
+          if (sentinel_on_ && grad_of(l - 1) &&
+              !sentinel_ok(grad_of(l - 1), n * s.in_features, Pass::Backward, l))
+            return false;
         } else {
           gemm::gemm<T>(false, true, n, s.in_features, s.out_features, dy, s.out_features, weight,
                         s.out_features, grad_of(l), s.in_features, false);
+          if (sentinel_on_ && !sentinel_ok(grad_of(l), n * s.in_features, Pass::Backward, l))
+            return false;
         }
         break;
       }
@@ -143,11 +156,13 @@ void Network<T>::backward(const T* x, index_t n, T* dx) noexcept {
         else
           batchnorm_backward<T>(dy, input_of(l), gamma, feat_aux(l), feat_aux(l) + w, din,
                                 dgamma, dbeta, n, w);
-        if (!din) return;
+        if (sentinel_on_ && !sentinel_ok(dgamma, 2 * w, Pass::Backward, l)) return false;
+        if (!din) return true;
+        if (sentinel_on_ && !sentinel_ok(din, n * w, Pass::Backward, l)) return false;
         break;
       }
       default: {
-        if (!needs_grad(l)) return;
+        if (!needs_grad(l)) return true;
         T* din = grad_of(l);
         if (s.kind == LayerKind::Activation) {
           activation_backward<T>(s.act, s.params, dy, input_of(l), act(l + 1), din, n, w);
@@ -164,10 +179,20 @@ void Network<T>::backward(const T* x, index_t n, T* dx) noexcept {
           const T* skip = dact(partner_[l] + 1);
           for (index_t k = 0; k < n * w; ++k) din[k] = dy[k] + skip[k];
         }
+        if (sentinel_on_ && din && !sentinel_ok(din, n * w, Pass::Backward, l)) return false;
         break;
       }
     }
   }
+  return true;
+}
+
+template <typename T>
+bool Network<T>::sentinel_ok(const T* data, index_t count, Pass pass, std::size_t layer) noexcept {
+  if (all_finite(data, count)) return true;
+  sentinel_.pass = pass;
+  sentinel_.layer = std::int64_t(layer);
+  return false;
 }
 
 template class Network<float>;

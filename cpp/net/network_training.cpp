@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -20,8 +21,56 @@ TrainStats Network<T>::take_stats() {
   std::lock_guard<std::mutex> lock(mutex_);
   TrainStats out = stats_;
   stats_ = TrainStats();
-  stats_.layer_grad_norm_sum.assign(specs_.size(), 0.0);
+  stats_.resize(specs_.size());
   return out;
+}
+
+void TrainStats::resize(std::size_t layers) {
+  for (auto* v : {&layer_grad_norm_sum, &weight_norm_sum, &update_ratio_sum, &act_mean_sum,
+                  &act_std_sum, &dead_frac_sum, &saturated_frac_sum})
+    v->assign(layers, 0.0);
+}
+
+template <typename T>
+void Network<T>::set_diagnostics(bool on) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  diagnostics_on_ = on;
+  if (on && params_before_.size() != num_params()) params_before_.reset(num_params());
+}
+
+template <typename T>
+void Network<T>::accumulate_activation_stats(index_t n) noexcept {
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    const LayerSpec& s = specs_[i];
+    if (s.kind != LayerKind::Activation) continue;
+    const T* y = act(i + 1);
+    const index_t w = widths_[i + 1], count = n * w;
+    const double sum = [&] {
+      double acc = 0.0;
+      for (index_t k = 0; k < count; ++k) acc += double(y[k]);
+      return acc;
+    }();
+    const double mean = sum / double(count);
+    double sq = 0.0;
+    index_t saturated = 0;
+    for (index_t k = 0; k < count; ++k) {
+      sq += (double(y[k]) - mean) * (double(y[k]) - mean);
+      if (s.act == Act::Sigmoid) saturated += y[k] < T(0.01) || y[k] > T(0.99);
+      if (s.act == Act::Tanh) saturated += std::abs(y[k]) > T(0.99);
+    }
+    stats_.act_mean_sum[i] += mean;
+    stats_.act_std_sum[i] += std::sqrt(sq / double(count));
+    stats_.saturated_frac_sum[i] += double(saturated) / double(count);
+    if (s.act == Act::ReLU) {
+      index_t dead = 0;
+      for (index_t c = 0; c < w; ++c) {
+        bool all_zero = true;
+        for (index_t r = 0; r < n && all_zero; ++r) all_zero = y[r * w + c] == T(0);
+        dead += all_zero;
+      }
+      stats_.dead_frac_sum[i] += double(dead) / double(w);
+    }
+  }
 }
 
 template <typename T>
@@ -80,15 +129,27 @@ void Network<T>::clip_gradients() noexcept {
 template <typename T>
 StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx) {
   reserve_rows(n);
-  const T* out = forward(x, n, true);
-  const std::size_t last = specs_.size();
+  sentinel_ = SentinelReport();
   StepResult r;
+  const T* out = forward(x, n, true);
+  if (!out) {
+    r.finite = false;
+    r.loss = std::numeric_limits<double>::quiet_NaN();
+    return r;
+  }
+  const std::size_t last = specs_.size();
   r.loss = loss_forward_backward<T>(loss_, loss_params_, out, n, widths_[last], targets,
                                     dact(last));
   r.correct = count_correct<T>(loss_, out, n, widths_[last], targets);
   r.finite = std::isfinite(r.loss);
-  if (!r.finite) return r;
-  backward(x, n, dx);
+  if (!r.finite) {
+    sentinel_.pass = Pass::Loss;
+    return r;
+  }
+  if (!backward(x, n, dx)) {
+    r.finite = false;
+    return r;
+  }
   r.loss += penalties(true);
   r.finite = std::isfinite(r.loss) && measure_gradients();
   return r;
@@ -114,14 +175,71 @@ template <typename T>
 StepResult Network<T>::step_locked(const T* x, index_t n, const Targets<T>& targets) {
   StepResult r = gradients_locked(x, n, targets, nullptr);
   if (!r.finite) return r;  // the loss or a gradient is NaN/Inf: the parameters stay as they are
+  if (diagnostics_on_) accumulate_activation_stats(n);
+  update_locked();
+  return r;
+}
+
+template <typename T>
+void Network<T>::update_locked() noexcept {
   ++stats_.steps;
   stats_.grad_norm_sum += last_grad_norm_;
   stats_.grad_norm_sq_sum += last_grad_norm_ * last_grad_norm_;
   for (std::size_t i = 0; i < specs_.size(); ++i)
     stats_.layer_grad_norm_sum[i] += std::sqrt(layer_grad_sq_[i]);
   clip_gradients();
+  if (diagnostics_on_) std::copy(params_.data(), params_.data() + num_params(), params_before_.data());
   optimizer_update_locked();
+  if (!diagnostics_on_) return;
+  ++stats_.diag_steps;
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    if (param_counts_[i] == 0) continue;
+    const T* now = params_.data() + weight_offsets_[i];
+    const T* before = params_before_.data() + weight_offsets_[i];
+    double change = 0.0;
+    for (index_t k = 0; k < param_counts_[i]; ++k)
+      change += (double(now[k]) - double(before[k])) * (double(now[k]) - double(before[k]));
+    const double weight = sum_of_squares(now, param_counts_[i]);
+    const double old = sum_of_squares(before, param_counts_[i]);
+    stats_.weight_norm_sum[i] += std::sqrt(weight);
+    stats_.update_ratio_sum[i] += old > 0.0 ? std::sqrt(change / old) : 0.0;
+  }
+}
+
+template <typename T>
+bool Network<T>::forward_for_custom(const T* x, index_t n, T* out) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  reserve_rows(n);
+  sentinel_ = SentinelReport();
+  const T* y = forward(x, n, true);
+  if (!y) return false;
+  std::copy(y, y + n * out_features(), out);
+  return true;
+}
+
+template <typename T>
+StepResult Network<T>::backward_from(const T* x, index_t n, const T* dout, T* dx) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  StepResult r;
+  if (n > rows_cap_) {  // forward_for_custom was not called with this batch
+    r.finite = false;
+    return r;
+  }
+  std::copy(dout, dout + n * out_features(), dact(specs_.size()));
+  if (!backward(x, n, dx)) {
+    r.finite = false;
+    return r;
+  }
+  r.loss = penalties(true);
+  r.finite = std::isfinite(r.loss) && measure_gradients();
+  if (r.finite && diagnostics_on_) accumulate_activation_stats(n);
   return r;
+}
+
+template <typename T>
+void Network<T>::apply_update() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  update_locked();
 }
 
 template <typename T>

@@ -60,6 +60,8 @@ def as_targets(y, loss: LossInfo, n_rows: int, n_outputs: int, dtype: np.dtype, 
     if not np.isfinite(arr).all():
         raise ValueError(f"{func}: {name} contains NaN or Inf (first at index "
                          f"[{_first_non_finite(arr)}])")
+    if loss.custom is not None:  # a custom loss receives the targets as given, in float
+        return np.ascontiguousarray(arr, dtype=dtype)
     if loss.takes_labels and arr.ndim == 1:
         return _as_labels(arr, n_outputs, func, name)
     if arr.ndim == 1:

@@ -50,7 +50,8 @@ def _metadata(model) -> Dict[str, Any]:
                             "seed": model.seed,
                             # dropout masks continue exactly where they stopped after a load
                             "dropout_rng_state": [str(v) for v in model._net.dropout_rng_state]}
-    if model.loss is not None:
+    # a custom (Python) loss cannot be stored safely: such a model loads uncompiled
+    if model.loss is not None and model.loss.custom is None:
         meta["loss"] = {"name": model.loss.name, "huber_delta": model.huber_delta,
                         "clip_norm": model.clip_norm, "clip_value": model.clip_value}
         opt = model.optimizer

@@ -14,18 +14,59 @@ cross_entropy      logits (softmax fused in)       class labels (n,) or probabil
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict
+from typing import Any, Callable, Dict, Optional, Tuple
 
-__all__ = ["LossInfo", "LOSSES", "get_loss"]
+import numpy as np
+
+__all__ = ["LossInfo", "LOSSES", "CustomLoss", "get_loss"]
+
+
+class CustomLoss:
+    """A loss written in Python: ``fn(prediction, target) -> (value, gradient)``, where the
+    gradient is dvalue/dprediction with the prediction's shape, or an object with such a
+    ``value_and_grad`` method. It is called once per batch (training steps with it run the
+    forward and backward passes natively and only the loss in Python)."""
+
+    def __init__(self, fn: Any) -> None:
+        method = getattr(fn, "value_and_grad", None)
+        self._fn: Callable = method if callable(method) else fn
+        if not callable(self._fn):
+            raise TypeError("compile: loss must be a loss name, a callable "
+                            "fn(prediction, target) -> (value, gradient), or an object with a "
+                            f"value_and_grad method; got {type(fn).__name__}")
+        self.name = getattr(fn, "name", None) or getattr(fn, "__name__", None) or \
+            type(fn).__name__
+        self.source = fn
+
+    def __call__(self, prediction: np.ndarray, target: np.ndarray) -> Tuple[float, np.ndarray]:
+        result = self._fn(prediction, target)
+        if not isinstance(result, tuple) or len(result) != 2:
+            raise TypeError(f"custom loss {self.name!r} must return (value, gradient), "
+                            f"got {type(result).__name__}")
+        value, grad = result
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"custom loss {self.name!r} returned a value that is not a number: "
+                            f"{value!r}") from None
+        grad = np.asarray(grad)
+        if grad.shape != prediction.shape:
+            raise ValueError(f"custom loss {self.name!r} returned a gradient of shape "
+                             f"{grad.shape}; it must have the prediction's shape "
+                             f"{prediction.shape}")
+        if grad.dtype.kind not in "biuf":
+            raise TypeError(f"custom loss {self.name!r} returned a gradient of dtype {grad.dtype}")
+        return value, np.ascontiguousarray(grad, dtype=prediction.dtype)
 
 
 @dataclass(frozen=True)
 class LossInfo:
     name: str
-    code: int                 # native loss kind, see cpp/kernels/losses.hpp
+    code: int                 # native loss kind, see cpp/kernels/losses.hpp (-1: custom)
     classification: bool      # evaluate() reports accuracy
     takes_labels: bool        # accepts integer class labels of shape (n,)
     targets_in_unit_range: bool
+    custom: Optional[CustomLoss] = None
 
 
 LOSSES: Dict[str, LossInfo] = {
@@ -39,10 +80,14 @@ LOSSES: Dict[str, LossInfo] = {
 _ALIASES = {"l1": "mae", "mean_squared_error": "mse", "mean_absolute_error": "mae"}
 
 
-def get_loss(name: str) -> LossInfo:
-    """The loss called ``name``; raises ValueError listing the valid names otherwise."""
+def get_loss(name) -> LossInfo:
+    """The loss called ``name``, or a custom loss from a callable / ``value_and_grad`` object;
+    raises ValueError listing the valid names for an unknown name."""
     if not isinstance(name, str):
-        raise TypeError(f"compile: loss must be a str, got {type(name).__name__}")
+        if callable(name) or callable(getattr(name, "value_and_grad", None)):
+            custom = CustomLoss(name)
+            return LossInfo(custom.name, -1, False, False, False, custom)
+        raise TypeError(f"compile: loss must be a str or a callable, got {type(name).__name__}")
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in LOSSES:
         valid = ", ".join(sorted([*LOSSES, *_ALIASES]))

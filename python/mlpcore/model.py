@@ -9,6 +9,7 @@ from . import _core
 from ._validation import as_inputs, as_sample_weight, as_targets
 from .layers import Dense, Dropout, Layer, Residual, _Parametrised, flatten_layers
 from .losses import LossInfo, get_loss
+from .custom_loss import custom_evaluate, custom_step
 from .optim import Optimizer, get_optimizer
 
 __all__ = ["Sequential", "NonFiniteLossError"]
@@ -63,6 +64,7 @@ class Sequential:
         for index, (layer, _) in enumerate(plan):
             if layer is not None:
                 layer._attach(self._net, index)
+        self._plan_layers = [layer for layer, _ in plan]  # by plan index (None: a block's end)
         #: every layer in plan order, Residual blocks opened up (their inner layers included)
         self.flat_layers: List[Layer] = [layer for layer, _ in plan
                                          if layer is not None and not isinstance(layer, Residual)]
@@ -107,8 +109,15 @@ class Sequential:
     # --- compile --------------------------------------------------------------------------
     def compile(self, loss: str = "mse", optimizer="adam", *, huber_delta: float = 1.0,
                 clip_norm: Optional[float] = None, clip_value: Optional[float] = None,
-                metrics: Optional[List[str]] = None) -> None:
+                metrics: Optional[List[str]] = None, detect_anomaly: bool = False) -> None:
         """Choose the loss (see :mod:`mlpcore.losses`) and the optimizer (name or instance).
+
+        ``loss`` is a name, or a custom loss: ``fn(prediction, target) -> (value, gradient)``
+        (or an object with such a ``value_and_grad`` method), called once per batch.
+
+        ``detect_anomaly=True`` checks every layer's output and gradient for NaN/Inf during
+        training; the error then names the layer, the pass (forward, loss or backward) and the
+        step. Without it a non-finite loss or gradient still stops training (cheaply).
 
         ``metrics``: extra training-set metrics for fit's history: ``"mae"`` and ``"r2"`` for
         regression losses (``"accuracy"`` is always reported for classification losses).
@@ -130,8 +139,11 @@ class Sequential:
         metrics = check_metrics(metrics, info)
         opt = get_optimizer(optimizer)
         opt._bind(self)
-        self._net.set_loss(info.code, huber_delta)
+        if info.custom is None:
+            self._net.set_loss(info.code, huber_delta)
         self._net.set_clipping(*clip)
+        self._net.set_sentinel(bool(detect_anomaly))
+        self.detect_anomaly = bool(detect_anomaly)
         self.clip_norm, self.clip_value = clip_norm, clip_value
         self.loss, self.huber_delta, self.optimizer = info, huber_delta, opt
         self.metrics = metrics
@@ -142,6 +154,17 @@ class Sequential:
     def last_grad_norm(self) -> float:
         """Global L2 norm of the gradients of the last step, before any clipping."""
         return self._net.last_grad_norm
+
+    def _nonfinite_where(self) -> str:
+        """Where the anomaly sentinel saw the first NaN/Inf of the last step ('' if off)."""
+        pass_name, index = self._net.sentinel_report()
+        if pass_name == "none":
+            return ""
+        if pass_name == "loss":
+            return " (first seen in the loss)"
+        layer = self._plan_layers[index]
+        kind = type(layer).__name__ if layer is not None else "Residual (end)"
+        return f" (first seen in the {pass_name} pass at layer {index}, {kind})"
 
     def _require_compiled(self, func: str) -> None:
         if self.loss is None:
@@ -173,10 +196,15 @@ class Sequential:
         x, y = self._batch(x, y, "train_step")
         w = as_sample_weight(sample_weight, x.shape[0], self.dtype, "train_step")
         self._sync_optimizer()
-        loss, _, finite = self._net.train_step(x, y, w)
+        if self.loss.custom is not None:
+            _no_weights(w, "train_step")
+            loss, finite, _ = custom_step(self, x, y, update=True)
+        else:
+            loss, _, finite = self._net.train_step(x, y, w)
         if not finite:
             raise NonFiniteLossError(f"train_step: the loss or a gradient is not finite "
-                                     f"(loss={loss}); the weights were left unchanged")
+                                     f"(loss={loss}){self._nonfinite_where()}; the weights were "
+                                     "left unchanged")
         return loss
 
     def compute_gradients(self, x, y, *, sample_weight=None, return_input_grad: bool = False):
@@ -187,7 +215,11 @@ class Sequential:
         self._require_compiled("compute_gradients")
         x, y = self._batch(x, y, "compute_gradients")
         w = as_sample_weight(sample_weight, x.shape[0], self.dtype, "compute_gradients")
-        loss, _, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad), w)
+        if self.loss.custom is not None:
+            _no_weights(w, "compute_gradients")
+            loss, _, dx = custom_step(self, x, y, update=False, want_dx=bool(return_input_grad))
+        else:
+            loss, _, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad), w)
         return (loss, dx) if return_input_grad else loss
 
     # --- whole data sets ------------------------------------------------------------------
@@ -201,6 +233,9 @@ class Sequential:
         self._require_compiled("evaluate")
         x, y = self._batch(x, y, "evaluate")
         w = as_sample_weight(sample_weight, x.shape[0], self.dtype, "evaluate")
+        if self.loss.custom is not None:
+            _no_weights(w, "evaluate")
+            return {"loss": custom_evaluate(self, x, y)}
         loss, correct, _ = self._net.evaluate(x, y, w)
         result = {"loss": float(loss)}
         if self.loss.classification:
@@ -221,6 +256,12 @@ class Sequential:
         """Write architecture, weights and optimizer state to a safetensors file (atomically)."""
         from .io import save
         save(self, path)
+
+
+def _no_weights(w, func: str) -> None:
+    if w is not None:
+        raise ValueError(f"{func}: sample_weight is not supported with a custom loss "
+                         "(weigh the samples inside the loss instead)")
 
 
 def _clip_arg(value, name: str) -> float:

@@ -226,9 +226,41 @@ def _progress(total: int, epoch: int, epochs: int, verbose: int):
                 file=sys.stderr, dynamic_ncols=True)
 
 
+def diagnostic_logs(model, stats) -> Dict[str, float]:
+    """Per-epoch means of the native per-step statistics: ``grad_norm`` and ``grad_norm_std``
+    (the global pre-clip gradient norm and its spread across the epoch's batches); for each
+    layer with parameters (plan index i) ``grad_norm/i``, ``weight_norm/i``, ``update_ratio/i``
+    (|update| / |weights|); for each activation layer ``act_mean/i``, ``act_std/i``, and
+    ``dead_frac/i`` (ReLU: units at 0 for a whole batch) or ``saturated_frac/i`` (Sigmoid,
+    Tanh)."""
+    from .layers import Activation, ReLU, Sigmoid, Tanh, _Parametrised
+
+    steps, diag = stats["steps"], max(stats["diag_steps"], 1)
+    if steps == 0:
+        return {}
+    mean = stats["grad_norm_sum"] / steps
+    logs = {"grad_norm": mean,
+            "grad_norm_std": math.sqrt(max(stats["grad_norm_sq_sum"] / steps - mean * mean, 0.0))}
+    for layer in model.flat_layers:
+        i = layer._index
+        if isinstance(layer, _Parametrised):
+            logs[f"grad_norm/{i}"] = stats["layer_grad_norm_sum"][i] / steps
+            logs[f"weight_norm/{i}"] = stats["weight_norm_sum"][i] / diag
+            logs[f"update_ratio/{i}"] = stats["update_ratio_sum"][i] / diag
+        elif isinstance(layer, Activation):
+            logs[f"act_mean/{i}"] = stats["act_mean_sum"][i] / diag
+            logs[f"act_std/{i}"] = stats["act_std_sum"][i] / diag
+            if isinstance(layer, ReLU):
+                logs[f"dead_frac/{i}"] = stats["dead_frac_sum"][i] / diag
+            if isinstance(layer, (Sigmoid, Tanh)):
+                logs[f"saturated_frac/{i}"] = stats["saturated_frac_sum"][i] / diag
+    return logs
+
+
 def fit(model, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
         validation_data=None, verbose: int = 1, callbacks=None, validation_split: float = 0.0,
-        initial_epoch: int = 0, sample_weight=None, class_weight=None) -> History:
+        initial_epoch: int = 0, sample_weight=None, class_weight=None,
+        diagnostics: bool = False) -> History:
     """Train ``model`` for ``epochs`` passes over (x, y) in batches of ``batch_size``.
 
     Each epoch runs natively (one call, or a few when a progress bar is shown): batches are
@@ -249,6 +281,10 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = T
     * ``sample_weight`` (n,) and ``class_weight`` ({class: weight}): multiplied into one
       weight per sample; the batch loss is the mean over the batch of ``w_i * loss_i``.
       ``class_weight`` is not applied to validation data.
+
+    * ``diagnostics=True``: per-epoch means of natively computed per-layer statistics are added
+      to the history (see :func:`diagnostic_logs`); costs an extra pass over the parameters and
+      activations per step.
 
     The history records each epoch's ``loss``, ``accuracy`` (classification), the metrics asked
     for at compile (``mae``/``r2`` for regression: one predict over the training data at the
@@ -306,72 +342,86 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = T
     extra = () if weights is None else (weights,)
     history = History()
     net = model._net
+    if model.loss.custom is not None:
+        from .custom_loss import custom_batches
+
+        def run_batches(*args):
+            return custom_batches(model, *args)
+    else:
+        run_batches = net.train_batches
+    net.set_diagnostics(bool(diagnostics))
+    net.take_stats()  # statistics start with the epoch
     model.stop_training = False
     for cb in cbs:
         cb.set_model(model)
         cb.set_params({"epochs": epochs, "steps": n_batches, "verbose": verbose})
     for cb in cbs:
         cb.on_train_begin(None)
-    for epoch in range(initial_epoch, epochs):
-        for cb in cbs:
-            cb.on_epoch_begin(epoch, None)
-        order = _core.shuffled_indices(int(model.rng.integers(2**63)), n) if shuffle else None
-        bar = _progress(n_batches, epoch, epochs, verbose)
-        loss_sum, correct, done = 0.0, 0, 0
-        try:
-            while done < n_batches:
-                if per_batch:
-                    for cb in cbs:
-                        cb.on_train_batch_begin(done, None)
-                model._sync_optimizer()
-                part_loss, part_correct, part_done, finite, bad_loss = net.train_batches(
-                    x, y, order, batch_size, done, min(chunk, n_batches - done), *extra)
-                loss_sum += part_loss
-                correct += part_correct
-                done += part_done
-                if not finite:
-                    raise NonFiniteLossError(
-                        f"fit: the loss or a gradient became non-finite (loss={bad_loss}) at "
-                        f"epoch {epoch + 1}, step {done + 1}; training stopped and the weights "
-                        "hold the last finite step")
+    try:
+        for epoch in range(initial_epoch, epochs):
+            for cb in cbs:
+                cb.on_epoch_begin(epoch, None)
+            order = _core.shuffled_indices(int(model.rng.integers(2**63)), n) if shuffle else None
+            bar = _progress(n_batches, epoch, epochs, verbose)
+            loss_sum, correct, done = 0.0, 0, 0
+            try:
+                while done < n_batches:
+                    if per_batch:
+                        for cb in cbs:
+                            cb.on_train_batch_begin(done, None)
+                    model._sync_optimizer()
+                    part_loss, part_correct, part_done, finite, bad_loss = run_batches(
+                        x, y, order, batch_size, done, min(chunk, n_batches - done), *extra)
+                    loss_sum += part_loss
+                    correct += part_correct
+                    done += part_done
+                    if not finite:
+                        raise NonFiniteLossError(
+                            f"fit: the loss or a gradient became non-finite (loss={bad_loss}) at "
+                            f"epoch {epoch + 1}, step {done + 1}{model._nonfinite_where()}; training "
+                            "stopped and the weights hold the last finite step")
+                    if bar is not None:
+                        bar.update(part_done)
+                        bar.set_postfix(loss=f"{loss_sum / min(n, done * batch_size):.4f}",
+                                        refresh=False)
+                    if per_batch:
+                        rows = min(batch_size, n - (done - 1) * batch_size)
+                        batch_logs = {"loss": part_loss / rows}
+                        for cb in cbs:
+                            cb.on_train_batch_end(done - 1, batch_logs)
+                        if model.stop_training:
+                            break
+                seen = min(n, done * batch_size)
+                logs = {"loss": loss_sum / seen}
+                if model.loss.classification:
+                    logs["accuracy"] = correct / (seen * per_sample)
+                if train_metrics:
+                    scores = regression_metrics(net.predict(x), y)
+                    logs.update({k: scores[k] for k in train_metrics})
+                if validation is not None:
+                    xv, yv, wv = validation
+                    val = model.evaluate(xv, yv, sample_weight=wv)
+                    logs.update({f"val_{k}": v for k, v in val.items()})
+                logs["lr"] = float(model.optimizer.lr)
+                if diagnostics:
+                    logs.update(diagnostic_logs(model, net.take_stats()))
                 if bar is not None:
-                    bar.update(part_done)
-                    bar.set_postfix(loss=f"{loss_sum / min(n, done * batch_size):.4f}",
-                                    refresh=False)
-                if per_batch:
-                    rows = min(batch_size, n - (done - 1) * batch_size)
-                    batch_logs = {"loss": part_loss / rows}
-                    for cb in cbs:
-                        cb.on_train_batch_end(done - 1, batch_logs)
-                    if model.stop_training:
-                        break
-            seen = min(n, done * batch_size)
-            logs = {"loss": loss_sum / seen}
-            if model.loss.classification:
-                logs["accuracy"] = correct / (seen * per_sample)
-            if train_metrics:
-                scores = regression_metrics(net.predict(x), y)
-                logs.update({k: scores[k] for k in train_metrics})
-            if validation is not None:
-                xv, yv, wv = validation
-                val = model.evaluate(xv, yv, sample_weight=wv)
-                logs.update({f"val_{k}": v for k, v in val.items()})
-            logs["lr"] = float(model.optimizer.lr)
-            if bar is not None:
-                bar.set_postfix({k: f"{v:.4g}" if k == "lr" else f"{v:.4f}"
-                                 for k, v in logs.items()})
-        finally:
-            if bar is not None:
-                bar.close()
-        if verbose == 2:
-            text = " - ".join(f"{k}: {v:.4g}" if k == "lr" else f"{k}: {v:.4f}"
-                              for k, v in logs.items())
-            print(f"Epoch {epoch + 1}/{epochs} - {text}", file=sys.stderr)
-        for cb in cbs:
-            cb.on_epoch_end(epoch, logs)
-        history._record(epoch, logs)
-        if model.stop_training:
-            break
+                    bar.set_postfix({k: f"{v:.4g}" if k == "lr" else f"{v:.4f}"
+                                     for k, v in logs.items()})
+            finally:
+                if bar is not None:
+                    bar.close()
+            if verbose == 2:
+                text = " - ".join(f"{k}: {v:.4g}" if k == "lr" else f"{k}: {v:.4f}"
+                                  for k, v in logs.items())
+                print(f"Epoch {epoch + 1}/{epochs} - {text}", file=sys.stderr)
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            history._record(epoch, logs)
+            if model.stop_training:
+                break
+    finally:
+        net.set_diagnostics(False)
     for cb in cbs:
         cb.on_train_end(None)
     return history

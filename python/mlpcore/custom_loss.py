@@ -1,0 +1,50 @@
+"""Training steps with a custom (Python) loss: the forward and backward passes stay native; the
+loss value and its gradient with respect to the network output come from Python per batch."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def custom_step(model, x, y, *, update: bool, want_dx: bool = False):
+    """One batch: returns (loss including penalties, finite, dL/dx or None)."""
+    net = model._net
+    out = net.forward_for_custom(x)
+    if out is None:  # the anomaly sentinel saw a NaN/Inf in the forward pass
+        return math.nan, False, None
+    value, grad = model.loss.custom(out, y)
+    if not math.isfinite(value):
+        return value, False, None
+    penalty, finite, dx = net.backward_from(x, grad, want_dx)
+    if finite and update:
+        model._sync_optimizer()
+        net.apply_update()
+    return value + penalty, finite, dx
+
+
+def custom_batches(model, x, y, order, batch_size, first_batch, n_batches, weights=None):
+    """fit's batch runner for custom losses, with net.train_batches' return values."""
+    if weights is not None:
+        raise ValueError("fit: sample_weight and class_weight are not supported with a custom "
+                         "loss (weigh the samples inside the loss instead)")
+    n = x.shape[0]
+    loss_sum, done = 0.0, 0
+    for b in range(first_batch, first_batch + n_batches):
+        lo = b * batch_size
+        if lo >= n:
+            break
+        idx = slice(lo, min(n, lo + batch_size)) if order is None else order[lo:lo + batch_size]
+        xb, yb = x[idx], y[idx]
+        value, finite, _ = custom_step(model, np.ascontiguousarray(xb), yb, update=True)
+        if not finite:
+            return loss_sum, 0, done, False, value
+        loss_sum += value * xb.shape[0]
+        done += 1
+    return loss_sum, 0, done, True, 0.0
+
+
+def custom_evaluate(model, x, y) -> float:
+    """Mean custom loss over (x, y) in inference mode, plus the L1/L2 penalties."""
+    value, _ = model.loss.custom(model._net.predict(x), y)
+    return value + model._net.regularization_loss()

@@ -1,0 +1,96 @@
+"""The training benchmark: the NumPy reference MLP matches mlpcore, and the harness runs."""
+import json
+
+import numpy as np
+import pytest
+
+import mlpcore as mc
+from mlpcore.bench import harness
+from mlpcore.bench.numpy_mlp import NumpyMLP
+from mlpcore.bench.workloads import WORKLOADS, initial_params, make_data, theoretical_bytes
+
+SIZES = (7, 12, 9, 4)
+
+
+def _params(rng):
+    params = []
+    for a, b in zip(SIZES[:-1], SIZES[1:]):
+        params.append((rng.standard_normal((a, b)) / np.sqrt(a), 0.1 * rng.standard_normal(b)))
+    return params
+
+
+def _pair(rng, optimizer):
+    params = _params(rng)
+    layers = []
+    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+        layers += [mc.Dense(a, b)] + ([mc.ReLU()] if i < len(SIZES) - 2 else [])
+    model = mc.Sequential(layers, dtype="float64", seed=0)
+    dense = [layer for layer in model.layers if isinstance(layer, mc.Dense)]
+    for layer, (w, b) in zip(dense, params):
+        layer.weight[...] = w
+        layer.bias[...] = b
+    opt = mc.optim.SGD(lr=0.1) if optimizer == "sgd" else mc.optim.Adam(lr=0.01)
+    model.compile(loss="cross_entropy", optimizer=opt)
+    ref = NumpyMLP([w for w, _ in params], [b for _, b in params], optimizer=optimizer,
+                   lr=0.1 if optimizer == "sgd" else 0.01, dtype=np.float64)
+    return model, dense, ref
+
+
+def _batch(rng, n=10):
+    return rng.standard_normal((n, SIZES[0])), rng.integers(0, SIZES[-1], n)
+
+
+def test_numpy_loss_and_gradients_match_mlpcore(rng):
+    model, dense, ref = _pair(rng, "sgd")
+    x, y = _batch(rng)
+    loss, dW, db = ref.loss_and_grads(x, y)
+    assert loss == pytest.approx(model.compute_gradients(x, y), rel=1e-12)
+    for layer, gw, gb in zip(dense, dW, db):
+        np.testing.assert_allclose(layer.weight_grad, gw, rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(layer.bias_grad, gb, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_numpy_steps_match_mlpcore(rng, optimizer):
+    model, dense, ref = _pair(rng, optimizer)
+    for _ in range(5):
+        x, y = _batch(rng)
+        assert ref.train_step(x, y) == pytest.approx(model.train_step(x, y), rel=1e-10)
+    for layer, w, b in zip(dense, ref.W, ref.b):
+        np.testing.assert_allclose(layer.weight, w, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(layer.bias, b, rtol=1e-9, atol=1e-12)
+
+
+def test_numpy_fit_learns(rng):
+    wl = WORKLOADS["tiny"]
+    x, y = make_data(wl)
+    params = initial_params(wl.sizes)
+    ref = NumpyMLP([w for w, _ in params], [b for _, b in params], lr=wl.lr)
+    first = ref.fit(x, y, epochs=1, batch_size=wl.batch)
+    last = ref.fit(x, y, epochs=3, batch_size=wl.batch)
+    assert np.isfinite(last) and last < first
+
+
+def test_workload_inputs():
+    for wl in WORKLOADS.values():
+        params = initial_params(wl.sizes)
+        assert [w.shape for w, _ in params] == list(zip(wl.sizes[:-1], wl.sizes[1:]))
+        th = theoretical_bytes(wl)
+        assert th["total"] == sum(v for k, v in th.items() if k != "total")
+    x, y = make_data(WORKLOADS["digits"])
+    assert x.shape == (1797, 64) and x.dtype == np.float32 and set(np.unique(y)) == set(range(10))
+
+
+def test_harness_end_to_end(tmp_path):
+    report = harness.run(["tiny"], ["mlpcore", "numpy"], repeats=1, threads=1, seconds=0.2,
+                         out_dir=str(tmp_path), plot=False)
+    data = json.loads((tmp_path / "train.json").read_text())
+    assert {"workloads", "scaling", "meta", "errors"} <= set(data)
+    assert data["errors"] == []
+    tiny = data["workloads"]["tiny"]
+    assert {"config", "results", "ratios", "memory"} <= set(tiny)
+    for c in ("mlpcore", "numpy"):
+        assert tiny["results"][c]["samples_per_s"] > 0
+    assert tiny["ratios"]["mlpcore/numpy"] > 0
+    assert tiny["memory"]["theoretical_bytes"]["total"] > 0
+    assert "mc/numpy" in harness.format_report(report)

@@ -40,6 +40,9 @@ inline constexpr index_t kParallelMinWork = index_t(1) << 19;
 // op(B) rows contiguous (not trans_b) and at most this many rows of C: B is read in place by the
 // micro-kernel instead of being packed (each B element is reused by few A micro-panels only).
 inline constexpr index_t kSmallM = 96;
+// At most this many multiply-adds (and K within one K block), on AVX-512: the direct path of
+// direct.hpp, with no packing and no threads.
+inline constexpr index_t kDirectMaxWork = index_t(1) << 18;
 }  // namespace cfg
 
 template <typename T>

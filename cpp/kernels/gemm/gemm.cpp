@@ -19,6 +19,7 @@
 #include <cstdlib>
 
 #include "../activations.hpp"
+#include "direct.hpp"
 #include "pack.hpp"
 #include "ukernel.hpp"
 
@@ -288,7 +289,14 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
     if (has_epilogue(ep)) epilogue_reference(M, N, C, ldc, *ep);
     return;
   }
-  const KernelSet<T> ks = kernel_set<T>(isa_active());
+  const Isa isa = isa_active();
+  // small product: no packing, no threads (same arithmetic as the packed AVX-512 path)
+  if (isa == Isa::Avx512 && direct_applies<T>(M, N, K) && direct_avx512_compiled() &&
+      gemm_direct_avx512<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate)) {
+    if (has_epilogue(ep)) epilogue_tile(*ep, 0, 0, int(M), int(N), C, ldc);
+    return;
+  }
+  const KernelSet<T> ks = kernel_set<T>(isa);
   // Shape-only decision: read op(B) in place (no B packing) for small M and contiguous B rows.
   const bool b_in_place = !trans_b && M <= cfg::kSmallM;
   const Problem<T> pb{trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep,

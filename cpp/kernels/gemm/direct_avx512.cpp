@@ -1,0 +1,167 @@
+// Compiled with AVX-512 flags (gemm.cmake); called only when the AVX-512 path is active.
+// Everything here has internal linkage or is a plain function: no templates from the standard
+// library are instantiated in this file, so no AVX-512 copy of a shared (weak) symbol can be
+// picked by the linker for code that runs on other CPUs.
+#include "direct.hpp"
+
+#include <cstddef>
+#include <new>
+
+#include "ukernel.hpp"
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace mlpcore::gemm {
+
+template <typename T>
+bool direct_applies(index_t M, index_t N, index_t K) noexcept {
+  return M * N * K <= cfg::kDirectMaxWork && K <= blocking_for<T>(Isa::Avx512).kc;
+}
+
+#if defined(__AVX512F__)
+namespace {
+
+inline index_t min_index(index_t a, index_t b) noexcept { return a < b ? a : b; }
+
+// A per-thread scratch buffer that only grows (no allocation once it is large enough).
+struct Scratch {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+  void* get(std::size_t want) noexcept {
+    if (want <= bytes) return data;
+    ::operator delete(data, std::nothrow);
+    data = ::operator new(want, std::nothrow);
+    bytes = data ? want : 0;
+    return data;
+  }
+  ~Scratch() { ::operator delete(data, std::nothrow); }
+};
+thread_local Scratch transposed_b;
+
+struct F32 {
+  using T = float;
+  using V = __m512;
+  using Mask = __mmask16;
+  static constexpr int L = 16;
+  static V zero() noexcept { return _mm512_setzero_ps(); }
+  static V set1(T x) noexcept { return _mm512_set1_ps(x); }
+  static V load(const T* p, Mask m) noexcept { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(T* p, V v, Mask m) noexcept { _mm512_mask_storeu_ps(p, m, v); }
+  static V fma(V a, V b, V c) noexcept { return _mm512_fmadd_ps(a, b, c); }
+  static V add(V a, V b) noexcept { return _mm512_add_ps(a, b); }
+  static Mask mask(index_t n) noexcept {
+    return n >= L ? Mask(0xFFFF) : n <= 0 ? Mask(0) : Mask((1u << n) - 1);
+  }
+};
+
+struct F64 {
+  using T = double;
+  using V = __m512d;
+  using Mask = __mmask8;
+  static constexpr int L = 8;
+  static V zero() noexcept { return _mm512_setzero_pd(); }
+  static V set1(T x) noexcept { return _mm512_set1_pd(x); }
+  static V load(const T* p, Mask m) noexcept { return _mm512_maskz_loadu_pd(m, p); }
+  static void store(T* p, V v, Mask m) noexcept { _mm512_mask_storeu_pd(p, m, v); }
+  static V fma(V a, V b, V c) noexcept { return _mm512_fmadd_pd(a, b, c); }
+  static V add(V a, V b) noexcept { return _mm512_add_pd(a, b); }
+  static Mask mask(index_t n) noexcept {
+    return n >= L ? Mask(0xFF) : n <= 0 ? Mask(0) : Mask((1u << n) - 1);
+  }
+};
+
+// C[:, j0 : j0 + w] for NV vectors of columns (w <= NV * L); op(B) rows at B + p * ldb + j0.
+template <class S, int NV>
+void rows_block(bool trans_a, index_t M, index_t w, index_t K, const typename S::T* A,
+                index_t lda, const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
+                bool accumulate) noexcept {
+  using V = typename S::V;
+  typename S::Mask mask[NV];
+  for (int v = 0; v < NV; ++v) mask[v] = S::mask(w - index_t(v) * S::L);
+  for (index_t i = 0; i < M; ++i) {
+    V acc[NV];
+    for (int v = 0; v < NV; ++v) acc[v] = S::zero();
+    for (index_t p = 0; p < K; ++p) {
+      const V a = S::set1(trans_a ? A[p * lda + i] : A[i * lda + p]);
+      const typename S::T* b = B + p * ldb;
+      for (int v = 0; v < NV; ++v) acc[v] = S::fma(a, S::load(b + v * S::L, mask[v]), acc[v]);
+    }
+    typename S::T* c = C + i * ldc;
+    for (int v = 0; v < NV; ++v) {
+      const V out = accumulate ? S::add(S::load(c + v * S::L, mask[v]), acc[v]) : acc[v];
+      S::store(c + v * S::L, out, mask[v]);
+    }
+  }
+}
+
+template <class S>
+bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const typename S::T* A,
+            index_t lda, const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
+            bool accumulate) noexcept {
+  using T = typename S::T;
+  if (trans_b) {
+    // op(B) = B^T: copy it once into K x N rows (small by the shape limit)
+    T* rows = static_cast<T*>(transposed_b.get(std::size_t(K * N) * sizeof(T)));
+    if (!rows) return false;  // out of memory: the caller takes the packed path
+    for (index_t j = 0; j < N; ++j)
+      for (index_t p = 0; p < K; ++p) rows[p * N + j] = B[j * ldb + p];
+    B = rows;
+    ldb = N;
+  }
+  constexpr index_t chunk = 4 * S::L;
+  for (index_t j0 = 0; j0 < N; j0 += chunk) {
+    const index_t w = min_index(chunk, N - j0);
+    const int nv = int((w + S::L - 1) / S::L);
+    T* c = C + j0;
+    const T* b = B + j0;
+    switch (nv) {
+      case 1: rows_block<S, 1>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate); break;
+      case 2: rows_block<S, 2>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate); break;
+      case 3: rows_block<S, 3>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate); break;
+      default: rows_block<S, 4>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate); break;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+template <>
+bool gemm_direct_avx512<float>(bool ta, bool tb, index_t M, index_t N, index_t K, const float* A,
+                               index_t lda, const float* B, index_t ldb, float* C, index_t ldc,
+                               bool accumulate) noexcept {
+  return direct<F32>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+template <>
+bool gemm_direct_avx512<double>(bool ta, bool tb, index_t M, index_t N, index_t K,
+                                const double* A, index_t lda, const double* B, index_t ldb,
+                                double* C, index_t ldc, bool accumulate) noexcept {
+  return direct<F64>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+bool direct_avx512_compiled() noexcept { return true; }
+
+#else  // built without AVX-512 flags: never dispatched to
+
+template <typename T>
+bool gemm_direct_avx512(bool, bool, index_t, index_t, index_t, const T*, index_t, const T*,
+                        index_t, T*, index_t, bool) noexcept {
+  return false;
+}
+template bool gemm_direct_avx512<float>(bool, bool, index_t, index_t, index_t, const float*,
+                                        index_t, const float*, index_t, float*, index_t,
+                                        bool) noexcept;
+template bool gemm_direct_avx512<double>(bool, bool, index_t, index_t, index_t, const double*,
+                                         index_t, const double*, index_t, double*, index_t,
+                                         bool) noexcept;
+bool direct_avx512_compiled() noexcept { return false; }
+
+#endif
+
+template bool direct_applies<float>(index_t, index_t, index_t) noexcept;
+template bool direct_applies<double>(index_t, index_t, index_t) noexcept;
+
+}  // namespace mlpcore::gemm

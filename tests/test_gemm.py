@@ -423,3 +423,28 @@ def test_out_writes_in_bounds_only(isa, dtype):
         mc.matmul(a.T.copy().T, b, out=window)
         assert (big[0] == 99.0).all() and (big[-1] == 99.0).all()
         assert_close_gemm(window, a, b)
+
+
+@pytest.mark.skipif("avx512" not in mc.kernel_info()["available"], reason="needs AVX-512")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", ["NN", "TN", "NT"])
+def test_direct_small_path_matches_the_packed_path_bitwise(dtype, form):
+    # A 32-row product takes the direct (unpacked) path; the same rows inside a 4096-row product
+    # take the packed path. Both sum each element from zero with one FMA per k step, so the
+    # rows must agree bit for bit.
+    previous = mc._core._get_gemm_isa()
+    mc._core._set_gemm_isa("avx512")
+    try:
+        rng = np.random.default_rng(3)
+        big = rng.standard_normal((4096, 24)).astype(dtype)
+        b = rng.standard_normal((24, 40)).astype(dtype)
+        a_small, a_big = big[:32], big
+        if form[0] == "T":
+            a_small, a_big = np.ascontiguousarray(a_small.T).T, np.ascontiguousarray(a_big.T).T
+        if form[1] == "T":
+            b = np.ascontiguousarray(b.T).T
+        small = mc.matmul(a_small, b)
+        large = mc.matmul(a_big, b)
+        np.testing.assert_array_equal(small, large[:32])
+    finally:
+        mc._core._set_gemm_isa(previous)

@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "bindings/checks.hpp"
 #include "kernels/activations.hpp"
 #include "kernels/gemm/gemm.hpp"
 #include "kernels/gemm/ukernel.hpp"
@@ -27,17 +28,8 @@ std::string type_name(py::handle h) {
   return py::str(py::type::handle_of(h).attr("__name__")).cast<std::string>();
 }
 
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t d = 0; d < a.ndim(); ++d) {
-    if (d) s += ", ";
-    s += std::to_string(a.shape(d));
-  }
-  if (a.ndim() == 1) s += ",";
-  return s + ")";
-}
-
-std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+using mlpcore::bindings::dtype_string;
+using mlpcore::bindings::shape_string;
 
 bool is_f32(const py::array& a) { return a.dtype().equal(py::dtype::of<float>()); }
 bool is_f64(const py::array& a) { return a.dtype().equal(py::dtype::of<double>()); }
@@ -52,7 +44,7 @@ py::array require_array(py::handle obj, const char* fn, const char* name) {
 void require_2d(const py::array& a, const char* fn, const char* name) {
   if (a.ndim() != 2)
     throw py::value_error(std::string(fn) + ": " + name + " must be 2-D, got a " +
-                          std::to_string(a.ndim()) + "-D array of shape " + shape_str(a));
+                          std::to_string(a.ndim()) + "-D array of shape " + shape_string(a));
 }
 
 // Address range [lo, hi) touched by an array (empty arrays touch nothing).
@@ -110,11 +102,11 @@ py::array matmul_t(const py::array& a, const py::array& b, py::object out_obj) {
   } else {
     out = require_array(out_obj, "matmul", "out");
     if (!out.dtype().equal(a.dtype()))
-      throw py::type_error("matmul: out must have dtype " + dtype_str(a) + " like a, got " +
-                           dtype_str(out));
+      throw py::type_error("matmul: out must have dtype " + dtype_string(a) + " like a, got " +
+                           dtype_string(out));
     if (out.ndim() != 2 || out.shape(0) != M || out.shape(1) != N)
       throw py::value_error("matmul: out must have shape (" + std::to_string(M) + ", " +
-                            std::to_string(N) + "), got " + shape_str(out));
+                            std::to_string(N) + "), got " + shape_string(out));
     if (!(out.flags() & py::array::c_style))
       throw py::value_error("matmul: out must be C-contiguous");
     if (!out.writeable()) throw py::value_error("matmul: out must be writable (it is read-only)");
@@ -135,15 +127,15 @@ py::array matmul(py::handle a_obj, py::handle b_obj, py::object out) {
   const py::array a = require_array(a_obj, "matmul", "a");
   const py::array b = require_array(b_obj, "matmul", "b");
   if (!is_f32(a) && !is_f64(a))
-    throw py::type_error("matmul: a must have dtype float32 or float64, got " + dtype_str(a));
+    throw py::type_error("matmul: a must have dtype float32 or float64, got " + dtype_string(a));
   if (!b.dtype().equal(a.dtype()))
-    throw py::type_error("matmul: b must have dtype " + dtype_str(a) + " like a, got " +
-                         dtype_str(b));
+    throw py::type_error("matmul: b must have dtype " + dtype_string(a) + " like a, got " +
+                         dtype_string(b));
   require_2d(a, "matmul", "a");
   require_2d(b, "matmul", "b");
   if (a.shape(1) != b.shape(0))
-    throw py::value_error("matmul: inner dimensions do not match: a has shape " + shape_str(a) +
-                          " and b has shape " + shape_str(b) + " (" + std::to_string(a.shape(1)) +
+    throw py::value_error("matmul: inner dimensions do not match: a has shape " + shape_string(a) +
+                          " and b has shape " + shape_string(b) + " (" + std::to_string(a.shape(1)) +
                           " != " + std::to_string(b.shape(0)) + ")");
   return is_f32(a) ? matmul_t<float>(a, b, std::move(out)) : matmul_t<double>(a, b, std::move(out));
 }
@@ -323,7 +315,7 @@ bool hook_is_f64(py::handle a_obj) {
   py::array a = require_array(a_obj, "_gemm", "a");
   if (is_f64(a)) return true;
   if (is_f32(a)) return false;
-  throw py::type_error("_gemm: a must have dtype float32 or float64, got " + dtype_str(a));
+  throw py::type_error("_gemm: a must have dtype float32 or float64, got " + dtype_string(a));
 }
 
 }  // namespace

@@ -42,7 +42,7 @@ inline constexpr index_t kParallelMinWork = index_t(1) << 19;
 inline constexpr index_t kSmallM = 96;
 // At most this many multiply-adds (and K within one K block), on AVX-512: the direct path of
 // direct.hpp, with no packing and no threads.
-inline constexpr index_t kDirectMaxWork = index_t(1) << 18;
+inline constexpr index_t kDirectMaxWork = index_t(1) << 15;
 }  // namespace cfg
 
 template <typename T>

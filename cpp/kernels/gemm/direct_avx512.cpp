@@ -72,28 +72,47 @@ struct F64 {
   }
 };
 
-// C[:, j0 : j0 + w] for NV vectors of columns (w <= NV * L); op(B) rows at B + p * ldb + j0.
+// Rows i0 .. i0 + RB - 1 of C[:, 0 : w] for NV vectors of columns (w <= NV * L); op(B) rows
+// at B + p * ldb. Each loaded vector of B serves RB rows (RB * NV accumulators in registers).
+template <class S, int RB, int NV>
+void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index_t lda,
+              const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
+              const typename S::Mask* mask, bool accumulate) noexcept {
+  using V = typename S::V;
+  V acc[RB][NV];
+  for (int r = 0; r < RB; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = S::zero();
+  for (index_t p = 0; p < K; ++p) {
+    const typename S::T* b = B + p * ldb;
+    V bv[NV];
+    for (int v = 0; v < NV; ++v) bv[v] = S::load(b + v * S::L, mask[v]);
+    for (int r = 0; r < RB; ++r) {
+      const index_t i = i0 + r;
+      const V a = S::set1(trans_a ? A[p * lda + i] : A[i * lda + p]);
+      for (int v = 0; v < NV; ++v) acc[r][v] = S::fma(a, bv[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < RB; ++r) {
+    typename S::T* c = C + (i0 + r) * ldc;
+    for (int v = 0; v < NV; ++v) {
+      const V out = accumulate ? S::add(S::load(c + v * S::L, mask[v]), acc[r][v]) : acc[r][v];
+      S::store(c + v * S::L, out, mask[v]);
+    }
+  }
+}
+
+// C[:, 0 : w] (w <= NV * L): row tiles of 4, then the remaining rows one by one.
 template <class S, int NV>
 void rows_block(bool trans_a, index_t M, index_t w, index_t K, const typename S::T* A,
                 index_t lda, const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
                 bool accumulate) noexcept {
-  using V = typename S::V;
   typename S::Mask mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = S::mask(w - index_t(v) * S::L);
-  for (index_t i = 0; i < M; ++i) {
-    V acc[NV];
-    for (int v = 0; v < NV; ++v) acc[v] = S::zero();
-    for (index_t p = 0; p < K; ++p) {
-      const V a = S::set1(trans_a ? A[p * lda + i] : A[i * lda + p]);
-      const typename S::T* b = B + p * ldb;
-      for (int v = 0; v < NV; ++v) acc[v] = S::fma(a, S::load(b + v * S::L, mask[v]), acc[v]);
-    }
-    typename S::T* c = C + i * ldc;
-    for (int v = 0; v < NV; ++v) {
-      const V out = accumulate ? S::add(S::load(c + v * S::L, mask[v]), acc[v]) : acc[v];
-      S::store(c + v * S::L, out, mask[v]);
-    }
-  }
+  constexpr int RB = 4;
+  index_t i = 0;
+  for (; i + RB <= M; i += RB)
+    row_tile<S, RB, NV>(trans_a, i, K, A, lda, B, ldb, C, ldc, mask, accumulate);
+  for (; i < M; ++i) row_tile<S, 1, NV>(trans_a, i, K, A, lda, B, ldb, C, ldc, mask, accumulate);
 }
 
 template <class S>

@@ -64,17 +64,24 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
     const T* x = out + r * k;
     const double w = targets.weights ? double(targets.weights[r]) : 1.0;
     const double row_scale = w * inv_n;
-    const double xmax = double(*std::max_element(x, x + k));
-    double sum_exp = 0.0;
-    for (index_t c = 0; c < k; ++c) sum_exp += std::exp(double(x[c]) - xmax);
-    const double lse = xmax + std::log(sum_exp);
+    const T xmax = *std::max_element(x, x + k);
+    // exp(x - max) once, in the model's precision (no overflow: every argument is <= 0); kept
+    // in dout to become the softmax, the sum accumulated in double
     T* g = dout ? dout + r * k : nullptr;
+    double sum_exp = 0.0;
+    for (index_t c = 0; c < k; ++c) {
+      const T e = std::exp(x[c] - xmax);
+      if (g) g[c] = e;
+      sum_exp += double(e);
+    }
+    const double lse = double(xmax) + std::log(sum_exp);
+    const double inv_sum = 1.0 / sum_exp;
     if (targets.labels) {
       const std::int64_t label = targets.labels[r];
       total += w * (lse - double(x[label]));
       if (g) {
-        for (index_t c = 0; c < k; ++c)
-          g[c] = T(std::exp(double(x[c]) - lse) * row_scale);
+        const T scale = T(inv_sum * row_scale);
+        for (index_t c = 0; c < k; ++c) g[c] *= scale;
         g[label] -= T(row_scale);
       }
     } else {
@@ -87,7 +94,7 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
       total += w * row;
       if (g) {
         for (index_t c = 0; c < k; ++c)
-          g[c] = T((std::exp(double(x[c]) - lse) * t_sum - double(t[c])) * row_scale);
+          g[c] = T((double(g[c]) * inv_sum * t_sum - double(t[c])) * row_scale);
       }
     }
   }

@@ -1,5 +1,6 @@
 #include "reductions.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace mlpcore {
@@ -7,26 +8,51 @@ namespace mlpcore {
 template <typename T>
 void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
                  bool accumulate) noexcept {
-  if (!accumulate)
-    for (index_t j = 0; j < cols; ++j) db[j] = T(0);
-  // Row-order accumulation into db keeps each column's sum order fixed and vectorises over j.
-  for (index_t i = 0; i < rows; ++i) {
-    const T* row = dz + i * ld;
+  // Columns are split into fixed blocks shared by the threads; within a block the rows are
+  // added in order (vectorised over columns), so each column's sum has one fixed order.
+  constexpr index_t kBlock = 256;
+  const index_t blocks = (cols + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16) && blocks > 1)
+  for (index_t b = 0; b < blocks; ++b) {
+    const index_t j0 = b * kBlock, j1 = std::min(cols, j0 + kBlock);
+    if (!accumulate)
+      for (index_t j = j0; j < j1; ++j) db[j] = T(0);
+    for (index_t i = 0; i < rows; ++i) {
+      const T* row = dz + i * ld;
 #pragma omp simd
-    for (index_t j = 0; j < cols; ++j) db[j] += row[j];
+      for (index_t j = j0; j < j1; ++j) db[j] += row[j];
+    }
   }
 }
 
+namespace {
+constexpr index_t kSquaresChunk = 4096;        // elements per partial sum
+constexpr index_t kSquaresGroup = 1024;        // partial sums computed per parallel pass
+constexpr index_t kSquaresParallelMin = 1 << 18;
+
+template <typename T>
+double chunk_squares(const T* x, index_t begin, index_t end) noexcept {
+  double chunk = 0.0;
+#pragma omp simd reduction(+ : chunk)
+  for (index_t i = begin; i < end; ++i) chunk += double(x[i]) * double(x[i]);
+  return chunk;
+}
+}  // namespace
+
 template <typename T>
 double sum_of_squares(const T* x, index_t n) noexcept {
-  constexpr index_t kChunk = 4096;
+  // Chunk sums are added in chunk order whether they were computed by one thread or several,
+  // so the result is the same bits for any thread count.
   double total = 0.0;
-  for (index_t start = 0; start < n; start += kChunk) {
-    const index_t end = start + kChunk < n ? start + kChunk : n;
-    double chunk = 0.0;
-#pragma omp simd reduction(+ : chunk)
-    for (index_t i = start; i < end; ++i) chunk += double(x[i]) * double(x[i]);
-    total += chunk;
+  const index_t chunks = (n + kSquaresChunk - 1) / kSquaresChunk;
+  double partial[kSquaresGroup];
+  for (index_t g0 = 0; g0 < chunks; g0 += kSquaresGroup) {
+    const index_t g1 = std::min(chunks, g0 + kSquaresGroup);
+#pragma omp parallel for schedule(static) if (n >= kSquaresParallelMin)
+    for (index_t c = g0; c < g1; ++c)
+      partial[c - g0] =
+          chunk_squares(x, c * kSquaresChunk, std::min(n, (c + 1) * kSquaresChunk));
+    for (index_t c = g0; c < g1; ++c) total += partial[c - g0];
   }
   return total;
 }

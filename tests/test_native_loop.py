@@ -169,3 +169,21 @@ def test_threadpoolctl_sees_and_limits_the_openmp_runtime():
     assert mc.get_num_threads() == 2
     apis = {info["user_api"] for info in threadpoolctl.threadpool_info()}
     assert "openmp" in apis
+
+
+@pytest.mark.skipif(not mc.has_openmp(), reason="built without OpenMP")
+def test_parallel_reductions_give_the_same_bits_for_any_thread_count():
+    # > 2**18 parameters in one layer: the gradient-norm reduction runs its chunks in parallel
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 600)).astype(np.float32)
+    y = rng.integers(0, 4, size=64)
+    norms, weights_after = [], []
+    for threads in (1, 2):
+        mc.set_num_threads(threads)
+        model = mc.Sequential([mc.Dense(600, 512), mc.ReLU(), mc.Dense(512, 4)], seed=2)
+        model.compile(loss="cross_entropy", optimizer=mc.optim.SGD(lr=0.1), clip_norm=0.5)
+        model.train_step(x, y)
+        norms.append(model.last_grad_norm)
+        weights_after.append(weights(model))
+    assert norms[0] == norms[1]
+    assert same_bits(weights_after[0], weights_after[1])

@@ -193,6 +193,15 @@ void attach_weights(CheckedTargets<T>& y, const py::object& obj, index_t n, cons
   keep = w;
 }
 
+// The array that receives dL/dx (shaped like x) when wanted, else None; *dx points into it.
+template <typename T>
+py::object input_grad_array(bool wanted, const py::array_t<T, py::array::c_style>& x, T** dx) {
+  if (!wanted) return py::none();
+  py::array_t<T> out({x.shape(0), x.shape(1)});
+  *dx = out.mutable_data();
+  return out;
+}
+
 py::tuple step_tuple(const StepResult& r) { return py::make_tuple(r.loss, r.correct, r.finite); }
 
 template <typename T>
@@ -332,13 +341,8 @@ void bind_network_class(py::module_& m, const char* name) {
                                      std::to_string(x.shape(0)) + ", " +
                                      std::to_string(net.out_features()) + "), got " +
                                      shape_string(dout));
-             py::object dx_obj = py::none();
              T* dx = nullptr;
-             if (want_dx) {
-               py::array_t<T> dx_arr({x.shape(0), x.shape(1)});
-               dx = dx_arr.mutable_data();
-               dx_obj = dx_arr;
-             }
+             py::object dx_obj = input_grad_array<T>(want_dx, x, &dx);
              StepResult r;
              {
                py::gil_scoped_release release;
@@ -376,13 +380,8 @@ void bind_network_class(py::module_& m, const char* name) {
              auto y = checked_targets(net, y_obj, x.shape(0), "compute_gradients");
              py::object keep_w;
              attach_weights(y, w_obj, x.shape(0), "compute_gradients", true, keep_w);
-             py::object dx_obj = py::none();
              T* dx = nullptr;
-             if (want_dx) {
-               py::array_t<T> dx_arr({x.shape(0), x.shape(1)});
-               dx = dx_arr.mutable_data();
-               dx_obj = dx_arr;
-             }
+             py::object dx_obj = input_grad_array<T>(want_dx, x, &dx);
              StepResult r;
              {
                py::gil_scoped_release release;

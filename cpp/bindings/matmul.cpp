@@ -11,6 +11,7 @@
 
 #include "bindings/checks.hpp"
 #include "kernels/activations.hpp"
+#include "kernels/denormals.hpp"
 #include "kernels/gemm/gemm.hpp"
 #include "kernels/gemm/ukernel.hpp"
 
@@ -118,6 +119,7 @@ py::array matmul_t(const py::array& a, const py::array& b, py::object out_obj) {
   T* c = static_cast<T*>(out.mutable_data());
   {
     py::gil_scoped_release nogil;
+    const mlpcore::DenormalsAsZero denormals;
     gm::gemm<T>(oa.trans, ob.trans, M, N, K, oa.ptr, oa.ld, ob.ptr, ob.ld, c, N, false);
   }
   return out;
@@ -257,6 +259,7 @@ py::array gemm_hook_t(py::handle a_obj, py::handle b_obj, bool ta, bool tb, py::
   T* cp = c.mutable_data();
   {
     py::gil_scoped_release nogil;
+    const mlpcore::DenormalsAsZero denormals;
     if (reference)
       gm::gemm_reference<T>(ta, tb, d.M, d.N, d.K, a.data(), lda, b.data(), ldb, cp, d.N,
                             accumulate);
@@ -301,6 +304,7 @@ py::tuple gemm_fused_t(py::handle a_obj, py::handle b_obj, bool ta, bool tb, py:
   T* cp = c.mutable_data();
   {
     py::gil_scoped_release nogil;
+    const mlpcore::DenormalsAsZero denormals;
     if (reference) {
       gm::gemm_reference<T>(ta, tb, d.M, d.N, d.K, a.data(), lda, b.data(), ldb, cp, d.N, false);
       gm::epilogue_reference<T>(d.M, d.N, cp, d.N, ep);

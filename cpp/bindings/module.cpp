@@ -7,6 +7,7 @@
 #endif
 
 #include "bindings/matmul.hpp"
+#include "kernels/denormals.hpp"
 #include "bindings/network_bindings.hpp"
 
 namespace py = pybind11;
@@ -44,6 +45,16 @@ PYBIND11_MODULE(_core, m) {
         "Set the number of OpenMP threads used by mlpcore's kernels (for the calling thread).");
   m.def("get_num_threads", &get_num_threads, "Number of OpenMP threads mlpcore's kernels use.");
   m.def("has_openmp", &has_openmp, "Whether the extension was built with OpenMP.");
+  m.def(
+      "set_flush_denormal",
+      [](bool on) { mlpcore::flush_denormals_setting().store(on); },
+      py::arg("on"),
+      "Treat subnormal floats as zero in mlpcore's kernels (default True; as "
+      "torch.set_flush_denormal). Avoids the slow hardware path for tiny gradients late in "
+      "training; results for normal-range values are unchanged.");
+  m.def(
+      "get_flush_denormal", [] { return mlpcore::flush_denormals_setting().load(); },
+      "Whether subnormal floats are treated as zero in mlpcore's kernels.");
   mlpcore::bindings::bind_network(m);
   bind_matmul(m);
 }

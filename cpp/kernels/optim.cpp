@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "denormals.hpp"
+
 namespace mlpcore {
 
 int optimizer_state_names(const OptConfig& cfg, const char* names[kMaxOptimizerState]) noexcept {
@@ -40,8 +42,15 @@ constexpr index_t kChunk = 1 << 14;
 template <typename F>
 void for_chunks(index_t n, F&& range) noexcept {
   const index_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-  for (index_t c = 0; c < chunks; ++c) range(c * kChunk, std::min(n, (c + 1) * kChunk));
+  if (n < kParallelMin) {  // no OpenMP region at all: even an inactive one costs a team setup
+    for (index_t c = 0; c < chunks; ++c) range(c * kChunk, std::min(n, (c + 1) * kChunk));
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (index_t c = 0; c < chunks; ++c) {
+    const DenormalsAsZero denormals;  // same arithmetic mode in every thread
+    range(c * kChunk, std::min(n, (c + 1) * kChunk));
+  }
 }
 
 template <typename T, bool kMomentum, bool kFirst, bool kNesterov>

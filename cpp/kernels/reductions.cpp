@@ -1,5 +1,7 @@
 #include "reductions.hpp"
 
+#include "denormals.hpp"
+
 #include <algorithm>
 #include <cmath>
 
@@ -12,8 +14,7 @@ void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
   // added in order (vectorised over columns), so each column's sum has one fixed order.
   constexpr index_t kBlock = 256;
   const index_t blocks = (cols + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16) && blocks > 1)
-  for (index_t b = 0; b < blocks; ++b) {
+  auto block = [&](index_t b) {
     const index_t j0 = b * kBlock, j1 = std::min(cols, j0 + kBlock);
     if (!accumulate)
       for (index_t j = j0; j < j1; ++j) db[j] = T(0);
@@ -22,6 +23,15 @@ void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
 #pragma omp simd
       for (index_t j = j0; j < j1; ++j) db[j] += row[j];
     }
+  };
+  if (rows * cols < (1 << 16) || blocks == 1) {  // no OpenMP region for small work
+    for (index_t b = 0; b < blocks; ++b) block(b);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (index_t b = 0; b < blocks; ++b) {
+    const DenormalsAsZero denormals;  // same arithmetic mode in every thread
+    block(b);
   }
 }
 
@@ -46,12 +56,19 @@ double sum_of_squares(const T* x, index_t n) noexcept {
   double total = 0.0;
   const index_t chunks = (n + kSquaresChunk - 1) / kSquaresChunk;
   double partial[kSquaresGroup];
+  if (n < kSquaresParallelMin) {  // no OpenMP region for small work
+    for (index_t c = 0; c < chunks; ++c)
+      total += chunk_squares(x, c * kSquaresChunk, std::min(n, (c + 1) * kSquaresChunk));
+    return total;
+  }
   for (index_t g0 = 0; g0 < chunks; g0 += kSquaresGroup) {
     const index_t g1 = std::min(chunks, g0 + kSquaresGroup);
-#pragma omp parallel for schedule(static) if (n >= kSquaresParallelMin)
-    for (index_t c = g0; c < g1; ++c)
+#pragma omp parallel for schedule(static)
+    for (index_t c = g0; c < g1; ++c) {
+      const DenormalsAsZero denormals;  // same arithmetic mode in every thread
       partial[c - g0] =
           chunk_squares(x, c * kSquaresChunk, std::min(n, (c + 1) * kSquaresChunk));
+    }
     for (index_t c = g0; c < g1; ++c) total += partial[c - g0];
   }
   return total;

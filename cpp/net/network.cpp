@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/gemm/gemm.hpp"
+#include "kernels/denormals.hpp"
 #include "kernels/reductions.hpp"
 
 namespace mlpcore {
@@ -190,6 +191,7 @@ std::vector<std::string> Network<T>::optimizer_state_names() const {
 template <typename T>
 void Network<T>::predict(const T* x, index_t n, T* out) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   const index_t chunk = std::max(rows_cap_, std::min(n, kInferenceChunk));
   reserve_rows(chunk);
   const index_t in_w = in_features(), out_w = out_features();
@@ -203,6 +205,7 @@ void Network<T>::predict(const T* x, index_t n, T* out) {
 template <typename T>
 void Network<T>::forward_collect(const T* x, index_t n, const std::vector<T*>& outs) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   reserve_rows(n);
   forward(x, n, false);
   for (std::size_t j = 0; j < specs_.size() && j < outs.size(); ++j) {
@@ -214,6 +217,7 @@ void Network<T>::forward_collect(const T* x, index_t n, const std::vector<T*>& o
 template <typename T>
 StepResult Network<T>::evaluate(const T* x, index_t n, const Targets<T>& targets) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   const index_t chunk = std::max(rows_cap_, std::min(n, kInferenceChunk));
   reserve_rows(chunk);
   const index_t in_w = in_features(), out_w = out_features();

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/denormals.hpp"
 #include "kernels/reductions.hpp"
 
 namespace mlpcore {
@@ -158,6 +159,7 @@ StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>&
 template <typename T>
 StepResult Network<T>::compute_gradients(const T* x, index_t n, const Targets<T>& targets, T* dx) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   return gradients_locked(x, n, targets, dx);
 }
 
@@ -209,6 +211,7 @@ void Network<T>::update_locked() noexcept {
 template <typename T>
 bool Network<T>::forward_for_custom(const T* x, index_t n, T* out) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   reserve_rows(n);
   sentinel_ = SentinelReport();
   const T* y = forward(x, n, true);
@@ -220,6 +223,7 @@ bool Network<T>::forward_for_custom(const T* x, index_t n, T* out) {
 template <typename T>
 StepResult Network<T>::backward_from(const T* x, index_t n, const T* dout, T* dx) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   StepResult r;
   if (n > rows_cap_) {  // forward_for_custom was not called with this batch
     r.finite = false;
@@ -239,18 +243,21 @@ StepResult Network<T>::backward_from(const T* x, index_t n, const T* dout, T* dx
 template <typename T>
 void Network<T>::apply_update() {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   update_locked();
 }
 
 template <typename T>
 StepResult Network<T>::train_step(const T* x, index_t n, const Targets<T>& targets) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   return step_locked(x, n, targets);
 }
 
 template <typename T>
 void Network<T>::apply_optimizer() {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   optimizer_update_locked();
 }
 
@@ -259,6 +266,7 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
                                          const std::int64_t* order, index_t batch_size,
                                          index_t first_batch, index_t n_batches) {
   std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
   BatchRunResult result;
   const index_t in_w = in_features(), out_w = out_features();
   if (order) {

@@ -19,6 +19,7 @@
 #include <cstdlib>
 
 #include "../activations.hpp"
+#include "../denormals.hpp"
 #include "direct.hpp"
 #include "pack.hpp"
 #include "ukernel.hpp"
@@ -317,6 +318,7 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
 #ifdef _OPENMP
 #pragma omp parallel num_threads(tm * tn)
   {
+    const DenormalsAsZero denormals;  // same arithmetic mode in every thread
     const int t = omp_get_thread_num();
     const int ti = t / tn, tj = t % tn;
     gemm_region(pb, ks, split_at(pm, tm, ti, MR, M), split_at(pm, tm, ti + 1, MR, M),

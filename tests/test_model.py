@@ -276,3 +276,17 @@ def test_batch_size_can_change_between_steps(rng):
     reference = small_model()
     np.testing.assert_array_equal(model.predict(x[:1]).shape, (1, 3))
     assert reference.predict(x).shape == (40, 3)
+
+
+def test_subnormals_are_flushed_by_default_and_can_be_kept():
+    tiny = np.float32(1e-40)  # subnormal in float32
+    a = np.full((4, 4), tiny, dtype=np.float32)
+    b = np.eye(4, dtype=np.float32)
+    assert mc.get_flush_denormal() is True
+    try:
+        assert not mc.matmul(a, b).any()  # read as zero
+        mc.set_flush_denormal(False)
+        assert mc.get_flush_denormal() is False
+        np.testing.assert_array_equal(mc.matmul(a, b), a)  # exact IEEE arithmetic
+    finally:
+        mc.set_flush_denormal(True)

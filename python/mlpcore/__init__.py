@@ -9,7 +9,8 @@ behind a small Keras/PyTorch-like API::
     history = model.fit(X, y, epochs=30, batch_size=32)
 """
 from . import _core, initializers, losses, optim
-from ._core import get_num_threads, has_openmp, kernel_info, matmul, set_num_threads
+from ._core import (get_flush_denormal, get_num_threads, has_openmp, kernel_info, matmul,
+                    set_flush_denormal, set_num_threads)
 from . import callbacks, schedules
 from .io import Checkpoint, load, load_checkpoint, save_checkpoint
 from .layers import (ELU, GELU, SELU, Activation, BatchNorm1d, Dense, Dropout, Identity, Layer,
@@ -27,7 +28,8 @@ __all__ = [
     "SiLU", "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "Dropout", "LayerNorm",
     "BatchNorm1d", "Residual", "get_activation", "History",
     "NonFiniteLossError", "load", "optim", "losses", "initializers", "set_num_threads",
-    "get_num_threads", "has_openmp", "matmul", "kernel_info",
+    "get_num_threads", "has_openmp", "matmul", "kernel_info", "set_flush_denormal",
+    "get_flush_denormal",
     "callbacks", "schedules", "save_checkpoint", "load_checkpoint", "Checkpoint",
     "gradcheck", "diagnose",
 ]

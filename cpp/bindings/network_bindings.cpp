@@ -114,9 +114,13 @@ struct CheckedTargets {
   Targets<T> targets;
 };
 
+// Targets for n rows: int64 labels (n,) for cross_entropy, or values (n, out) of dtype T.
+// With scan_values, every label is range-checked and every value tested for NaN/Inf here;
+// without (train_batches, whose data fit validated once), labels are checked natively for each
+// gathered batch and non-finite values surface as a refused step.
 template <typename T>
 CheckedTargets<T> checked_targets(Network<T>& net, const py::handle& obj, index_t n,
-                                  const char* func) {
+                                  const char* func, bool scan_values = true) {
   CheckedTargets<T> out;
   const index_t k = net.out_features();
   if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 1) {
@@ -128,7 +132,7 @@ CheckedTargets<T> checked_targets(Network<T>& net, const py::handle& obj, index_
       throw py::value_error(std::string(func) + ": y must have " + std::to_string(n) +
                             " labels (one per row of x), got " + std::to_string(labels.shape(0)));
     const std::int64_t* l = labels.data();
-    for (index_t i = 0; i < n; ++i)
+    for (index_t i = 0; scan_values && i < n; ++i)
       if (l[i] < 0 || l[i] >= k)
         throw py::value_error(std::string(func) + ": y holds class label " + std::to_string(l[i]) +
                               " outside the valid range [0, " + std::to_string(k - 1) + "]");
@@ -140,33 +144,8 @@ CheckedTargets<T> checked_targets(Network<T>& net, const py::handle& obj, index_
   if (values.shape(0) != n || values.shape(1) != k)
     throw py::value_error(std::string(func) + ": y must have shape (" + std::to_string(n) + ", " +
                           std::to_string(k) + "), got " + shape_string(values));
-  if (!all_finite(values.data(), values.size()))
+  if (scan_values && !all_finite(values.data(), values.size()))
     throw py::value_error(std::string(func) + ": y contains NaN or Inf");
-  out.targets.values = values.data();
-  out.keep_alive = values;
-  return out;
-}
-
-// Shapes and dtypes of the targets, without scanning values (train_batches checks the labels of
-// every batch it gathers, and non-finite values surface as a refused step).
-template <typename T>
-CheckedTargets<T> unchecked_targets(Network<T>& net, const py::handle& obj, index_t n,
-                                    const char* func) {
-  CheckedTargets<T> out;
-  const index_t k = net.out_features();
-  if (py::isinstance<py::array>(obj) && py::reinterpret_borrow<py::array>(obj).ndim() == 1 &&
-      net.loss() == Loss::CrossEntropy) {
-    auto labels = require_array<std::int64_t>(obj, func, "y", 1);
-    if (labels.shape(0) != n)
-      throw py::value_error(std::string(func) + ": y must have one label per row of x");
-    out.targets.labels = labels.data();
-    out.keep_alive = labels;
-    return out;
-  }
-  auto values = require_array<T>(obj, func, "y", 2);
-  if (values.shape(0) != n || values.shape(1) != k)
-    throw py::value_error(std::string(func) + ": y must have shape (" + std::to_string(n) + ", " +
-                          std::to_string(k) + "), got " + shape_string(values));
   out.targets.values = values.data();
   out.keep_alive = values;
   return out;
@@ -406,7 +385,7 @@ void bind_network_class(py::module_& m, const char* name) {
              if (batch_size < 1 || first_batch < 0 || n_batches < 0)
                throw py::value_error("train_batches: batch_size must be >= 1 and the batch "
                                      "range non-negative");
-             CheckedTargets<T> y = unchecked_targets(net, y_obj, x.shape(0), "train_batches");
+             CheckedTargets<T> y = checked_targets(net, y_obj, x.shape(0), "train_batches", false);
              py::object keep_w;
              attach_weights(y, w_obj, x.shape(0), "train_batches", false, keep_w);
              const std::int64_t* order = nullptr;

@@ -1,7 +1,9 @@
 // Blocking constants of the packed GEMM, per ISA and dtype (the one place they are defined).
 //
 // Loop structure (row-major C, see gemm.cpp):
-//   ic over M in MC   -> pc over K in KC -> pack A (MC x KC, MR-row micro-panels; L3/L2 resident)
+//   ic over M in MC   -> pc over K in KC -> pack A (MC x KC, MR-row micro-panels; L3 resident:
+//                                           only one MR x KC micro-panel at a time is hot, so MC
+//                                           is large and B is packed once per MC rows)
 //   jc over N in NC   -> pack B (KC x NC, NR-column micro-panels; L2 resident)
 //   ir over MC in MR  -> jr over NC in NR -> micro-kernel (MR x NR register tile, KC updates).
 // The MR x KC micro-panel of A stays in L1 while KC x NR micro-panels of B stream from L2.
@@ -22,8 +24,8 @@ struct Blocking {
 // Sapphire Rapids: L1d 48 KiB, L2 2 MiB per core.
 namespace cfg {
 // AVX-512: 24 of the 32 zmm registers hold the C tile (MR rows x 2 vectors).
-inline constexpr Blocking kAvx512F32{12, 32, 1008, 384, 768};   // A upanel 18 KiB, B block 1.1 MiB
-inline constexpr Blocking kAvx512F64{12, 16, 1008, 256, 512};   // A upanel 24 KiB, B block 1 MiB
+inline constexpr Blocking kAvx512F32{12, 32, 4032, 384, 512};   // A upanel 18 KiB, B block 768 KiB
+inline constexpr Blocking kAvx512F64{12, 16, 4032, 256, 512};   // A upanel 24 KiB, B block 1 MiB
 // AVX2+FMA: 12 of the 16 ymm registers hold the C tile (MR rows x 2 vectors).
 inline constexpr Blocking kAvx2F32{6, 16, 1008, 384, 768};
 inline constexpr Blocking kAvx2F64{6, 8, 1008, 256, 512};

@@ -59,6 +59,13 @@ void* grow(void*& p, std::size_t& cap, std::size_t bytes) noexcept {
 
 index_t round_up(index_t x, index_t m) noexcept { return (x + m - 1) / m * m; }
 
+// The size of each of the fewest equal blocks (a multiple of `unit`, at most `cap` rounded up to
+// `unit`) that cover `extent`.
+index_t balanced_block(index_t extent, index_t cap, index_t unit) noexcept {
+  const index_t blocks = (extent + cap - 1) / cap;
+  return round_up((extent + blocks - 1) / blocks, unit);
+}
+
 // ---------------------------------------------------------------- epilogue on one C tile
 template <typename T, Act A>
 void forward_rows(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
@@ -212,8 +219,10 @@ void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index
   const int MR = ks.blk.mr, NR = ks.blk.nr;
   const index_t MC = ks.blk.mc, KC = ks.blk.kc, NC = ks.blk.nc;
   const index_t K = pb.K;
-  const index_t mc_max = round_up(std::min(MC, m1 - m0), MR);
-  const index_t nc_max = round_up(std::min(NC, n1 - n0), NR);
+  // Equal blocks no larger than MC / NC (2048 rows as 1008 + 1008 + 32 would pack all of B a
+  // third time for 32 rows).
+  const index_t mc_max = balanced_block(m1 - m0, MC, MR);
+  const index_t nc_max = balanced_block(n1 - n0, NC, NR);
   const index_t kc_max = std::min(KC, K);
   T* a_pack = static_cast<T*>(grow(tl_pack.a, tl_pack.a_bytes, sizeof(T) * mc_max * kc_max));
   T* b_pack = pb.b_in_place ? nullptr
@@ -223,15 +232,15 @@ void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index
     region_reference(pb, m0, m1, n0, n1);
     return;
   }
-  for (index_t ic = m0; ic < m1; ic += MC) {
-    const index_t mc = std::min(MC, m1 - ic);
+  for (index_t ic = m0; ic < m1; ic += mc_max) {
+    const index_t mc = std::min(mc_max, m1 - ic);
     for (index_t pc = 0; pc < K; pc += KC) {
       const index_t kc = std::min(KC, K - pc);
       const bool accumulate = pc == 0 ? pb.accumulate : true;
       const bool last_k = pc + kc >= K;
       pack_a(pb.trans_a, pb.A, pb.lda, ic, pc, mc, kc, MR, a_pack);
-      for (index_t jc = n0; jc < n1; jc += NC) {
-        const index_t nc = std::min(NC, n1 - jc);
+      for (index_t jc = n0; jc < n1; jc += nc_max) {
+        const index_t nc = std::min(nc_max, n1 - jc);
         if (pb.b_in_place) {
           macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, pb.B + pc * pb.ldb + jc, NR, pb.ldb,
                        accumulate, last_k);

@@ -13,6 +13,13 @@ inline void ukernel_body(index_t kc, const typename V::scalar* a, const typename
   typename V::mask mk[NV];
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) mk[v] = V::make_mask(FullN ? V::W : n - v * V::W);
+  // Start fetching the C tile now: it is read only after the K loop, and for large C it comes
+  // from L3 or memory (a miss per row would stall the write-back).
+#pragma GCC unroll 16
+  for (int i = 0; i < M_; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NV * V::W - 1), _MM_HINT_T0);
+  }
   vec acc[M_][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < M_; ++i)

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <initializer_list>
 
+#include "pack.hpp"
 #include "ukernel.hpp"
 
 namespace mlpcore::gemm {
@@ -36,7 +37,8 @@ bool isa_supported(Isa isa) noexcept {
       return ukernel_avx2_compiled() && __builtin_cpu_supports("avx2") &&
              __builtin_cpu_supports("fma");
     case Isa::Avx512:
-      return ukernel_avx512_compiled() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      return ukernel_avx512_compiled() && pack_avx512_compiled() &&
+             __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
 #else
     default: return false;
@@ -72,24 +74,44 @@ bool set_isa(Isa isa) noexcept {
   return true;
 }
 
+namespace {
+// The baseline-ISA packing of pack.hpp for a kernel set's MR / NR.
+template <typename T, int MR>
+void pack_a_generic(bool trans_a, const T* A, index_t lda, index_t i0, index_t p0, index_t mc,
+                    index_t kc, T* dst) noexcept {
+  pack_a(trans_a, A, lda, i0, p0, mc, kc, MR, dst);
+}
+template <typename T, int NR>
+void pack_b_generic(bool trans_b, const T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
+                    index_t nc, T* dst) noexcept {
+  pack_b(trans_b, B, ldb, p0, j0, kc, nc, NR, dst);
+}
+template <typename T, const Blocking& B>
+KernelSet<T> generic_set(UKernel<T> ukernel) noexcept {
+  return {B, ukernel, &pack_a_generic<T, B.mr>, &pack_b_generic<T, B.nr>};
+}
+}  // namespace
+
 template <>
 KernelSet<float> kernel_set<float>(Isa isa) noexcept {
   switch (isa) {
-    case Isa::Avx512: return {blocking_for<float>(isa), ukernel_f32_12x32_avx512};
-    case Isa::Avx2: return {blocking_for<float>(isa), ukernel_f32_6x16_avx2};
+    case Isa::Avx512:
+      return {cfg::kAvx512F32, ukernel_f32_12x32_avx512, pack_a_f32_avx512, pack_b_f32_avx512};
+    case Isa::Avx2: return generic_set<float, cfg::kAvx2F32>(ukernel_f32_6x16_avx2);
     case Isa::Portable: break;
   }
-  return {blocking_for<float>(Isa::Portable), ukernel_f32_4x16_portable};
+  return generic_set<float, cfg::kPortableF32>(ukernel_f32_4x16_portable);
 }
 
 template <>
 KernelSet<double> kernel_set<double>(Isa isa) noexcept {
   switch (isa) {
-    case Isa::Avx512: return {blocking_for<double>(isa), ukernel_f64_12x16_avx512};
-    case Isa::Avx2: return {blocking_for<double>(isa), ukernel_f64_6x8_avx2};
+    case Isa::Avx512:
+      return {cfg::kAvx512F64, ukernel_f64_12x16_avx512, pack_a_f64_avx512, pack_b_f64_avx512};
+    case Isa::Avx2: return generic_set<double, cfg::kAvx2F64>(ukernel_f64_6x8_avx2);
     case Isa::Portable: break;
   }
-  return {blocking_for<double>(Isa::Portable), ukernel_f64_4x8_portable};
+  return generic_set<double, cfg::kPortableF64>(ukernel_f64_4x8_portable);
 }
 
 }  // namespace mlpcore::gemm

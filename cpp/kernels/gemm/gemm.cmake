@@ -7,7 +7,8 @@ list(APPEND MLPCORE_GEMM_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/ukernel_portable.cpp
   ${CMAKE_CURRENT_LIST_DIR}/ukernel_avx2.cpp
   ${CMAKE_CURRENT_LIST_DIR}/ukernel_avx512.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/direct_avx512.cpp)
+  ${CMAKE_CURRENT_LIST_DIR}/direct_avx512.cpp
+  ${CMAKE_CURRENT_LIST_DIR}/pack_avx512.cpp)
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i.86)$" AND
    CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
@@ -15,5 +16,6 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i.86)$" AND
     PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/ukernel_avx512.cpp
     ${CMAKE_CURRENT_LIST_DIR}/direct_avx512.cpp
+    ${CMAKE_CURRENT_LIST_DIR}/pack_avx512.cpp
     PROPERTIES COMPILE_OPTIONS "-mavx512f;-mavx512dq;-mavx512vl;-mavx512bw;-mfma;-mavx2")
 endif()

@@ -1,6 +1,6 @@
 // Packed GEMM driver (GotoBLAS / BLIS structure) behind gemm() and gemm_fused().
 //
-// Layers: packing (pack.hpp) -> macro-kernel (below) -> register-blocked micro-kernels
+// Layers: packing (pack.hpp, pack_avx512.cpp; chosen with the micro-kernel) -> macro-kernel (below) -> register-blocked micro-kernels
 // (ukernel_*.cpp, chosen at run time by ISA). Blocking constants live in config.hpp.
 //
 // Threads split the M and N ranges of C into one rectangle each (aligned to MR / NR); every
@@ -21,7 +21,6 @@
 #include "../activations.hpp"
 #include "../denormals.hpp"
 #include "direct.hpp"
-#include "pack.hpp"
 #include "ukernel.hpp"
 
 #ifdef _OPENMP
@@ -238,14 +237,14 @@ void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index
       const index_t kc = std::min(KC, K - pc);
       const bool accumulate = pc == 0 ? pb.accumulate : true;
       const bool last_k = pc + kc >= K;
-      pack_a(pb.trans_a, pb.A, pb.lda, ic, pc, mc, kc, MR, a_pack);
+      ks.pack_a(pb.trans_a, pb.A, pb.lda, ic, pc, mc, kc, a_pack);
       for (index_t jc = n0; jc < n1; jc += nc_max) {
         const index_t nc = std::min(nc_max, n1 - jc);
         if (pb.b_in_place) {
           macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, pb.B + pc * pb.ldb + jc, NR, pb.ldb,
                        accumulate, last_k);
         } else {
-          pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc, kc, nc, NR, b_pack);
+          ks.pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc, kc, nc, b_pack);
           macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, b_pack, NR * kc, index_t(NR),
                        accumulate, last_k);
         }

@@ -17,6 +17,15 @@ template <typename T>
 using UKernel = void (*)(index_t kc, const T* a, const T* b, index_t rsb, T* c, index_t ldc,
                          int m, int n, bool accumulate) noexcept;
 
+// Packing into the micro-panel formats of pack.hpp, for the kernel set's MR / NR:
+// the mc x kc block of op(A) at (i0, p0), and the kc x nc block of op(B) at (p0, j0).
+template <typename T>
+using PackA = void (*)(bool trans_a, const T* A, index_t lda, index_t i0, index_t p0, index_t mc,
+                       index_t kc, T* dst) noexcept;
+template <typename T>
+using PackB = void (*)(bool trans_b, const T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
+                       index_t nc, T* dst) noexcept;
+
 // Portable C++ (also a test oracle).
 void ukernel_f32_4x16_portable(index_t, const float*, const float*, index_t, float*, index_t, int,
                                int, bool) noexcept;
@@ -33,9 +42,20 @@ void ukernel_f32_12x32_avx512(index_t, const float*, const float*, index_t, floa
 void ukernel_f64_12x16_avx512(index_t, const double*, const double*, index_t, double*, index_t,
                               int, int, bool) noexcept;
 
+// AVX-512 packing (pack_avx512.cpp; MR 12, NR 32 for float and 16 for double).
+void pack_a_f32_avx512(bool, const float*, index_t, index_t, index_t, index_t, index_t,
+                       float*) noexcept;
+void pack_b_f32_avx512(bool, const float*, index_t, index_t, index_t, index_t, index_t,
+                       float*) noexcept;
+void pack_a_f64_avx512(bool, const double*, index_t, index_t, index_t, index_t, index_t,
+                       double*) noexcept;
+void pack_b_f64_avx512(bool, const double*, index_t, index_t, index_t, index_t, index_t,
+                       double*) noexcept;
+
 // Whether the SIMD files were built with their ISA flags (false: stubs, never dispatched to).
 bool ukernel_avx2_compiled() noexcept;
 bool ukernel_avx512_compiled() noexcept;
+bool pack_avx512_compiled() noexcept;
 
 // ---- dispatch (dispatch.cpp) ----
 const char* isa_name(Isa isa) noexcept;
@@ -54,6 +74,8 @@ template <typename T>
 struct KernelSet {
   Blocking blk;
   UKernel<T> ukernel;
+  PackA<T> pack_a;
+  PackB<T> pack_b;
 };
 
 template <typename T>

@@ -8,6 +8,7 @@ import pytest
 
 import mlpcore as mc
 from mlpcore import optim
+from reference import kernel_isa, usable_isas
 
 N_STEPS = 6
 TOL = {"float64": dict(rtol=1e-12, atol=1e-14), "float32": dict(rtol=2e-5, atol=2e-6)}
@@ -643,3 +644,34 @@ def test_against_torch_optim():
         fresh = getattr(torch.optim, cls.__name__)([torch.zeros(1)])
         for key, value in cls().param_groups[0].items():
             assert fresh.defaults[key] == (tuple(value) if key == "betas" else value), (case, key)
+
+
+# --- ISA copies ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_isa_copy_of_the_update_gives_the_same_bits(case, dtype):
+    """The optimizer kernels run as an AVX-512 copy or a baseline copy depending on the CPU (and
+    the ISA switch); both must produce identical parameters and state."""
+    isas = usable_isas()
+    if len(isas) < 2:
+        pytest.skip("only one ISA usable here")
+    cls, hyper = CASES[case]
+    runs = {}
+    for isa in isas:
+        # 34,683 parameters: full vectors, a tail and the threads' chunked path
+        model = mc.Sequential([mc.Dense(200, 170), mc.Tanh(), mc.Dense(170, 3)], dtype=dtype,
+                              seed=0)
+        model.compile(loss="mse", optimizer=cls(**hyper))
+        rng = np.random.default_rng(11)
+        with kernel_isa(isa):
+            for step in range(1, 4):
+                write_random_grads(model, rng, scale=0.5 * step)
+                model.optimizer.step()
+        runs[isa] = (params_of(model), {k: v.copy() for k, v in model.optimizer.state.items()})
+    first_params, first_state = runs[isas[0]]
+    for isa in isas[1:]:
+        params, state = runs[isa]
+        for a, b in zip(first_params, params):
+            np.testing.assert_array_equal(a, b, err_msg=f"{case} {isa}")
+        for name in first_state:
+            np.testing.assert_array_equal(first_state[name], state[name], err_msg=f"{case} {isa}")

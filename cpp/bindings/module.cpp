@@ -9,6 +9,7 @@
 #include "bindings/matmul.hpp"
 #include "kernels/denormals.hpp"
 #include "bindings/network_bindings.hpp"
+#include "bindings/reduction_hooks.hpp"
 
 namespace py = pybind11;
 
@@ -57,4 +58,5 @@ PYBIND11_MODULE(_core, m) {
       "Whether subnormal floats are treated as zero in mlpcore's kernels.");
   mlpcore::bindings::bind_network(m);
   bind_matmul(m);
+  bind_reduction_hooks(m);
 }

@@ -1,0 +1,85 @@
+// The reductions, included twice by reductions.cpp (baseline and AVX-512 copies, see
+// isa_regions.hpp). Not a stand-alone header: no include guard on purpose.
+
+template <typename T>
+void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
+                 bool accumulate) noexcept {
+  // Columns are split into fixed blocks shared by the threads; within a block the rows are
+  // added in order (vectorised over columns), so each column's sum has one fixed order.
+  constexpr index_t kBlock = 256;
+  const index_t blocks = (cols + kBlock - 1) / kBlock;
+  auto block = [&](index_t b) {
+    const index_t j0 = b * kBlock, j1 = std::min(cols, j0 + kBlock);
+    if (!accumulate)
+      for (index_t j = j0; j < j1; ++j) db[j] = T(0);
+    for (index_t i = 0; i < rows; ++i) {
+      const T* row = dz + i * ld;
+#pragma omp simd
+      for (index_t j = j0; j < j1; ++j) db[j] += row[j];
+    }
+  };
+  if (rows * cols < (1 << 16) || blocks == 1) {  // no OpenMP region for small work
+    for (index_t b = 0; b < blocks; ++b) block(b);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (index_t b = 0; b < blocks; ++b) {
+    const DenormalsAsZero denormals;  // same arithmetic mode in every thread
+    block(b);
+  }
+}
+
+constexpr index_t kSquaresChunk = 4096;        // elements per partial sum
+constexpr index_t kSquaresGroup = 1024;        // partial sums computed per parallel pass
+constexpr index_t kSquaresParallelMin = 1 << 18;
+
+template <typename T>
+double chunk_squares(const T* x, index_t begin, index_t end) noexcept {
+  // 16 running sums, sum l taking the elements l, l + 16, l + 32, ... of the chunk, combined in
+  // a fixed tree: the order is set here, not by the vector width the compiler picks.
+  constexpr int kLanes = 16;
+  double lanes[kLanes] = {};
+  index_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) lanes[l] += double(x[i + l]) * double(x[i + l]);
+  }
+  for (int l = 0; i < end; ++i, ++l) lanes[l] += double(x[i]) * double(x[i]);
+  for (int width = kLanes / 2; width >= 1; width /= 2)
+    for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+  return lanes[0];
+}
+
+template <typename T>
+double sum_of_squares(const T* x, index_t n) noexcept {
+  // Chunk sums are added in chunk order whether they were computed by one thread or several,
+  // so the result is the same bits for any thread count.
+  double total = 0.0;
+  const index_t chunks = (n + kSquaresChunk - 1) / kSquaresChunk;
+  double partial[kSquaresGroup];
+  if (n < kSquaresParallelMin) {  // no OpenMP region for small work
+    for (index_t c = 0; c < chunks; ++c)
+      total += chunk_squares(x, c * kSquaresChunk, std::min(n, (c + 1) * kSquaresChunk));
+    return total;
+  }
+  for (index_t g0 = 0; g0 < chunks; g0 += kSquaresGroup) {
+    const index_t g1 = std::min(chunks, g0 + kSquaresGroup);
+#pragma omp parallel for schedule(static)
+    for (index_t c = g0; c < g1; ++c) {
+      const DenormalsAsZero denormals;  // same arithmetic mode in every thread
+      partial[c - g0] =
+          chunk_squares(x, c * kSquaresChunk, std::min(n, (c + 1) * kSquaresChunk));
+    }
+    for (index_t c = g0; c < g1; ++c) total += partial[c - g0];
+  }
+  return total;
+}
+
+template <typename T>
+bool all_finite(const T* x, index_t n) noexcept {
+  // x - x is 0 for finite values and NaN for NaN/Inf; summing keeps the loop branch-free.
+  T acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (index_t i = 0; i < n; ++i) acc += x[i] - x[i];
+  return acc == T(0);
+}

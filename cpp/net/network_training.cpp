@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -10,6 +11,19 @@
 #include "kernels/reductions.hpp"
 
 namespace mlpcore {
+
+namespace {
+// One row of the batch gather. Short rows are copied inline: a library call per sample costs
+// more than the copy for narrow inputs.
+template <typename T>
+void copy_row(const T* src, index_t n, T* dst) noexcept {
+  if (n <= 16) {
+    for (index_t k = 0; k < n; ++k) dst[k] = src[k];
+  } else {
+    std::memcpy(dst, src, sizeof(T) * std::size_t(n));
+  }
+}
+}  // namespace
 
 template <typename T>
 void Network<T>::set_clipping(const ClipConfig& clip) noexcept {
@@ -292,10 +306,9 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
           result.bad_value = src;
           return result;
         }
-        std::copy(x + src * in_w, x + (src + 1) * in_w, batch_x_.data() + r * in_w);
+        copy_row(x + src * in_w, in_w, batch_x_.data() + r * in_w);
         if (targets.values)
-          std::copy(targets.values + src * out_w, targets.values + (src + 1) * out_w,
-                    batch_values_.data() + r * out_w);
+          copy_row(targets.values + src * out_w, out_w, batch_values_.data() + r * out_w);
         if (targets.labels) batch_labels_[std::size_t(r)] = targets.labels[src];
         if (targets.weights) batch_weights_.data()[r] = targets.weights[src];
       }

@@ -20,7 +20,6 @@
 
 #include "../activations.hpp"
 #include "../denormals.hpp"
-#include "../isa_regions.hpp"
 #include "direct.hpp"
 #include "ukernel.hpp"
 
@@ -67,30 +66,83 @@ index_t balanced_block(index_t extent, index_t cap, index_t unit) noexcept {
 }
 
 // ---------------------------------------------------------------- epilogue on one C tile
-namespace epilogue_baseline {
-#include "epilogue_rules.inl"
-}  // namespace epilogue_baseline
-#if MLPCORE_AVX512_REGIONS
-MLPCORE_AVX512_BEGIN
-namespace epilogue_avx512 {
-#include "epilogue_rules.inl"
-}  // namespace epilogue_avx512
-MLPCORE_AVX512_END
-#endif
-
-// The copy for the problem's ISA (both give the same bits).
-template <typename T>
-void epilogue_tile(bool avx512, const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n,
-                   T* C, index_t ldc) noexcept {
-#if MLPCORE_AVX512_REGIONS
-  if (avx512) {
-    epilogue_avx512::epilogue_tile(ep, i0, j0, m, n, C, ldc);
-    return;
+template <typename T, Act A>
+void forward_rows(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                  index_t ldc) noexcept {
+  for (int i = 0; i < m; ++i) {
+    const T* c = C + (i0 + i) * ldc + j0;
+    T* y = ep.act_out + (i0 + i) * ldc + j0;
+    for (int j = 0; j < n; ++j) y[j] = act_forward(A, c[j], ep.params);
   }
-#else
-  (void)avx512;
-#endif
-  epilogue_baseline::epilogue_tile(ep, i0, j0, m, n, C, ldc);
+}
+
+template <typename T, Act A>
+void deriv_rows(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                index_t ldc) noexcept {
+  for (int i = 0; i < m; ++i) {
+    T* c = C + (i0 + i) * ldc + j0;
+    const T* z = ep.deriv_z + (i0 + i) * ldc + j0;
+    const T* y = ep.deriv_y ? ep.deriv_y + (i0 + i) * ldc + j0 : nullptr;
+    for (int j = 0; j < n; ++j) {
+      const T yj = y ? y[j] : act_forward(A, z[j], ep.params);
+      c[j] *= act_derivative(A, z[j], yj, ep.params);
+    }
+  }
+}
+
+// Calls F<T, act> with the activation kind as a compile-time constant (so the per-element switch
+// folds away).
+template <typename T, template <typename, Act> class F>
+void with_act(Act act, const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+              index_t ldc) noexcept {
+  switch (act) {
+#define MLPCORE_ACT_CASE(K) \
+  case Act::K: F<T, Act::K>::run(ep, i0, j0, m, n, C, ldc); break;
+    MLPCORE_ACT_CASE(Identity)
+    MLPCORE_ACT_CASE(ReLU)
+    MLPCORE_ACT_CASE(LeakyReLU)
+    MLPCORE_ACT_CASE(ELU)
+    MLPCORE_ACT_CASE(SELU)
+    MLPCORE_ACT_CASE(GELU)
+    MLPCORE_ACT_CASE(GELUTanh)
+    MLPCORE_ACT_CASE(SiLU)
+    MLPCORE_ACT_CASE(Sigmoid)
+    MLPCORE_ACT_CASE(Tanh)
+    MLPCORE_ACT_CASE(Softplus)
+    MLPCORE_ACT_CASE(Softmax)
+#undef MLPCORE_ACT_CASE
+  }
+}
+
+template <typename T, Act A>
+struct ForwardRows {
+  static void run(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                  index_t ldc) noexcept {
+    forward_rows<T, A>(ep, i0, j0, m, n, C, ldc);
+  }
+};
+template <typename T, Act A>
+struct DerivRows {
+  static void run(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                  index_t ldc) noexcept {
+    deriv_rows<T, A>(ep, i0, j0, m, n, C, ldc);
+  }
+};
+
+// The epilogue on the m x n tile of C at (i0, j0), right after its last K block was written
+// (the tile is still in L1). Same arithmetic as epilogue_reference.
+template <typename T>
+void epilogue_tile(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
+                   index_t ldc) noexcept {
+  if (ep.bias) {
+    const T* bias = ep.bias + j0;
+    for (int i = 0; i < m; ++i) {
+      T* c = C + (i0 + i) * ldc + j0;
+      for (int j = 0; j < n; ++j) c[j] += bias[j];
+    }
+  }
+  if (ep.act_out) with_act<T, ForwardRows>(ep.act, ep, i0, j0, m, n, C, ldc);
+  if (ep.deriv_z) with_act<T, DerivRows>(ep.deriv_act, ep, i0, j0, m, n, C, ldc);
 }
 
 template <typename T>
@@ -111,7 +163,6 @@ struct Problem {
   index_t ldc;
   bool accumulate;
   const Epilogue<T>* ep;  // nullptr: none
-  bool avx512;            // run the AVX-512 copy of the epilogue
   bool b_in_place;        // op(B) rows contiguous and M small: the micro-kernel reads B directly
 };
 
@@ -134,7 +185,7 @@ void macro_kernel(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic, inde
     for (index_t jr = 0, jp = 0; jr < nc; jr += NR, ++jp) {
       const int n = static_cast<int>(std::min<index_t>(NR, nc - jr));
       ks.ukernel(kc, a, b_panel + jp * b_panel_stride, rsb, c_row + jr, ldc, m, n, accumulate);
-      if (epi) epilogue_tile(pb.avx512, *pb.ep, ic + ir, jc + jr, m, n, C, ldc);
+      if (epi) epilogue_tile(*pb.ep, ic + ir, jc + jr, m, n, C, ldc);
     }
   }
 }
@@ -251,14 +302,14 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   // small product: no packing, no threads (same arithmetic as the packed AVX-512 path)
   if (isa == Isa::Avx512 && direct_applies<T>(M, N, K) && direct_avx512_compiled() &&
       gemm_direct_avx512<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate)) {
-    if (has_epilogue(ep)) epilogue_tile(true, *ep, 0, 0, int(M), int(N), C, ldc);
+    if (has_epilogue(ep)) epilogue_tile(*ep, 0, 0, int(M), int(N), C, ldc);
     return;
   }
   const KernelSet<T> ks = kernel_set<T>(isa);
   // Shape-only decision: read op(B) in place (no B packing) for small M and contiguous B rows.
   const bool b_in_place = !trans_b && M <= cfg::kSmallM;
   const Problem<T> pb{trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep,
-                      isa == Isa::Avx512, b_in_place};
+                      b_in_place};
 
   int nt = 1;
 #ifdef _OPENMP

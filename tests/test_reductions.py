@@ -7,8 +7,8 @@ import mlpcore as mc
 from reference import kernel_isa, usable_isas
 
 core = mc._core
-# around the chunk (4096), lane (16) and parallel (2**18) boundaries of the implementation
-SIZES = [0, 1, 15, 16, 17, 4095, 4096, 4097, 70_001, 2**18 + 5]
+# around the chunk (4096), lane (16) and parallel (2**16) boundaries of the implementation
+SIZES = [0, 1, 15, 16, 17, 4095, 4096, 4097, 2**16 - 1, 2**16 + 5, 2**18 + 5]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -31,7 +31,7 @@ void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
 
 constexpr index_t kSquaresChunk = 4096;        // elements per partial sum
 constexpr index_t kSquaresGroup = 1024;        // partial sums computed per parallel pass
-constexpr index_t kSquaresParallelMin = 1 << 18;
+constexpr index_t kSquaresParallelMin = 1 << 16;
 
 template <typename T>
 double chunk_squares(const T* x, index_t begin, index_t end) noexcept {

@@ -263,7 +263,10 @@ void choose_grid(index_t M, index_t N, int MR, int NR, int nt, bool pack_b_too, 
     if (nt % tm) continue;
     const int tn = nt / tm;
     if (tm > pm || tn > pn) continue;
-    const double rows = double((pm + tm - 1) / tm) * MR, cols = double((pn + tn - 1) / tn) * NR;
+    // the largest part, in real rows / columns (a part of the last micro-tile costs in
+    // proportion to its rows: M = 64 split 36 + 28 is worse than 64 + 64 columns of 128 each)
+    const double rows = double(std::min<index_t>(M, (pm + tm - 1) / tm * MR));
+    const double cols = double(std::min<index_t>(N, (pn + tn - 1) / tn * NR));
     const double cost = rows * cols + 8.0 * (rows + (pack_b_too ? cols : 0.0));
     if (best < 0 || cost < best) {
       best = cost;

@@ -51,6 +51,14 @@ struct F32 {
   static void store(T* p, V v, Mask m) noexcept { _mm512_mask_storeu_ps(p, m, v); }
   static V fma(V a, V b, V c) noexcept { return _mm512_fmadd_ps(a, b, c); }
   static V add(V a, V b) noexcept { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) noexcept { return _mm512_mul_ps(a, b); }
+  // (x > 0 ? x : 0) and (x > 0 ? 1 : 0): an ordered compare, so NaN gives 0 as in the scalar code
+  static V relu(V x) noexcept {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GT_OQ), x);
+  }
+  static V step(V x) noexcept {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GT_OQ), set1(1.0f));
+  }
   static Mask mask(index_t n) noexcept {
     return n >= L ? Mask(0xFFFF) : n <= 0 ? Mask(0) : Mask((1u << n) - 1);
   }
@@ -67,6 +75,13 @@ struct F64 {
   static void store(T* p, V v, Mask m) noexcept { _mm512_mask_storeu_pd(p, m, v); }
   static V fma(V a, V b, V c) noexcept { return _mm512_fmadd_pd(a, b, c); }
   static V add(V a, V b) noexcept { return _mm512_add_pd(a, b); }
+  static V mul(V a, V b) noexcept { return _mm512_mul_pd(a, b); }
+  static V relu(V x) noexcept {
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_GT_OQ), x);
+  }
+  static V step(V x) noexcept {
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_GT_OQ), set1(1.0));
+  }
   static Mask mask(index_t n) noexcept {
     return n >= L ? Mask(0xFF) : n <= 0 ? Mask(0) : Mask((1u << n) - 1);
   }
@@ -77,7 +92,8 @@ struct F64 {
 template <class S, int RB, int NV>
 void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index_t lda,
               const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
-              const typename S::Mask* mask, bool accumulate) noexcept {
+              const typename S::Mask* mask, bool accumulate,
+              const DirectEpilogue<typename S::T>& ep) noexcept {
   using V = typename S::V;
   V acc[RB][NV];
   for (int r = 0; r < RB; ++r)
@@ -93,10 +109,14 @@ void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index
     }
   }
   for (int r = 0; r < RB; ++r) {
-    typename S::T* c = C + (i0 + r) * ldc;
+    const index_t row = (i0 + r) * ldc;
     for (int v = 0; v < NV; ++v) {
-      const V out = accumulate ? S::add(S::load(c + v * S::L, mask[v]), acc[r][v]) : acc[r][v];
-      S::store(c + v * S::L, out, mask[v]);
+      const index_t at = row + v * S::L;
+      V out = accumulate ? S::add(S::load(C + at, mask[v]), acc[r][v]) : acc[r][v];
+      if (ep.bias) out = S::add(out, S::load(ep.bias + v * S::L, mask[v]));
+      if (ep.relu_deriv_z) out = S::mul(out, S::step(S::load(ep.relu_deriv_z + at, mask[v])));
+      S::store(C + at, out, mask[v]);
+      if (ep.relu_out) S::store(ep.relu_out + at, S::relu(out), mask[v]);
     }
   }
 }
@@ -105,20 +125,21 @@ void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index
 template <class S, int NV>
 void rows_block(bool trans_a, index_t M, index_t w, index_t K, const typename S::T* A,
                 index_t lda, const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
-                bool accumulate) noexcept {
+                bool accumulate, const DirectEpilogue<typename S::T>& ep) noexcept {
   typename S::Mask mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = S::mask(w - index_t(v) * S::L);
   constexpr int RB = 4;
   index_t i = 0;
   for (; i + RB <= M; i += RB)
-    row_tile<S, RB, NV>(trans_a, i, K, A, lda, B, ldb, C, ldc, mask, accumulate);
-  for (; i < M; ++i) row_tile<S, 1, NV>(trans_a, i, K, A, lda, B, ldb, C, ldc, mask, accumulate);
+    row_tile<S, RB, NV>(trans_a, i, K, A, lda, B, ldb, C, ldc, mask, accumulate, ep);
+  for (; i < M; ++i)
+    row_tile<S, 1, NV>(trans_a, i, K, A, lda, B, ldb, C, ldc, mask, accumulate, ep);
 }
 
 template <class S>
 bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const typename S::T* A,
             index_t lda, const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
-            bool accumulate) noexcept {
+            bool accumulate, const DirectEpilogue<typename S::T>& ep) noexcept {
   using T = typename S::T;
   if (trans_b) {
     // op(B) = B^T: copy it once into K x N rows (small by the shape limit)
@@ -135,11 +156,15 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const t
     const int nv = int((w + S::L - 1) / S::L);
     T* c = C + j0;
     const T* b = B + j0;
+    DirectEpilogue<T> e;  // shifted to the column block
+    if (ep.bias) e.bias = ep.bias + j0;
+    if (ep.relu_out) e.relu_out = ep.relu_out + j0;
+    if (ep.relu_deriv_z) e.relu_deriv_z = ep.relu_deriv_z + j0;
     switch (nv) {
-      case 1: rows_block<S, 1>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate); break;
-      case 2: rows_block<S, 2>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate); break;
-      case 3: rows_block<S, 3>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate); break;
-      default: rows_block<S, 4>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate); break;
+      case 1: rows_block<S, 1>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
+      case 2: rows_block<S, 2>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
+      case 3: rows_block<S, 3>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
+      default: rows_block<S, 4>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
     }
   }
   return true;
@@ -150,15 +175,16 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const t
 template <>
 bool gemm_direct_avx512<float>(bool ta, bool tb, index_t M, index_t N, index_t K, const float* A,
                                index_t lda, const float* B, index_t ldb, float* C, index_t ldc,
-                               bool accumulate) noexcept {
-  return direct<F32>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+                               bool accumulate, const DirectEpilogue<float>& ep) noexcept {
+  return direct<F32>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep);
 }
 
 template <>
 bool gemm_direct_avx512<double>(bool ta, bool tb, index_t M, index_t N, index_t K,
                                 const double* A, index_t lda, const double* B, index_t ldb,
-                                double* C, index_t ldc, bool accumulate) noexcept {
-  return direct<F64>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate);
+                                double* C, index_t ldc, bool accumulate,
+                                const DirectEpilogue<double>& ep) noexcept {
+  return direct<F64>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep);
 }
 
 bool direct_avx512_compiled() noexcept { return true; }
@@ -167,15 +193,15 @@ bool direct_avx512_compiled() noexcept { return true; }
 
 template <typename T>
 bool gemm_direct_avx512(bool, bool, index_t, index_t, index_t, const T*, index_t, const T*,
-                        index_t, T*, index_t, bool) noexcept {
+                        index_t, T*, index_t, bool, const DirectEpilogue<T>&) noexcept {
   return false;
 }
 template bool gemm_direct_avx512<float>(bool, bool, index_t, index_t, index_t, const float*,
-                                        index_t, const float*, index_t, float*, index_t,
-                                        bool) noexcept;
+                                        index_t, const float*, index_t, float*, index_t, bool,
+                                        const DirectEpilogue<float>&) noexcept;
 template bool gemm_direct_avx512<double>(bool, bool, index_t, index_t, index_t, const double*,
-                                         index_t, const double*, index_t, double*, index_t,
-                                         bool) noexcept;
+                                         index_t, const double*, index_t, double*, index_t, bool,
+                                         const DirectEpilogue<double>&) noexcept;
 bool direct_avx512_compiled() noexcept { return false; }
 
 #endif

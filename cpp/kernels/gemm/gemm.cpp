@@ -303,10 +303,26 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   }
   const Isa isa = isa_active();
   // small product: no packing, no threads (same arithmetic as the packed AVX-512 path)
-  if (isa == Isa::Avx512 && direct_applies<T>(M, N, K) && direct_avx512_compiled() &&
-      gemm_direct_avx512<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate)) {
-    if (has_epilogue(ep)) epilogue_tile(*ep, 0, 0, int(M), int(N), C, ldc);
-    return;
+  if (isa == Isa::Avx512 && direct_applies<T>(M, N, K) && direct_avx512_compiled()) {
+    // bias, ReLU and ReLU's derivative are applied in registers; what is left runs after
+    Epilogue<T> rest = ep ? *ep : Epilogue<T>();
+    DirectEpilogue<T> in_registers;
+    if (!rest.deriv_z) {
+      in_registers.bias = rest.bias;
+      rest.bias = nullptr;
+      if (rest.act_out && rest.act == Act::ReLU) {
+        in_registers.relu_out = rest.act_out;
+        rest.act_out = nullptr;
+      }
+    } else if (!rest.bias && !rest.act_out && rest.deriv_act == Act::ReLU) {
+      in_registers.relu_deriv_z = rest.deriv_z;
+      rest.deriv_z = nullptr;
+    }
+    if (gemm_direct_avx512<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate,
+                              in_registers)) {
+      if (has_epilogue(&rest)) epilogue_tile(rest, 0, 0, int(M), int(N), C, ldc);
+      return;
+    }
   }
   const KernelSet<T> ks = kernel_set<T>(isa);
   // Shape-only decision: read op(B) in place (no B packing) for small M and contiguous B rows.

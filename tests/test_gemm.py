@@ -478,3 +478,28 @@ def test_direct_path_epilogue_in_registers_matches_the_packed_path_bitwise(dtype
         np.testing.assert_allclose(small_dx, want, rtol=1e-5, atol=1e-5)
     finally:
         mc._core._set_gemm_isa(previous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(8, 20, 16), (37, 70, 50), (150, 300, 90)])
+def test_register_epilogue_is_exactly_the_separate_pass(isa, dtype, shape):
+    # Bias, ReLU and ReLU's derivative are applied by the micro-kernels (and the direct path) in
+    # registers. They must give exactly what the plain product followed by the element-wise
+    # operations gives, on every ISA path, from the small direct shape to the threaded one.
+    M, N, K = shape
+    rng = np.random.default_rng(8)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    bias = rng.standard_normal(N).astype(dtype)
+    bias[:3] = [np.nan, -0.0, np.inf]
+    plain, _ = core._gemm_fused(a, b)
+    z, y = core._gemm_fused(a, b, bias=bias, act=ACTS["ReLU"], act_out=True)
+    np.testing.assert_array_equal(z, plain + bias)
+    np.testing.assert_array_equal(y, np.where(z > 0, z, dtype(0)))
+    zsave = rng.standard_normal((M, N)).astype(dtype)
+    zsave[0, :3] = [np.nan, -0.0, 0.0]
+    dx, _ = core._gemm_fused(a, b, deriv_z=zsave, deriv_act=ACTS["ReLU"])
+    np.testing.assert_array_equal(dx, plain * (zsave > 0).astype(dtype))
+    # an activation the kernels do not apply in registers still gets the bias first
+    z2, y2 = core._gemm_fused(a, b, bias=bias, act=ACTS["Tanh"], act_out=True)
+    np.testing.assert_array_equal(z2, plain + bias)

@@ -6,6 +6,7 @@
 // the choice between the two paths never changes a result.
 #pragma once
 #include "config.hpp"
+#include "register_epilogue.hpp"
 
 namespace mlpcore::gemm {
 
@@ -13,21 +14,12 @@ namespace mlpcore::gemm {
 template <typename T>
 bool direct_applies(index_t M, index_t N, index_t K) noexcept;
 
-// The part of a fused epilogue the direct path applies in registers before C is stored (the
-// same arithmetic as epilogue_tile, element by element); every pointer is M x N with ld ldc
-// except bias (length N). The caller applies the rest of the epilogue afterwards.
-template <typename T>
-struct DirectEpilogue {
-  const T* bias = nullptr;          // c += bias[j]
-  T* relu_out = nullptr;            // y = (c > 0 ? c : 0), after the bias
-  const T* relu_deriv_z = nullptr;  // c *= (z > 0 ? 1 : 0)
-};
-
+// ep: the part of the epilogue applied in registers (register_epilogue.hpp).
 // False (nothing written) if its scratch buffer could not be allocated.
 template <typename T>
 bool gemm_direct_avx512(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A,
                         index_t lda, const T* B, index_t ldb, T* C, index_t ldc, bool accumulate,
-                        const DirectEpilogue<T>& ep) noexcept;
+                        const RegisterEpilogue<T>& ep) noexcept;
 
 // Whether direct_avx512.cpp was built with its ISA flags (false: stubs, never dispatched to).
 bool direct_avx512_compiled() noexcept;

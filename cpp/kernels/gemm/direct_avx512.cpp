@@ -93,7 +93,7 @@ template <class S, int RB, int NV>
 void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index_t lda,
               const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
               const typename S::Mask* mask, bool accumulate,
-              const DirectEpilogue<typename S::T>& ep) noexcept {
+              const RegisterEpilogue<typename S::T>& ep) noexcept {
   using V = typename S::V;
   V acc[RB][NV];
   for (int r = 0; r < RB; ++r)
@@ -125,7 +125,7 @@ void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index
 template <class S, int NV>
 void rows_block(bool trans_a, index_t M, index_t w, index_t K, const typename S::T* A,
                 index_t lda, const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
-                bool accumulate, const DirectEpilogue<typename S::T>& ep) noexcept {
+                bool accumulate, const RegisterEpilogue<typename S::T>& ep) noexcept {
   typename S::Mask mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = S::mask(w - index_t(v) * S::L);
   constexpr int RB = 4;
@@ -139,7 +139,7 @@ void rows_block(bool trans_a, index_t M, index_t w, index_t K, const typename S:
 template <class S>
 bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const typename S::T* A,
             index_t lda, const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
-            bool accumulate, const DirectEpilogue<typename S::T>& ep) noexcept {
+            bool accumulate, const RegisterEpilogue<typename S::T>& ep) noexcept {
   using T = typename S::T;
   if (trans_b) {
     // op(B) = B^T: copy it once into K x N rows (small by the shape limit)
@@ -156,10 +156,7 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const t
     const int nv = int((w + S::L - 1) / S::L);
     T* c = C + j0;
     const T* b = B + j0;
-    DirectEpilogue<T> e;  // shifted to the column block
-    if (ep.bias) e.bias = ep.bias + j0;
-    if (ep.relu_out) e.relu_out = ep.relu_out + j0;
-    if (ep.relu_deriv_z) e.relu_deriv_z = ep.relu_deriv_z + j0;
+    const RegisterEpilogue<T> e = ep.at(0, j0, ldc);  // shifted to the column block
     switch (nv) {
       case 1: rows_block<S, 1>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
       case 2: rows_block<S, 2>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
@@ -175,7 +172,7 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const t
 template <>
 bool gemm_direct_avx512<float>(bool ta, bool tb, index_t M, index_t N, index_t K, const float* A,
                                index_t lda, const float* B, index_t ldb, float* C, index_t ldc,
-                               bool accumulate, const DirectEpilogue<float>& ep) noexcept {
+                               bool accumulate, const RegisterEpilogue<float>& ep) noexcept {
   return direct<F32>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep);
 }
 
@@ -183,7 +180,7 @@ template <>
 bool gemm_direct_avx512<double>(bool ta, bool tb, index_t M, index_t N, index_t K,
                                 const double* A, index_t lda, const double* B, index_t ldb,
                                 double* C, index_t ldc, bool accumulate,
-                                const DirectEpilogue<double>& ep) noexcept {
+                                const RegisterEpilogue<double>& ep) noexcept {
   return direct<F64>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep);
 }
 
@@ -193,15 +190,15 @@ bool direct_avx512_compiled() noexcept { return true; }
 
 template <typename T>
 bool gemm_direct_avx512(bool, bool, index_t, index_t, index_t, const T*, index_t, const T*,
-                        index_t, T*, index_t, bool, const DirectEpilogue<T>&) noexcept {
+                        index_t, T*, index_t, bool, const RegisterEpilogue<T>&) noexcept {
   return false;
 }
 template bool gemm_direct_avx512<float>(bool, bool, index_t, index_t, index_t, const float*,
                                         index_t, const float*, index_t, float*, index_t, bool,
-                                        const DirectEpilogue<float>&) noexcept;
+                                        const RegisterEpilogue<float>&) noexcept;
 template bool gemm_direct_avx512<double>(bool, bool, index_t, index_t, index_t, const double*,
                                          index_t, const double*, index_t, double*, index_t, bool,
-                                         const DirectEpilogue<double>&) noexcept;
+                                         const RegisterEpilogue<double>&) noexcept;
 bool direct_avx512_compiled() noexcept { return false; }
 
 #endif

@@ -150,6 +150,27 @@ bool has_epilogue(const Epilogue<T>* ep) noexcept {
   return ep && (ep->bias || ep->act_out || ep->deriv_z);
 }
 
+// Splits an epilogue into the part the micro-kernels apply in registers (bias with or without
+// ReLU forward; or ReLU's derivative alone) and the rest, a pass over each tile afterwards. The
+// rest never has to see C before the register part (the order of epilogue_tile is kept).
+template <typename T>
+void split_epilogue(const Epilogue<T>* ep, RegisterEpilogue<T>* in_registers,
+                    Epilogue<T>* rest) noexcept {
+  *in_registers = RegisterEpilogue<T>();
+  *rest = ep ? *ep : Epilogue<T>();
+  if (!rest->deriv_z) {
+    in_registers->bias = rest->bias;
+    rest->bias = nullptr;
+    if (rest->act_out && rest->act == Act::ReLU) {
+      in_registers->relu_out = rest->act_out;
+      rest->act_out = nullptr;
+    }
+  } else if (!rest->bias && !rest->act_out && rest->deriv_act == Act::ReLU) {
+    in_registers->relu_deriv_z = rest->deriv_z;
+    rest->deriv_z = nullptr;
+  }
+}
+
 // ---------------------------------------------------------------- problem description
 template <typename T>
 struct Problem {
@@ -162,7 +183,9 @@ struct Problem {
   T* C;
   index_t ldc;
   bool accumulate;
-  const Epilogue<T>* ep;  // nullptr: none
+  const Epilogue<T>* ep;  // nullptr: none (the whole epilogue, for the reference fallback)
+  RegisterEpilogue<T> reg;  // the part of ep applied by the micro-kernels (at C's origin)
+  Epilogue<T> rest;         // the part applied by epilogue_tile afterwards
   bool b_in_place;        // op(B) rows contiguous and M small: the micro-kernel reads B directly
 };
 
@@ -175,7 +198,8 @@ void macro_kernel(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic, inde
                   index_t mc, index_t nc, index_t kc, const T* a_pack, const T* b_panel,
                   index_t b_panel_stride, index_t rsb, bool accumulate, bool last_k) noexcept {
   const int MR = ks.blk.mr, NR = ks.blk.nr;
-  const bool epi = last_k && has_epilogue(pb.ep);
+  const bool reg = last_k && pb.reg.any();
+  const bool rest = last_k && has_epilogue(&pb.rest);
   T* const C = pb.C;
   const index_t ldc = pb.ldc;
   for (index_t ir = 0; ir < mc; ir += MR) {
@@ -184,8 +208,11 @@ void macro_kernel(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic, inde
     T* c_row = C + (ic + ir) * ldc + jc;
     for (index_t jr = 0, jp = 0; jr < nc; jr += NR, ++jp) {
       const int n = static_cast<int>(std::min<index_t>(NR, nc - jr));
-      ks.ukernel(kc, a, b_panel + jp * b_panel_stride, rsb, c_row + jr, ldc, m, n, accumulate);
-      if (epi) epilogue_tile(*pb.ep, ic + ir, jc + jr, m, n, C, ldc);
+      const RegisterEpilogue<T> tile_reg = reg ? pb.reg.at(ic + ir, jc + jr, ldc)
+                                               : RegisterEpilogue<T>();
+      ks.ukernel(kc, a, b_panel + jp * b_panel_stride, rsb, c_row + jr, ldc, m, n, accumulate,
+                 reg ? &tile_reg : nullptr);
+      if (rest) epilogue_tile(pb.rest, ic + ir, jc + jr, m, n, C, ldc);
     }
   }
 }
@@ -303,21 +330,10 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   }
   const Isa isa = isa_active();
   // small product: no packing, no threads (same arithmetic as the packed AVX-512 path)
+  RegisterEpilogue<T> in_registers;  // bias / ReLU / ReLU' in registers, the rest after
+  Epilogue<T> rest;
+  split_epilogue(ep, &in_registers, &rest);
   if (isa == Isa::Avx512 && direct_applies<T>(M, N, K) && direct_avx512_compiled()) {
-    // bias, ReLU and ReLU's derivative are applied in registers; what is left runs after
-    Epilogue<T> rest = ep ? *ep : Epilogue<T>();
-    DirectEpilogue<T> in_registers;
-    if (!rest.deriv_z) {
-      in_registers.bias = rest.bias;
-      rest.bias = nullptr;
-      if (rest.act_out && rest.act == Act::ReLU) {
-        in_registers.relu_out = rest.act_out;
-        rest.act_out = nullptr;
-      }
-    } else if (!rest.bias && !rest.act_out && rest.deriv_act == Act::ReLU) {
-      in_registers.relu_deriv_z = rest.deriv_z;
-      rest.deriv_z = nullptr;
-    }
     if (gemm_direct_avx512<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate,
                               in_registers)) {
       if (has_epilogue(&rest)) epilogue_tile(rest, 0, 0, int(M), int(N), C, ldc);
@@ -327,8 +343,8 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   const KernelSet<T> ks = kernel_set<T>(isa);
   // Shape-only decision: read op(B) in place (no B packing) for small M and contiguous B rows.
   const bool b_in_place = !trans_b && M <= cfg::kSmallM;
-  const Problem<T> pb{trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep,
-                      b_in_place};
+  const Problem<T> pb{trans_a, trans_b, M,  N,  K,  A, lda, B, ldb, C, ldc, accumulate,
+                      ep,      in_registers, rest, b_in_place};
 
   int nt = 1;
 #ifdef _OPENMP

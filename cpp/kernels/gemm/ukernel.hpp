@@ -8,14 +8,17 @@
 // Each output element is accumulated from zero in increasing p with one fused multiply-add per
 // step (plain multiply + add in the portable kernel), then stored (accumulate == false) or added
 // to C (accumulate == true). The tile split therefore never changes a result.
+// ep (nullptr: none) is applied to the tile in registers before the store (only with the last
+// K block, never with accumulate); its pointers are at the tile's origin.
 #pragma once
 #include "config.hpp"
+#include "register_epilogue.hpp"
 
 namespace mlpcore::gemm {
 
 template <typename T>
 using UKernel = void (*)(index_t kc, const T* a, const T* b, index_t rsb, T* c, index_t ldc,
-                         int m, int n, bool accumulate) noexcept;
+                         int m, int n, bool accumulate, const RegisterEpilogue<T>* ep) noexcept;
 
 // Packing into the micro-panel formats of pack.hpp, for the kernel set's MR / NR:
 // the mc x kc block of op(A) at (i0, p0), and the kc x nc block of op(B) at (p0, j0).
@@ -27,20 +30,20 @@ using PackB = void (*)(bool trans_b, const T* B, index_t ldb, index_t p0, index_
                        index_t nc, T* dst) noexcept;
 
 // Portable C++ (also a test oracle).
-void ukernel_f32_4x16_portable(index_t, const float*, const float*, index_t, float*, index_t, int,
-                               int, bool) noexcept;
+void ukernel_f32_4x16_portable(index_t, const float*, const float*, index_t, float*, index_t,
+                               int, int, bool, const RegisterEpilogue<float>*) noexcept;
 void ukernel_f64_4x8_portable(index_t, const double*, const double*, index_t, double*, index_t,
-                              int, int, bool) noexcept;
+                              int, int, bool, const RegisterEpilogue<double>*) noexcept;
 // AVX2 + FMA (compiled with -mavx2 -mfma only in ukernel_avx2.cpp).
-void ukernel_f32_6x16_avx2(index_t, const float*, const float*, index_t, float*, index_t, int, int,
-                           bool) noexcept;
-void ukernel_f64_6x8_avx2(index_t, const double*, const double*, index_t, double*, index_t, int,
-                          int, bool) noexcept;
+void ukernel_f32_6x16_avx2(index_t, const float*, const float*, index_t, float*, index_t,
+                           int, int, bool, const RegisterEpilogue<float>*) noexcept;
+void ukernel_f64_6x8_avx2(index_t, const double*, const double*, index_t, double*, index_t,
+                          int, int, bool, const RegisterEpilogue<double>*) noexcept;
 // AVX-512 F/VL/BW/DQ (compiled with AVX-512 flags only in ukernel_avx512.cpp).
-void ukernel_f32_12x32_avx512(index_t, const float*, const float*, index_t, float*, index_t, int,
-                              int, bool) noexcept;
+void ukernel_f32_12x32_avx512(index_t, const float*, const float*, index_t, float*, index_t,
+                              int, int, bool, const RegisterEpilogue<float>*) noexcept;
 void ukernel_f64_12x16_avx512(index_t, const double*, const double*, index_t, double*, index_t,
-                              int, int, bool) noexcept;
+                              int, int, bool, const RegisterEpilogue<double>*) noexcept;
 
 // AVX-512 packing (pack_avx512.cpp; MR 12, NR 32 for float and 16 for double).
 void pack_a_f32_avx512(bool, const float*, index_t, index_t, index_t, index_t, index_t,

@@ -35,6 +35,12 @@ struct VF32x8 {
   static vec maskz_load(mask k, const float* p) noexcept { return _mm256_maskload_ps(p, k); }
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm256_fmadd_ps(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm256_add_ps(a, b); }
+  static vec mul(vec a, vec b) noexcept { return _mm256_mul_ps(a, b); }
+  // ordered compares: NaN gives 0, as in the scalar epilogue
+  static vec relu(vec x) noexcept { return _mm256_and_ps(_mm256_cmp_ps(x, zero(), _CMP_GT_OQ), x); }
+  static vec step(vec x) noexcept {
+    return _mm256_and_ps(_mm256_cmp_ps(x, zero(), _CMP_GT_OQ), set1(1.0f));
+  }
   static void store(float* p, vec v) noexcept { _mm256_storeu_ps(p, v); }
   static void mask_store(float* p, mask k, vec v) noexcept { _mm256_maskstore_ps(p, k, v); }
   static mask make_mask(int valid) noexcept { return lane_mask32(valid); }
@@ -51,6 +57,11 @@ struct VF64x4 {
   static vec maskz_load(mask k, const double* p) noexcept { return _mm256_maskload_pd(p, k); }
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm256_fmadd_pd(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm256_add_pd(a, b); }
+  static vec mul(vec a, vec b) noexcept { return _mm256_mul_pd(a, b); }
+  static vec relu(vec x) noexcept { return _mm256_and_pd(_mm256_cmp_pd(x, zero(), _CMP_GT_OQ), x); }
+  static vec step(vec x) noexcept {
+    return _mm256_and_pd(_mm256_cmp_pd(x, zero(), _CMP_GT_OQ), set1(1.0));
+  }
   static void store(double* p, vec v) noexcept { _mm256_storeu_pd(p, v); }
   static void mask_store(double* p, mask k, vec v) noexcept { _mm256_maskstore_pd(p, k, v); }
   static mask make_mask(int valid) noexcept { return lane_mask64(valid); }
@@ -61,19 +72,21 @@ struct VF64x4 {
 }  // namespace
 
 void ukernel_f32_6x16_avx2(index_t kc, const float* a, const float* b, index_t rsb, float* c,
-                           index_t ldc, int m, int n, bool accumulate) noexcept {
+                           index_t ldc, int m, int n, bool accumulate,
+                           const RegisterEpilogue<float>* ep) noexcept {
   constexpr Blocking blk = cfg::kAvx2F32;
   static_assert(blk.mr == 6 && blk.nr == 2 * VF32x8::W, "name and shape must agree");
   ukernel_dispatch<VF32x8, blk.mr, 2>(std::make_integer_sequence<int, blk.mr>{}, kc, a, b, rsb, c,
-                                       ldc, m, n, accumulate);
+                                       ldc, m, n, accumulate, ep);
 }
 
 void ukernel_f64_6x8_avx2(index_t kc, const double* a, const double* b, index_t rsb, double* c,
-                          index_t ldc, int m, int n, bool accumulate) noexcept {
+                          index_t ldc, int m, int n, bool accumulate,
+                          const RegisterEpilogue<double>* ep) noexcept {
   constexpr Blocking blk = cfg::kAvx2F64;
   static_assert(blk.mr == 6 && blk.nr == 2 * VF64x4::W, "name and shape must agree");
   ukernel_dispatch<VF64x4, blk.mr, 2>(std::make_integer_sequence<int, blk.mr>{}, kc, a, b, rsb, c,
-                                       ldc, m, n, accumulate);
+                                       ldc, m, n, accumulate, ep);
 }
 
 }  // namespace mlpcore::gemm
@@ -83,8 +96,8 @@ void ukernel_f64_6x8_avx2(index_t kc, const double* a, const double* b, index_t 
 namespace mlpcore::gemm {
 bool ukernel_avx2_compiled() noexcept { return false; }
 void ukernel_f32_6x16_avx2(index_t, const float*, const float*, index_t, float*, index_t, int, int,
-                           bool) noexcept {}
+                           bool, const RegisterEpilogue<float>*) noexcept {}
 void ukernel_f64_6x8_avx2(index_t, const double*, const double*, index_t, double*, index_t, int,
-                          int, bool) noexcept {}
+                          int, bool, const RegisterEpilogue<double>*) noexcept {}
 }  // namespace mlpcore::gemm
 #endif

@@ -25,6 +25,14 @@ struct VF32x16 {
   static vec maskz_load(mask k, const float* p) noexcept { return _mm512_maskz_loadu_ps(k, p); }
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm512_fmadd_ps(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm512_add_ps(a, b); }
+  static vec mul(vec a, vec b) noexcept { return _mm512_mul_ps(a, b); }
+  // ordered compares: NaN gives 0, as in the scalar epilogue
+  static vec relu(vec x) noexcept {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GT_OQ), x);
+  }
+  static vec step(vec x) noexcept {
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GT_OQ), set1(1.0f));
+  }
   static void store(float* p, vec v) noexcept { _mm512_storeu_ps(p, v); }
   static void mask_store(float* p, mask k, vec v) noexcept { _mm512_mask_storeu_ps(p, k, v); }
   static mask make_mask(int valid) noexcept {
@@ -43,6 +51,13 @@ struct VF64x8 {
   static vec maskz_load(mask k, const double* p) noexcept { return _mm512_maskz_loadu_pd(k, p); }
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm512_fmadd_pd(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm512_add_pd(a, b); }
+  static vec mul(vec a, vec b) noexcept { return _mm512_mul_pd(a, b); }
+  static vec relu(vec x) noexcept {
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_GT_OQ), x);
+  }
+  static vec step(vec x) noexcept {
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_GT_OQ), set1(1.0));
+  }
   static void store(double* p, vec v) noexcept { _mm512_storeu_pd(p, v); }
   static void mask_store(double* p, mask k, vec v) noexcept { _mm512_mask_storeu_pd(p, k, v); }
   static mask make_mask(int valid) noexcept {
@@ -55,19 +70,21 @@ struct VF64x8 {
 }  // namespace
 
 void ukernel_f32_12x32_avx512(index_t kc, const float* a, const float* b, index_t rsb, float* c,
-                              index_t ldc, int m, int n, bool accumulate) noexcept {
+                              index_t ldc, int m, int n, bool accumulate,
+                              const RegisterEpilogue<float>* ep) noexcept {
   constexpr Blocking blk = cfg::kAvx512F32;
   static_assert(blk.mr == 12 && blk.nr == 2 * VF32x16::W, "name and shape must agree");
   ukernel_dispatch<VF32x16, blk.mr, 2>(std::make_integer_sequence<int, blk.mr>{}, kc, a, b, rsb, c,
-                                        ldc, m, n, accumulate);
+                                        ldc, m, n, accumulate, ep);
 }
 
 void ukernel_f64_12x16_avx512(index_t kc, const double* a, const double* b, index_t rsb, double* c,
-                              index_t ldc, int m, int n, bool accumulate) noexcept {
+                              index_t ldc, int m, int n, bool accumulate,
+                              const RegisterEpilogue<double>* ep) noexcept {
   constexpr Blocking blk = cfg::kAvx512F64;
   static_assert(blk.mr == 12 && blk.nr == 2 * VF64x8::W, "name and shape must agree");
   ukernel_dispatch<VF64x8, blk.mr, 2>(std::make_integer_sequence<int, blk.mr>{}, kc, a, b, rsb, c,
-                                       ldc, m, n, accumulate);
+                                       ldc, m, n, accumulate, ep);
 }
 
 }  // namespace mlpcore::gemm
@@ -77,8 +94,8 @@ void ukernel_f64_12x16_avx512(index_t kc, const double* a, const double* b, inde
 namespace mlpcore::gemm {
 bool ukernel_avx512_compiled() noexcept { return false; }
 void ukernel_f32_12x32_avx512(index_t, const float*, const float*, index_t, float*, index_t, int,
-                              int, bool) noexcept {}
+                              int, bool, const RegisterEpilogue<float>*) noexcept {}
 void ukernel_f64_12x16_avx512(index_t, const double*, const double*, index_t, double*, index_t,
-                              int, int, bool) noexcept {}
+                              int, int, bool, const RegisterEpilogue<double>*) noexcept {}
 }  // namespace mlpcore::gemm
 #endif

@@ -4,6 +4,9 @@ from __future__ import annotations
 from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
+# Every model draws its initial weights and shuffles from a NumPy Generator: load numpy.random
+# (about 6 MiB of modules NumPy 2 imports lazily) with mlpcore, not inside the first model build.
+import numpy.random  # noqa: F401
 
 from . import _core
 from ._validation import as_inputs, as_sample_weight, as_targets

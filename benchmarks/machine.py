@@ -1,10 +1,13 @@
-"""The machine's peak FMA throughput, to read the GEMM and training figures against.
+"""The machine's ceilings, to read the GEMM and training figures against.
 
-Compiles (with the system's C++ compiler) and runs a loop of independent register-only fused
-multiply-adds: 12 accumulators per thread, no memory traffic, so the result is the cores' FMA
-issue rate times the vector width, the ceiling that no GEMM, mlpcore's or OpenBLAS's, can pass.
+Compiles (with the system's C++ compiler) and runs two probes:
+- peak FMA throughput: a loop of independent register-only fused multiply-adds, 12 accumulators
+  per thread and no memory traffic, so the result is the cores' FMA issue rate times the vector
+  width, the ceiling no GEMM (mlpcore's or OpenBLAS's) can pass;
+- the cost of one OpenMP fork/join: an empty 2-thread parallel region, entered back to back
+  (what each threaded kernel of a training step pays, and what one region per step would save).
 
-    python benchmarks/peak_flops.py            # AVX-512 (zmm) and AVX2 (ymm), 1 and 2 threads
+    python benchmarks/machine.py
 
 Needs g++ (or $CXX) with OpenMP; x86-64 only.
 """
@@ -43,6 +46,22 @@ static void loop256(long n) {
 }
 
 int main(int argc, char** argv) {
+  if (argc > 2) {  // fork/join probe: microseconds per empty region
+    volatile int sink = 0;
+    double best = 1e9;
+    for (int rep = 0; rep < 5; ++rep) {
+      const int n = 100000;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < n; ++i) {
+#pragma omp parallel
+        { if (omp_get_thread_num() == 1) sink = sink + 1; }
+      }
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (s / n * 1e6 < best) best = s / n * 1e6;
+    }
+    std::printf("%.2f\n", best);
+    return 0;
+  }
   const int lanes = std::atoi(argv[1]);  // 16: zmm, 8: ymm
   const long n = 100000000;
   double best = 0;
@@ -73,6 +92,10 @@ def main() -> int:
             row = [subprocess.run([exe, str(lanes)], env=env, check=True, capture_output=True,
                                   text=True).stdout.strip() for lanes in (16, 8)]
             print(f"{threads:>8} {row[0]:>10} {row[1]:>10}")
+        env = dict(os.environ, OMP_NUM_THREADS="2")
+        fork_join = subprocess.run([exe, "0", "fork-join"], env=env, check=True,
+                                   capture_output=True, text=True).stdout.strip()
+        print(f"OpenMP fork/join of an empty 2-thread region: {fork_join} us (best of 5)")
     return 0
 
 

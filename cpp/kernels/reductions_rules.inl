@@ -8,14 +8,27 @@ void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
   // added in order (vectorised over columns), so each column's sum has one fixed order.
   constexpr index_t kBlock = 256;
   const index_t blocks = (cols + kBlock - 1) / kBlock;
+  // 16 columns at a time are summed down all rows in registers (a running sum kept in db would
+  // wait on its own store every row)
+  constexpr int kLanes = 16;
   auto block = [&](index_t b) {
-    const index_t j0 = b * kBlock, j1 = std::min(cols, j0 + kBlock);
-    if (!accumulate)
-      for (index_t j = j0; j < j1; ++j) db[j] = T(0);
-    for (index_t i = 0; i < rows; ++i) {
-      const T* row = dz + i * ld;
+    const index_t j1 = std::min(cols, (b + 1) * kBlock);
+    for (index_t j = b * kBlock; j < j1; j += kLanes) {
+      const int w = int(std::min<index_t>(kLanes, j1 - j));
+      T acc[kLanes] = {};
+      if (accumulate)
+        for (int l = 0; l < w; ++l) acc[l] = db[j + l];
+      if (w == kLanes) {
+        for (index_t i = 0; i < rows; ++i) {
+          const T* row = dz + i * ld + j;
 #pragma omp simd
-      for (index_t j = j0; j < j1; ++j) db[j] += row[j];
+          for (int l = 0; l < kLanes; ++l) acc[l] += row[l];
+        }
+      } else {
+        for (index_t i = 0; i < rows; ++i)
+          for (int l = 0; l < w; ++l) acc[l] += dz[i * ld + j + l];
+      }
+      for (int l = 0; l < w; ++l) db[j + l] = acc[l];
     }
   };
   if (rows * cols < (1 << 16) || blocks == 1) {  // no OpenMP region for small work

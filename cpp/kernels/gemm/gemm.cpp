@@ -1,7 +1,12 @@
 // Packed GEMM driver (GotoBLAS / BLIS structure) behind gemm() and gemm_fused().
 //
-// Layers: packing (pack.hpp, pack_avx512.cpp; chosen with the micro-kernel) -> macro-kernel (below) -> register-blocked micro-kernels
-// (ukernel_*.cpp, chosen at run time by ISA). Blocking constants live in config.hpp.
+// Layers: packing (pack.hpp, or pack_avx512.cpp with the AVX-512 kernels) -> macro-kernel
+// (below) -> register-blocked micro-kernels (ukernel_*.cpp, chosen at run time by ISA). Blocking
+// constants live in config.hpp.
+//
+// Fused epilogues: bias, ReLU and ReLU's derivative are applied by the micro-kernel to the tile in
+// registers on its last K block (register_epilogue.hpp); other activations run as a pass over
+// the tile right after it was stored, while it is still in L1.
 //
 // Threads split the M and N ranges of C into one rectangle each (aligned to MR / NR); every
 // thread runs the whole K loop of its rectangle with the same KC blocking, so each element of C is

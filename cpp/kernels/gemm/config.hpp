@@ -25,7 +25,7 @@ struct Blocking {
 namespace cfg {
 // AVX-512: 24 of the 32 zmm registers hold the C tile (MR rows x 2 vectors).
 inline constexpr Blocking kAvx512F32{12, 32, 4032, 384, 512};   // A upanel 18 KiB, B block 768 KiB
-inline constexpr Blocking kAvx512F64{12, 16, 4032, 256, 512};   // A upanel 24 KiB, B block 1 MiB
+inline constexpr Blocking kAvx512F64{12, 16, 4032, 192, 512};   // A upanel 18 KiB, B block 768 KiB
 // AVX2+FMA: 12 of the 16 ymm registers hold the C tile (MR rows x 2 vectors).
 inline constexpr Blocking kAvx2F32{6, 16, 1008, 384, 768};
 inline constexpr Blocking kAvx2F64{6, 8, 1008, 256, 512};

@@ -188,10 +188,10 @@ struct Problem {
   T* C;
   index_t ldc;
   bool accumulate;
-  const Epilogue<T>* ep;  // nullptr: none (the whole epilogue, for the reference fallback)
+  const Epilogue<T>* ep;    // nullptr: none (the whole epilogue, for the reference fallback)
   RegisterEpilogue<T> reg;  // the part of ep applied by the micro-kernels (at C's origin)
   Epilogue<T> rest;         // the part applied by epilogue_tile afterwards
-  bool b_in_place;        // op(B) rows contiguous and M small: the micro-kernel reads B directly
+  bool b_in_place;          // op(B) rows contiguous and M small: the micro-kernel reads B directly
 };
 
 // ---------------------------------------------------------------- macro-kernel

@@ -80,8 +80,13 @@ inline void ukernel_dispatch(std::integer_sequence<int, Ms...>, index_t kc,
                       const RegisterEpilogue<S>*) noexcept;
   static constexpr Fn full[] = {&ukernel_body<V, MR, NV, Ms + 1, true>...};
   static constexpr Fn part[] = {&ukernel_body<V, MR, NV, Ms + 1, false>...};
+  // tiles at most one vector wide (a 10-class output layer): one vector of FMAs per row, not NV
+  static constexpr Fn full1[] = {&ukernel_body<V, MR, 1, Ms + 1, true>...};
+  static constexpr Fn part1[] = {&ukernel_body<V, MR, 1, Ms + 1, false>...};
   if (m == MR && n == NV * V::W) {
     ukernel_body<V, MR, NV, MR, true>(kc, a, b, rsb, c, ldc, n, accumulate, ep);
+  } else if (NV > 1 && n <= V::W) {
+    (n == V::W ? full1 : part1)[m - 1](kc, a, b, rsb, c, ldc, n, accumulate, ep);
   } else {
     (n == NV * V::W ? full : part)[m - 1](kc, a, b, rsb, c, ldc, n, accumulate, ep);
   }

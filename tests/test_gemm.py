@@ -503,3 +503,17 @@ def test_register_epilogue_is_exactly_the_separate_pass(isa, dtype, shape):
     # an activation the kernels do not apply in registers still gets the bias first
     z2, y2 = core._gemm_fused(a, b, bias=bias, act=ACTS["Tanh"], act_out=True)
     np.testing.assert_array_equal(z2, plain + bias)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_narrow_tiles_give_the_same_bits_as_full_tiles(isa, dtype):
+    # Products at most one vector wide run a one-vector micro-kernel; each element is still
+    # summed in the same order, so its columns equal the same columns of a wider product.
+    rng = np.random.default_rng(12)
+    for M, K in [(50, 70), (300, 900)]:
+        a = rng.standard_normal((M, K)).astype(dtype)
+        b = rng.standard_normal((K, 48)).astype(dtype)
+        wide = mc.matmul(a, b)
+        for n in (1, 7, 10, 16):
+            np.testing.assert_array_equal(mc.matmul(a, np.ascontiguousarray(b[:, :n])),
+                                          wide[:, :n], err_msg=f"M={M} K={K} n={n}")

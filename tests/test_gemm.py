@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
+from reference import kernel_isa
 
 core = mc._core
 INFO = mc.kernel_info()
@@ -455,9 +456,7 @@ def test_direct_small_path_matches_the_packed_path_bitwise(dtype, form):
 def test_direct_path_epilogue_in_registers_matches_the_packed_path_bitwise(dtype):
     # The direct path applies bias, ReLU and ReLU's derivative in registers; the packed path in
     # a separate pass over each tile. Same rows, same bits, NaN, +-0 and Inf included.
-    previous = mc._core._get_gemm_isa()
-    mc._core._set_gemm_isa("avx512")
-    try:
+    with kernel_isa("avx512"):
         rng = np.random.default_rng(4)
         big = rng.standard_normal((4096, 24)).astype(dtype)
         b = rng.standard_normal((24, 40)).astype(dtype)
@@ -476,8 +475,6 @@ def test_direct_path_epilogue_in_registers_matches_the_packed_path_bitwise(dtype
         np.testing.assert_array_equal(small_dx, large_dx[:32])
         want = (big[:32].astype(np.float64) @ b) * (zsave[:32] > 0)
         np.testing.assert_allclose(small_dx, want, rtol=1e-5, atol=1e-5)
-    finally:
-        mc._core._set_gemm_isa(previous)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -19,12 +19,6 @@ bool pack_avx512_compiled() noexcept { return true; }
 namespace {
 
 inline index_t min_index(index_t a, index_t b) noexcept { return a < b ? a : b; }
-inline __mmask16 mask16(index_t n) noexcept {
-  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1u);
-}
-inline __mmask8 mask8(index_t n) noexcept {
-  return n >= 8 ? __mmask8(0xFF) : n <= 0 ? __mmask8(0) : __mmask8((1u << n) - 1u);
-}
 
 // r[i] = row i in, r[j] = column j out.
 inline void transpose16(__m512 r[16]) noexcept {
@@ -75,127 +69,119 @@ inline void transpose8(__m512d r[8]) noexcept {
   }
 }
 
+// Vector traits: W lanes, masked loads and stores, the W x W transpose.
+struct F32 {
+  using T = float;
+  using V = __m512;
+  using M = __mmask16;
+  static constexpr int W = 16;
+  static M mask(index_t n) noexcept {
+    return n >= W ? M(0xFFFF) : n <= 0 ? M(0) : M((1u << n) - 1u);
+  }
+  static V zero() noexcept { return _mm512_setzero_ps(); }
+  static V load(M m, const T* p) noexcept { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(T* p, M m, V v) noexcept { _mm512_mask_storeu_ps(p, m, v); }
+  static void transpose(V* r) noexcept { transpose16(r); }
+};
+
+struct F64 {
+  using T = double;
+  using V = __m512d;
+  using M = __mmask8;
+  static constexpr int W = 8;
+  static M mask(index_t n) noexcept {
+    return n >= W ? M(0xFF) : n <= 0 ? M(0) : M((1u << n) - 1u);
+  }
+  static V zero() noexcept { return _mm512_setzero_pd(); }
+  static V load(M m, const T* p) noexcept { return _mm512_maskz_loadu_pd(m, p); }
+  static void store(T* p, M m, V v) noexcept { _mm512_mask_storeu_pd(p, m, v); }
+  static void transpose(V* r) noexcept { transpose8(r); }
+};
+
 // dst[p * R + r] = src[r * ld + p] for r < rows (zero for rows <= r < R), p < kc.
-template <int R>
-void gather_rows_f32(const float* src, index_t ld, int rows, index_t kc, float* dst) noexcept {
-  for (index_t p = 0; p < kc; p += 16) {
-    const index_t kv = min_index(16, kc - p);
-    const __mmask16 km = mask16(kv);
-    for (int g = 0; g < R; g += 16) {
-      __m512 v[16];
-      for (int i = 0; i < 16; ++i)
-        v[i] = g + i < rows ? _mm512_maskz_loadu_ps(km, src + (g + i) * ld + p)
-                            : _mm512_setzero_ps();
-      transpose16(v);
-      const __mmask16 sm = mask16(R - g);
-      float* d = dst + p * R + g;
-      if (kv == 16) {
-        for (int q = 0; q < 16; ++q) _mm512_mask_storeu_ps(d + q * R, sm, v[q]);
+template <class S, int R>
+void gather_rows(const typename S::T* src, index_t ld, int rows, index_t kc,
+                 typename S::T* dst) noexcept {
+  constexpr int W = S::W;
+  for (index_t p = 0; p < kc; p += W) {
+    const index_t kv = min_index(W, kc - p);
+    const typename S::M km = S::mask(kv);
+    for (int g = 0; g < R; g += W) {
+      typename S::V v[W];
+      for (int i = 0; i < W; ++i)
+        v[i] = g + i < rows ? S::load(km, src + (g + i) * ld + p) : S::zero();
+      S::transpose(v);
+      const typename S::M sm = S::mask(R - g);
+      typename S::T* d = dst + p * R + g;
+      if (kv == W) {
+        for (int q = 0; q < W; ++q) S::store(d + q * R, sm, v[q]);
       } else {
-        for (int q = 0; q < kv; ++q) _mm512_mask_storeu_ps(d + q * R, sm, v[q]);
+        for (int q = 0; q < kv; ++q) S::store(d + q * R, sm, v[q]);
       }
     }
   }
 }
 
-template <int R>
-void gather_rows_f64(const double* src, index_t ld, int rows, index_t kc, double* dst) noexcept {
-  for (index_t p = 0; p < kc; p += 8) {
-    const index_t kv = min_index(8, kc - p);
-    const __mmask8 km = mask8(kv);
-    for (int g = 0; g < R; g += 8) {
-      __m512d v[8];
-      for (int i = 0; i < 8; ++i)
-        v[i] = g + i < rows ? _mm512_maskz_loadu_pd(km, src + (g + i) * ld + p)
-                            : _mm512_setzero_pd();
-      transpose8(v);
-      const __mmask8 sm = mask8(R - g);
-      double* d = dst + p * R + g;
-      if (kv == 8) {
-        for (int q = 0; q < 8; ++q) _mm512_mask_storeu_pd(d + q * R, sm, v[q]);
-      } else {
-        for (int q = 0; q < kv; ++q) _mm512_mask_storeu_pd(d + q * R, sm, v[q]);
-      }
-    }
-  }
+// Copies `n` (<= C) contiguous values to a C-wide destination row, zeros past n.
+template <class S, int C>
+void copy_run(const typename S::T* src, int n, typename S::T* dst) noexcept {
+  for (int v = 0; v < C; v += S::W)
+    S::store(dst + v, S::mask(C - v), S::load(S::mask(n - v), src + v));
 }
 
-constexpr int kMR = 12;     // both dtypes (config.hpp: kAvx512F32 / kAvx512F64)
-constexpr int kNR32 = 32;
-constexpr int kNR64 = 16;
+constexpr int kMR = 12;  // both dtypes (config.hpp: kAvx512F32 / kAvx512F64)
 static_assert(cfg::kAvx512F32.mr == kMR && cfg::kAvx512F64.mr == kMR, "MR of the AVX-512 kernels");
-static_assert(cfg::kAvx512F32.nr == kNR32 && cfg::kAvx512F64.nr == kNR64, "NR of the AVX-512 kernels");
+
+template <class S>
+void pack_a(bool trans_a, const typename S::T* A, index_t lda, index_t i0, index_t p0, index_t mc,
+            index_t kc, typename S::T* dst) noexcept {
+  for (index_t ir = 0; ir < mc; ir += kMR) {
+    const int m = int(min_index(kMR, mc - ir));
+    typename S::T* d = dst + ir * kc;
+    if (trans_a) {  // op(A)(i, p) = A[p, i]: each k step is a contiguous run of m values
+      const typename S::T* s = A + p0 * lda + i0 + ir;
+      for (index_t p = 0; p < kc; ++p) copy_run<S, kMR>(s + p * lda, m, d + p * kMR);
+    } else {
+      gather_rows<S, kMR>(A + (i0 + ir) * lda + p0, lda, m, kc, d);
+    }
+  }
+}
+
+template <class S, int NR>
+void pack_b(bool trans_b, const typename S::T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
+            index_t nc, typename S::T* dst) noexcept {
+  for (index_t jr = 0; jr < nc; jr += NR) {
+    const int n = int(min_index(NR, nc - jr));
+    typename S::T* d = dst + jr * kc;
+    if (!trans_b) {  // op(B)(p, j) = B[p, j]: each k step is a contiguous run of n values
+      const typename S::T* s = B + p0 * ldb + j0 + jr;
+      for (index_t p = 0; p < kc; ++p) copy_run<S, NR>(s + p * ldb, n, d + p * NR);
+    } else {
+      gather_rows<S, NR>(B + (j0 + jr) * ldb + p0, ldb, n, kc, d);
+    }
+  }
+}
 
 }  // namespace
 
 void pack_a_f32_avx512(bool trans_a, const float* A, index_t lda, index_t i0, index_t p0,
                        index_t mc, index_t kc, float* dst) noexcept {
-  for (index_t ir = 0; ir < mc; ir += kMR) {
-    const int m = int(min_index(kMR, mc - ir));
-    float* d = dst + ir * kc;
-    if (trans_a) {  // op(A)(i, p) = A[p, i]: each k step is a contiguous run of m values
-      const float* s = A + p0 * lda + i0 + ir;
-      const __mmask16 lm = mask16(m), sm = mask16(kMR);
-      for (index_t p = 0; p < kc; ++p)
-        _mm512_mask_storeu_ps(d + p * kMR, sm, _mm512_maskz_loadu_ps(lm, s + p * lda));
-    } else {
-      gather_rows_f32<kMR>(A + (i0 + ir) * lda + p0, lda, m, kc, d);
-    }
-  }
+  pack_a<F32>(trans_a, A, lda, i0, p0, mc, kc, dst);
 }
 
 void pack_b_f32_avx512(bool trans_b, const float* B, index_t ldb, index_t p0, index_t j0,
                        index_t kc, index_t nc, float* dst) noexcept {
-  for (index_t jr = 0; jr < nc; jr += kNR32) {
-    const int n = int(min_index(kNR32, nc - jr));
-    float* d = dst + jr * kc;
-    if (!trans_b) {  // op(B)(p, j) = B[p, j]: each k step is a contiguous run of n values
-      const float* s = B + p0 * ldb + j0 + jr;
-      const __mmask16 m0 = mask16(n), m1 = mask16(n - 16);
-      for (index_t p = 0; p < kc; ++p) {
-        _mm512_storeu_ps(d + p * kNR32, _mm512_maskz_loadu_ps(m0, s + p * ldb));
-        _mm512_storeu_ps(d + p * kNR32 + 16, _mm512_maskz_loadu_ps(m1, s + p * ldb + 16));
-      }
-    } else {
-      gather_rows_f32<kNR32>(B + (j0 + jr) * ldb + p0, ldb, n, kc, d);
-    }
-  }
+  pack_b<F32, cfg::kAvx512F32.nr>(trans_b, B, ldb, p0, j0, kc, nc, dst);
 }
 
 void pack_a_f64_avx512(bool trans_a, const double* A, index_t lda, index_t i0, index_t p0,
                        index_t mc, index_t kc, double* dst) noexcept {
-  for (index_t ir = 0; ir < mc; ir += kMR) {
-    const int m = int(min_index(kMR, mc - ir));
-    double* d = dst + ir * kc;
-    if (trans_a) {
-      const double* s = A + p0 * lda + i0 + ir;
-      const __mmask8 m0 = mask8(m), m1 = mask8(m - 8), tail = mask8(kMR - 8);
-      for (index_t p = 0; p < kc; ++p) {
-        _mm512_storeu_pd(d + p * kMR, _mm512_maskz_loadu_pd(m0, s + p * lda));
-        _mm512_mask_storeu_pd(d + p * kMR + 8, tail, _mm512_maskz_loadu_pd(m1, s + p * lda + 8));
-      }
-    } else {
-      gather_rows_f64<kMR>(A + (i0 + ir) * lda + p0, lda, m, kc, d);
-    }
-  }
+  pack_a<F64>(trans_a, A, lda, i0, p0, mc, kc, dst);
 }
 
 void pack_b_f64_avx512(bool trans_b, const double* B, index_t ldb, index_t p0, index_t j0,
                        index_t kc, index_t nc, double* dst) noexcept {
-  for (index_t jr = 0; jr < nc; jr += kNR64) {
-    const int n = int(min_index(kNR64, nc - jr));
-    double* d = dst + jr * kc;
-    if (!trans_b) {
-      const double* s = B + p0 * ldb + j0 + jr;
-      const __mmask8 m0 = mask8(n), m1 = mask8(n - 8);
-      for (index_t p = 0; p < kc; ++p) {
-        _mm512_storeu_pd(d + p * kNR64, _mm512_maskz_loadu_pd(m0, s + p * ldb));
-        _mm512_storeu_pd(d + p * kNR64 + 8, _mm512_maskz_loadu_pd(m1, s + p * ldb + 8));
-      }
-    } else {
-      gather_rows_f64<kNR64>(B + (j0 + jr) * ldb + p0, ldb, n, kc, d);
-    }
-  }
+  pack_b<F64, cfg::kAvx512F64.nr>(trans_b, B, ldb, p0, j0, kc, nc, dst);
 }
 
 }  // namespace mlpcore::gemm

@@ -306,8 +306,9 @@ def format_report(report: dict) -> str:
             lines.append(f"  {name:<10} 1 thread {s['samples_per_s_1t']:>10,.0f}   {t} threads "
                          f"{s[f'samples_per_s_{t}t']:>10,.0f}   speedup {s['speedup']:.2f}x")
     lines.append("")
-    lines.append("mlpcore memory: peak RSS increase (model build + fit) vs theoretical "
-                 "(params + grads + optimizer state + one batch of activations); data size")
+    lines.append("mlpcore memory: peak RSS increase (model build + fit; library code paged in "
+                 "beforehand, like the import) vs theoretical (params + grads + optimizer state "
+                 "+ one batch of activations); data size")
     for name, w in report["workloads"].items():
         m = w["memory"]
         th = m["theoretical_bytes"]

@@ -6,6 +6,10 @@ OMP_NUM_THREADS for mlpcore, OPENBLAS_NUM_THREADS for NumPy. In the NumPy child 
 and OPENBLAS_L2_SIZE are unset (they pick slower kernels on a current NumPy); the OpenBLAS kernel
 actually used is reported from threadpoolctl when it is installed.
 
+Host noise: before every child a core probe (the training benchmark's, mlpcore.bench.harness)
+runs one copy per thread; a child started while the cores ran 15% slower than their best probe
+is redone (up to --noise-retries times) and the attempt with the fastest probe is kept.
+
     python benchmarks/gemm.py            # full run
     python benchmarks/gemm.py --quick    # fewer sizes and repeats
 
@@ -100,6 +104,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--noise-retries", type=int, default=2,
+                    help="redo a child started on slowed cores up to N times (default 2)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -114,6 +120,24 @@ def main() -> None:
     unset_np = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
     env_note = {k: os.environ.get(k) for k in unset_np}
     rows, infos = [], {}
+    probes = {"best": {}, "redone": 0}
+    try:  # in the parent only: a NumPy child must not load mlpcore's OpenMP runtime
+        from mlpcore.bench.harness import SLOW_CORES, core_probe
+    except ImportError:  # mlpcore not importable from here: measure without the probe
+        SLOW_CORES, core_probe = None, None
+
+    def measure(payload: dict, threads: int, env_set: dict, env_unset: tuple) -> dict:
+        """One child run; redone while the core probe before it says the cores ran slow."""
+        attempts = []
+        for _ in range(1 + max(0, args.noise_retries) if core_probe else 1):
+            probe = core_probe(threads) if core_probe else 0.0
+            best = probes["best"][threads] = min(probes["best"].get(threads, probe), probe)
+            attempts.append((probe, run_child(script, payload, env_set, env_unset)))
+            if not core_probe or probe <= SLOW_CORES * best:
+                break
+        probes["redone"] += len(attempts) - 1
+        return min(attempts, key=lambda a: a[0])[1]
+
     for dtype in args.dtypes:
         for threads in args.threads:
             times = {"mlpcore": [], "numpy": []}
@@ -122,9 +146,9 @@ def main() -> None:
                 for who in order:
                     payload = dict(payload_base, contender=who, dtype=dtype)
                     if who == "mlpcore":
-                        rep = run_child(script, payload, thread_env(threads, 1))
+                        rep = measure(payload, threads, thread_env(threads, 1), ())
                     else:
-                        rep = run_child(script, payload, thread_env(threads, threads), unset_np)
+                        rep = measure(payload, threads, thread_env(threads, threads), unset_np)
                     times[who].append(rep["times"])
                     infos[f"{who} {dtype} {threads}t"] = rep["info"]
             for case in case_list:
@@ -142,10 +166,13 @@ def main() -> None:
                                                               f"{args.threads[-1]}t")))
     print("mlpcore:", json.dumps(infos.get(f"mlpcore {args.dtypes[0]} {args.threads[-1]}t")))
     print("unset in the NumPy child (parent values):", env_note)
+    print("child runs redone because the core probe ran slow:",
+          probes["redone"] if core_probe else "no probe (mlpcore not importable)")
     os.makedirs(args.out, exist_ok=True)
     meta = {"machine": platform.machine(), "processor": platform.processor(),
             "python": sys.version.split()[0], "quick": args.quick, "repeats": repeats,
-            "infos": infos, "unset_in_numpy_child": env_note}
+            "infos": infos, "unset_in_numpy_child": env_note,
+            "core_probe_best_s": probes["best"], "runs_redone": probes["redone"]}
     with open(os.path.join(args.out, "gemm.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     plot(rows, os.path.join(args.out, "gemm.png"))

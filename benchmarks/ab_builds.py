@@ -1,0 +1,92 @@
+"""Compare two builds of mlpcore (or one build and NumPy) on one matrix product, in lockstep.
+
+On a shared host the speed of a core moves by 20-30% from one minute to the next, so two builds
+timed one after the other differ by more than most changes they are meant to show. Here two
+worker processes, one per build, hold the same operands and take turns: the parent asks one for
+a short timed batch of products, then the other, alternating the order every round. A slow phase
+of the host then hits both alike, and the per-round ratio shows the change.
+
+    python benchmarks/ab_builds.py OLD_DIR NEW_DIR 2048 2048 2048 [--form NN] [--rounds 30]
+    python benchmarks/ab_builds.py numpy NEW_DIR 256 1024 784 --form NN
+
+OLD_DIR / NEW_DIR hold an importable `mlpcore` package (for example a copy of python/mlpcore
+with its built _core module); `numpy` stands for numpy.matmul. M N K are the sizes of
+C (M x N) = op(A) (M x K) op(B) (K x N); the form says which operand is read transposed (TN: A,
+NT: B). Threads come from the environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+
+WORKER = r"""
+import sys, time
+import numpy as np
+where, M, N, K, form, dtype = sys.argv[1], *map(int, sys.argv[2:5]), sys.argv[5], sys.argv[6]
+if where == "numpy":
+    matmul = np.matmul
+else:
+    sys.path.insert(0, where)
+    import mlpcore
+    matmul = mlpcore.matmul
+rng = np.random.default_rng(0)
+a = rng.standard_normal((K, M) if form[0] == "T" else (M, K)).astype(dtype)
+b = rng.standard_normal((N, K) if form[1] == "T" else (K, N)).astype(dtype)
+a = a.T if form[0] == "T" else a
+b = b.T if form[1] == "T" else b
+out = np.empty((M, N), dtype)
+reps = max(1, int(4e7 / (2 * M * N * K)))  # a batch of about 0.2 ms or more
+for _ in range(3):
+    matmul(a, b, out=out)
+for _ in sys.stdin:
+    t = time.perf_counter()
+    for _ in range(reps):
+        matmul(a, b, out=out)
+    print(2 * M * N * K * reps / (time.perf_counter() - t) / 1e9, flush=True)
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("old")
+    ap.add_argument("new")
+    ap.add_argument("sizes", nargs=3, type=int, metavar="M N K")
+    ap.add_argument("--form", default="NN", choices=["NN", "TN", "NT"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--rounds", type=int, default=30)
+    args = ap.parse_args()
+    m, n, k = args.sizes
+    workers = {
+        name: subprocess.Popen([sys.executable, "-c", WORKER, where, str(m), str(n), str(k),
+                                args.form, args.dtype],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for name, where in (("old", args.old), ("new", args.new))}
+    rates = {"old": [], "new": []}
+    try:
+        for r in range(args.rounds):
+            for name in ("old", "new") if r % 2 == 0 else ("new", "old"):
+                w = workers[name]
+                w.stdin.write("go\n")
+                w.stdin.flush()
+                line = w.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"the {name} worker stopped (does {name} import?)")
+                rates[name].append(float(line))
+    finally:
+        for w in workers.values():
+            w.stdin.close()
+            w.wait()
+    ratios = sorted(b / a for a, b in zip(rates["old"], rates["new"]))
+    q = len(ratios) // 4
+    print(f"{m}x{n}x{k} {args.form} {args.dtype}: old {statistics.median(rates['old']):.1f} "
+          f"GFLOP/s, new {statistics.median(rates['new']):.1f}; new/old per round: median "
+          f"{statistics.median(ratios):.3f}, middle half {ratios[q]:.3f}-{ratios[-1 - q]:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,12 +12,14 @@ of the host then hits both alike, and the per-round ratio shows the change.
 OLD_DIR / NEW_DIR hold an importable `mlpcore` package (for example a copy of python/mlpcore
 with its built _core module); `numpy` stands for numpy.matmul. M N K are the sizes of
 C (M x N) = op(A) (M x K) op(B) (K x N); the form says which operand is read transposed (TN: A,
-NT: B). Threads come from the environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS).
+NT: B). Threads come from the environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS); the NumPy
+worker runs without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, as in gemm.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -60,10 +62,14 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
     m, n, k = args.sizes
+    # as in gemm.py: these pick slower OpenBLAS kernels on a current NumPy
+    numpy_env = {k: v for k, v in os.environ.items()
+                 if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     workers = {
         name: subprocess.Popen([sys.executable, "-c", WORKER, where, str(m), str(n), str(k),
                                 args.form, args.dtype],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               env=numpy_env if where == "numpy" else None)
         for name, where in (("old", args.old), ("new", args.new))}
     rates = {"old": [], "new": []}
     try:

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from typing import Any, Mapping
 
+# Set in some environments; they pick slower OpenBLAS kernels on a current NumPy, so NumPy
+# children run without them.
+NUMPY_UNSET = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
 
 def run_child(script: str, payload: Mapping[str, Any], env_set: Mapping[str, str] | None = None,
               env_unset: tuple[str, ...] = (), timeout: float = 1800.0) -> dict:
@@ -35,3 +39,10 @@ def thread_env(threads: int, openblas_threads: int) -> dict[str, str]:
         "OPENBLAS_NUM_THREADS": str(openblas_threads),
         "MKL_NUM_THREADS": str(openblas_threads),
     }
+
+
+def operands(form: str, m: int, n: int, k: int, dtype, rng):
+    """Random op(A) (m x k) and op(B) (k x n); an operand marked T in `form` is a transposed view."""
+    a = rng.standard_normal((k, m) if form[0] == "T" else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if form[1] == "T" else (k, n)).astype(dtype)
+    return (a.T if form[0] == "T" else a), (b.T if form[1] == "T" else b)

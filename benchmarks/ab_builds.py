@@ -23,32 +23,35 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
-WORKER = r"""
-import sys, time
-import numpy as np
-where, M, N, K, form, dtype = sys.argv[1], *map(int, sys.argv[2:5]), sys.argv[5], sys.argv[6]
-if where == "numpy":
-    matmul = np.matmul
-else:
-    sys.path.insert(0, where)
-    import mlpcore
-    matmul = mlpcore.matmul
-rng = np.random.default_rng(0)
-a = rng.standard_normal((K, M) if form[0] == "T" else (M, K)).astype(dtype)
-b = rng.standard_normal((N, K) if form[1] == "T" else (K, N)).astype(dtype)
-a = a.T if form[0] == "T" else a
-b = b.T if form[1] == "T" else b
-out = np.empty((M, N), dtype)
-reps = max(1, int(4e7 / (2 * M * N * K)))  # a batch of about 0.2 ms or more
-for _ in range(3):
-    matmul(a, b, out=out)
-for _ in sys.stdin:
-    t = time.perf_counter()
-    for _ in range(reps):
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from _proc import NUMPY_UNSET, operands  # noqa: E402
+
+
+def worker(where: str, m: int, n: int, k: int, form: str, dtype: str) -> None:
+    """One side: a timed batch of products per line read from stdin, GFLOP/s printed back."""
+    import numpy as np
+
+    if where == "numpy":
+        matmul = np.matmul
+    else:
+        sys.path.insert(0, where)
+        import mlpcore
+
+        matmul = mlpcore.matmul
+    a, b = operands(form, m, n, k, dtype, np.random.default_rng(0))
+    out = np.empty((m, n), dtype)
+    reps = max(1, int(4e7 / (2 * m * n * k)))  # a batch of about 0.2 ms or more
+    for _ in range(3):
         matmul(a, b, out=out)
-    print(2 * M * N * K * reps / (time.perf_counter() - t) / 1e9, flush=True)
-"""
+    for _ in sys.stdin:
+        t = time.perf_counter()
+        for _ in range(reps):
+            matmul(a, b, out=out)
+        print(2 * m * n * k * reps / (time.perf_counter() - t) / 1e9, flush=True)
 
 
 def main() -> int:
@@ -62,12 +65,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=30)
     args = ap.parse_args()
     m, n, k = args.sizes
-    # as in gemm.py: these pick slower OpenBLAS kernels on a current NumPy
-    numpy_env = {k: v for k, v in os.environ.items()
-                 if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    numpy_env = {key: v for key, v in os.environ.items() if key not in NUMPY_UNSET}
     workers = {
-        name: subprocess.Popen([sys.executable, "-c", WORKER, where, str(m), str(n), str(k),
-                                args.form, args.dtype],
+        name: subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", where,
+                                str(m), str(n), str(k), args.form, args.dtype],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                env=numpy_env if where == "numpy" else None)
         for name, where in (("old", args.old), ("new", args.new))}
@@ -95,4 +96,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:2] == ["--worker"]:
+        where, m, n, k, form, dtype = sys.argv[2:8]
+        worker(where, int(m), int(n), int(k), form, dtype)
+    else:
+        sys.exit(main())

@@ -29,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _proc import run_child, thread_env  # noqa: E402
+from _proc import NUMPY_UNSET, operands, run_child, thread_env  # noqa: E402
 
 SQUARE = [64, 128, 256, 512, 1024, 2048]
 # (batch M, in K, out N) of an MLP layer: forward NN y = x W, backward TN dW = x^T dy and
@@ -76,10 +76,7 @@ def child(payload: dict) -> None:
     results = {}
     for case in payload["cases"]:
         M, N, K, form = case["M"], case["N"], case["K"], case["form"]
-        a = rng.standard_normal((K, M) if form[0] == "T" else (M, K)).astype(dtype)
-        b = rng.standard_normal((N, K) if form[1] == "T" else (K, N)).astype(dtype)
-        a = a.T if form[0] == "T" else a
-        b = b.T if form[1] == "T" else b
+        a, b = operands(form, M, N, K, dtype, rng)
         out = np.empty((M, N), dtype)
         fn(a, b, out=out)  # warm up (threads, packing buffers, page faults)
         t0 = time.perf_counter()
@@ -117,8 +114,7 @@ def main() -> None:
     payload_base = {"cases": case_list, "target_s": 0.03 if args.quick else 0.06,
                     "batches": 3 if args.quick else 5}
     script = os.path.abspath(__file__)
-    unset_np = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-    env_note = {k: os.environ.get(k) for k in unset_np}
+    env_note = {k: os.environ.get(k) for k in NUMPY_UNSET}
     rows, infos = [], {}
     probes = {"best": {}, "redone": 0}
     try:  # in the parent only: a NumPy child must not load mlpcore's OpenMP runtime
@@ -148,7 +144,7 @@ def main() -> None:
                     if who == "mlpcore":
                         rep = measure(payload, threads, thread_env(threads, 1), ())
                     else:
-                        rep = measure(payload, threads, thread_env(threads, threads), unset_np)
+                        rep = measure(payload, threads, thread_env(threads, threads), NUMPY_UNSET)
                     times[who].append(rep["times"])
                     infos[f"{who} {dtype} {threads}t"] = rep["info"]
             for case in case_list:

@@ -163,16 +163,20 @@ void pack_a(bool trans_a, const typename S::T* A, index_t lda, index_t i0, index
 template <class S, int NR>
 void pack_b(bool trans_b, const typename S::T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
             index_t nc, typename S::T* dst) noexcept {
-  for (index_t jr = 0; jr < nc; jr += NR) {
-    const int n = int(min_index(NR, nc - jr));
-    typename S::T* d = dst + jr * kc;
-    if (!trans_b) {  // op(B)(p, j) = B[p, j]: each k step is a contiguous run of n values
-      const typename S::T* s = B + p0 * ldb + j0 + jr;
-      for (index_t p = 0; p < kc; ++p) copy_run<S, NR>(s + p * ldb, n, d + p * NR);
-    } else {
-      gather_rows<S, NR>(B + (j0 + jr) * ldb + p0, ldb, n, kc, d);
+  if (!trans_b) {  // op(B)(p, j) = B[p, j]: each k step is a contiguous run of n values
+    // Row by row across all micro-panels: each row of the block is read as one contiguous run
+    // (a micro-panel at a time would read kc rows `ldb` apart per panel, a pattern the hardware
+    // prefetchers follow badly).
+    for (index_t p = 0; p < kc; ++p) {
+      const typename S::T* s = B + (p0 + p) * ldb + j0;
+      for (index_t jr = 0; jr < nc; jr += NR)
+        copy_run<S, NR>(s + jr, int(min_index(NR, nc - jr)), dst + jr * kc + p * NR);
     }
+    return;
   }
+  for (index_t jr = 0; jr < nc; jr += NR)
+    gather_rows<S, NR>(B + (j0 + jr) * ldb + p0, ldb, int(min_index(NR, nc - jr)), kc,
+                       dst + jr * kc);
 }
 
 }  // namespace

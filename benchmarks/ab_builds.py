@@ -14,6 +14,10 @@ with its built _core module); `numpy` stands for numpy.matmul. M N K are the siz
 C (M x N) = op(A) (M x K) op(B) (K x N); the form says which operand is read transposed (TN: A,
 NT: B). Threads come from the environment (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS); the NumPy
 worker runs without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, as in gemm.py.
+
+With more than one thread the idle worker's threads keep spinning for a while after their batch
+(OpenMP and OpenBLAS both spin before they sleep) and would take cores from the other side, so
+each turn is then followed by a pause (--settle) and the batches are longer.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ sys.path.insert(0, HERE)
 from _proc import NUMPY_UNSET, operands  # noqa: E402
 
 
-def worker(where: str, m: int, n: int, k: int, form: str, dtype: str) -> None:
+def worker(where: str, m: int, n: int, k: int, form: str, dtype: str, batch_flop: float) -> None:
     """One side: a timed batch of products per line read from stdin, GFLOP/s printed back."""
     import numpy as np
 
@@ -44,7 +48,7 @@ def worker(where: str, m: int, n: int, k: int, form: str, dtype: str) -> None:
         matmul = mlpcore.matmul
     a, b = operands(form, m, n, k, dtype, np.random.default_rng(0))
     out = np.empty((m, n), dtype)
-    reps = max(1, int(4e7 / (2 * m * n * k)))  # a batch of about 0.2 ms or more
+    reps = max(1, int(batch_flop / (2 * m * n * k)))
     for _ in range(3):
         matmul(a, b, out=out)
     for _ in sys.stdin:
@@ -63,12 +67,18 @@ def main() -> int:
     ap.add_argument("--form", default="NN", choices=["NN", "TN", "NT"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--settle", type=float, default=None,
+                    help="seconds of pause after each turn (default: 0 with one thread, "
+                    "0.3 with more)")
     args = ap.parse_args()
     m, n, k = args.sizes
+    threads = max(int(os.environ.get(v) or 1) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"))
+    settle = args.settle if args.settle is not None else (0.3 if threads > 1 else 0.0)
+    batch_flop = 2e10 if settle else 4e7  # about 50 ms, or 0.2 ms, of products per turn
     numpy_env = {key: v for key, v in os.environ.items() if key not in NUMPY_UNSET}
     workers = {
         name: subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", where,
-                                str(m), str(n), str(k), args.form, args.dtype],
+                                str(m), str(n), str(k), args.form, args.dtype, str(batch_flop)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                env=numpy_env if where == "numpy" else None)
         for name, where in (("old", args.old), ("new", args.new))}
@@ -83,6 +93,7 @@ def main() -> int:
                 if not line:
                     raise RuntimeError(f"the {name} worker stopped (does {name} import?)")
                 rates[name].append(float(line))
+                time.sleep(settle)
     finally:
         for w in workers.values():
             w.stdin.close()
@@ -97,7 +108,7 @@ def main() -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--worker"]:
-        where, m, n, k, form, dtype = sys.argv[2:8]
-        worker(where, int(m), int(n), int(k), form, dtype)
+        where, m, n, k, form, dtype, batch_flop = sys.argv[2:9]
+        worker(where, int(m), int(n), int(k), form, dtype, float(batch_flop))
     else:
         sys.exit(main())

@@ -285,10 +285,16 @@ void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index
   }
 }
 
+// Packing cost of one element, in multiply-adds of the micro-kernel (fitted to lockstep runs of
+// both grids at 2 threads): a row gather through transposes (op(A) = A, op(B) = B^T) costs about
+// three contiguous row copies (op(B) = B), a copy of short runs `lda` apart (op(A) = A^T) two.
+inline constexpr double kGatherCost = 24.0, kStridedCopyCost = 16.0, kRowCopyCost = 8.0;
+
 // Split the M and N ranges over nt threads: a tm x tn grid of rectangles (aligned to MR / NR),
-// minimising the largest rectangle plus an estimate of its packing work.
-void choose_grid(index_t M, index_t N, int MR, int NR, int nt, bool pack_b_too, int* tm_out,
-                 int* tn_out) noexcept {
+// minimising the largest rectangle plus its packing work (a_cost / b_cost per packed element of
+// op(A) / op(B); each thread packs the A rows and B columns of its own rectangle).
+void choose_grid(index_t M, index_t N, int MR, int NR, int nt, double a_cost, double b_cost,
+                 int* tm_out, int* tn_out) noexcept {
   const index_t pm = (M + MR - 1) / MR, pn = (N + NR - 1) / NR;
   double best = -1;
   for (int tm = 1; tm <= nt; ++tm) {
@@ -299,7 +305,7 @@ void choose_grid(index_t M, index_t N, int MR, int NR, int nt, bool pack_b_too, 
     // proportion to its rows: M = 64 split 36 + 28 is worse than 64 + 64 columns of 128 each)
     const double rows = double(std::min<index_t>(M, (pm + tm - 1) / tm * MR));
     const double cols = double(std::min<index_t>(N, (pn + tn - 1) / tn * NR));
-    const double cost = rows * cols + 8.0 * (rows + (pack_b_too ? cols : 0.0));
+    const double cost = rows * cols + a_cost * rows + b_cost * cols;
     if (best < 0 || cost < best) {
       best = cost;
       *tm_out = tm;
@@ -361,7 +367,9 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   }
   const int MR = ks.blk.mr, NR = ks.blk.nr;
   int tm = 1, tn = 1;
-  choose_grid(M, N, MR, NR, nt, !b_in_place, &tm, &tn);
+  const double a_cost = trans_a ? kStridedCopyCost : kGatherCost;
+  const double b_cost = b_in_place ? 0.0 : trans_b ? kGatherCost : kRowCopyCost;
+  choose_grid(M, N, MR, NR, nt, a_cost, b_cost, &tm, &tn);
   const index_t pm = (M + MR - 1) / MR, pn = (N + NR - 1) / NR;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(tm * tn)

@@ -317,6 +317,36 @@ def test_bitwise_identical_1_and_2_threads(isa, dtype, restore_threads):
         assert_close_gemm(np.frombuffer(results[1][0], dtype).reshape(M, N), a, b)
 
 
+# Large enough for the threads to pack a shared operand together: A on a 1 x 2 grid (with B
+# packed or read in place), B on a 2 x 1 grid (one or, past 2 * MC rows, two row blocks each).
+SHARED_PACK_SHAPES = [(64, 2048, 600, "NN"), (300, 600, 400, "NT"), (2048, 64, 600, "NN"),
+                      (8200, 16, 520, "TN"), (700, 130, 800, "TT")]
+
+
+@pytest.mark.skipif(not INFO["openmp"], reason="built without OpenMP")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_packing_bitwise_identical_1_and_2_threads(isa, dtype, restore_threads):
+    rng = np.random.default_rng(11)
+    for M, N, K, layout in SHARED_PACK_SHAPES:
+        assert M * N * K >= INFO["shared_pack_min_work"]
+        a, b = operands(rng, M, N, K, layout, dtype)
+        ta, tb = layout[0] == "T", layout[1] == "T"
+        stored_a, stored_b = (a.T if ta else a), (b.T if tb else b)
+        deriv_z = rng.standard_normal((M, N)).astype(dtype)
+        results = []
+        for n in (1, 2):
+            set_threads(n)
+            c = mc.matmul(a, b)
+            d, _ = core._gemm_fused(stored_a, stored_b, ta, tb, deriv_z=deriv_z,
+                                    deriv_act=ACTS["ReLU"])  # in the micro-kernel's registers
+            results.append((c.tobytes(), d.tobytes()))
+        assert results[0] == results[1]
+        c = np.frombuffer(results[1][0], dtype).reshape(M, N)
+        assert_close_gemm(c, a, b)
+        d = np.frombuffer(results[1][1], dtype).reshape(M, N)
+        np.testing.assert_array_equal(d, c * (deriv_z > 0))
+
+
 # ----------------------------------------------------------------------------- ISA selection
 def run_child(code, isa_env):
     env = dict(os.environ)

@@ -183,6 +183,7 @@ py::dict kernel_info() {
   info["env_isa"] = env ? py::object(py::str(env)) : py::object(py::none());
   info["small_m"] = gm::cfg::kSmallM;
   info["parallel_min_work"] = gm::cfg::kParallelMinWork;
+  info["shared_pack_min_work"] = gm::cfg::kSharedPackMinWork;
 #ifdef _OPENMP
   info["openmp"] = true;
 #else

@@ -40,6 +40,10 @@ inline constexpr int kMaxNR = 32;
 // Shape thresholds (shape only, never thread count).
 // Below this many multiply-adds one thread does the whole product (fork/join costs more).
 inline constexpr index_t kParallelMinWork = index_t(1) << 19;
+// At least this many multiply-adds: on a 1 x nt or nt x 1 thread grid the threads pack the
+// operand they all need together (gemm.cpp); below it two barriers per block and reading panels
+// packed on the other core cost more than packing a private copy (256x784x256 NT: -3%).
+inline constexpr index_t kSharedPackMinWork = index_t(1) << 26;
 // op(B) rows contiguous (not trans_b) and at most this many rows of C: B is read in place by the
 // micro-kernel instead of being packed (each B element is reused by few A micro-panels only).
 inline constexpr index_t kSmallM = 96;

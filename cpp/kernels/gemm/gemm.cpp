@@ -285,6 +285,93 @@ void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index
   }
 }
 
+// ---------------------------------------------------------------- shared packing (threads)
+// With threads on a 1 x nt grid every thread needs the same A block, and on an nt x 1 grid the
+// same B block. Instead of each packing its own copy, the threads pack an equal share of the
+// block's micro-panels into one buffer, meet at a barrier, and then all read it. The packed
+// layout and the micro-kernel calls are those of gemm_region, so results stay bitwise the same.
+
+// Rows per row block of a thread's `rows` on an nt x 1 grid, walked in `row_blocks` blocks.
+inline index_t shared_b_row_block(index_t rows, index_t row_blocks, int MR) noexcept {
+  return round_up((std::max<index_t>(rows, 1) + row_blocks - 1) / row_blocks, MR);
+}
+
+// Micro-panels [first, last) of the `panels` of a block that thread t of nt packs.
+inline void share_of(index_t panels, int t, int nt, index_t* first, index_t* last) noexcept {
+  *first = panels * t / nt;
+  *last = panels * (t + 1) / nt;
+}
+
+// Threads on a 1 x nt grid: all of M, columns [n0, n1) per thread; A blocks shared.
+template <typename T>
+void gemm_region_shared_a(const Problem<T>& pb, const KernelSet<T>& ks, T* a_shared, T* b_pack,
+                          int t, int nt, index_t n0, index_t n1) noexcept {
+  const int MR = ks.blk.mr, NR = ks.blk.nr;
+  const index_t M = pb.M, K = pb.K, KC = ks.blk.kc;
+  const index_t mc_max = balanced_block(M, ks.blk.mc, MR);
+  const index_t nc_max = balanced_block(std::max<index_t>(n1 - n0, 1), ks.blk.nc, NR);
+  for (index_t ic = 0; ic < M; ic += mc_max) {
+    const index_t mc = std::min(mc_max, M - ic);
+    for (index_t pc = 0; pc < K; pc += KC) {
+      const index_t kc = std::min(KC, K - pc);
+      const bool accumulate = pc == 0 ? pb.accumulate : true;
+      const bool last_k = pc + kc >= K;
+      index_t first, last;
+      share_of((mc + MR - 1) / MR, t, nt, &first, &last);
+#pragma omp barrier  // every thread is done with the previous A block
+      if (first < last)
+        ks.pack_a(pb.trans_a, pb.A, pb.lda, ic + first * MR, pc,
+                  std::min(mc, last * MR) - first * MR, kc, a_shared + first * MR * kc);
+#pragma omp barrier  // the A block is complete
+      for (index_t jc = n0; jc < n1; jc += nc_max) {
+        const index_t nc = std::min(nc_max, n1 - jc);
+        if (pb.b_in_place) {
+          macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_shared, pb.B + pc * pb.ldb + jc, NR, pb.ldb,
+                       accumulate, last_k);
+        } else {
+          ks.pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc, kc, nc, b_pack);
+          macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_shared, b_pack, NR * kc, index_t(NR),
+                       accumulate, last_k);
+        }
+      }
+    }
+  }
+}
+
+// Threads on an nt x 1 grid: all of N, rows [m0, m1) per thread; B blocks shared. Every thread
+// walks the same number of row blocks (`row_blocks`) so that all meet at every barrier.
+template <typename T>
+void gemm_region_shared_b(const Problem<T>& pb, const KernelSet<T>& ks, T* b_shared, T* a_pack,
+                          int t, int nt, index_t m0, index_t m1, index_t row_blocks) noexcept {
+  const int MR = ks.blk.mr, NR = ks.blk.nr;
+  const index_t N = pb.N, K = pb.K, KC = ks.blk.kc;
+  const index_t mc_max = shared_b_row_block(m1 - m0, row_blocks, MR);
+  const index_t nc_max = balanced_block(N, ks.blk.nc, NR);
+  for (index_t blk = 0; blk < row_blocks; ++blk) {
+    const index_t ic = m0 + blk * mc_max;
+    const index_t mc = std::max<index_t>(0, std::min(mc_max, m1 - ic));
+    for (index_t pc = 0; pc < K; pc += KC) {
+      const index_t kc = std::min(KC, K - pc);
+      const bool accumulate = pc == 0 ? pb.accumulate : true;
+      const bool last_k = pc + kc >= K;
+      if (mc > 0) ks.pack_a(pb.trans_a, pb.A, pb.lda, ic, pc, mc, kc, a_pack);
+      for (index_t jc = 0; jc < N; jc += nc_max) {
+        const index_t nc = std::min(nc_max, N - jc);
+        index_t first, last;
+        share_of((nc + NR - 1) / NR, t, nt, &first, &last);
+#pragma omp barrier  // every thread is done with the previous B block
+        if (first < last)
+          ks.pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc + first * NR, kc,
+                    std::min(nc, last * NR) - first * NR, b_shared + first * NR * kc);
+#pragma omp barrier  // the B block is complete
+        if (mc > 0)
+          macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, b_shared, NR * kc, index_t(NR),
+                       accumulate, last_k);
+      }
+    }
+  }
+}
+
 // Packing cost of one element, in multiply-adds of the micro-kernel (fitted to lockstep runs of
 // both grids at 2 threads): a row gather through transposes (op(A) = A, op(B) = B^T) costs about
 // three contiguous row copies (op(B) = B), a copy of short runs `lda` apart (op(A) = A^T) two.
@@ -372,13 +459,52 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   choose_grid(M, N, MR, NR, nt, a_cost, b_cost, &tm, &tn);
   const index_t pm = (M + MR - 1) / MR, pn = (N + NR - 1) / NR;
 #ifdef _OPENMP
+  // The shared packing buffer, grown here by the calling thread (thread 0 of the team). Each
+  // thread grows its own buffer for the other operand; where any allocation fails, or the grid is
+  // not 1 x nt or nt x 1, every thread packs privately (gemm_region).
+  const index_t KC = ks.blk.kc, kc_max = std::min(KC, K);
+  const bool big = M * N * K >= cfg::kSharedPackMinWork;
+  const bool share_a = big && tm == 1, share_b = big && tn == 1 && !b_in_place;
+  const index_t row_blocks =  // the most row blocks of any thread on an nt x 1 grid
+      share_b ? ((pm + tm - 1) / tm * MR + ks.blk.mc - 1) / ks.blk.mc : 0;
+  T* shared = nullptr;
+  if (share_a) {
+    shared = static_cast<T*>(grow(tl_pack.a, tl_pack.a_bytes,
+                                  sizeof(T) * balanced_block(M, ks.blk.mc, MR) * kc_max));
+  } else if (share_b) {
+    shared = static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes,
+                                  sizeof(T) * balanced_block(N, ks.blk.nc, NR) * kc_max));
+  }
+  const bool sharing = shared != nullptr;
+  bool own_failed = false;  // some thread could not grow its own buffer
 #pragma omp parallel num_threads(tm * tn)
   {
     const DenormalsAsZero denormals;  // same arithmetic mode in every thread
     const int t = omp_get_thread_num();
     const int ti = t / tn, tj = t % tn;
-    gemm_region(pb, ks, split_at(pm, tm, ti, MR, M), split_at(pm, tm, ti + 1, MR, M),
-                split_at(pn, tn, tj, NR, N), split_at(pn, tn, tj + 1, NR, N));
+    const index_t m0 = split_at(pm, tm, ti, MR, M), m1 = split_at(pm, tm, ti + 1, MR, M);
+    const index_t n0 = split_at(pn, tn, tj, NR, N), n1 = split_at(pn, tn, tj + 1, NR, N);
+    T* own = nullptr;  // this thread's buffer for the operand it packs alone
+    if (sharing && share_a && !b_in_place) {
+      const index_t nc_max = balanced_block(std::max<index_t>(n1 - n0, 1), ks.blk.nc, NR);
+      own = static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes, sizeof(T) * nc_max * kc_max));
+    } else if (sharing && share_b) {
+      const index_t mc_max = shared_b_row_block(m1 - m0, row_blocks, MR);
+      own = static_cast<T*>(grow(tl_pack.a, tl_pack.a_bytes, sizeof(T) * mc_max * kc_max));
+    }
+    bool any_failed = false;
+    if (sharing) {  // the same branch in every thread: all meet at the barrier
+      if (!own && !(share_a && b_in_place)) {
+#pragma omp atomic write
+        own_failed = true;
+      }
+#pragma omp barrier
+#pragma omp atomic read
+      any_failed = own_failed;
+    }
+    if (!sharing || any_failed) gemm_region(pb, ks, m0, m1, n0, n1);
+    else if (share_a) gemm_region_shared_a(pb, ks, shared, own, t, tm * tn, n0, n1);
+    else gemm_region_shared_b(pb, ks, shared, own, t, tm * tn, m0, m1, row_blocks);
   }
 #else
   (void)pm;

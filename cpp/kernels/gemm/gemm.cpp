@@ -242,6 +242,28 @@ void region_reference(const Problem<T>& pb, index_t m0, index_t m1, index_t n0,
   }
 }
 
+// C rows [ic, ic + mc), columns [n0, n1) (+)= the packed A block (mc x kc at K offset pc) times
+// op(B)'s rows [pc, pc + kc): B packed block by block into b_pack, or read in place.
+template <typename T>
+void multiply_packed_a(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic, index_t mc,
+                       index_t pc, index_t kc, index_t n0, index_t n1, index_t nc_max,
+                       const T* a_pack, T* b_pack) noexcept {
+  const int NR = ks.blk.nr;
+  const bool accumulate = pc == 0 ? pb.accumulate : true;
+  const bool last_k = pc + kc >= pb.K;
+  for (index_t jc = n0; jc < n1; jc += nc_max) {
+    const index_t nc = std::min(nc_max, n1 - jc);
+    if (pb.b_in_place) {
+      macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, pb.B + pc * pb.ldb + jc, NR, pb.ldb,
+                   accumulate, last_k);
+    } else {
+      ks.pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc, kc, nc, b_pack);
+      macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, b_pack, NR * kc, index_t(NR), accumulate,
+                   last_k);
+    }
+  }
+}
+
 // The serial blocked algorithm on the rectangle [m0, m1) x [n0, n1) of C.
 template <typename T>
 void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index_t m1, index_t n0,
@@ -267,20 +289,8 @@ void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index
     const index_t mc = std::min(mc_max, m1 - ic);
     for (index_t pc = 0; pc < K; pc += KC) {
       const index_t kc = std::min(KC, K - pc);
-      const bool accumulate = pc == 0 ? pb.accumulate : true;
-      const bool last_k = pc + kc >= K;
       ks.pack_a(pb.trans_a, pb.A, pb.lda, ic, pc, mc, kc, a_pack);
-      for (index_t jc = n0; jc < n1; jc += nc_max) {
-        const index_t nc = std::min(nc_max, n1 - jc);
-        if (pb.b_in_place) {
-          macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, pb.B + pc * pb.ldb + jc, NR, pb.ldb,
-                       accumulate, last_k);
-        } else {
-          ks.pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc, kc, nc, b_pack);
-          macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, b_pack, NR * kc, index_t(NR),
-                       accumulate, last_k);
-        }
-      }
+      multiply_packed_a(pb, ks, ic, mc, pc, kc, n0, n1, nc_max, a_pack, b_pack);
     }
   }
 }
@@ -314,8 +324,6 @@ void gemm_region_shared_a(const Problem<T>& pb, const KernelSet<T>& ks, T* a_sha
     const index_t mc = std::min(mc_max, M - ic);
     for (index_t pc = 0; pc < K; pc += KC) {
       const index_t kc = std::min(KC, K - pc);
-      const bool accumulate = pc == 0 ? pb.accumulate : true;
-      const bool last_k = pc + kc >= K;
       index_t first, last;
       share_of((mc + MR - 1) / MR, t, nt, &first, &last);
 #pragma omp barrier  // every thread is done with the previous A block
@@ -323,17 +331,7 @@ void gemm_region_shared_a(const Problem<T>& pb, const KernelSet<T>& ks, T* a_sha
         ks.pack_a(pb.trans_a, pb.A, pb.lda, ic + first * MR, pc,
                   std::min(mc, last * MR) - first * MR, kc, a_shared + first * MR * kc);
 #pragma omp barrier  // the A block is complete
-      for (index_t jc = n0; jc < n1; jc += nc_max) {
-        const index_t nc = std::min(nc_max, n1 - jc);
-        if (pb.b_in_place) {
-          macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_shared, pb.B + pc * pb.ldb + jc, NR, pb.ldb,
-                       accumulate, last_k);
-        } else {
-          ks.pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc, kc, nc, b_pack);
-          macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_shared, b_pack, NR * kc, index_t(NR),
-                       accumulate, last_k);
-        }
-      }
+      multiply_packed_a(pb, ks, ic, mc, pc, kc, n0, n1, nc_max, a_shared, b_pack);
     }
   }
 }

@@ -21,6 +21,7 @@
 #include "gemm.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 
 #include "../activations.hpp"
@@ -312,14 +313,17 @@ inline void share_of(index_t panels, int t, int nt, index_t* first, index_t* las
   *last = panels * (t + 1) / nt;
 }
 
-// Threads on a 1 x nt grid: all of M, columns [n0, n1) per thread; A blocks shared.
+// Threads on a 1 x nt grid: A blocks shared. The columns are not split in advance but handed out
+// in chunks of `chunk` columns from the shared counter `next` (reset for every A block): a thread
+// slowed by the host takes fewer chunks instead of keeping the others waiting at the barrier.
+// Which thread computes a tile does not change how it is summed.
 template <typename T>
 void gemm_region_shared_a(const Problem<T>& pb, const KernelSet<T>& ks, T* a_shared, T* b_pack,
-                          int t, int nt, index_t n0, index_t n1) noexcept {
-  const int MR = ks.blk.mr, NR = ks.blk.nr;
-  const index_t M = pb.M, K = pb.K, KC = ks.blk.kc;
+                          int t, int nt, index_t chunk, std::atomic<index_t>* next) noexcept {
+  const int MR = ks.blk.mr;
+  const index_t M = pb.M, N = pb.N, K = pb.K, KC = ks.blk.kc;
   const index_t mc_max = balanced_block(M, ks.blk.mc, MR);
-  const index_t nc_max = balanced_block(std::max<index_t>(n1 - n0, 1), ks.blk.nc, NR);
+  const index_t chunks = (N + chunk - 1) / chunk;
   for (index_t ic = 0; ic < M; ic += mc_max) {
     const index_t mc = std::min(mc_max, M - ic);
     for (index_t pc = 0; pc < K; pc += KC) {
@@ -327,13 +331,26 @@ void gemm_region_shared_a(const Problem<T>& pb, const KernelSet<T>& ks, T* a_sha
       index_t first, last;
       share_of((mc + MR - 1) / MR, t, nt, &first, &last);
 #pragma omp barrier  // every thread is done with the previous A block
+      if (t == 0) next->store(0, std::memory_order_relaxed);
       if (first < last)
         ks.pack_a(pb.trans_a, pb.A, pb.lda, ic + first * MR, pc,
                   std::min(mc, last * MR) - first * MR, kc, a_shared + first * MR * kc);
-#pragma omp barrier  // the A block is complete
-      multiply_packed_a(pb, ks, ic, mc, pc, kc, n0, n1, nc_max, a_shared, b_pack);
+#pragma omp barrier  // the A block is complete (and the counter reset)
+      for (index_t c = next->fetch_add(1, std::memory_order_relaxed); c < chunks;
+           c = next->fetch_add(1, std::memory_order_relaxed)) {
+        const index_t jc = c * chunk;
+        multiply_packed_a(pb, ks, ic, mc, pc, kc, jc, std::min(N, jc + chunk), chunk, a_shared,
+                          b_pack);
+      }
     }
   }
+}
+
+// Columns per chunk of the 1 x nt grid: about 8 chunks per thread, at least 4 micro-panels (each
+// chunk streams the whole A block once) and at most one B block.
+inline index_t column_chunk(index_t N, int nt, index_t NC, int NR) noexcept {
+  const index_t chunk = round_up((N + 8 * nt - 1) / (8 * nt), NR);
+  return std::min(std::max<index_t>(chunk, 4 * NR), std::min(round_up(NC, NR), round_up(N, NR)));
 }
 
 // Threads on an nt x 1 grid: all of N, rows [m0, m1) per thread; B blocks shared. Every thread
@@ -474,6 +491,8 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
                                   sizeof(T) * balanced_block(N, ks.blk.nc, NR) * kc_max));
   }
   const bool sharing = shared != nullptr;
+  const index_t chunk = column_chunk(N, tm * tn, ks.blk.nc, NR);  // (1 x nt grid)
+  std::atomic<index_t> next_chunk{0};
   bool own_failed = false;  // some thread could not grow its own buffer
 #pragma omp parallel num_threads(tm * tn)
   {
@@ -484,8 +503,7 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
     const index_t n0 = split_at(pn, tn, tj, NR, N), n1 = split_at(pn, tn, tj + 1, NR, N);
     T* own = nullptr;  // this thread's buffer for the operand it packs alone
     if (sharing && share_a && !b_in_place) {
-      const index_t nc_max = balanced_block(std::max<index_t>(n1 - n0, 1), ks.blk.nc, NR);
-      own = static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes, sizeof(T) * nc_max * kc_max));
+      own = static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes, sizeof(T) * chunk * kc_max));
     } else if (sharing && share_b) {
       const index_t mc_max = shared_b_row_block(m1 - m0, row_blocks, MR);
       own = static_cast<T*>(grow(tl_pack.a, tl_pack.a_bytes, sizeof(T) * mc_max * kc_max));
@@ -501,7 +519,7 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
       any_failed = own_failed;
     }
     if (!sharing || any_failed) gemm_region(pb, ks, m0, m1, n0, n1);
-    else if (share_a) gemm_region_shared_a(pb, ks, shared, own, t, tm * tn, n0, n1);
+    else if (share_a) gemm_region_shared_a(pb, ks, shared, own, t, tm * tn, chunk, &next_chunk);
     else gemm_region_shared_b(pb, ks, shared, own, t, tm * tn, m0, m1, row_blocks);
   }
 #else

@@ -71,6 +71,23 @@ def test_shuffled_indices_is_a_seeded_permutation():
     assert len(_core.shuffled_indices(1, 0)) == 0
 
 
+def test_shuffled_indices_into_a_buffer():
+    buf = np.full(1000, -1, np.int64)
+    got = _core.shuffled_indices(42, 1000, out=buf)
+    assert got is buf or np.shares_memory(got, buf)
+    assert np.array_equal(buf, _core.shuffled_indices(42, 1000))
+    _core.shuffled_indices(43, 1000, out=buf)  # refilled whatever it held
+    assert np.array_equal(buf, _core.shuffled_indices(43, 1000))
+    with pytest.raises(TypeError, match="out must have dtype int64, got int32"):
+        _core.shuffled_indices(1, 10, out=np.empty(10, np.int32))
+    with pytest.raises(ValueError, match=r"out must have length n = 10, got shape \(9,\)"):
+        _core.shuffled_indices(1, 10, out=np.empty(9, np.int64))
+    frozen = np.empty(10, np.int64)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writable"):
+        _core.shuffled_indices(1, 10, out=frozen)
+
+
 def test_native_loop_guards_its_memory():
     model = make_model()
     x, y = make_data(20)

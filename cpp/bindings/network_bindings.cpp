@@ -473,9 +473,19 @@ void bind_network_class(py::module_& m, const char* name) {
 
 void bind_network(py::module_& m) {
   m.def("shuffled_indices",
-        [](std::uint64_t seed, index_t n) {
+        [](std::uint64_t seed, index_t n, py::object out) {
           if (n < 0) throw py::value_error("shuffled_indices: n must be >= 0");
-          py::array_t<std::int64_t> order(n);
+          py::array_t<std::int64_t, py::array::c_style> order;
+          if (out.is_none()) {
+            order = py::array_t<std::int64_t, py::array::c_style>(n);
+          } else {  // fit's buffer, reused every epoch
+            order = require_array<std::int64_t>(out, "shuffled_indices", "out", 1);
+            if (order.shape(0) != n)
+              throw py::value_error("shuffled_indices: out must have length n = " +
+                                    std::to_string(n) + ", got shape " + shape_string(order));
+            if (!order.writeable())
+              throw py::value_error("shuffled_indices: out must be writable (it is read-only)");
+          }
           std::int64_t* data = order.mutable_data();
           {
             py::gil_scoped_release release;
@@ -483,8 +493,9 @@ void bind_network(py::module_& m) {
           }
           return order;
         },
-        py::arg("seed"), py::arg("n"),
-        "A permutation of range(n) drawn from seed: the order fit uses for one epoch.");
+        py::arg("seed"), py::arg("n"), py::arg("out") = py::none(),
+        "A permutation of range(n) drawn from seed: the order fit uses for one epoch. Written "
+        "into ``out`` (a writable C-contiguous int64 array of length n) when given.");
   bind_network_class<float>(m, "Network32");
   bind_network_class<double>(m, "Network64");
 }

@@ -341,6 +341,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = T
         chunk = max(1, n_batches // _PROGRESS_UPDATES) if verbose == 1 else n_batches
     extra = () if weights is None else (weights,)
     history = History()
+    order = np.empty(n, np.int64) if shuffle else None
     net = model._net
     if model.loss.custom is not None:
         from .custom_loss import custom_batches
@@ -361,7 +362,8 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = T
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch, None)
-            order = _core.shuffled_indices(int(model.rng.integers(2**63)), n) if shuffle else None
+            if shuffle:  # one index buffer for all epochs (not two alive while the next is drawn)
+                order = _core.shuffled_indices(int(model.rng.integers(2**63)), n, out=order)
             bar = _progress(n_batches, epoch, epochs, verbose)
             loss_sum, correct, done = 0.0, 0, 0
             try:

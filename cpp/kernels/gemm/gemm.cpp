@@ -8,10 +8,13 @@
 // registers on its last K block (register_epilogue.hpp); other activations run as a pass over
 // the tile right after it was stored, while it is still in L1.
 //
-// Threads split the M and N ranges of C into one rectangle each (aligned to MR / NR); every
-// thread runs the whole K loop of its rectangle with the same KC blocking, so each element of C is
-// summed in the same order whatever the thread count. Packing buffers are thread_local, allocated
-// once and grown when needed.
+// Threads split the M and N ranges of C into a grid of rectangles (aligned to MR / NR), chosen by
+// the size of the largest one and the packing it needs (choose_grid). Every tile of C is summed
+// over the same KC blocks, in the same order, whichever thread computes it, so results do not
+// depend on the thread count. From cfg::kSharedPackMinWork multiply-adds, on a 1 x nt grid the
+// threads pack each A block together and take column chunks from a shared counter, and on an
+// nt x 1 grid they pack each B block together (gemm_region_shared_a / _b). Packing buffers are
+// thread_local, allocated once and grown when needed.
 //
 // Small-matrix path (chosen by shape only): below cfg::kParallelMinWork multiply-adds everything
 // runs on the calling thread, and when op(B) has contiguous rows (NN, TN) and M <= cfg::kSmallM

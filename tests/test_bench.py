@@ -94,7 +94,14 @@ def test_harness_end_to_end(tmp_path):
         assert tiny["results"][c]["samples_per_s"] > 0
     assert tiny["ratios"]["mlpcore/numpy"] > 0
     assert tiny["memory"]["theoretical_bytes"]["total"] > 0
-    assert "mc/numpy" in harness.format_report(report)
+    # the memory figure is read after fits of at most 10,000 steps, the whole run's after
+    per_epoch = -(-WORKLOADS["tiny"].samples // WORKLOADS["tiny"].batch)
+    steps = tiny["results"]["mlpcore"]["memory_fit_steps"]
+    assert all(per_epoch <= s < 10_000 + per_epoch for s in steps)
+    memory = tiny["memory"]
+    assert memory["mlpcore_peak_increase_bytes_whole_run"] >= memory["mlpcore_peak_increase_bytes"]
+    text = harness.format_report(report)
+    assert "mc/numpy" in text and "allowed" in text
 
 
 def test_core_probe_times_every_copy():

@@ -215,7 +215,7 @@ def _blas_info() -> dict:
     return {}
 
 
-MEMORY_STEPS = 10_000  # steps of the fits after which the memory figure is read
+MEMORY_STEPS = 10_000  # steps of the fit after which the memory figure is read
 MEMORY_SECONDS = 1.0   # ... or fewer, where that many would take longer
 
 
@@ -255,9 +255,10 @@ def run(payload: dict) -> dict:
             epochs *= grow
     rate = samples / seconds
     m_all = x.shape[0]
-    # The memory figure: the peak after fits of about MEMORY_STEPS steps (the horizon over which
-    # memory must stay flat), not after the timed run, whose length follows the machine's speed
-    # (fit's History keeps a few floats per epoch: thousands of epochs of tiny add ~200 KiB).
+    # The memory figure: the peak after the calibration fits and a fit of about MEMORY_STEPS
+    # steps (the horizon over which memory must stay flat), not after the timed run, whose length
+    # follows the machine's speed (fit's History keeps a few floats per epoch: thousands of
+    # epochs of tiny add ~200 KiB).
     mem_epochs = max(1, min(math.ceil(MEMORY_STEPS / per_epoch),
                             int(MEMORY_SECONDS * rate / m_all)))
     _timed(train, x, y, per_epoch, mem_epochs, batch)

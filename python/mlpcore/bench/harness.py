@@ -318,8 +318,9 @@ def format_report(report: dict) -> str:
             lines.append(f"  {name:<10} 1 thread {s['samples_per_s_1t']:>10,.0f}   {t} threads "
                          f"{s[f'samples_per_s_{t}t']:>10,.0f}   speedup {s['speedup']:.2f}x")
     lines.append("")
-    lines.append("mlpcore memory: peak RSS increase over building the model and fits of up to "
-                 "10,000 steps (library code paged in beforehand, like the import), against the "
+    lines.append("mlpcore memory: peak RSS increase over building the model, warm-up and "
+                 "calibration fits (~0.1 s) and a fit of up to 10,000 steps (library code paged "
+                 "in beforehand, like the import), against the "
                  "allowance: data + 1.2 x (params + grads + optimizer state + one batch of "
                  "activations); in brackets, the increase after the whole timed run too")
     for name, w in report["workloads"].items():

@@ -4,6 +4,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -346,6 +347,28 @@ def test_shared_packing_bitwise_identical_1_and_2_threads(isa, dtype, restore_th
         assert_close_gemm(c, a, b)
         d = np.frombuffer(results[1][1], dtype).reshape(M, N)
         np.testing.assert_array_equal(d, c * (deriv_z > 0))
+
+
+@pytest.mark.skipif(not INFO["openmp"], reason="built without OpenMP")
+@pytest.mark.parametrize("limit", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"}])
+def test_fewer_threads_than_asked_still_compute_all_of_c(limit):
+    # The OpenMP runtime may start fewer threads than a region asks for; every rectangle of the
+    # thread grid must still be computed (by the threads that did start).
+    code = textwrap.dedent("""
+        import numpy as np, mlpcore as mc
+        mc.set_num_threads(2)
+        rng = np.random.default_rng(3)
+        for m, n, k in [(300, 301, 900), (64, 2048, 600), (2048, 64, 600), (130, 1000, 500)]:
+            a = rng.standard_normal((m, k)); b = rng.standard_normal((k, n))
+            np.testing.assert_allclose(mc.matmul(a, b), a @ b, rtol=1e-10, atol=1e-10 * k)
+        print("ok")
+        """)
+    env = dict(os.environ, OMP_NUM_THREADS="2", **limit)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
 
 
 # ----------------------------------------------------------------------------- ISA selection

@@ -501,29 +501,45 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   {
     const DenormalsAsZero denormals;  // same arithmetic mode in every thread
     const int t = omp_get_thread_num();
-    const int ti = t / tn, tj = t % tn;
-    const index_t m0 = split_at(pm, tm, ti, MR, M), m1 = split_at(pm, tm, ti + 1, MR, M);
-    const index_t n0 = split_at(pn, tn, tj, NR, N), n1 = split_at(pn, tn, tj + 1, NR, N);
-    T* own = nullptr;  // this thread's buffer for the operand it packs alone
-    if (sharing && share_a && !b_in_place) {
-      own = static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes, sizeof(T) * chunk * kc_max));
-    } else if (sharing && share_b) {
-      const index_t mc_max = shared_b_row_block(m1 - m0, row_blocks, MR);
-      own = static_cast<T*>(grow(tl_pack.a, tl_pack.a_bytes, sizeof(T) * mc_max * kc_max));
-    }
-    bool any_failed = false;
-    if (sharing) {  // the same branch in every thread: all meet at the barrier
-      if (!own && !(share_a && b_in_place)) {
-#pragma omp atomic write
-        own_failed = true;
+    // Rectangle r of the tm x tn grid.
+    auto rect = [&](int r, index_t* m0, index_t* m1, index_t* n0, index_t* n1) {
+      *m0 = split_at(pm, tm, r / tn, MR, M);
+      *m1 = split_at(pm, tm, r / tn + 1, MR, M);
+      *n0 = split_at(pn, tn, r % tn, NR, N);
+      *n1 = split_at(pn, tn, r % tn + 1, NR, N);
+    };
+    index_t m0, m1, n0, n1;
+    rect(t, &m0, &m1, &n0, &n1);
+    // The runtime may start fewer threads than asked (OMP_DYNAMIC, OMP_THREAD_LIMIT): then each
+    // takes every team-th rectangle and packs alone. The team size is the same in every thread.
+    const int team = omp_get_num_threads();
+    if (team != tm * tn) {
+      for (int r = t; r < tm * tn; r += team) {
+        rect(r, &m0, &m1, &n0, &n1);
+        gemm_region(pb, ks, m0, m1, n0, n1);
       }
+    } else {
+      T* own = nullptr;  // this thread's buffer for the operand it packs alone
+      if (sharing && share_a && !b_in_place) {
+        own = static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes, sizeof(T) * chunk * kc_max));
+      } else if (sharing && share_b) {
+        const index_t mc_max = shared_b_row_block(m1 - m0, row_blocks, MR);
+        own = static_cast<T*>(grow(tl_pack.a, tl_pack.a_bytes, sizeof(T) * mc_max * kc_max));
+      }
+      bool any_failed = false;
+      if (sharing) {  // the same branch in every thread: all meet at the barrier
+        if (!own && !(share_a && b_in_place)) {
+#pragma omp atomic write
+          own_failed = true;
+        }
 #pragma omp barrier
 #pragma omp atomic read
-      any_failed = own_failed;
+        any_failed = own_failed;
+      }
+      if (!sharing || any_failed) gemm_region(pb, ks, m0, m1, n0, n1);
+      else if (share_a) gemm_region_shared_a(pb, ks, shared, own, t, tm * tn, chunk, &next_chunk);
+      else gemm_region_shared_b(pb, ks, shared, own, t, tm * tn, m0, m1, row_blocks);
     }
-    if (!sharing || any_failed) gemm_region(pb, ks, m0, m1, n0, n1);
-    else if (share_a) gemm_region_shared_a(pb, ks, shared, own, t, tm * tn, chunk, &next_chunk);
-    else gemm_region_shared_b(pb, ks, shared, own, t, tm * tn, m0, m1, row_blocks);
   }
 #else
   (void)pm;

@@ -7,8 +7,9 @@
 //   jc over N in NC   -> pack B (KC x NC, NR-column micro-panels; L2 resident)
 //   ir over MC in MR  -> jr over NC in NR -> micro-kernel (MR x NR register tile, KC updates).
 // The MR x KC micro-panel of A stays in L1 while KC x NR micro-panels of B stream from L2.
-// KC is fixed per (ISA, dtype): the summation order of every output element therefore depends on
-// the shape and the ISA only, never on the number of threads.
+// KC is the largest K block per (ISA, dtype); K is cut into equal blocks of at most KC
+// (gemm_run). The summation order of every output element therefore depends on the shape and
+// the ISA only, never on the number of threads.
 #pragma once
 #include "../common.hpp"
 

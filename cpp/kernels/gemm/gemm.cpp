@@ -456,7 +456,10 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
       return;
     }
   }
-  const KernelSet<T> ks = kernel_set<T>(isa);
+  KernelSet<T> ks = kernel_set<T>(isa);
+  // K in equal blocks of at most KC (2048 as 6 x 344, not 5 x 384 + 128: a short last block
+  // spends more of its time loading and storing C). A function of K alone, like KC.
+  ks.blk.kc = balanced_block(K, ks.blk.kc, 4);
   // Shape-only decision: read op(B) in place (no B packing) for small M and contiguous B rows.
   const bool b_in_place = !trans_b && M <= cfg::kSmallM;
   const Problem<T> pb{trans_a, trans_b, M,  N,  K,  A, lda, B, ldb, C, ldc, accumulate,

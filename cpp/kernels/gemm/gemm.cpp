@@ -310,10 +310,9 @@ inline index_t shared_b_row_block(index_t rows, index_t row_blocks, int MR) noex
   return round_up((std::max<index_t>(rows, 1) + row_blocks - 1) / row_blocks, MR);
 }
 
-// Micro-panels [first, last) of the `panels` of a block that thread t of nt packs.
-inline void share_of(index_t panels, int t, int nt, index_t* first, index_t* last) noexcept {
-  *first = panels * t / nt;
-  *last = panels * (t + 1) / nt;
+// Start of part `t` of `parts` of `units` units of `unit` elements, clipped to `total`.
+index_t split_at(index_t units, int parts, int t, int unit, index_t total) noexcept {
+  return std::min(total, units * t / parts * unit);
 }
 
 // Threads on a 1 x nt grid: A blocks shared. The columns are not split in advance but handed out
@@ -331,8 +330,9 @@ void gemm_region_shared_a(const Problem<T>& pb, const KernelSet<T>& ks, T* a_sha
     const index_t mc = std::min(mc_max, M - ic);
     for (index_t pc = 0; pc < K; pc += KC) {
       const index_t kc = std::min(KC, K - pc);
-      index_t first, last;
-      share_of((mc + MR - 1) / MR, t, nt, &first, &last);
+      const index_t panels = (mc + MR - 1) / MR;  // this thread packs [first, last) of them
+      const index_t first = split_at(panels, nt, t, 1, panels);
+      const index_t last = split_at(panels, nt, t + 1, 1, panels);
 #pragma omp barrier  // every thread is done with the previous A block
       if (t == 0) next->store(0, std::memory_order_relaxed);
       if (first < last)
@@ -375,8 +375,9 @@ void gemm_region_shared_b(const Problem<T>& pb, const KernelSet<T>& ks, T* b_sha
       if (mc > 0) ks.pack_a(pb.trans_a, pb.A, pb.lda, ic, pc, mc, kc, a_pack);
       for (index_t jc = 0; jc < N; jc += nc_max) {
         const index_t nc = std::min(nc_max, N - jc);
-        index_t first, last;
-        share_of((nc + NR - 1) / NR, t, nt, &first, &last);
+        const index_t panels = (nc + NR - 1) / NR;  // this thread packs [first, last) of them
+        const index_t first = split_at(panels, nt, t, 1, panels);
+        const index_t last = split_at(panels, nt, t + 1, 1, panels);
 #pragma omp barrier  // every thread is done with the previous B block
         if (first < last)
           ks.pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc + first * NR, kc,
@@ -428,10 +429,6 @@ void choose_grid(index_t M, index_t N, int MR, int NR, int nt, double a_cost, do
   }
 }
 
-// Start of part `t` of `parts` of `units` units of `unit` elements, clipped to `total`.
-index_t split_at(index_t units, int parts, int t, int unit, index_t total) noexcept {
-  return std::min(total, units * t / parts * unit);
-}
 
 template <typename T>
 void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,

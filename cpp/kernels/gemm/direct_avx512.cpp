@@ -95,21 +95,33 @@ void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index
               const typename S::Mask* mask, bool accumulate,
               const RegisterEpilogue<typename S::T>& ep) noexcept {
   using V = typename S::V;
+  // Every loop over r and v is unrolled, so the accumulators live in registers (left to GCC,
+  // they were kept on the stack: a store per FMA). Rows of op(A) are walked with one stride.
+  const typename S::T* a_row[RB];
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r) a_row[r] = trans_a ? A + (i0 + r) : A + (i0 + r) * lda;
+  const index_t a_step = trans_a ? lda : 1;
   V acc[RB][NV];
+#pragma GCC unroll 16
   for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = S::zero();
   for (index_t p = 0; p < K; ++p) {
     const typename S::T* b = B + p * ldb;
     V bv[NV];
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) bv[v] = S::load(b + v * S::L, mask[v]);
+#pragma GCC unroll 16
     for (int r = 0; r < RB; ++r) {
-      const index_t i = i0 + r;
-      const V a = S::set1(trans_a ? A[p * lda + i] : A[i * lda + p]);
+      const V a = S::set1(a_row[r][p * a_step]);
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[r][v] = S::fma(a, bv[v], acc[r][v]);
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < RB; ++r) {
     const index_t row = (i0 + r) * ldc;
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) {
       const index_t at = row + v * S::L;
       V out = accumulate ? S::add(S::load(C + at, mask[v]), acc[r][v]) : acc[r][v];

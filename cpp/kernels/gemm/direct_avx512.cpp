@@ -38,13 +38,17 @@ struct Scratch {
   }
   ~Scratch() { ::operator delete(data, std::nothrow); }
 };
-thread_local Scratch transposed_b;
+thread_local Scratch copied_b;
 
 struct F32 {
   using T = float;
   using V = __m512;
   using Mask = __mmask16;
   static constexpr int L = 16;
+  static constexpr index_t NR = cfg::kAvx512F32.nr;  // of the packed B micro-panels
+  static void pack_b(const T* B, index_t ldb, index_t K, index_t N, T* dst) noexcept {
+    pack_b_f32_avx512(true, B, ldb, 0, 0, K, N, dst);
+  }
   static V zero() noexcept { return _mm512_setzero_ps(); }
   static V set1(T x) noexcept { return _mm512_set1_ps(x); }
   static V load(const T* p, Mask m) noexcept { return _mm512_maskz_loadu_ps(m, p); }
@@ -69,6 +73,10 @@ struct F64 {
   using V = __m512d;
   using Mask = __mmask8;
   static constexpr int L = 8;
+  static constexpr index_t NR = cfg::kAvx512F64.nr;
+  static void pack_b(const T* B, index_t ldb, index_t K, index_t N, T* dst) noexcept {
+    pack_b_f64_avx512(true, B, ldb, 0, 0, K, N, dst);
+  }
   static V zero() noexcept { return _mm512_setzero_pd(); }
   static V set1(T x) noexcept { return _mm512_set1_pd(x); }
   static V load(const T* p, Mask m) noexcept { return _mm512_maskz_loadu_pd(m, p); }
@@ -87,11 +95,12 @@ struct F64 {
   }
 };
 
-// Rows i0 .. i0 + RB - 1 of C[:, 0 : w] for NV vectors of columns (w <= NV * L); op(B) rows
-// at B + p * ldb. Each loaded vector of B serves RB rows (RB * NV accumulators in registers).
+// Rows i0 .. i0 + RB - 1 of C[:, 0 : w] for NV vectors of columns (w <= NV * L); row p of
+// vector v of op(B) at col[v] + p * rs. Each loaded vector of B serves RB rows (RB * NV
+// accumulators in registers).
 template <class S, int RB, int NV>
 void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index_t lda,
-              const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
+              const typename S::T* const* col, index_t rs, typename S::T* C, index_t ldc,
               const typename S::Mask* mask, bool accumulate,
               const RegisterEpilogue<typename S::T>& ep) noexcept {
   using V = typename S::V;
@@ -106,11 +115,13 @@ void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index
   for (int r = 0; r < RB; ++r)
 #pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) acc[r][v] = S::zero();
+  const typename S::T* b_col[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) b_col[v] = col[v];
   for (index_t p = 0; p < K; ++p) {
-    const typename S::T* b = B + p * ldb;
     V bv[NV];
 #pragma GCC unroll 16
-    for (int v = 0; v < NV; ++v) bv[v] = S::load(b + v * S::L, mask[v]);
+    for (int v = 0; v < NV; ++v) bv[v] = S::load(b_col[v] + p * rs, mask[v]);
 #pragma GCC unroll 16
     for (int r = 0; r < RB; ++r) {
       const V a = S::set1(a_row[r][p * a_step]);
@@ -136,16 +147,16 @@ void row_tile(bool trans_a, index_t i0, index_t K, const typename S::T* A, index
 // C[:, 0 : w] (w <= NV * L): row tiles of 4, then the remaining rows one by one.
 template <class S, int NV>
 void rows_block(bool trans_a, index_t M, index_t w, index_t K, const typename S::T* A,
-                index_t lda, const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
-                bool accumulate, const RegisterEpilogue<typename S::T>& ep) noexcept {
+                index_t lda, const typename S::T* const* col, index_t rs, typename S::T* C,
+                index_t ldc, bool accumulate, const RegisterEpilogue<typename S::T>& ep) noexcept {
   typename S::Mask mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = S::mask(w - index_t(v) * S::L);
   constexpr int RB = 4;
   index_t i = 0;
   for (; i + RB <= M; i += RB)
-    row_tile<S, RB, NV>(trans_a, i, K, A, lda, B, ldb, C, ldc, mask, accumulate, ep);
+    row_tile<S, RB, NV>(trans_a, i, K, A, lda, col, rs, C, ldc, mask, accumulate, ep);
   for (; i < M; ++i)
-    row_tile<S, 1, NV>(trans_a, i, K, A, lda, B, ldb, C, ldc, mask, accumulate, ep);
+    row_tile<S, 1, NV>(trans_a, i, K, A, lda, col, rs, C, ldc, mask, accumulate, ep);
 }
 
 template <class S>
@@ -153,27 +164,45 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const t
             index_t lda, const typename S::T* B, index_t ldb, typename S::T* C, index_t ldc,
             bool accumulate, const RegisterEpilogue<typename S::T>& ep) noexcept {
   using T = typename S::T;
+  // op(B) = B^T is copied once. From K = L on, into the packed path's K x NR micro-panels by its
+  // AVX-512 packer (which transposes L x L blocks; a scalar transpose cost more than the product
+  // itself at 32 x 32 x 32); for smaller K, where those blocks would be mostly padding, into
+  // plain K x N rows.
+  static_assert(S::NR % S::L == 0, "a vector of columns must not straddle two micro-panels");
+  const T* panels = nullptr;
+  index_t rs = ldb;
   if (trans_b) {
-    // op(B) = B^T: copy it once into K x N rows (small by the shape limit)
-    T* rows = static_cast<T*>(transposed_b.get(std::size_t(K * N) * sizeof(T)));
-    if (!rows) return false;  // out of memory: the caller takes the packed path
-    for (index_t j = 0; j < N; ++j)
-      for (index_t p = 0; p < K; ++p) rows[p * N + j] = B[j * ldb + p];
-    B = rows;
-    ldb = N;
+    const bool pack = K >= S::L;
+    const index_t width = pack ? (N + S::NR - 1) / S::NR * S::NR : N;
+    T* buf = static_cast<T*>(copied_b.get(std::size_t(width * K) * sizeof(T)));
+    if (!buf) return false;  // out of memory: the caller takes the packed path
+    if (pack) {
+      S::pack_b(B, ldb, K, N, buf);
+      panels = buf;
+      rs = S::NR;
+    } else {
+      for (index_t j = 0; j < N; ++j)
+        for (index_t p = 0; p < K; ++p) buf[p * N + j] = B[j * ldb + p];
+      B = buf;
+      rs = N;
+    }
   }
   constexpr index_t chunk = 4 * S::L;
   for (index_t j0 = 0; j0 < N; j0 += chunk) {
     const index_t w = min_index(chunk, N - j0);
     const int nv = int((w + S::L - 1) / S::L);
+    const T* col[4];  // where each vector of columns starts (unused ones repeat the first)
+    for (int v = 0; v < 4; ++v) {
+      const index_t j = j0 + (v < nv ? v : 0) * S::L;
+      col[v] = panels ? panels + j / S::NR * S::NR * K + j % S::NR : B + j;
+    }
     T* c = C + j0;
-    const T* b = B + j0;
     const RegisterEpilogue<T> e = ep.at(0, j0, ldc);  // shifted to the column block
     switch (nv) {
-      case 1: rows_block<S, 1>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
-      case 2: rows_block<S, 2>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
-      case 3: rows_block<S, 3>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
-      default: rows_block<S, 4>(trans_a, M, w, K, A, lda, b, ldb, c, ldc, accumulate, e); break;
+      case 1: rows_block<S, 1>(trans_a, M, w, K, A, lda, col, rs, c, ldc, accumulate, e); break;
+      case 2: rows_block<S, 2>(trans_a, M, w, K, A, lda, col, rs, c, ldc, accumulate, e); break;
+      case 3: rows_block<S, 3>(trans_a, M, w, K, A, lda, col, rs, c, ldc, accumulate, e); break;
+      default: rows_block<S, 4>(trans_a, M, w, K, A, lda, col, rs, c, ldc, accumulate, e); break;
     }
   }
   return true;
@@ -196,7 +225,7 @@ bool gemm_direct_avx512<double>(bool ta, bool tb, index_t M, index_t N, index_t 
   return direct<F64>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep);
 }
 
-bool direct_avx512_compiled() noexcept { return true; }
+bool direct_avx512_compiled() noexcept { return pack_avx512_compiled(); }  // B^T is packed there
 
 #else  // built without AVX-512 flags: never dispatched to
 

@@ -483,16 +483,19 @@ def test_out_writes_in_bounds_only(isa, dtype):
 @pytest.mark.skipif("avx512" not in mc.kernel_info()["available"], reason="needs AVX-512")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("form", ["NN", "TN", "NT"])
-def test_direct_small_path_matches_the_packed_path_bitwise(dtype, form):
+@pytest.mark.parametrize("k, n", [(5, 70), (24, 40), (60, 130)])
+def test_direct_small_path_matches_the_packed_path_bitwise(dtype, form, k, n):
     # A 32-row product takes the direct (unpacked) path; the same rows inside a 4096-row product
     # take the packed path. Both sum each element from zero with one FMA per k step, so the
-    # rows must agree bit for bit.
+    # rows must agree bit for bit. The direct path copies B^T into plain rows for K below a
+    # vector's width (5) and into micro-panels otherwise; N covers several column blocks.
     previous = mc._core._get_gemm_isa()
     mc._core._set_gemm_isa("avx512")
     try:
+        assert 32 * n * k <= mc.kernel_info()["direct_max_work"]
         rng = np.random.default_rng(3)
-        big = rng.standard_normal((4096, 24)).astype(dtype)
-        b = rng.standard_normal((24, 40)).astype(dtype)
+        big = rng.standard_normal((4096, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
         a_small, a_big = big[:32], big
         if form[0] == "T":
             a_small, a_big = np.ascontiguousarray(a_small.T).T, np.ascontiguousarray(a_big.T).T

@@ -182,6 +182,7 @@ py::dict kernel_info() {
   const char* env = std::getenv("MLPCORE_GEMM_ISA");
   info["env_isa"] = env ? py::object(py::str(env)) : py::object(py::none());
   info["small_m"] = gm::cfg::kSmallM;
+  info["direct_max_work"] = gm::cfg::kDirectMaxWork;
   info["parallel_min_work"] = gm::cfg::kParallelMinWork;
   info["shared_pack_min_work"] = gm::cfg::kSharedPackMinWork;
 #ifdef _OPENMP

@@ -480,19 +480,22 @@ def test_out_writes_in_bounds_only(isa, dtype):
         assert_close_gemm(window, a, b)
 
 
-@pytest.mark.skipif("avx512" not in mc.kernel_info()["available"], reason="needs AVX-512")
+DIRECT_ISAS = [name for name in ("avx512", "avx2") if name in ISAS]  # ISAs with a direct path
+
+
+@pytest.mark.skipif(not DIRECT_ISAS, reason="needs AVX-512 or AVX2")
+@pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("form", ["NN", "TN", "NT"])
-@pytest.mark.parametrize("k, n", [(5, 70), (24, 40), (60, 130)])
-def test_direct_small_path_matches_the_packed_path_bitwise(dtype, form, k, n):
+@pytest.mark.parametrize("k, n", [(3, 70), (24, 40), (60, 130)])
+def test_direct_small_path_matches_the_packed_path_bitwise(direct_isa, dtype, form, k, n):
     # A 32-row product takes the direct (unpacked) path; the same rows inside a 4096-row product
     # take the packed path. Both sum each element from zero with one FMA per k step, so the
     # rows must agree bit for bit. The direct path copies B^T into plain rows for K below a
-    # vector's width (5) and into micro-panels otherwise; N covers several column blocks.
-    previous = mc._core._get_gemm_isa()
-    mc._core._set_gemm_isa("avx512")
-    try:
-        assert 32 * n * k <= mc.kernel_info()["direct_max_work"]
+    # vector's width (3) and into micro-panels otherwise; N covers several column blocks, full
+    # and partial.
+    assert 32 * n * k <= INFO["direct_max_work"]
+    with kernel_isa(direct_isa):
         rng = np.random.default_rng(3)
         big = rng.standard_normal((4096, k)).astype(dtype)
         b = rng.standard_normal((k, n)).astype(dtype)
@@ -504,16 +507,15 @@ def test_direct_small_path_matches_the_packed_path_bitwise(dtype, form, k, n):
         small = mc.matmul(a_small, b)
         large = mc.matmul(a_big, b)
         np.testing.assert_array_equal(small, large[:32])
-    finally:
-        mc._core._set_gemm_isa(previous)
 
 
-@pytest.mark.skipif("avx512" not in mc.kernel_info()["available"], reason="needs AVX-512")
+@pytest.mark.skipif(not DIRECT_ISAS, reason="needs AVX-512 or AVX2")
+@pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_direct_path_epilogue_in_registers_matches_the_packed_path_bitwise(dtype):
+def test_direct_path_epilogue_in_registers_matches_the_packed_path_bitwise(direct_isa, dtype):
     # The direct path applies bias, ReLU and ReLU's derivative in registers; the packed path in
     # a separate pass over each tile. Same rows, same bits, NaN, +-0 and Inf included.
-    with kernel_isa("avx512"):
+    with kernel_isa(direct_isa):
         rng = np.random.default_rng(4)
         big = rng.standard_normal((4096, 24)).astype(dtype)
         b = rng.standard_normal((24, 40)).astype(dtype)

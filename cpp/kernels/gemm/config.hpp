@@ -48,9 +48,9 @@ inline constexpr index_t kSharedPackMinWork = index_t(1) << 26;
 // op(B) rows contiguous (not trans_b) and at most this many rows of C: B is read in place by the
 // micro-kernel instead of being packed (each B element is reused by few A micro-panels only).
 inline constexpr index_t kSmallM = 96;
-// At most this many multiply-adds (and K within one K block), on AVX-512: the direct path of
-// direct.hpp, with no packing and no threads (64^3 at 1 thread 1.13-1.14x the packed path,
-// 32x64x128 NT 1.08-1.10x; above it mixed, 0.91-1.11x).
+// At most this many multiply-adds (and K within one K block), with the AVX-512 or AVX2 kernels:
+// the direct path of direct.hpp, with no packing and no threads (AVX-512, 1 thread: 64^3
+// 1.13-1.14x the packed path, 32x64x128 NT 1.08-1.10x; above it mixed, 0.91-1.11x).
 inline constexpr index_t kDirectMaxWork = index_t(1) << 18;
 }  // namespace cfg
 

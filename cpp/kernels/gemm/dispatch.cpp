@@ -87,8 +87,8 @@ void pack_b_generic(bool trans_b, const T* B, index_t ldb, index_t p0, index_t j
   pack_b(trans_b, B, ldb, p0, j0, kc, nc, NR, dst);
 }
 template <typename T, const Blocking& B>
-KernelSet<T> generic_set(UKernel<T> ukernel) noexcept {
-  return {B, ukernel, &pack_a_generic<T, B.mr>, &pack_b_generic<T, B.nr>};
+KernelSet<T> generic_set(UKernel<T> ukernel, Direct<T> direct) noexcept {
+  return {B, ukernel, &pack_a_generic<T, B.mr>, &pack_b_generic<T, B.nr>, direct};
 }
 }  // namespace
 
@@ -96,22 +96,24 @@ template <>
 KernelSet<float> kernel_set<float>(Isa isa) noexcept {
   switch (isa) {
     case Isa::Avx512:
-      return {cfg::kAvx512F32, ukernel_f32_12x32_avx512, pack_a_f32_avx512, pack_b_f32_avx512};
-    case Isa::Avx2: return generic_set<float, cfg::kAvx2F32>(ukernel_f32_6x16_avx2);
+      return {cfg::kAvx512F32, ukernel_f32_12x32_avx512, pack_a_f32_avx512, pack_b_f32_avx512,
+              direct_f32_avx512};
+    case Isa::Avx2: return generic_set<float, cfg::kAvx2F32>(ukernel_f32_6x16_avx2, direct_f32_avx2);
     case Isa::Portable: break;
   }
-  return generic_set<float, cfg::kPortableF32>(ukernel_f32_4x16_portable);
+  return generic_set<float, cfg::kPortableF32>(ukernel_f32_4x16_portable, nullptr);
 }
 
 template <>
 KernelSet<double> kernel_set<double>(Isa isa) noexcept {
   switch (isa) {
     case Isa::Avx512:
-      return {cfg::kAvx512F64, ukernel_f64_12x16_avx512, pack_a_f64_avx512, pack_b_f64_avx512};
-    case Isa::Avx2: return generic_set<double, cfg::kAvx2F64>(ukernel_f64_6x8_avx2);
+      return {cfg::kAvx512F64, ukernel_f64_12x16_avx512, pack_a_f64_avx512, pack_b_f64_avx512,
+              direct_f64_avx512};
+    case Isa::Avx2: return generic_set<double, cfg::kAvx2F64>(ukernel_f64_6x8_avx2, direct_f64_avx2);
     case Isa::Portable: break;
   }
-  return generic_set<double, cfg::kPortableF64>(ukernel_f64_4x8_portable);
+  return generic_set<double, cfg::kPortableF64>(ukernel_f64_4x8_portable, nullptr);
 }
 
 }  // namespace mlpcore::gemm

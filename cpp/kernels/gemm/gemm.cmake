@@ -1,5 +1,6 @@
 # Sources of the GEMM module, appended to MLPCORE_GEMM_SOURCES by the top-level CMakeLists.txt.
-# Only the micro-kernel files get ISA flags; the driver picks one at run time (dispatch.cpp).
+# Only the micro-kernel and AVX-512 packing files get ISA flags; the driver picks one at run
+# time (dispatch.cpp).
 list(APPEND MLPCORE_GEMM_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/gemm.cpp
   ${CMAKE_CURRENT_LIST_DIR}/gemm_reference.cpp
@@ -7,7 +8,6 @@ list(APPEND MLPCORE_GEMM_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/ukernel_portable.cpp
   ${CMAKE_CURRENT_LIST_DIR}/ukernel_avx2.cpp
   ${CMAKE_CURRENT_LIST_DIR}/ukernel_avx512.cpp
-  ${CMAKE_CURRENT_LIST_DIR}/direct_avx512.cpp
   ${CMAKE_CURRENT_LIST_DIR}/pack_avx512.cpp)
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i.86)$" AND
@@ -15,7 +15,6 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64|i.86)$" AND
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/ukernel_avx2.cpp
     PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma")
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/ukernel_avx512.cpp
-    ${CMAKE_CURRENT_LIST_DIR}/direct_avx512.cpp
     ${CMAKE_CURRENT_LIST_DIR}/pack_avx512.cpp
     PROPERTIES COMPILE_OPTIONS "-mavx512f;-mavx512dq;-mavx512vl;-mavx512bw;-mfma;-mavx2")
 endif()

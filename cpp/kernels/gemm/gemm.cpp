@@ -16,11 +16,13 @@
 // nt x 1 grid they pack each B block together (gemm_region_shared_a / _b). Packing buffers are
 // thread_local, allocated once and grown when needed.
 //
-// Small-matrix path (chosen by shape only): below cfg::kParallelMinWork multiply-adds everything
-// runs on the calling thread, and when op(B) has contiguous rows (NN, TN) and M <= cfg::kSmallM
-// (small batches) B is not packed at all: the micro-kernel reads it in place with row stride ldb
-// (masked loads at the right edge) and only the small A operand is packed. Both paths use the
-// same micro-kernel and KC blocking, so they give identical results.
+// Small-matrix paths (chosen by shape only): up to cfg::kDirectMaxWork multiply-adds with the
+// AVX-512 or AVX2 kernels, the direct path of direct.hpp (no packing of op(A), no threads).
+// Below cfg::kParallelMinWork multiply-adds everything runs on the calling thread, and when
+// op(B) has contiguous rows (NN, TN) and M <= cfg::kSmallM (small batches) B is not packed at
+// all: the micro-kernel reads it in place with row stride ldb (masked loads at the right edge)
+// and only the small A operand is packed. All paths sum like the micro-kernel with the same KC
+// blocking, so they give identical results.
 #include "gemm.hpp"
 
 #include <algorithm>
@@ -430,6 +432,14 @@ void choose_grid(index_t M, index_t N, int MR, int NR, int nt, double a_cost, do
 }
 
 
+// Whether the direct path (direct.hpp) takes this shape: the ISA has one, at most
+// cfg::kDirectMaxWork multiply-adds and K within one K block (so that it sums like the packed
+// path).
+template <typename T>
+bool direct_applies(const KernelSet<T>& ks, index_t M, index_t N, index_t K) noexcept {
+  return ks.direct && M * N * K <= cfg::kDirectMaxWork && K <= ks.blk.kc;
+}
+
 template <typename T>
 void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,
               const T* B, index_t ldb, T* C, index_t ldc, bool accumulate,
@@ -442,18 +452,17 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
     return;
   }
   const Isa isa = isa_active();
-  // small product: no packing, no threads (same arithmetic as the packed AVX-512 path)
+  KernelSet<T> ks = kernel_set<T>(isa);
+  // small product: no packing, no threads (same arithmetic as the packed path of the same ISA)
   RegisterEpilogue<T> in_registers;  // bias / ReLU / ReLU' in registers, the rest after
   Epilogue<T> rest;
   split_epilogue(ep, &in_registers, &rest);
-  if (isa == Isa::Avx512 && direct_applies<T>(M, N, K) && direct_avx512_compiled()) {
-    if (gemm_direct_avx512<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate,
-                              in_registers)) {
-      if (has_epilogue(&rest)) epilogue_tile(rest, 0, 0, int(M), int(N), C, ldc);
-      return;
-    }
+  if (direct_applies(ks, M, N, K) &&
+      ks.direct(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, in_registers,
+                ks.pack_b, ks.blk.nr)) {
+    if (has_epilogue(&rest)) epilogue_tile(rest, 0, 0, int(M), int(N), C, ldc);
+    return;
   }
-  KernelSet<T> ks = kernel_set<T>(isa);
   // K in equal blocks of at most KC (2048 as 6 x 344, not 5 x 384 + 128: a short last block
   // spends more of its time loading and storing C). A function of K alone, like KC.
   ks.blk.kc = balanced_block(K, ks.blk.kc, 4);

@@ -12,6 +12,7 @@
 // K block, never with accumulate); its pointers are at the tile's origin.
 #pragma once
 #include "config.hpp"
+#include "direct.hpp"
 #include "register_epilogue.hpp"
 
 namespace mlpcore::gemm {
@@ -25,9 +26,6 @@ using UKernel = void (*)(index_t kc, const T* a, const T* b, index_t rsb, T* c, 
 template <typename T>
 using PackA = void (*)(bool trans_a, const T* A, index_t lda, index_t i0, index_t p0, index_t mc,
                        index_t kc, T* dst) noexcept;
-template <typename T>
-using PackB = void (*)(bool trans_b, const T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
-                       index_t nc, T* dst) noexcept;
 
 // Portable C++ (also a test oracle).
 void ukernel_f32_4x16_portable(index_t, const float*, const float*, index_t, float*, index_t,
@@ -79,6 +77,7 @@ struct KernelSet {
   UKernel<T> ukernel;
   PackA<T> pack_a;
   PackB<T> pack_b;
+  Direct<T> direct;  // the small-shape path of the same ISA (direct.hpp); nullptr: none
 };
 
 template <typename T>

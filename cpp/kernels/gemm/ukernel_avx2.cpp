@@ -1,4 +1,5 @@
-// AVX2 + FMA micro-kernels: f32 6x16 and f64 6x8 (12 ymm accumulators, 2 vectors per row).
+// AVX2 + FMA micro-kernels: f32 6x16 and f64 6x8 (12 ymm accumulators, 2 vectors per row), and
+// the direct path of direct.hpp with the same vector traits.
 // Only this file is compiled with -mavx2 -mfma (see gemm.cmake); it is only called after
 // isa_supported(Isa::Avx2) said yes.
 #include "ukernel.hpp"
@@ -6,6 +7,8 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
+#include <cstddef>
+#include <new>
 #include <utility>
 
 namespace mlpcore::gemm {
@@ -68,6 +71,7 @@ struct VF64x4 {
 };
 
 #include "ukernel_simd.inl"
+#include "direct_simd.inl"
 
 }  // namespace
 
@@ -89,6 +93,23 @@ void ukernel_f64_6x8_avx2(index_t kc, const double* a, const double* b, index_t 
                                        ldc, m, n, accumulate, ep);
 }
 
+// The direct path (direct.hpp): row tiles of 6 rows x up to 2 ymm vectors (12 of the 16 ymm registers, the micro-kernel's shape).
+bool direct_f32_avx2(bool ta, bool tb, index_t M, index_t N, index_t K, const float* A,
+                     index_t lda, const float* B, index_t ldb, float* C, index_t ldc,
+                     bool accumulate, const RegisterEpilogue<float>& ep, PackB<float> pack_b,
+                     index_t nr) noexcept {
+  return direct<VF32x8, 2, 6>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep, pack_b,
+                                 nr);
+}
+
+bool direct_f64_avx2(bool ta, bool tb, index_t M, index_t N, index_t K, const double* A,
+                     index_t lda, const double* B, index_t ldb, double* C, index_t ldc,
+                     bool accumulate, const RegisterEpilogue<double>& ep, PackB<double> pack_b,
+                     index_t nr) noexcept {
+  return direct<VF64x4, 2, 6>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep, pack_b,
+                                 nr);
+}
+
 }  // namespace mlpcore::gemm
 
 #else  // built without the ISA flags (non-x86 or another compiler): never dispatched to
@@ -99,5 +120,15 @@ void ukernel_f32_6x16_avx2(index_t, const float*, const float*, index_t, float*,
                            bool, const RegisterEpilogue<float>*) noexcept {}
 void ukernel_f64_6x8_avx2(index_t, const double*, const double*, index_t, double*, index_t, int,
                           int, bool, const RegisterEpilogue<double>*) noexcept {}
+bool direct_f32_avx2(bool, bool, index_t, index_t, index_t, const float*, index_t, const float*,
+                     index_t, float*, index_t, bool, const RegisterEpilogue<float>&, PackB<float>,
+                     index_t) noexcept {
+  return false;
+}
+bool direct_f64_avx2(bool, bool, index_t, index_t, index_t, const double*, index_t,
+                     const double*, index_t, double*, index_t, bool,
+                     const RegisterEpilogue<double>&, PackB<double>, index_t) noexcept {
+  return false;
+}
 }  // namespace mlpcore::gemm
 #endif

@@ -1,4 +1,5 @@
-// AVX-512 micro-kernels: f32 12x32 and f64 12x16 (24 zmm accumulators, 2 vectors per row).
+// AVX-512 micro-kernels: f32 12x32 and f64 12x16 (24 zmm accumulators, 2 vectors per row), and
+// the direct path of direct.hpp with the same vector traits.
 // Only this file is compiled with AVX-512 flags (see gemm.cmake); it is only called after
 // isa_supported(Isa::Avx512) said yes.
 #include "ukernel.hpp"
@@ -6,6 +7,8 @@
 #if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__FMA__)
 #include <immintrin.h>
 
+#include <cstddef>
+#include <new>
 #include <utility>
 
 namespace mlpcore::gemm {
@@ -66,6 +69,7 @@ struct VF64x8 {
 };
 
 #include "ukernel_simd.inl"
+#include "direct_simd.inl"
 
 }  // namespace
 
@@ -87,6 +91,23 @@ void ukernel_f64_12x16_avx512(index_t kc, const double* a, const double* b, inde
                                        ldc, m, n, accumulate, ep);
 }
 
+// The direct path (direct.hpp): row tiles of 4 rows x up to 4 zmm vectors (16 accumulators).
+bool direct_f32_avx512(bool ta, bool tb, index_t M, index_t N, index_t K, const float* A,
+                       index_t lda, const float* B, index_t ldb, float* C, index_t ldc,
+                       bool accumulate, const RegisterEpilogue<float>& ep, PackB<float> pack_b,
+                       index_t nr) noexcept {
+  return direct<VF32x16, 4, 4>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep, pack_b,
+                                 nr);
+}
+
+bool direct_f64_avx512(bool ta, bool tb, index_t M, index_t N, index_t K, const double* A,
+                       index_t lda, const double* B, index_t ldb, double* C, index_t ldc,
+                       bool accumulate, const RegisterEpilogue<double>& ep, PackB<double> pack_b,
+                       index_t nr) noexcept {
+  return direct<VF64x8, 4, 4>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep, pack_b,
+                                 nr);
+}
+
 }  // namespace mlpcore::gemm
 
 #else  // built without the ISA flags (non-x86 or another compiler): never dispatched to
@@ -97,5 +118,15 @@ void ukernel_f32_12x32_avx512(index_t, const float*, const float*, index_t, floa
                               int, bool, const RegisterEpilogue<float>*) noexcept {}
 void ukernel_f64_12x16_avx512(index_t, const double*, const double*, index_t, double*, index_t,
                               int, int, bool, const RegisterEpilogue<double>*) noexcept {}
+bool direct_f32_avx512(bool, bool, index_t, index_t, index_t, const float*, index_t, const float*,
+                       index_t, float*, index_t, bool, const RegisterEpilogue<float>&, PackB<float>,
+                       index_t) noexcept {
+  return false;
+}
+bool direct_f64_avx512(bool, bool, index_t, index_t, index_t, const double*, index_t,
+                       const double*, index_t, double*, index_t, bool,
+                       const RegisterEpilogue<double>&, PackB<double>, index_t) noexcept {
+  return false;
+}
 }  // namespace mlpcore::gemm
 #endif

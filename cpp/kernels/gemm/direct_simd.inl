@@ -1,0 +1,159 @@
+// Direct-product body (direct.hpp), shared by the AVX-512 and AVX2 micro-kernel files: included
+// inside their anonymous namespace after ukernel_simd.inl, with the same vector-traits struct S
+// (see ukernel_simd.inl for its members). Row tiles are kRows rows x up to kMaxVectors vectors
+// of columns (template parameters of direct(): kRows * kMaxVectors accumulators, leaving
+// registers for the loaded vectors).
+// Not a stand-alone header: no include guard on purpose (each ISA file has its own S).
+
+inline index_t min_index(index_t a, index_t b) noexcept { return a < b ? a : b; }
+
+// A per-thread scratch buffer that only grows (no allocation once it is large enough).
+struct Scratch {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+  void* get(std::size_t want) noexcept {
+    if (want <= bytes) return data;
+    ::operator delete(data, std::nothrow);
+    data = ::operator new(want, std::nothrow);
+    bytes = data ? want : 0;
+    return data;
+  }
+  ~Scratch() { ::operator delete(data, std::nothrow); }
+};
+thread_local Scratch copied_b;  // op(B) = B^T, copied
+
+// Rows i0 .. i0 + RB - 1 of C[:, 0 : w] for NV vectors of columns (w <= NV * W; Full: w ==
+// NV * W, plain loads and stores); row p of vector v of op(B) at col[v] + p * rs. Each loaded
+// vector of B serves RB rows (RB * NV accumulators in registers).
+template <class S, int RB, int NV, bool Full>
+void row_tile(bool trans_a, index_t i0, index_t K, const typename S::scalar* A, index_t lda,
+              const typename S::scalar* const* col, index_t rs, typename S::scalar* C, index_t ldc,
+              const typename S::mask* mask, bool accumulate,
+              const RegisterEpilogue<typename S::scalar>& ep) noexcept {
+  using T = typename S::scalar;
+  using V = typename S::vec;
+  auto load = [&](const T* p, int v) { return Full ? S::load(p) : S::maskz_load(mask[v], p); };
+  auto store = [&](T* p, V x, int v) {
+    if (Full) S::store(p, x);
+    else S::mask_store(p, mask[v], x);
+  };
+  // Every loop over r and v is unrolled, so the accumulators live in registers (left to GCC,
+  // they were kept on the stack: a store per FMA). Rows of op(A) are walked with one stride.
+  const T* a_row[RB];
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r) a_row[r] = trans_a ? A + (i0 + r) : A + (i0 + r) * lda;
+  const index_t a_step = trans_a ? lda : 1;
+  V acc[RB][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r)
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) acc[r][v] = S::zero();
+  const T* b_col[NV];
+#pragma GCC unroll 16
+  for (int v = 0; v < NV; ++v) b_col[v] = col[v];
+  for (index_t p = 0; p < K; ++p) {
+    V bv[NV];
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) bv[v] = load(b_col[v] + p * rs, v);
+#pragma GCC unroll 16
+    for (int r = 0; r < RB; ++r) {
+      const V a = S::set1(a_row[r][p * a_step]);
+#pragma GCC unroll 16
+      for (int v = 0; v < NV; ++v) acc[r][v] = S::fmadd(a, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < RB; ++r) {
+    const index_t row = (i0 + r) * ldc;
+#pragma GCC unroll 16
+    for (int v = 0; v < NV; ++v) {
+      const index_t at = row + v * S::W;
+      V out = accumulate ? S::add(load(C + at, v), acc[r][v]) : acc[r][v];
+      if (ep.bias) out = S::add(out, load(ep.bias + v * S::W, v));
+      if (ep.relu_deriv_z) out = S::mul(out, S::step(load(ep.relu_deriv_z + at, v)));
+      store(C + at, out, v);
+      if (ep.relu_out) store(ep.relu_out + at, S::relu(out), v);
+    }
+  }
+}
+
+// C[:, 0 : w] (w <= NV * W): row tiles of Rows rows, then the remaining rows one by one.
+template <class S, int Rows, int NV, bool Full>
+void rows_block(bool trans_a, index_t M, index_t w, index_t K, const typename S::scalar* A,
+                index_t lda, const typename S::scalar* const* col, index_t rs, typename S::scalar* C,
+                index_t ldc, bool accumulate, const RegisterEpilogue<typename S::scalar>& ep) noexcept {
+  typename S::mask mask[NV];
+  for (int v = 0; v < NV; ++v) mask[v] = S::make_mask(int(w) - v * S::W);
+  constexpr int RB = Rows;
+  index_t i = 0;
+  for (; i + RB <= M; i += RB)
+    row_tile<S, RB, NV, Full>(trans_a, i, K, A, lda, col, rs, C, ldc, mask, accumulate, ep);
+  for (; i < M; ++i)
+    row_tile<S, 1, NV, Full>(trans_a, i, K, A, lda, col, rs, C, ldc, mask, accumulate, ep);
+}
+
+// rows_block for nv (1 .. NV) vectors of columns, w wide.
+template <class S, int Rows, int NV>
+void column_block(int nv, bool trans_a, index_t M, index_t w, index_t K, const typename S::scalar* A,
+                  index_t lda, const typename S::scalar* const* col, index_t rs, typename S::scalar* C,
+                  index_t ldc, bool accumulate,
+                  const RegisterEpilogue<typename S::scalar>& ep) noexcept {
+  if constexpr (NV > 1) {
+    if (nv < NV) {
+      column_block<S, Rows, NV - 1>(nv, trans_a, M, w, K, A, lda, col, rs, C, ldc, accumulate,
+                                    ep);
+      return;
+    }
+  }
+  if (w == NV * S::W)
+    rows_block<S, Rows, NV, true>(trans_a, M, w, K, A, lda, col, rs, C, ldc, accumulate, ep);
+  else
+    rows_block<S, Rows, NV, false>(trans_a, M, w, K, A, lda, col, rs, C, ldc, accumulate, ep);
+}
+
+// The whole product. pack_b / nr: the packed path's B packer and its micro-panel width.
+template <class S, int kMaxVectors, int kRows>
+bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const typename S::scalar* A,
+            index_t lda, const typename S::scalar* B, index_t ldb, typename S::scalar* C, index_t ldc,
+            bool accumulate, const RegisterEpilogue<typename S::scalar>& ep,
+            PackB<typename S::scalar> pack_b, index_t nr) noexcept {
+  using T = typename S::scalar;
+  // op(B) = B^T is copied once. From K = W (one vector) on, into the packed path's K x NR micro-panels by its
+  // packer (which transposes blocks; a scalar transpose cost more than the product itself at
+  // 32 x 32 x 32); for smaller K, where those blocks would be mostly padding, into plain K x N
+  // rows.
+  if (nr % S::W != 0) return false;  // a vector of columns must not straddle two micro-panels
+  const T* panels = nullptr;
+  index_t rs = ldb;
+  if (trans_b) {
+    const bool pack = K >= S::W;
+    const index_t width = pack ? (N + nr - 1) / nr * nr : N;
+    T* buf = static_cast<T*>(copied_b.get(std::size_t(width * K) * sizeof(T)));
+    if (!buf) return false;  // out of memory: the caller takes the packed path
+    if (pack) {
+      pack_b(true, B, ldb, 0, 0, K, N, buf);
+      panels = buf;
+      rs = nr;
+    } else {
+      for (index_t j = 0; j < N; ++j)
+        for (index_t p = 0; p < K; ++p) buf[p * N + j] = B[j * ldb + p];
+      B = buf;
+      rs = N;
+    }
+  }
+  constexpr int NV = kMaxVectors;
+  constexpr index_t chunk = NV * S::W;
+  for (index_t j0 = 0; j0 < N; j0 += chunk) {
+    const index_t w = min_index(chunk, N - j0);
+    const int nv = int((w + S::W - 1) / S::W);
+    const T* col[NV];  // where each vector of columns starts (unused ones repeat the first)
+    for (int v = 0; v < NV; ++v) {
+      const index_t j = j0 + (v < nv ? v : 0) * S::W;
+      col[v] = panels ? panels + j / nr * nr * K + j % nr : B + j;
+    }
+    const RegisterEpilogue<T> e = ep.at(0, j0, ldc);  // shifted to the column block
+    column_block<S, kRows, NV>(nv, trans_a, M, w, K, A, lda, col, rs, C + j0, ldc, accumulate,
+                               e);
+  }
+  return true;
+}

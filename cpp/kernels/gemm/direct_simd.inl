@@ -7,6 +7,9 @@
 
 inline index_t min_index(index_t a, index_t b) noexcept { return a < b ? a : b; }
 
+template <class S>
+using ScalarOf = typename S::scalar;
+
 // A per-thread scratch buffer that only grows (no allocation once it is large enough).
 struct Scratch {
   void* data = nullptr;
@@ -26,11 +29,11 @@ thread_local Scratch copied_b;  // op(B) = B^T, copied
 // NV * W, plain loads and stores); row p of vector v of op(B) at col[v] + p * rs. Each loaded
 // vector of B serves RB rows (RB * NV accumulators in registers).
 template <class S, int RB, int NV, bool Full>
-void row_tile(bool trans_a, index_t i0, index_t K, const typename S::scalar* A, index_t lda,
-              const typename S::scalar* const* col, index_t rs, typename S::scalar* C, index_t ldc,
+void row_tile(bool trans_a, index_t i0, index_t K, const ScalarOf<S>* A, index_t lda,
+              const ScalarOf<S>* const* col, index_t rs, ScalarOf<S>* C, index_t ldc,
               const typename S::mask* mask, bool accumulate,
-              const RegisterEpilogue<typename S::scalar>& ep) noexcept {
-  using T = typename S::scalar;
+              const RegisterEpilogue<ScalarOf<S>>& ep) noexcept {
+  using T = ScalarOf<S>;
   using V = typename S::vec;
   auto load = [&](const T* p, int v) { return Full ? S::load(p) : S::maskz_load(mask[v], p); };
   auto store = [&](T* p, V x, int v) {
@@ -79,9 +82,9 @@ void row_tile(bool trans_a, index_t i0, index_t K, const typename S::scalar* A, 
 
 // C[:, 0 : w] (w <= NV * W): row tiles of Rows rows, then the remaining rows one by one.
 template <class S, int Rows, int NV, bool Full>
-void rows_block(bool trans_a, index_t M, index_t w, index_t K, const typename S::scalar* A,
-                index_t lda, const typename S::scalar* const* col, index_t rs, typename S::scalar* C,
-                index_t ldc, bool accumulate, const RegisterEpilogue<typename S::scalar>& ep) noexcept {
+void rows_block(bool trans_a, index_t M, index_t w, index_t K, const ScalarOf<S>* A,
+                index_t lda, const ScalarOf<S>* const* col, index_t rs, ScalarOf<S>* C,
+                index_t ldc, bool accumulate, const RegisterEpilogue<ScalarOf<S>>& ep) noexcept {
   typename S::mask mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = S::make_mask(int(w) - v * S::W);
   constexpr int RB = Rows;
@@ -94,10 +97,10 @@ void rows_block(bool trans_a, index_t M, index_t w, index_t K, const typename S:
 
 // rows_block for nv (1 .. NV) vectors of columns, w wide.
 template <class S, int Rows, int NV>
-void column_block(int nv, bool trans_a, index_t M, index_t w, index_t K, const typename S::scalar* A,
-                  index_t lda, const typename S::scalar* const* col, index_t rs, typename S::scalar* C,
+void column_block(int nv, bool trans_a, index_t M, index_t w, index_t K, const ScalarOf<S>* A,
+                  index_t lda, const ScalarOf<S>* const* col, index_t rs, ScalarOf<S>* C,
                   index_t ldc, bool accumulate,
-                  const RegisterEpilogue<typename S::scalar>& ep) noexcept {
+                  const RegisterEpilogue<ScalarOf<S>>& ep) noexcept {
   if constexpr (NV > 1) {
     if (nv < NV) {
       column_block<S, Rows, NV - 1>(nv, trans_a, M, w, K, A, lda, col, rs, C, ldc, accumulate,
@@ -113,15 +116,15 @@ void column_block(int nv, bool trans_a, index_t M, index_t w, index_t K, const t
 
 // The whole product. pack_b / nr: the packed path's B packer and its micro-panel width.
 template <class S, int kMaxVectors, int kRows>
-bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const typename S::scalar* A,
-            index_t lda, const typename S::scalar* B, index_t ldb, typename S::scalar* C, index_t ldc,
-            bool accumulate, const RegisterEpilogue<typename S::scalar>& ep,
-            PackB<typename S::scalar> pack_b, index_t nr) noexcept {
-  using T = typename S::scalar;
-  // op(B) = B^T is copied once. From K = W (one vector) on, into the packed path's K x NR micro-panels by its
-  // packer (which transposes blocks; a scalar transpose cost more than the product itself at
-  // 32 x 32 x 32); for smaller K, where those blocks would be mostly padding, into plain K x N
-  // rows.
+bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const ScalarOf<S>* A,
+            index_t lda, const ScalarOf<S>* B, index_t ldb, ScalarOf<S>* C, index_t ldc,
+            bool accumulate, const RegisterEpilogue<ScalarOf<S>>& ep,
+            PackB<ScalarOf<S>> pack_b, index_t nr) noexcept {
+  using T = ScalarOf<S>;
+  // op(B) = B^T is copied once. From K = W (one vector) on, into the packed path's K x NR
+  // micro-panels by its packer (which transposes blocks; a scalar transpose cost more than the
+  // product itself at 32 x 32 x 32); for smaller K, where those blocks would be mostly padding,
+  // into plain K x N rows.
   if (nr % S::W != 0) return false;  // a vector of columns must not straddle two micro-panels
   const T* panels = nullptr;
   index_t rs = ldb;

@@ -98,7 +98,8 @@ KernelSet<float> kernel_set<float>(Isa isa) noexcept {
     case Isa::Avx512:
       return {cfg::kAvx512F32, ukernel_f32_12x32_avx512, pack_a_f32_avx512, pack_b_f32_avx512,
               direct_f32_avx512};
-    case Isa::Avx2: return generic_set<float, cfg::kAvx2F32>(ukernel_f32_6x16_avx2, direct_f32_avx2);
+    case Isa::Avx2:
+      return generic_set<float, cfg::kAvx2F32>(ukernel_f32_6x16_avx2, direct_f32_avx2);
     case Isa::Portable: break;
   }
   return generic_set<float, cfg::kPortableF32>(ukernel_f32_4x16_portable, nullptr);
@@ -110,7 +111,8 @@ KernelSet<double> kernel_set<double>(Isa isa) noexcept {
     case Isa::Avx512:
       return {cfg::kAvx512F64, ukernel_f64_12x16_avx512, pack_a_f64_avx512, pack_b_f64_avx512,
               direct_f64_avx512};
-    case Isa::Avx2: return generic_set<double, cfg::kAvx2F64>(ukernel_f64_6x8_avx2, direct_f64_avx2);
+    case Isa::Avx2:
+      return generic_set<double, cfg::kAvx2F64>(ukernel_f64_6x8_avx2, direct_f64_avx2);
     case Isa::Portable: break;
   }
   return generic_set<double, cfg::kPortableF64>(ukernel_f64_4x8_portable, nullptr);

@@ -93,7 +93,8 @@ void ukernel_f64_6x8_avx2(index_t kc, const double* a, const double* b, index_t 
                                        ldc, m, n, accumulate, ep);
 }
 
-// The direct path (direct.hpp): row tiles of 6 rows x up to 2 ymm vectors (12 of the 16 ymm registers, the micro-kernel's shape).
+// The direct path (direct.hpp): row tiles of 6 rows x up to 2 ymm vectors (12 of the 16 ymm
+// registers, the micro-kernel's shape).
 bool direct_f32_avx2(bool ta, bool tb, index_t M, index_t N, index_t K, const float* A,
                      index_t lda, const float* B, index_t ldb, float* C, index_t ldc,
                      bool accumulate, const RegisterEpilogue<float>& ep, PackB<float> pack_b,

@@ -80,19 +80,36 @@ void row_tile(bool trans_a, index_t i0, index_t K, const ScalarOf<S>* A, index_t
   }
 }
 
-// C[:, 0 : w] (w <= NV * W): row tiles of Rows rows, then the remaining rows one by one.
+// The last `rows` (1 .. R) rows of a column block, from row i0, as one tile of that height (more
+// independent FMA chains than one row at a time, and each loaded vector of B serves them all).
+template <class S, int R, int NV, bool Full>
+void last_rows(int rows, bool trans_a, index_t i0, index_t K, const ScalarOf<S>* A, index_t lda,
+               const ScalarOf<S>* const* col, index_t rs, ScalarOf<S>* C, index_t ldc,
+               const typename S::mask* mask, bool accumulate,
+               const RegisterEpilogue<ScalarOf<S>>& ep) noexcept {
+  if constexpr (R > 1) {
+    if (rows < R) {
+      last_rows<S, R - 1, NV, Full>(rows, trans_a, i0, K, A, lda, col, rs, C, ldc, mask,
+                                    accumulate, ep);
+      return;
+    }
+  }
+  row_tile<S, R, NV, Full>(trans_a, i0, K, A, lda, col, rs, C, ldc, mask, accumulate, ep);
+}
+
+// C[:, 0 : w] (w <= NV * W): row tiles of Rows rows, then one tile of the remaining rows.
 template <class S, int Rows, int NV, bool Full>
 void rows_block(bool trans_a, index_t M, index_t w, index_t K, const ScalarOf<S>* A,
                 index_t lda, const ScalarOf<S>* const* col, index_t rs, ScalarOf<S>* C,
                 index_t ldc, bool accumulate, const RegisterEpilogue<ScalarOf<S>>& ep) noexcept {
   typename S::mask mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = S::make_mask(int(w) - v * S::W);
-  constexpr int RB = Rows;
   index_t i = 0;
-  for (; i + RB <= M; i += RB)
-    row_tile<S, RB, NV, Full>(trans_a, i, K, A, lda, col, rs, C, ldc, mask, accumulate, ep);
-  for (; i < M; ++i)
-    row_tile<S, 1, NV, Full>(trans_a, i, K, A, lda, col, rs, C, ldc, mask, accumulate, ep);
+  for (; i + Rows <= M; i += Rows)
+    row_tile<S, Rows, NV, Full>(trans_a, i, K, A, lda, col, rs, C, ldc, mask, accumulate, ep);
+  if (i < M)
+    last_rows<S, Rows - 1, NV, Full>(int(M - i), trans_a, i, K, A, lda, col, rs, C, ldc, mask,
+                                     accumulate, ep);
 }
 
 // rows_block for nv (1 .. NV) vectors of columns, w wide.

@@ -49,7 +49,7 @@ inline constexpr index_t kSharedPackMinWork = index_t(1) << 26;
 // micro-kernel instead of being packed (each B element is reused by few A micro-panels only).
 inline constexpr index_t kSmallM = 96;
 // At most this many multiply-adds (and K within one K block), with the AVX-512 or AVX2 kernels:
-// the direct path of direct.hpp, with no packing and no threads (AVX-512, 1 thread: 64^3
+// the direct path of direct_simd.inl, with no packing and no threads (AVX-512, 1 thread: 64^3
 // 1.13-1.14x the packed path, 32x64x128 NT 1.08-1.10x; above it mixed, 0.91-1.11x).
 inline constexpr index_t kDirectMaxWork = index_t(1) << 18;
 }  // namespace cfg

@@ -1,8 +1,17 @@
-// Direct-product body (direct.hpp), shared by the AVX-512 and AVX2 micro-kernel files: included
-// inside their anonymous namespace after ukernel_simd.inl, with the same vector-traits struct S
-// (see ukernel_simd.inl for its members). Row tiles are kRows rows x up to kMaxVectors vectors
-// of columns (template parameters of direct(): kRows * kMaxVectors accumulators, leaving
-// registers for the loaded vectors).
+// Direct products for small shapes (the layers of small networks and small batches): no packing
+// of op(A), no threads. Each row tile of C is held in registers (up to 64 float / 32 double
+// columns with AVX-512, 16 / 8 with AVX2) while K broadcasts of op(A) meet rows of op(B), read
+// in place (op(B) = B^T is first copied: into the packed path's K x NR micro-panels by its
+// packer, or into K x N rows when K is very small). Every element is summed from zero in
+// increasing p with one FMA per step and then stored or added to C: the same arithmetic as the
+// micro-kernel of the same ISA on a single K block, so the choice between the two paths never
+// changes a result. gemm.cpp takes this path through KernelSet::direct (ukernel.hpp).
+//
+// This body is included inside the anonymous namespace of ukernel_avx512.cpp and
+// ukernel_avx2.cpp, after ukernel_simd.inl, with the same vector-traits struct S (see
+// ukernel_simd.inl for its members). Row tiles are kRows rows x up to kMaxVectors vectors of
+// columns (template parameters of direct(): kRows * kMaxVectors accumulators, leaving registers
+// for the loaded vectors).
 // Not a stand-alone header: no include guard on purpose (each ISA file has its own S).
 
 inline index_t min_index(index_t a, index_t b) noexcept { return a < b ? a : b; }

@@ -17,12 +17,12 @@
 // thread_local, allocated once and grown when needed.
 //
 // Small-matrix paths (chosen by shape only): up to cfg::kDirectMaxWork multiply-adds with the
-// AVX-512 or AVX2 kernels, the direct path of direct.hpp (no packing of op(A), no threads).
-// Below cfg::kParallelMinWork multiply-adds everything runs on the calling thread, and when
-// op(B) has contiguous rows (NN, TN) and M <= cfg::kSmallM (small batches) B is not packed at
-// all: the micro-kernel reads it in place with row stride ldb (masked loads at the right edge)
-// and only the small A operand is packed. All paths sum like the micro-kernel with the same KC
-// blocking, so they give identical results.
+// AVX-512 or AVX2 kernels, the direct path of direct_simd.inl (no packing of op(A), no threads).
+// Below cfg::kParallelMinWork multiply-adds everything runs on the calling thread, and when op(B)
+// has contiguous rows (NN, TN) and M <= cfg::kSmallM (small batches) B is not packed at all: the
+// micro-kernel reads it in place with row stride ldb (masked loads at the right edge) and only
+// the small A operand is packed. All paths sum like the micro-kernel with the same KC blocking,
+// so they give identical results.
 #include "gemm.hpp"
 
 #include <algorithm>
@@ -31,7 +31,6 @@
 
 #include "../activations.hpp"
 #include "../denormals.hpp"
-#include "direct.hpp"
 #include "ukernel.hpp"
 
 #ifdef _OPENMP
@@ -432,7 +431,7 @@ void choose_grid(index_t M, index_t N, int MR, int NR, int nt, double a_cost, do
 }
 
 
-// Whether the direct path (direct.hpp) takes this shape: the ISA has one, at most
+// Whether the direct path (direct_simd.inl) takes this shape: the ISA has one, at most
 // cfg::kDirectMaxWork multiply-adds and K within one K block (so that it sums like the packed
 // path).
 template <typename T>

@@ -10,9 +10,11 @@
 // to C (accumulate == true). The tile split therefore never changes a result.
 // ep (nullptr: none) is applied to the tile in registers before the store (only with the last
 // K block, never with accumulate); its pointers are at the tile's origin.
+//
+// The direct path for small products (no packing of op(A), no threads; see direct_simd.inl) is
+// compiled with the micro-kernels of each SIMD ISA and sums exactly like them.
 #pragma once
 #include "config.hpp"
-#include "direct.hpp"
 #include "register_epilogue.hpp"
 
 namespace mlpcore::gemm {
@@ -26,6 +28,17 @@ using UKernel = void (*)(index_t kc, const T* a, const T* b, index_t rsb, T* c, 
 template <typename T>
 using PackA = void (*)(bool trans_a, const T* A, index_t lda, index_t i0, index_t p0, index_t mc,
                        index_t kc, T* dst) noexcept;
+template <typename T>
+using PackB = void (*)(bool trans_b, const T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
+                       index_t nc, T* dst) noexcept;
+
+// The whole product C (+)= op(A) op(B) by the direct path, with the register epilogue ep.
+// pack_b / nr: the packed path's B packer of the same ISA and its micro-panel width (used for
+// op(B) = B^T). False (nothing written) if its scratch buffer could not be allocated.
+template <typename T>
+using Direct = bool (*)(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A,
+                        index_t lda, const T* B, index_t ldb, T* C, index_t ldc, bool accumulate,
+                        const RegisterEpilogue<T>& ep, PackB<T> pack_b, index_t nr) noexcept;
 
 // Portable C++ (also a test oracle).
 void ukernel_f32_4x16_portable(index_t, const float*, const float*, index_t, float*, index_t,
@@ -42,6 +55,20 @@ void ukernel_f32_12x32_avx512(index_t, const float*, const float*, index_t, floa
                               int, int, bool, const RegisterEpilogue<float>*) noexcept;
 void ukernel_f64_12x16_avx512(index_t, const double*, const double*, index_t, double*, index_t,
                               int, int, bool, const RegisterEpilogue<double>*) noexcept;
+
+// The direct path: AVX2 in ukernel_avx2.cpp, AVX-512 in ukernel_avx512.cpp.
+bool direct_f32_avx2(bool, bool, index_t, index_t, index_t, const float*, index_t, const float*,
+                     index_t, float*, index_t, bool, const RegisterEpilogue<float>&, PackB<float>,
+                     index_t) noexcept;
+bool direct_f64_avx2(bool, bool, index_t, index_t, index_t, const double*, index_t, const double*,
+                     index_t, double*, index_t, bool, const RegisterEpilogue<double>&,
+                     PackB<double>, index_t) noexcept;
+bool direct_f32_avx512(bool, bool, index_t, index_t, index_t, const float*, index_t, const float*,
+                       index_t, float*, index_t, bool, const RegisterEpilogue<float>&,
+                       PackB<float>, index_t) noexcept;
+bool direct_f64_avx512(bool, bool, index_t, index_t, index_t, const double*, index_t,
+                       const double*, index_t, double*, index_t, bool,
+                       const RegisterEpilogue<double>&, PackB<double>, index_t) noexcept;
 
 // AVX-512 packing (pack_avx512.cpp; MR 12, NR 32 for float and 16 for double).
 void pack_a_f32_avx512(bool, const float*, index_t, index_t, index_t, index_t, index_t,
@@ -77,7 +104,7 @@ struct KernelSet {
   UKernel<T> ukernel;
   PackA<T> pack_a;
   PackB<T> pack_b;
-  Direct<T> direct;  // the small-shape path of the same ISA (direct.hpp); nullptr: none
+  Direct<T> direct;  // the small-product path of the same ISA; nullptr: none
 };
 
 template <typename T>

@@ -1,5 +1,5 @@
 // AVX2 + FMA micro-kernels: f32 6x16 and f64 6x8 (12 ymm accumulators, 2 vectors per row), and
-// the direct path of direct.hpp with the same vector traits.
+// the direct path of direct_simd.inl with the same vector traits.
 // Only this file is compiled with -mavx2 -mfma (see gemm.cmake); it is only called after
 // isa_supported(Isa::Avx2) said yes.
 #include "ukernel.hpp"
@@ -93,7 +93,7 @@ void ukernel_f64_6x8_avx2(index_t kc, const double* a, const double* b, index_t 
                                        ldc, m, n, accumulate, ep);
 }
 
-// The direct path (direct.hpp): row tiles of 6 rows x up to 2 ymm vectors (12 of the 16 ymm
+// The direct path (direct_simd.inl): row tiles of 6 rows x up to 2 ymm vectors (12 of the 16 ymm
 // registers, the micro-kernel's shape).
 bool direct_f32_avx2(bool ta, bool tb, index_t M, index_t N, index_t K, const float* A,
                      index_t lda, const float* B, index_t ldb, float* C, index_t ldc,

@@ -1,5 +1,5 @@
 // AVX-512 micro-kernels: f32 12x32 and f64 12x16 (24 zmm accumulators, 2 vectors per row), and
-// the direct path of direct.hpp with the same vector traits.
+// the direct path of direct_simd.inl with the same vector traits.
 // Only this file is compiled with AVX-512 flags (see gemm.cmake); it is only called after
 // isa_supported(Isa::Avx512) said yes.
 #include "ukernel.hpp"
@@ -91,7 +91,7 @@ void ukernel_f64_12x16_avx512(index_t kc, const double* a, const double* b, inde
                                        ldc, m, n, accumulate, ep);
 }
 
-// The direct path (direct.hpp): row tiles of 4 rows x up to 4 zmm vectors (16 accumulators).
+// The direct path (direct_simd.inl): row tiles of 4 rows x up to 4 zmm vectors (16 accumulators).
 bool direct_f32_avx512(bool ta, bool tb, index_t M, index_t N, index_t K, const float* A,
                        index_t lda, const float* B, index_t ldb, float* C, index_t ldc,
                        bool accumulate, const RegisterEpilogue<float>& ep, PackB<float> pack_b,

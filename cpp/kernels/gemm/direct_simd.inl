@@ -14,8 +14,6 @@
 // for the loaded vectors).
 // Not a stand-alone header: no include guard on purpose (each ISA file has its own S).
 
-inline index_t min_index(index_t a, index_t b) noexcept { return a < b ? a : b; }
-
 template <class S>
 using ScalarOf = typename S::scalar;
 
@@ -173,7 +171,7 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const S
   constexpr int NV = kMaxVectors;
   constexpr index_t chunk = NV * S::W;
   for (index_t j0 = 0; j0 < N; j0 += chunk) {
-    const index_t w = min_index(chunk, N - j0);
+    const index_t w = N - j0 < chunk ? N - j0 : chunk;
     const int nv = int((w + S::W - 1) / S::W);
     const T* col[NV];  // where each vector of columns starts (unused ones repeat the first)
     for (int v = 0; v < NV; ++v) {

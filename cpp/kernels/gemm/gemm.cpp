@@ -450,8 +450,7 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
     if (has_epilogue(ep)) epilogue_reference(M, N, C, ldc, *ep);
     return;
   }
-  const Isa isa = isa_active();
-  KernelSet<T> ks = kernel_set<T>(isa);
+  KernelSet<T> ks = kernel_set<T>(isa_active());
   // small product: no packing, no threads (same arithmetic as the packed path of the same ISA)
   RegisterEpilogue<T> in_registers;  // bias / ReLU / ReLU' in registers, the rest after
   Epilogue<T> rest;

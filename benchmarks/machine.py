@@ -1,11 +1,15 @@
 """The machine's ceilings, to read the GEMM and training figures against.
 
-Compiles (with the system's C++ compiler) and runs two probes:
+Compiles (with the system's C++ compiler) and runs three probes:
 - peak FMA throughput: a loop of independent register-only fused multiply-adds, 12 accumulators
   per thread and no memory traffic, so the result is the cores' FMA issue rate times the vector
   width, the ceiling no GEMM (mlpcore's or OpenBLAS's) can pass;
 - the cost of one OpenMP fork/join: an empty 2-thread parallel region, entered back to back
-  (what each threaded kernel of a training step pays, and what one region per step would save).
+  (what each threaded kernel of a training step pays, and what one region per step would save);
+- mlpcore's AVX-512 micro-kernels alone (cpp/kernels/gemm/ukernel_avx512.cpp, compiled here),
+  one thread, called over and over on one packed A and B micro-panel that stay in L1: the rate
+  of the kernel's own loads, broadcasts and FMAs, with no packing and no cache misses. A whole
+  GEMM built on them runs below it; the gap is what packing and the memory hierarchy cost.
 
     python benchmarks/machine.py
 
@@ -18,6 +22,8 @@ import os
 import subprocess
 import sys
 import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 SOURCE = r"""
 #include <chrono>
@@ -78,6 +84,66 @@ int main(int argc, char** argv) {
 """
 
 
+KERNEL_SOURCE = r"""
+#include "ukernel.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+using mlpcore::index_t;
+using namespace mlpcore::gemm;
+
+// GFLOP/s of kernel(kc, a, b, ...) on one MR x NR tile, operands in L1, best of 5.
+template <typename T, typename Kernel>
+double rate(Kernel kernel, int mr, int nr, index_t kc) {
+  T* a = static_cast<T*>(std::aligned_alloc(64, sizeof(T) * mr * kc));
+  T* b = static_cast<T*>(std::aligned_alloc(64, sizeof(T) * kc * nr));
+  T* c = static_cast<T*>(std::aligned_alloc(64, sizeof(T) * mr * nr));
+  for (index_t i = 0; i < mr * kc; ++i) a[i] = T(1e-3);
+  for (index_t i = 0; i < kc * nr; ++i) b[i] = T(1e-3);
+  for (int i = 0; i < mr * nr; ++i) c[i] = T(0);
+  const long calls = 2000000000L / (2L * mr * nr * kc) * 10;
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (long i = 0; i < calls; ++i) kernel(kc, a, b, nr, c, nr, mr, nr, true, nullptr);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double gflops = 2.0 * mr * nr * kc * calls / s / 1e9;
+    if (gflops > best) best = gflops;
+  }
+  std::free(a), std::free(b), std::free(c);
+  return best;
+}
+
+int main() {
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512dq") ||
+      !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx512bw")) {
+    std::printf("- -\n");
+    return 0;
+  }
+  const Blocking f = cfg::kAvx512F32, d = cfg::kAvx512F64;
+  // kc 128: A and B micro-panels 6 + 16 KiB (float32), 12 + 16 KiB (float64), within L1
+  std::printf("%.1f %.1f\n", rate<float>(ukernel_f32_12x32_avx512, f.mr, f.nr, 128),
+              rate<double>(ukernel_f64_12x16_avx512, d.mr, d.nr, 128));
+}
+"""
+
+
+def kernel_rates(cxx: str, tmp: str) -> tuple[str, str]:
+    """mlpcore's AVX-512 micro-kernels on L1-resident operands, GFLOP/s (float32, float64)."""
+    gemm_dir = os.path.join(os.path.dirname(HERE), "cpp", "kernels", "gemm")
+    src, exe = os.path.join(tmp, "ukernel_rate.cpp"), os.path.join(tmp, "ukernel_rate")
+    with open(src, "w") as f:
+        f.write(KERNEL_SOURCE)
+    isa = ["-mavx512f", "-mavx512dq", "-mavx512vl", "-mavx512bw", "-mfma", "-mavx2"]
+    subprocess.run([cxx, "-O3", "-std=c++17", *isa, "-I", gemm_dir, src,
+                    os.path.join(gemm_dir, "ukernel_avx512.cpp"), "-o", exe], check=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([exe], env=env, check=True, capture_output=True, text=True).stdout.split()
+    return out[0], out[1]
+
+
 def main() -> int:
     cxx = os.environ.get("CXX", "g++")
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,6 +162,9 @@ def main() -> int:
         fork_join = subprocess.run([exe, "0", "fork-join"], env=env, check=True,
                                    capture_output=True, text=True).stdout.strip()
         print(f"OpenMP fork/join of an empty 2-thread region: {fork_join} us (best of 5)")
+        f32, f64 = kernel_rates(cxx, tmp)
+        print(f"mlpcore AVX-512 micro-kernel alone, 1 thread, operands in L1: float32 {f32}, "
+              f"float64 {f64} GFLOP/s")
     return 0
 
 

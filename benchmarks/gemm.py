@@ -13,6 +13,11 @@ is redone (up to --noise-retries times) and the attempt with the fastest probe i
     python benchmarks/gemm.py            # full run
     python benchmarks/gemm.py --quick    # fewer sizes and repeats
 
+Ceiling: before and after each block of one dtype and thread count, machine.py's FMA-peak probe
+(compiled once with $CXX or g++; skipped where that fails) measures the cores' peak, and each row
+shows both contenders as a share of it (float64: half the float32 peak). Large products run close
+to it in both libraries, so their ratio cannot move far from 1.
+
 Writes benchmarks/results/gemm.json and (if matplotlib is installed) benchmarks/results/gemm.png.
 """
 
@@ -23,13 +28,16 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from _proc import NUMPY_UNSET, operands, run_child, thread_env  # noqa: E402
+from machine import build_peak_probe, peak_gflops  # noqa: E402
 
 SQUARE = [64, 128, 256, 512, 1024, 2048]
 # (batch M, in K, out N) of an MLP layer: forward NN y = x W, backward TN dW = x^T dy and
@@ -134,8 +142,22 @@ def main() -> None:
         probes["redone"] += len(attempts) - 1
         return min(attempts, key=lambda a: a[0])[1]
 
+    probe_dir = tempfile.TemporaryDirectory()
+    try:
+        peak_exe = build_peak_probe(os.environ.get("CXX", "g++"), probe_dir.name)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print("no FMA-peak probe (could not compile it):", exc)
+        peak_exe = None
+    lanes = 16 if avx512_cpu() else 8
+
+    def peak(threads: int, dtype: str) -> float | None:
+        if peak_exe is None:
+            return None
+        return peak_gflops(peak_exe, threads, lanes) / (2 if dtype == "float64" else 1)
+
     for dtype in args.dtypes:
         for threads in args.threads:
+            peak_before = peak(threads, dtype)
             times = {"mlpcore": [], "numpy": []}
             for r in range(repeats):
                 order = ["mlpcore", "numpy"] if r % 2 == 0 else ["numpy", "mlpcore"]
@@ -147,6 +169,9 @@ def main() -> None:
                         rep = measure(payload, threads, thread_env(threads, threads), NUMPY_UNSET)
                     times[who].append(rep["times"])
                     infos[f"{who} {dtype} {threads}t"] = rep["info"]
+            # the cores' best of the two probes: the ceiling the whole block ran under
+            peak_after = peak(threads, dtype)
+            ceiling = max(peak_before, peak_after) if peak_after is not None else None
             for case in case_list:
                 name = case["name"]
                 flop = 2.0 * case["M"] * case["N"] * case["K"]
@@ -154,7 +179,7 @@ def main() -> None:
                 t_np = statistics.median(t[name] for t in times["numpy"])
                 rows.append({"dtype": dtype, "threads": threads, **case,
                              "mlpcore_gflops": flop / t_mc / 1e9, "numpy_gflops": flop / t_np / 1e9,
-                             "ratio": t_np / t_mc})
+                             "ratio": t_np / t_mc, "peak_gflops": ceiling})
             print_rows([r for r in rows if r["dtype"] == dtype and r["threads"] == threads])
             sys.stdout.flush()
 
@@ -164,6 +189,7 @@ def main() -> None:
     print("unset in the NumPy child (parent values):", env_note)
     print("child runs redone because the core probe ran slow:",
           probes["redone"] if core_probe else "no probe (mlpcore not importable)")
+    probe_dir.cleanup()
     os.makedirs(args.out, exist_ok=True)
     meta = {"machine": platform.machine(), "processor": platform.processor(),
             "python": sys.version.split()[0], "quick": args.quick, "repeats": repeats,
@@ -174,15 +200,28 @@ def main() -> None:
     plot(rows, os.path.join(args.out, "gemm.png"))
 
 
+def avx512_cpu() -> bool:
+    """Whether this CPU has AVX-512F (Linux /proc/cpuinfo; False where it cannot tell)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
+
+
 def print_rows(rows: list[dict]) -> None:
     if not rows:
         return
-    print(f"\n{rows[0]['dtype']}, {rows[0]['threads']} thread(s)")
+    peak = rows[0].get("peak_gflops")
+    title = f"\n{rows[0]['dtype']}, {rows[0]['threads']} thread(s)"
+    print(title + (f"; FMA peak {peak:.1f} GFLOP/s" if peak else ""))
     print(f"{'case':<26}{'form':>5}{'M':>6}{'N':>6}{'K':>6}{'mlpcore GF/s':>14}{'numpy GF/s':>12}"
-          f"{'mc/np':>8}")
+          f"{'mc/np':>8}" + (f"{'mc %pk':>8}{'np %pk':>8}" if peak else ""))
     for r in rows:
+        share = (f"{100 * r['mlpcore_gflops'] / peak:>8.0f}{100 * r['numpy_gflops'] / peak:>8.0f}"
+                 if peak else "")
         print(f"{r['name']:<26}{r['form']:>5}{r['M']:>6}{r['N']:>6}{r['K']:>6}"
-              f"{r['mlpcore_gflops']:>14.1f}{r['numpy_gflops']:>12.1f}{r['ratio']:>8.2f}")
+              f"{r['mlpcore_gflops']:>14.1f}{r['numpy_gflops']:>12.1f}{r['ratio']:>8.2f}" + share)
 
 
 def plot(rows: list[dict], path: str) -> None:

@@ -144,20 +144,31 @@ def kernel_rates(cxx: str, tmp: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
+def build_peak_probe(cxx: str, tmp: str) -> str:
+    """Compiles the FMA-peak / fork-join probe into tmp; returns the executable's path."""
+    src, exe = os.path.join(tmp, "peak.cpp"), os.path.join(tmp, "peak")
+    with open(src, "w") as f:
+        f.write(SOURCE)
+    subprocess.run([cxx, "-O2", "-fopenmp", src, "-o", exe], check=True)
+    return exe
+
+
+def peak_gflops(exe: str, threads: int, lanes: int = 16) -> float:
+    """fp32 FMA peak of `threads` threads, GFLOP/s (lanes 16: AVX-512, 8: AVX2)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_PROC_BIND="spread")
+    out = subprocess.run([exe, str(lanes)], env=env, check=True, capture_output=True, text=True)
+    return float(out.stdout)
+
+
 def main() -> int:
     cxx = os.environ.get("CXX", "g++")
     with tempfile.TemporaryDirectory() as tmp:
-        src, exe = os.path.join(tmp, "peak.cpp"), os.path.join(tmp, "peak")
-        with open(src, "w") as f:
-            f.write(SOURCE)
-        subprocess.run([cxx, "-O2", "-fopenmp", src, "-o", exe], check=True)
+        exe = build_peak_probe(cxx, tmp)
         print("fp32 peak FMA throughput (GFLOP/s; float64 is half of it)")
         print(f"{'threads':>8} {'AVX-512':>10} {'AVX2':>10}")
         for threads in (1, 2):
-            env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_PROC_BIND="spread")
-            row = [subprocess.run([exe, str(lanes)], env=env, check=True, capture_output=True,
-                                  text=True).stdout.strip() for lanes in (16, 8)]
-            print(f"{threads:>8} {row[0]:>10} {row[1]:>10}")
+            row = [peak_gflops(exe, threads, lanes) for lanes in (16, 8)]
+            print(f"{threads:>8} {row[0]:>10.1f} {row[1]:>10.1f}")
         env = dict(os.environ, OMP_NUM_THREADS="2")
         fork_join = subprocess.run([exe, "0", "fork-join"], env=env, check=True,
                                    capture_output=True, text=True).stdout.strip()

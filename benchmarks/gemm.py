@@ -14,7 +14,8 @@ is redone (up to --noise-retries times) and the attempt with the fastest probe i
     python benchmarks/gemm.py --quick    # fewer sizes and repeats
 
 Ceiling: before and after each block of one dtype and thread count, machine.py's FMA-peak probe
-(compiled once with $CXX or g++; skipped where that fails) measures the cores' peak, and each row
+(compiled once with $CXX or g++, at the vector width of the ISA mlpcore dispatches to; skipped
+where that fails or for the portable kernels) measures the cores' peak, and each row
 shows both contenders as a share of it (float64: half the float32 peak). Large products run close
 to it in both libraries, so their ratio cannot move far from 1.
 
@@ -126,9 +127,11 @@ def main() -> None:
     rows, infos = [], {}
     probes = {"best": {}, "redone": 0}
     try:  # in the parent only: a NumPy child must not load mlpcore's OpenMP runtime
+        from mlpcore import kernel_info
         from mlpcore.bench.harness import SLOW_CORES, core_probe
+        isa = kernel_info()["isa"]  # the kernels the mlpcore children will run
     except ImportError:  # mlpcore not importable from here: measure without the probe
-        SLOW_CORES, core_probe = None, None
+        SLOW_CORES, core_probe, isa = None, None, None
 
     def measure(payload: dict, threads: int, env_set: dict, env_unset: tuple) -> dict:
         """One child run; redone while the core probe before it says the cores ran slow."""
@@ -142,13 +145,15 @@ def main() -> None:
         probes["redone"] += len(attempts) - 1
         return min(attempts, key=lambda a: a[0])[1]
 
+    # the FMA peak at the vector width of mlpcore's kernels (none for the portable ones)
+    lanes = {"avx512": 16, "avx2": 8}.get(isa)
     probe_dir = tempfile.TemporaryDirectory()
-    try:
-        peak_exe = build_peak_probe(os.environ.get("CXX", "g++"), probe_dir.name)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        print("no FMA-peak probe (could not compile it):", exc)
-        peak_exe = None
-    lanes = 16 if avx512_cpu() else 8
+    peak_exe = None
+    if lanes:
+        try:
+            peak_exe = build_peak_probe(os.environ.get("CXX", "g++"), probe_dir.name)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            print("no FMA-peak probe (could not compile it):", exc)
 
     def peak(threads: int, dtype: str) -> float | None:
         if peak_exe is None:
@@ -198,15 +203,6 @@ def main() -> None:
     with open(os.path.join(args.out, "gemm.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     plot(rows, os.path.join(args.out, "gemm.png"))
-
-
-def avx512_cpu() -> bool:
-    """Whether this CPU has AVX-512F (Linux /proc/cpuinfo; False where it cannot tell)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return " avx512f" in f.read()
-    except OSError:
-        return False
 
 
 def print_rows(rows: list[dict]) -> None:

@@ -83,9 +83,11 @@ class Callback:
 
 class CallbackList:
     """Fans each hook out to every callback in order (Keras' CallbackList). fit builds one from
-    the user's callbacks: the progress report first (``verbose``: 1 a tqdm bar, 2 one line per
-    epoch), then the callbacks (those marked ``_run_last``, the checkpoints, after the others,
-    so they hold what the others set for the next epoch), then a :class:`History`."""
+    the user's callbacks (those marked ``_run_last``, the checkpoints, after the others, so
+    they hold what the others set for the next epoch), then the progress report (``verbose``:
+    1 a tqdm bar, opened after the callbacks' ``on_epoch_begin``; 2 one line per epoch; both
+    report in ``_on_epoch_done``, before any ``on_epoch_end``), then a :class:`History`, which
+    so records what the callbacks added to the logs."""
 
     def __init__(self, callbacks=(), *, add_history: bool = False, verbose: int = 0,
                  model=None, params: Optional[Dict[str, Any]] = None) -> None:
@@ -93,9 +95,9 @@ class CallbackList:
         report = {1: [ProgressBar()], 2: [EpochLogger()]}.get(verbose, [])
         self.history: Optional[History] = History() if add_history else None
         self.callbacks: List[Callback] = [
-            *report, *[cb for cb in callbacks if not getattr(cb, "_run_last", False)],
+            *[cb for cb in callbacks if not getattr(cb, "_run_last", False)],
             *[cb for cb in callbacks if getattr(cb, "_run_last", False)],
-            *([self.history] if add_history else [])]
+            *report, *([self.history] if add_history else [])]
         for cb in self.callbacks:
             cb.set_model(model)
             cb.set_params(dict(params or {}))

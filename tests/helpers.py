@@ -116,7 +116,8 @@ def check_model(model, x, y):
             errors[f"{i}.bias"] = relative_error(analytic[f"{i}.bias"],
                                                  numeric_gradient(f, layer.bias))
     worst = max(errors, key=errors.get)
-    assert errors[worst] < GRADIENT_TOLERANCE, f"gradient of {worst}: relative error {errors[worst]:.2e}"
+    assert errors[worst] < GRADIENT_TOLERANCE, \
+        f"gradient of {worst}: relative error {errors[worst]:.2e}"
 
 
 # --- the ISA copies of the kernels -------------------------------------------------------

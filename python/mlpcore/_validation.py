@@ -153,6 +153,18 @@ def _first_non_finite(arr: np.ndarray) -> str:
     return ", ".join(str(int(i)) for i in bad)
 
 
+def check_values(value, *, shape, owner: str, name: str) -> np.ndarray:
+    """An array assigned to a layer's ``owner.name``: real numbers, exactly ``shape``, finite."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{owner}.{name}: expected a real numeric array, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{owner}.{name}: expected shape {shape}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{owner}.{name}: values must be finite (no NaN or Inf)")
+    return arr
+
+
 def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x") -> np.ndarray:
     """``x`` as a C-contiguous (n, n_features) array of ``dtype``; copies only when needed."""
     arr = _as_numeric_array(x, func, name)

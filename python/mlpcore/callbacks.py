@@ -12,6 +12,10 @@ at a time. Without such a callback each epoch stays one native call.
 
 Callbacks' own counters (patience, best value ...) live in the callback objects and are not
 part of a checkpoint.
+
+fit fans every hook out through one :class:`CallbackList`, which also holds fit's own
+callbacks: the progress report (:class:`ProgressBar` for ``verbose=1``, :class:`EpochLogger`
+for ``verbose=2``) and the :class:`History` that fit returns.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from . import initializers
-from ._validation import check_finite, check_int
+from ._validation import check_finite, check_int, check_values
 
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU",
@@ -73,7 +73,8 @@ class _Parametrised(Layer):
 
     @weight.setter
     def weight(self, value) -> None:
-        self.weight[...] = _checked_values(value, self._shapes[0], type(self).__name__, "weight")
+        self.weight[...] = check_values(value, shape=self._shapes[0], owner=type(self).__name__,
+                                     name="weight")
 
     @property
     def bias(self) -> np.ndarray:
@@ -82,7 +83,8 @@ class _Parametrised(Layer):
 
     @bias.setter
     def bias(self, value) -> None:
-        self.bias[...] = _checked_values(value, self._shapes[1], type(self).__name__, "bias")
+        self.bias[...] = check_values(value, shape=self._shapes[1], owner=type(self).__name__,
+                                   name="bias")
 
     @property
     def weight_grad(self) -> np.ndarray:
@@ -144,17 +146,6 @@ class Dense(_Parametrised):
     @property
     def _shapes(self):
         return (self.in_features, self.out_features), (self.out_features,)
-
-
-def _checked_values(value, shape, owner: str, name: str) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{owner}.{name}: expected a real numeric array, got dtype {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(f"{owner}.{name}: expected shape {shape}, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{owner}.{name}: values must be finite (no NaN or Inf)")
-    return arr
 
 
 class Activation(Layer):

@@ -3,7 +3,7 @@ loss value and its gradient with respect to the network output come from Python 
 
 The functions take the model's native network ``net``, the loss (a
 :class:`mlpcore.losses.CustomLoss`) and, to train, ``update``: the model's one update call
-(statistics, clipping, optimizer rule)."""
+(statistics, clipping, optimizer rule; False when it found a non-finite gradient)."""
 from __future__ import annotations
 
 import math
@@ -13,7 +13,8 @@ import numpy as np
 
 def custom_step(net, loss, x, y, *, update=None, want_dx: bool = False):
     """One batch: returns (loss including penalties, finite, dL/dx or None); calls
-    ``update()`` after a finite backward pass when it is given."""
+    ``update()`` (False: a gradient was not finite, nothing applied) after a finite backward
+    pass when it is given."""
     out = net.forward_for_custom(x)
     if out is None:  # the anomaly sentinel saw a NaN/Inf in the forward pass
         return math.nan, False, None
@@ -22,7 +23,7 @@ def custom_step(net, loss, x, y, *, update=None, want_dx: bool = False):
         return value, False, None
     penalty, finite, dx = net.backward_from(x, grad, want_dx)
     if finite and update is not None:
-        update()
+        finite = update()
     return value + penalty, finite, dx
 
 

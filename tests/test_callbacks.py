@@ -341,6 +341,7 @@ def test_verbose_2_prints_one_line_per_epoch(capsys):
 
 def test_progress_bar_closes_when_an_epoch_fails(monkeypatch):
     pytest.importorskip("tqdm")
+    monkeypatch.setattr(cb, "_is_terminal", lambda stream: True)  # a bar, not epoch lines
     closed = []
     real_close = cb.ProgressBar._on_epoch_done
 
@@ -356,3 +357,70 @@ def test_progress_bar_closes_when_an_epoch_fails(monkeypatch):
     with pytest.raises(mc.NonFiniteLossError):
         m.fit(x * 1e10, y.astype(float), epochs=2, batch_size=8, verbose=1)
     assert closed == [(True, True)]  # closed once, on the failed epoch
+
+
+# --- Keras conventions ---------------------------------------------------------------------------
+def test_verbose_1_off_a_terminal_prints_one_line_per_epoch(capsys):
+    x, y = data(n=40)
+    h = model().fit(x, y, epochs=3, batch_size=8, verbose=1)  # pytest's stderr is no terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert [line.split(" - ")[0] for line in lines] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"]
+    assert f"loss: {h.history['loss'][2]:.4f}" in lines[2]
+
+
+def test_verbose_1_on_a_terminal_draws_a_bar(monkeypatch):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(cb, "_is_terminal", lambda stream: True)
+    kinds = [type(c).__name__ for c in cb.CallbackList([], verbose=1).callbacks]
+    assert kinds == ["ProgressBar"]
+
+
+def test_history_params_are_filled():
+    x, y = data(n=40)
+    h = model().fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert h.params == {"epochs": 2, "steps": 3, "verbose": 0}
+
+
+@pytest.mark.parametrize("form", ["keras (epoch, lr)", "one argument (epoch)"])
+def test_learning_rate_scheduler_with_a_keras_schedule_function(form):
+    x, y = data(n=40)
+    m = model(lr=0.1)
+    seen = []
+    if form == "keras (epoch, lr)":
+        def schedule(epoch, lr):
+            seen.append((epoch, lr))
+            return lr * 0.5 if epoch > 0 else lr
+    else:
+        def schedule(epoch):
+            seen.append((epoch,))
+            return 0.1 * 0.5 ** epoch
+    h = m.fit(x, y, epochs=3, verbose=0, callbacks=[cb.LearningRateScheduler(schedule)])
+    assert h.history["lr"] == pytest.approx([0.1, 0.05, 0.025])
+    if form == "keras (epoch, lr)":
+        assert seen == [(0, 0.1), (1, 0.1), (2, 0.05)]  # called before each epoch, current lr
+    else:
+        assert seen == [(0,), (1,), (2,)]
+
+
+def test_learning_rate_scheduler_function_errors():
+    with pytest.raises(TypeError, match="schedule must be a function"):
+        cb.LearningRateScheduler(0.1)
+    with pytest.raises(ValueError, match="interval='step'"):
+        cb.LearningRateScheduler(lambda e, lr: lr, interval="step")
+    x, y = data(n=40)
+    with pytest.raises(ValueError, match="returned -1.0 for epoch 0"):
+        model().fit(x, y, epochs=1, verbose=0,
+                    callbacks=[cb.LearningRateScheduler(lambda e, lr: -1.0)])
+
+
+def test_lambda_callback_accepts_keras_batch_hook_names():
+    x, y = data(n=40)
+    begins, ends = [], []
+    lam = cb.LambdaCallback(on_batch_begin=lambda b, logs: begins.append(b),
+                            on_batch_end=lambda b, logs: ends.append((b, sorted(logs))))
+    model().fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[lam])
+    assert begins == [0, 1, 2] and ends == [(0, ["loss"]), (1, ["loss"]), (2, ["loss"])]
+    with pytest.raises(TypeError, match="on_batch_end is another name for on_train_batch_end"):
+        cb.LambdaCallback(on_batch_end=print, on_train_batch_end=print)

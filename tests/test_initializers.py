@@ -54,3 +54,22 @@ def test_bad_init_arguments():
         mc.Dense(3, 2, init=np.full((3, 2), np.nan))
     with pytest.raises(TypeError, match="real numeric array"):
         mc.Dense(3, 2, init=np.array([["a", "b"]] * 3))
+
+
+def test_transposed_array_gets_a_hint_about_the_torch_layout():
+    with pytest.raises(ValueError, match=r"shape \(3, 2\).*torch.nn.Linear.*init=weight\.T"):
+        mc.Dense(3, 2, init=np.zeros((2, 3)))
+
+
+def test_torch_tensor_init_warns_about_the_layout():
+    torch = pytest.importorskip("torch")
+    linear = torch.nn.Linear(4, 4)
+    with pytest.warns(UserWarning, match=r"torch.nn.Linear.weight is \(out_features"):
+        dense = mc.Dense(4, 4, init=linear.weight)
+    model = mc.Sequential([dense], dtype="float32")
+    np.testing.assert_array_equal(dense.weight, linear.weight.detach().numpy())
+    assert model.in_features == 4
+    wide = torch.nn.Linear(4, 3)
+    right = mc.Dense(4, 3, init=wide.weight.T)  # unambiguous: no warning
+    mc.Sequential([right])
+    np.testing.assert_array_equal(right.weight, wide.weight.detach().numpy().T)

@@ -423,3 +423,42 @@ def test_save_into_missing_folder_raises_value_error(tmp_path):
         build().save(target)
     assert not (tmp_path / "no").exists()
     assert os.listdir(tmp_path) == []
+
+
+# --- file names, class names and the shuffle sequence -------------------------------------------
+def test_save_refuses_other_formats_names_and_warns_on_unusual_suffixes(tmp_path):
+    model = trained()
+    with pytest.raises(ValueError, match=r"not \.h5.*m\.safetensors"):
+        model.save(tmp_path / "m.h5")
+    assert not (tmp_path / "m.h5").exists()
+    with pytest.warns(UserWarning, match="usual suffix is .safetensors"):
+        model.save(tmp_path / "m.bin")
+    assert mc.load(tmp_path / "m.bin").num_params == model.num_params
+
+
+def test_class_names_travel_in_the_metadata(tmp_path):
+    model = trained()
+    model.classes_ = ["setosa", "versicolor", "virginica"]
+    model.save(tmp_path / "m.safetensors")
+    assert json.loads(header_of(tmp_path / "m.safetensors")["__metadata__"]["mlpcore"])[
+        "classes"] == ["setosa", "versicolor", "virginica"]
+    assert mc.load(tmp_path / "m.safetensors").classes_.tolist() == model.classes_.tolist()
+    numeric = trained()
+    numeric.classes_ = [3, 7, 11]
+    numeric.save(tmp_path / "n.safetensors")
+    assert mc.load(tmp_path / "n.safetensors").classes_.tolist() == [3, 7, 11]
+    trained().save(tmp_path / "none.safetensors")
+    assert mc.load(tmp_path / "none.safetensors").classes_ is None
+
+
+def test_fit_after_save_and_load_continues_the_shuffle_sequence(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = batch(rng, n=64)
+    model = build("float64", seed=5)
+    model.compile(loss="cross_entropy", optimizer=optim.Adam(lr=1e-2))
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "m.safetensors")
+    loaded = mc.load(tmp_path / "m.safetensors")
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    loaded.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(loaded.params_view(), model.params_view())

@@ -150,7 +150,7 @@ def test_layer_errors():
         mc.Sequential([mc.Dense(4, 6), mc.BatchNorm1d(3)])
     with pytest.raises(ValueError, match="must keep the feature count"):
         mc.Sequential([mc.Dense(4, 6), mc.Residual([mc.Dense(6, 5)])])
-    with pytest.raises(ValueError, match="first layer must be Dense, LayerNorm or BatchNorm1d"):
+    with pytest.raises(ValueError, match="first layer must be Dense, LayerNorm, BatchNorm1d or Normalization"):
         mc.Sequential([mc.Dropout(0.1), mc.Dense(3, 3)])
     with pytest.raises(TypeError, match="non-empty list"):
         mc.Residual([])
@@ -212,3 +212,112 @@ def test_norms_match_torch(name, rng):
         with torch.no_grad():
             np.testing.assert_allclose(model.predict(x), module(torch.tensor(x)).numpy(),
                                        rtol=1e-10, atol=1e-12)
+
+
+# --- Normalization -----------------------------------------------------------------------------
+def normalization_model(rng, dtype="float64"):
+    data = rng.normal(5.0, 3.0, size=(40, 4)) * np.array([1.0, 10.0, 0.1, 2.0])
+    norm = mc.Normalization().adapt(data)
+    model = mc.Sequential([norm, mc.Dense(4, 3)], dtype=dtype, seed=1)
+    return model, norm, data
+
+
+def test_normalization_adapt_sets_numpy_mean_and_variance(rng):
+    model, norm, data = normalization_model(rng)
+    assert norm.num_features == 4 and norm.index == 0
+    np.testing.assert_allclose(norm.mean, data.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(norm.variance, data.var(axis=0), rtol=1e-12)
+    assert model.num_params == 4 * 3 + 3  # the statistics are not trainable parameters
+
+
+def test_normalization_forward_and_backward_match_numpy(rng):
+    model, norm, data = normalization_model(rng)
+    x = rng.normal(5.0, 3.0, size=(6, 4))
+    expected = (x - data.mean(0)) / np.sqrt(data.var(0) + norm.eps)
+    np.testing.assert_allclose(model.layer_outputs(x)[0], expected, rtol=1e-12)
+    dense = model.layers[1]
+    np.testing.assert_allclose(model.predict(x), expected @ dense.weight + dense.bias, rtol=1e-12)
+    # mse against zeros: dL/dout = 2 out / (n k); dL/dx = (dL/dout W^T) / sqrt(var + eps)
+    model.compile(loss="mse", optimizer="sgd")
+    out = model.predict(x)
+    _, dx = model.compute_gradients(x, np.zeros_like(out), return_input_grad=True)
+    dout = 2 * out / out.size
+    np.testing.assert_allclose(dx, dout @ dense.weight.T / np.sqrt(data.var(0) + norm.eps),
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("where", ["first", "middle"])
+def test_normalization_gradcheck(where, rng):
+    if where == "first":
+        model, _, _ = normalization_model(rng)
+    else:
+        norm = mc.Normalization(5, mean=rng.normal(size=5), variance=rng.uniform(0.5, 2, 5))
+        model = mc.Sequential([mc.Dense(4, 5), mc.Tanh(), norm, mc.Dense(5, 3)],
+                              dtype="float64", seed=2)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    x, y = rng.normal(size=(7, 4)), rng.integers(0, 3, size=7)
+    training_gradcheck(model, x, y)
+    assert mc.gradcheck(model, x, y).passed
+
+
+def test_normalization_statistics_are_not_trained(rng):
+    model, norm, data = normalization_model(rng, dtype="float32")
+    before = (norm.mean.copy(), norm.variance.copy())
+    model.compile(loss="cross_entropy", optimizer="adam")
+    model.fit(data, rng.integers(0, 3, size=40), epochs=2, verbose=0)
+    np.testing.assert_array_equal(norm.mean, before[0])
+    np.testing.assert_array_equal(norm.variance, before[1])
+
+
+def test_normalization_constant_feature_is_left_unscaled_and_defaults():
+    data = np.array([[1.0, 7.0], [3.0, 7.0], [5.0, 7.0]])
+    norm = mc.Normalization().adapt(data)
+    np.testing.assert_array_equal(norm.variance, [np.var([1.0, 3.0, 5.0]), 1.0])
+    fresh = mc.Normalization(3)  # not adapted: mean 0, variance 1 (near the identity)
+    model = mc.Sequential([fresh], dtype="float64")
+    np.testing.assert_array_equal(fresh.mean, np.zeros(3))
+    np.testing.assert_array_equal(fresh.variance, np.ones(3))
+    x = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(model.predict(x), x / np.sqrt(1 + fresh.eps), rtol=1e-12)
+
+
+def test_normalization_adapt_after_build_writes_the_model(rng):
+    norm = mc.Normalization(2)
+    model = mc.Sequential([norm, mc.Dense(2, 1)], dtype="float64")
+    data = rng.normal(3, 2, size=(30, 2))
+    norm.adapt(data)
+    x = data[:5]
+    dense = model.layers[1]
+    expected = (x - data.mean(0)) / np.sqrt(data.var(0) + norm.eps) @ dense.weight + dense.bias
+    np.testing.assert_allclose(model.predict(x), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: mc.Normalization(3).adapt(np.ones((4, 2))), ValueError, "3 features"),
+    (lambda: mc.Normalization().adapt(np.ones(4)), ValueError, "2-D"),
+    (lambda: mc.Normalization().adapt(np.array([["a"]])), TypeError, "real numbers"),
+    (lambda: mc.Normalization().adapt(np.array([[np.nan, 1.0]])), ValueError, "NaN"),
+    (lambda: mc.Normalization(2, variance=[1.0, -1.0]), ValueError, ">= 0"),
+    (lambda: mc.Normalization(2, mean=[1.0]), ValueError, r"shape \(2,\)"),
+    (lambda: mc.Normalization(0), ValueError, "num_features"),
+    (lambda: mc.Sequential([mc.Normalization(), mc.Dense(2, 1)]), ValueError, "adapt"),
+])
+def test_normalization_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_normalization_saved_with_the_model(rng, tmp_path):
+    model, norm, data = normalization_model(rng, dtype="float32")
+    model.compile(loss="cross_entropy", optimizer="adam")
+    path = tmp_path / "norm.safetensors"
+    model.save(path)
+    loaded = mc.load(path)
+    assert isinstance(loaded.layers[0], mc.Normalization)
+    assert loaded.layers[0].get_config() == norm.get_config()
+    np.testing.assert_array_equal(loaded.layers[0].mean, norm.mean)
+    np.testing.assert_array_equal(loaded.layers[0].variance, norm.variance)
+    x = rng.normal(5, 3, size=(9, 4))
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    names = [w.shape for w in loaded.get_weights()]
+    assert names[:2] == [(4,), (4,)]  # get_weights holds the statistics too (Keras)

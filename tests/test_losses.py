@@ -168,3 +168,25 @@ def test_sample_weight_errors(rng):
         model.train_step(x, x, sample_weight=np.array([1.0, -1.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="non-negative"):
         model.evaluate(x, x, sample_weight=np.array([1.0, np.nan, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("alias, name", [("categorical_crossentropy", "cross_entropy"),
+                                         ("sparse_categorical_crossentropy", "cross_entropy"),
+                                         ("binary_crossentropy", "bce"),
+                                         ("mean_squared_error", "mse")])
+def test_keras_loss_names_are_aliases(alias, name):
+    assert mc.losses.get_loss(alias) is mc.losses.get_loss(name)
+    assert mc.losses.get_loss(alias.upper()).name == name
+
+
+def test_keras_categorical_crossentropy_takes_logits_and_one_hot_targets(rng):
+    x = rng.normal(size=(8, 2))
+    labels = rng.integers(0, 2, size=8)
+    losses = []
+    for name, y in (("categorical_crossentropy", np.eye(2)[labels]),
+                    ("sparse_categorical_crossentropy", labels), ("cross_entropy", labels)):
+        model = identity_model(2)
+        model.compile(loss=name)
+        losses.append(model.evaluate(x, y)["loss"])
+    assert losses[0] == pytest.approx(losses[2], rel=1e-12)
+    assert losses[1] == losses[2]

@@ -387,3 +387,104 @@ def test_layer_index_is_the_plan_position():
     model = mc.Sequential(layers)
     assert [layer.index for layer in model.flat_layers] == [0, 2, 3, 5]
     assert inner.index == 2
+
+
+# --- Keras conventions ---------------------------------------------------------------------------
+def test_summary_prints_layers_output_shapes_and_params_and_returns_none(capsys):
+    model = mc.Sequential([mc.Normalization(5), mc.Dense(5, 16), mc.ReLU(), mc.Dense(16, 3)])
+    assert model.summary() is None
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines()]
+    assert ["0", "Normalization(num_features=5,", "eps=1e-07)", "(None,", "5)", "0"] in rows
+    dense = next(r for r in rows if r[:2] == ["1", "Dense(in_features=5,"])
+    assert dense[-3:] == ["(None,", "16)", "96"]
+    assert ["Trainable", "params:", "147"] in rows and ["Non-trainable", "params:", "10"] in rows
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert "\n".join(lines) + "\n" == out
+    with pytest.raises(TypeError, match="print_fn"):
+        model.summary(print_fn="stdout")
+
+
+def test_from_config_rebuilds_the_architecture():
+    model = small_model()
+    twin = mc.Sequential.from_config(model.get_config(), seed=1)
+    assert twin.get_config() == model.get_config() and twin.loss is None
+    assert not np.array_equal(twin.params_view(), model.params_view())  # fresh weights
+    with pytest.raises(TypeError, match="get_config"):
+        mc.Sequential.from_config([1, 2])
+
+
+def test_compile_without_a_loss_is_an_error():
+    model = mc.Sequential([mc.Dense(2, 1)])
+    with pytest.raises(ValueError, match="loss is required"):
+        model.compile()
+    with pytest.raises(ValueError, match="loss is required"):
+        model.compile(optimizer="adam")
+
+
+@pytest.mark.parametrize("last, loss", [(mc.Softmax, "cross_entropy"),
+                                        (mc.Softmax, "categorical_crossentropy"),
+                                        (mc.Sigmoid, "bce_with_logits")])
+def test_compile_warns_on_a_squashing_layer_before_a_loss_that_squashes(last, loss):
+    model = mc.Sequential([mc.Dense(4, 3), last()])
+    with pytest.warns(UserWarning, match=f"last layer is {last.__name__}.*applied twice"):
+        model.compile(loss=loss)
+
+
+def test_compile_does_not_warn_on_matching_heads():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mc.Sequential([mc.Dense(4, 3)]).compile(loss="cross_entropy")
+        mc.Sequential([mc.Dense(4, 1), mc.Sigmoid()]).compile(loss="bce")
+        mc.Sequential([mc.Dense(4, 1), mc.Sigmoid()]).compile(loss="binary_crossentropy")
+
+
+def test_predict_proba_by_loss(rng):
+    x = rng.normal(size=(6, 5))
+    ce = small_model(dtype="float64")
+    logits = ce.predict(x)
+    softmax = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(ce.predict_proba(x), softmax, rtol=1e-12)
+    np.testing.assert_allclose(ce.predict_proba(x).sum(1), 1.0, rtol=1e-12)
+    bl = small_model(dtype="float64", loss="bce_with_logits")
+    np.testing.assert_allclose(bl.predict_proba(x), 1 / (1 + np.exp(-bl.predict(x))), rtol=1e-12)
+    big = bl.predict_proba(x * 1e4)  # no overflow warning, values in [0, 1]
+    assert np.all((big >= 0) & (big <= 1))
+    b = mc.Sequential([mc.Dense(5, 1), mc.Sigmoid()], dtype="float64")
+    b.compile(loss="bce")
+    np.testing.assert_array_equal(b.predict_proba(x), b.predict(x))
+    with pytest.raises(ValueError, match="'mse' does not define class probabilities"):
+        small_model(loss="mse").predict_proba(x)
+    with pytest.raises(RuntimeError, match="compile"):
+        mc.Sequential([mc.Dense(5, 2)]).predict_proba(x)
+
+
+def test_predict_batch_size_does_not_change_the_result(rng):
+    model = small_model(dtype="float64")
+    x = rng.normal(size=(50, 5))
+    full = model.predict(x)
+    for batch_size in (1, 7, 50, 1000):
+        np.testing.assert_array_equal(model.predict(x, batch_size=batch_size), full)
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(x, batch_size=0)
+
+
+def test_predict_on_one_sample_suggests_reshape_1_minus_1(rng):
+    model = small_model()
+    x = rng.normal(size=(4, 5))
+    with pytest.raises(ValueError, match=r"x\.reshape\(1, -1\) for a single sample"):
+        model.predict(x[0])
+    single = mc.Sequential([mc.Dense(1, 2)])
+    with pytest.raises(ValueError, match=r"reshape\(-1, 1\) for samples of a single feature"):
+        single.predict(np.zeros(3))
+
+
+def test_classes_accessor():
+    model = small_model()
+    assert model.classes_ is None
+    model.classes_ = ["cat", "dog", "emu"]
+    assert model.classes_.tolist() == ["cat", "dog", "emu"]
+    with pytest.raises(TypeError, match="1-D sequence of class names"):
+        model.classes_ = [[1, 2]]

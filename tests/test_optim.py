@@ -690,3 +690,16 @@ def test_replaced_optimizer_state_is_freed_but_old_views_stay_valid():
         model.compile(loss="mse", optimizer=optim.Adam() if i % 2 else optim.SGD(momentum=0.9))
         model.train_step(x, x)
     assert _rss_bytes() - before < 16 * 2**20
+
+
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop,
+                                 optim.Adagrad])
+def test_keras_learning_rate_keyword(cls):
+    opt = cls(learning_rate=0.123)
+    assert opt.lr == 0.123 and opt.learning_rate == 0.123
+    opt.learning_rate = 0.5
+    assert opt.param_groups[0]["lr"] == 0.5
+    with pytest.raises(TypeError, match="both lr=0.2 and learning_rate=0.1"):
+        cls(lr=0.2, learning_rate=0.1)
+    with pytest.raises(ValueError, match="learning rate"):
+        cls(learning_rate=-1.0)

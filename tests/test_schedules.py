@@ -14,7 +14,7 @@ def optimizer(lr=0.5, compiled=True):
     opt = mc.optim.SGD(lr=lr)
     if compiled:
         model = mc.Sequential([mc.Dense(2, 1)], seed=0)
-        model.compile(optimizer=opt)
+        model.compile(loss="mse", optimizer=opt)
     return opt
 
 
@@ -204,5 +204,5 @@ def test_works_on_an_optimizer_before_compile():
     sched.step()
     assert opt.lr == 0.1
     model = mc.Sequential([mc.Dense(2, 1)])
-    model.compile(optimizer=opt)
+    model.compile(loss="mse", optimizer=opt)
     assert model.optimizer.lr == 0.1

@@ -171,7 +171,8 @@ void bind_network_class(py::module_& m, const char* name) {
              return view_of<T>(net, net->buffers() + net->buffer_offset(layer) + k * s.in_features,
                                {py::ssize_t(s.in_features)});
            },
-           "BatchNorm running statistics: k = 0 running_mean, k = 1 running_var.")
+           "Non-trainable statistics: k = 0 BatchNorm running_mean / Normalization mean, k = 1 "
+           "running_var / variance.")
       .def("seed_dropout", &Network<T>::seed_dropout, py::arg("seed"))
       .def_property(
           "dropout_rng_state",

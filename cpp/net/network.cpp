@@ -14,10 +14,6 @@ namespace mlpcore {
 namespace {
 // Rows per chunk for predict/evaluate when the training batch is smaller.
 constexpr index_t kInferenceChunk = 512;
-
-bool fixes_width(LayerKind kind) noexcept {
-  return kind == LayerKind::Dense || kind == LayerKind::LayerNorm || kind == LayerKind::BatchNorm;
-}
 }  // namespace
 
 template <typename T>
@@ -32,7 +28,7 @@ Network<T>::Network(std::vector<LayerSpec> specs) : specs_(std::move(specs)) {
   for (std::size_t i = 0; i < L; ++i) {
     const LayerSpec& s = specs_[i];
     const std::string where = "layer " + std::to_string(i) + " (" + layer_kind_name(s.kind) + ")";
-    if (fixes_width(s.kind)) {
+    if (layer_fixes_width(s.kind)) {
       if (s.in_features <= 0 || (s.kind == LayerKind::Dense && s.out_features <= 0))
         fail(std::string(layer_kind_name(s.kind)) + " sizes must be positive");
       if (s.in_features > kMaxElements || s.out_features > kMaxElements)
@@ -43,12 +39,12 @@ Network<T>::Network(std::vector<LayerSpec> specs) : specs_(std::move(specs)) {
       if (widths_.empty()) widths_.push_back(s.in_features);
       first_param_ = std::min(first_param_, i);
     } else if (width < 0) {
-      fail("the first layer must be Dense, LayerNorm or BatchNorm1d (it fixes the number of "
-           "input features), got " + std::string(layer_kind_name(s.kind)));
+      fail("the first layer must be Dense, LayerNorm, BatchNorm1d or Normalization (it fixes "
+           "the number of input features), got " + std::string(layer_kind_name(s.kind)));
     }
     LayerNeeds needs;
     try {
-      needs = plan_layer(i, fixes_width(s.kind) ? s.in_features : width);
+      needs = plan_layer(i, layer_fixes_width(s.kind) ? s.in_features : width);
     } catch (const std::invalid_argument& e) {
       fail(where + ": " + e.what());
     }

@@ -26,6 +26,7 @@ namespace mlpcore {
   X(Dropout, "Dropout")                  \
   X(LayerNorm, "LayerNorm")              \
   X(BatchNorm, "BatchNorm1d")            \
+  X(Normalization, "Normalization")      \
   X(ResidualBegin, "Residual")           \
   X(ResidualEnd, "Residual (end)")
 
@@ -36,17 +37,20 @@ enum class LayerKind : int {
 };
 
 const char* layer_kind_name(LayerKind kind) noexcept;
+// Whether a kind states its input width (in_features): the first layer must, to fix the
+// network's input. Answered next to each kind in network_layers.cpp.
+bool layer_fixes_width(LayerKind kind) noexcept;
 
 struct LayerSpec {
   LayerKind kind = LayerKind::Dense;
-  index_t in_features = 0;   // Dense (and LayerNorm / BatchNorm: their feature count)
+  index_t in_features = 0;   // Dense (and LayerNorm / BatchNorm / Normalization: features)
   index_t out_features = 0;  // Dense
   double l1 = 0.0;           // Dense: penalty l1 * sum|W| (kernel only, as Keras)
   double l2 = 0.0;           // Dense: penalty l2 * sum W^2
   Act act = Act::Identity;   // Activation
   ActParams params;          // Activation
   double p = 0.0;            // Dropout: probability of zeroing an element
-  double eps = 1e-5;         // LayerNorm, BatchNorm
+  double eps = 1e-5;         // LayerNorm, BatchNorm, Normalization
   double momentum = 0.1;     // BatchNorm: running-statistics update rate
 };
 
@@ -62,7 +66,8 @@ struct LayerSlots {
   index_t weight = -1;      // params/grads: Dense W (in x out), or gamma of a norm layer
   index_t bias = -1;        // params/grads: b, or beta; right after the weight
   index_t param_count = 0;  // weight and bias together
-  index_t buffer = -1;      // buffers: BatchNorm running_mean then running_var
+  index_t buffer = -1;      // buffers: BatchNorm running_mean then running_var, or
+                            // Normalization mean then variance
   index_t aux = -1;         // per-row scratch (dropout mask, LayerNorm mean and rstd), per row
   index_t feat_aux = -1;    // per-feature scratch (BatchNorm batch mean and rstd)
   std::size_t partner = 0;  // ResidualBegin <-> ResidualEnd
@@ -160,7 +165,8 @@ class Network {
   index_t weight_offset(std::size_t layer) const { return slots_.at(layer).weight; }
   index_t bias_offset(std::size_t layer) const { return slots_.at(layer).bias; }
   index_t param_count(std::size_t layer) const { return slots_.at(layer).param_count; }
-  // BatchNorm running statistics: running_mean then running_var, (features,) each; -1 otherwise.
+  // Non-trainable statistics, (features,) each; -1 for layers without: BatchNorm's running_mean
+  // then running_var, Normalization's mean then variance.
   T* buffers() noexcept { return buffers_.data(); }
   index_t buffer_offset(std::size_t layer) const { return slots_.at(layer).buffer; }
   bool has_batchnorm() const noexcept { return has_batchnorm_; }
@@ -278,6 +284,7 @@ class Network {
   // Returns the output, or null if the sentinel found a NaN/Inf (training only).
   const T* forward(const T* x, index_t n, bool training) noexcept;
   T* aux(std::size_t layer) noexcept { return aux_.data() + slots_[layer].aux * rows_cap_; }
+  T* buffer(std::size_t layer) noexcept { return buffers_.data() + slots_[layer].buffer; }
   T* feat_aux(std::size_t layer) noexcept { return feat_aux_.data() + slots_[layer].feat_aux; }
   T* weight(std::size_t layer) noexcept { return params_.data() + slots_[layer].weight; }
   T* bias(std::size_t layer) noexcept { return params_.data() + slots_[layer].bias; }

@@ -5,6 +5,7 @@
 // Shapes: n rows per batch; `in` / `out` are (n, width) row-major; a layer's gradient arguments
 // carry the d prefix (dout = dL/dout, din = dL/din). din may be null: no gradient wanted below.
 #include <algorithm>
+#include <cmath>
 
 #include "kernels/gemm/gemm.hpp"
 #include "kernels/normalization.hpp"
@@ -21,6 +22,20 @@ const char* layer_kind_name(LayerKind kind) noexcept {
 #undef MLPCORE_NAME_ROW
   }
   return "layer";
+}
+
+bool layer_fixes_width(LayerKind kind) noexcept {
+  switch (kind) {
+    case LayerKind::Dense:
+    case LayerKind::LayerNorm:
+    case LayerKind::BatchNorm:
+    case LayerKind::Normalization: return true;
+    case LayerKind::Activation:
+    case LayerKind::Dropout:
+    case LayerKind::ResidualBegin:
+    case LayerKind::ResidualEnd: return false;
+  }
+  return false;
 }
 
 namespace {
@@ -65,6 +80,27 @@ void dropout_backward(T* din, const T* dout, const T* mask, index_t count) noexc
   for (index_t k = 0; k < count; ++k) din[k] = dout[k] * mask[k];
 }
 
+// ---------------------------------------------------------------------------- Normalization
+// Fixed standardisation (Keras' Normalization): out = (in - mean) * rstd, rstd = 1 / sqrt(var +
+// eps), mean and var non-trainable buffers (set by adapt). rstd is computed per pass into the
+// per-feature scratch, where the backward (din = dout * rstd) reads it.
+template <typename T>
+void normalization_forward(T* out, T* rstd, const T* in, const T* mean, const T* var, index_t n,
+                           index_t w, double eps) noexcept {
+  for (index_t j = 0; j < w; ++j) rstd[j] = T(1.0 / std::sqrt(double(var[j]) + eps));
+  for (index_t r = 0; r < n; ++r) {
+    const T* row = in + r * w;
+    T* dst = out + r * w;
+    for (index_t j = 0; j < w; ++j) dst[j] = (row[j] - mean[j]) * rstd[j];
+  }
+}
+
+template <typename T>
+void normalization_backward(T* din, const T* dout, const T* rstd, index_t n, index_t w) noexcept {
+  for (index_t r = 0; r < n; ++r)
+    for (index_t j = 0; j < w; ++j) din[r * w + j] = dout[r * w + j] * rstd[j];
+}
+
 // --------------------------------------------------------------------------------- Residual
 // ResidualEnd: out = f(in) + skip, skip being what entered the matching ResidualBegin. Backward:
 // the end passes dout into f's output; the begin adds the gradient through f and through skip.
@@ -97,6 +133,10 @@ typename Network<T>::LayerNeeds Network<T>::plan_layer(std::size_t i, index_t in
       needs.buffers = checked_mul(2, s.in_features, "BatchNorm1d buffers");  // running stats
       needs.feat_aux = needs.buffers;                                    // batch mean, rstd
       break;
+    case LayerKind::Normalization:
+      needs.buffers = checked_mul(2, s.in_features, "Normalization buffers");  // mean, var
+      needs.feat_aux = s.in_features;                                        // rstd
+      break;
     case LayerKind::ResidualBegin:
     case LayerKind::ResidualEnd: break;
   }
@@ -114,6 +154,9 @@ void Network<T>::init_layer(std::size_t i) noexcept {
       std::fill(weight(i), weight(i) + s.in_features, T(1));
       std::fill(buffers_.data() + slots_[i].buffer + s.in_features,
                 buffers_.data() + slots_[i].buffer + 2 * s.in_features, T(1));
+      break;
+    case LayerKind::Normalization:  // mean 0, variance 1 until adapted: near the identity
+      std::fill(buffer(i) + s.in_features, buffer(i) + 2 * s.in_features, T(1));
       break;
     case LayerKind::Dense:  // initialised from Python (the model's seeded generator)
     case LayerKind::Activation:
@@ -169,6 +212,9 @@ std::size_t Network<T>::forward_layer(std::size_t i, const T* x, index_t n,
         batchnorm_forward_eval<T>(in, weight(i), bias(i), out, running, running + w, n, w, s.eps);
       return 1;
     }
+    case LayerKind::Normalization:
+      normalization_forward<T>(out, feat_aux(i), in, buffer(i), buffer(i) + w, n, w, s.eps);
+      return 1;
     case LayerKind::ResidualBegin:
       std::copy(in, in + n * w, out);
       return 1;
@@ -219,6 +265,9 @@ std::size_t Network<T>::backward_layer(std::size_t l, const T* x, T* dx, index_t
     case LayerKind::BatchNorm:
       batchnorm_backward<T>(dout, in, weight(l), feat_aux(l), feat_aux(l) + w, din, dweight(l),
                             dbias(l), n, w);
+      return 1;
+    case LayerKind::Normalization:  // no parameters: only the input gradient, if wanted
+      if (din) normalization_backward<T>(din, dout, feat_aux(l), n, w);
       return 1;
     case LayerKind::ResidualBegin:  // the gradient through f plus the one through the skip
       if (din) residual_add<T>(din, dout, dact(slots_[l].partner + 1), n * w);

@@ -14,8 +14,8 @@ from ._core import (get_flush_denormal, get_num_threads, has_openmp, kernel_info
 from . import callbacks, schedules
 from .io import Checkpoint, load, load_checkpoint, save_checkpoint
 from .layers import (ELU, GELU, SELU, Activation, BatchNorm1d, Dense, Dropout, Identity, Layer,
-                     LayerNorm, LeakyReLU, ReLU, Residual, SiLU, Sigmoid, Softmax, Softplus, Tanh,
-                     get_activation)
+                     LayerNorm, LeakyReLU, Normalization, ReLU, Residual, SiLU, Sigmoid, Softmax,
+                     Softplus, Tanh, get_activation)
 from .errors import NonFiniteLossError
 from .model import Sequential
 from .callbacks import History
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Sequential", "Dense", "Layer", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU",
     "SiLU", "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "Dropout", "LayerNorm",
-    "BatchNorm1d", "Residual", "get_activation", "History",
+    "BatchNorm1d", "Normalization", "Residual", "get_activation", "History",
     "NonFiniteLossError", "load", "optim", "losses", "initializers", "set_num_threads",
     "get_num_threads", "has_openmp", "matmul", "kernel_info", "set_flush_denormal",
     "get_flush_denormal",

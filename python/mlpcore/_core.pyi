@@ -32,7 +32,7 @@ class Act(enum.IntEnum):
 class Loss(enum.IntEnum):
     MSE: int; MAE: int; Huber: int; BCE: int; BCEWithLogits: int; CrossEntropy: int
 class LayerKind(enum.IntEnum):
-    Dense: int; Activation: int; Dropout: int; LayerNorm: int; BatchNorm: int
+    Dense: int; Activation: int; Dropout: int; LayerNorm: int; BatchNorm: int; Normalization: int
     ResidualBegin: int; ResidualEnd: int
 class OptKind(enum.IntEnum):
     SGD: int; Adam: int; AdamW: int; RMSprop: int; Adagrad: int

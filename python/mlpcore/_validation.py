@@ -169,7 +169,10 @@ def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x") -
     """``x`` as a C-contiguous (n, n_features) array of ``dtype``; copies only when needed."""
     arr = _as_numeric_array(x, func, name)
     if arr.ndim != 2:
-        hint = " (use x.reshape(-1, 1) for a single feature)" if arr.ndim == 1 else ""
+        hint = ""
+        if arr.ndim == 1:  # one sample of n features, or n samples of one feature
+            hint = (" (use x.reshape(-1, 1) for samples of a single feature)" if n_features == 1
+                    else f" (use {name}.reshape(1, -1) for a single sample)")
         raise ValueError(f"{func}: {name} must be 2-D (n_samples, {n_features}), "
                          f"got shape {arr.shape}{hint}")
     if arr.shape[1] != n_features:

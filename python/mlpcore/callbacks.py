@@ -20,6 +20,7 @@ for ``verbose=2``) and the :class:`History` that fit returns.
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 import os
 import sys
@@ -96,7 +97,10 @@ class CallbackList:
     def __init__(self, callbacks=(), *, add_history: bool = False, verbose: int = 0,
                  model=None, params: Optional[Dict[str, Any]] = None) -> None:
         callbacks = list(callbacks)
-        report = {1: [ProgressBar()], 2: [EpochLogger()]}.get(verbose, [])
+        # a bar needs a terminal: in a log file or pipe its redraws pile up, so it becomes
+        # one line per epoch there (as Keras does)
+        bar = ProgressBar() if _is_terminal(sys.stderr) else EpochLogger()
+        report = {1: [bar], 2: [EpochLogger()]}.get(verbose, [])
         self.history: Optional[History] = History() if add_history else None
         self.callbacks: List[Callback] = [
             *[cb for cb in callbacks if not getattr(cb, "_run_last", False)],
@@ -140,6 +144,13 @@ class CallbackList:
     def _on_epoch_done(self, epoch: int, logs: Optional[Dict[str, float]]) -> None:
         for cb in self.callbacks:
             cb._on_epoch_done(epoch, logs)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
 
 
 def _format_logs(logs: Dict[str, float]) -> Dict[str, str]:
@@ -512,7 +523,8 @@ class CSVLogger(Callback):
 class LambdaCallback(Callback):
     """A callback from plain functions: ``on_epoch_begin(epoch, logs)``,
     ``on_epoch_end(epoch, logs)``, ``on_train_batch_begin(batch, logs)``,
-    ``on_train_batch_end(batch, logs)``, ``on_train_begin(logs)``, ``on_train_end(logs)``."""
+    ``on_train_batch_end(batch, logs)``, ``on_train_begin(logs)``, ``on_train_end(logs)``.
+    ``on_batch_begin`` / ``on_batch_end`` are Keras' names for the two batch hooks."""
 
     _HOOKS = ("on_epoch_begin", "on_epoch_end", "on_train_batch_begin", "on_train_batch_end",
               "on_train_begin", "on_train_end")
@@ -522,8 +534,18 @@ class LambdaCallback(Callback):
                  on_train_batch_begin: Optional[Callable] = None,
                  on_train_batch_end: Optional[Callable] = None,
                  on_train_begin: Optional[Callable] = None,
-                 on_train_end: Optional[Callable] = None) -> None:
+                 on_train_end: Optional[Callable] = None, *,
+                 on_batch_begin: Optional[Callable] = None,
+                 on_batch_end: Optional[Callable] = None) -> None:
         super().__init__()
+        for alias, fn, name, own in (
+                ("on_batch_begin", on_batch_begin, "on_train_batch_begin", on_train_batch_begin),
+                ("on_batch_end", on_batch_end, "on_train_batch_end", on_train_batch_end)):
+            if fn is not None and own is not None:
+                raise TypeError(f"LambdaCallback: {alias} is another name for {name}; "
+                                "pass one of them")
+        on_train_batch_begin = on_train_batch_begin or on_batch_begin
+        on_train_batch_end = on_train_batch_end or on_batch_end
         given = dict(on_epoch_begin=on_epoch_begin, on_epoch_end=on_epoch_end,
                      on_train_batch_begin=on_train_batch_begin,
                      on_train_batch_end=on_train_batch_end, on_train_begin=on_train_begin,
@@ -627,33 +649,71 @@ class ReduceLROnPlateau(_Monitoring):
 
 
 class LearningRateScheduler(Callback):
-    """Step an :mod:`mlpcore.schedules` scheduler during fit: once per epoch (``interval=
-    "epoch"``, after the epoch, as in PyTorch's loop) or once per batch (``interval="step"``,
-    which makes fit run one native call per batch). The scheduler must be built on the
-    model's optimizer."""
+    """Set the learning rate during fit, in either of two forms:
 
-    def __init__(self, scheduler, interval: str = "epoch") -> None:
+    * Keras': ``LearningRateScheduler(schedule)`` with a function ``schedule(epoch, lr) ->
+      new lr`` (or ``schedule(epoch)``), called at the start of every epoch (0-based) with
+      the current rate; ``verbose=1`` prints each change.
+    * An :mod:`mlpcore.schedules` scheduler built on the model's optimizer, stepped once per
+      epoch (``interval="epoch"``, after the epoch, as in PyTorch's loop) or once per batch
+      (``interval="step"``, which makes fit run one native call per batch).
+    """
+
+    def __init__(self, schedule, interval: str = "epoch", verbose: int = 0) -> None:
         super().__init__()
-        check_instance(scheduler, LRScheduler, owner="LearningRateScheduler", name="scheduler",
-                       expected="an mlpcore.schedules scheduler")
         check_choice(interval, owner="LearningRateScheduler", name="interval",
                      choices=("epoch", "step"), expected="'epoch' or 'step'")
-        self.scheduler = scheduler
+        self.scheduler = schedule if isinstance(schedule, LRScheduler) else None
+        self.schedule = None if self.scheduler is not None else schedule
+        if self.scheduler is None:
+            if not callable(schedule):
+                raise TypeError("LearningRateScheduler: schedule must be a function "
+                                "schedule(epoch, lr) -> lr (or schedule(epoch)) or an "
+                                f"mlpcore.schedules scheduler, got {type(schedule).__name__}")
+            if interval != "epoch":
+                raise ValueError("LearningRateScheduler: a schedule function is called per "
+                                 "epoch; interval='step' needs an mlpcore.schedules scheduler")
+            self._two_args = _takes_two_arguments(schedule)
         self.interval = interval
+        self.verbose = verbose
 
     def _wants_batch_hooks(self) -> bool:
         return self.interval == "step"
 
     def set_model(self, model) -> None:
-        if model.optimizer is not self.scheduler.optimizer:
+        if self.scheduler is not None and model.optimizer is not self.scheduler.optimizer:
             raise ValueError("LearningRateScheduler: the scheduler is built on a different "
                              "optimizer than the model's (model.optimizer)")
         super().set_model(model)
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        if self.schedule is None:
+            return
+        opt = self.model.optimizer
+        lr = self.schedule(epoch, float(opt.lr)) if self._two_args else self.schedule(epoch)
+        try:
+            opt.lr = lr
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"LearningRateScheduler: the schedule returned {lr!r} for epoch "
+                             f"{epoch}: {exc}") from None
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to "
+                  f"{float(opt.lr):.4g}", file=sys.stderr)
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         if self.interval == "step":
             self.scheduler.step()
 
     def on_epoch_end(self, epoch, logs=None) -> None:
-        if self.interval == "epoch":
+        if self.scheduler is not None and self.interval == "epoch":
             self.scheduler.step()
+
+
+def _takes_two_arguments(fn) -> bool:
+    """Whether ``fn`` accepts (epoch, lr) rather than only (epoch)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: Keras' form
+        return True
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
@@ -11,7 +13,7 @@ import numpy as np
 import mlpcore as mc
 
 from . import __version__
-from .data import load_digits, load_file, standardize, train_test_split
+from .data import load_digits, load_file, train_test_split
 from .layers import ACTIVATIONS
 from .losses import LOSSES
 from .optim import OPTIMIZERS
@@ -27,75 +29,125 @@ def _hidden_sizes(text: str) -> List[int]:
     return sizes
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is None (the help text says what None means)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlpcore", description="Fast multilayer perceptrons on CPUs.")
     p.add_argument("--version", action="version", version=f"mlpcore {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train an MLP (default: scikit-learn's handwritten digits)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     t.add_argument("--data", help="a .npz (arrays x, y) or .csv file; default: digits")
     t.add_argument("--target", help="target column (.csv) or array name (.npz)")
-    t.add_argument("--task", choices=["auto", "classification", "regression"], default="auto")
+    t.add_argument("--task", choices=["auto", "classification", "regression"], default="auto",
+                   help="auto: classification for text or few whole-number targets")
     t.add_argument("--layers", type=_hidden_sizes, default=[128, 64],
                    help="hidden layer sizes, comma separated")
-    t.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS))
-    t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS))
+    t.add_argument("--activation", default="relu", choices=sorted(ACTIVATIONS),
+                   help="activation after each hidden layer")
+    t.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS),
+                   help="optimizer (torch.optim's rules)")
     t.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     t.add_argument("--loss", choices=sorted(LOSSES),
                    help="default: cross_entropy for classification, mse for regression")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--epochs", type=int, default=30, help="passes over the training set")
+    t.add_argument("--batch-size", type=int, default=32, help="samples per training step")
     t.add_argument("--test-size", type=float, default=0.25, help="fraction held out for testing")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="floating-point precision of the model")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the split, the initial weights and the shuffling")
     t.add_argument("--threads", type=int, help="OpenMP threads (default: all cores)")
-    t.add_argument("--save", metavar="PATH", help="write the trained model (.safetensors)")
+    t.add_argument("--save", metavar="PATH",
+                   help="write the trained model (.safetensors), input scaling and class names "
+                        "included: mlpcore.load(PATH).predict takes raw features")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--plot", metavar="PATH",
                    help="write the training curves as a PNG (needs mlpcore[plot])")
     from .bench.harness import add_arguments as _bench_arguments
     b = sub.add_parser("bench", help="training benchmark against NumPy, scikit-learn, PyTorch",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_HelpFormatter)
     _bench_arguments(b)
     return p
 
 
-def _train(args) -> int:
-    if args.plot:  # fail before training, not after it
+def _check_outputs(args) -> None:
+    """Fail on unusable output paths before training, not after it."""
+    if args.plot:
         try:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ValueError("--plot needs matplotlib: pip install mlpcore[plot]") from None
-        from pathlib import Path
         if not Path(args.plot).parent.exists():
             raise ValueError(f"--plot: folder {str(Path(args.plot).parent)!r} does not exist")
+    if args.save:
+        folder = Path(args.save).parent
+        if not folder.is_dir():
+            raise ValueError(f"--save: folder {str(folder)!r} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise ValueError(f"--save: folder {str(folder)!r} is not writable")
+
+
+def _targets(ds, loss: str, y: np.ndarray) -> np.ndarray:
+    """Class indices in the form ``loss`` trains on: labels for cross_entropy; for the other
+    losses one 0/1 column for two classes, one-hot columns for more."""
+    if loss == "cross_entropy":
+        return y
+    if len(ds.classes) == 2:
+        return y.astype(np.float64).reshape(-1, 1)
+    return np.eye(len(ds.classes))[y]
+
+
+def _accuracy(out: np.ndarray, labels: np.ndarray, threshold: float) -> float:
+    """Fraction of rows whose predicted class (argmax, or output > threshold for one column)
+    is the label."""
+    predicted = (out[:, 0] > threshold).astype(np.int64) if out.shape[1] == 1 else out.argmax(1)
+    return float(np.mean(predicted == labels))
+
+
+def _train(args) -> int:
+    _check_outputs(args)
     if args.threads is not None:
         mc.set_num_threads(args.threads)
     ds = load_digits() if args.data is None else load_file(args.data, args.target, args.task)
     if not 0.0 < args.test_size < 1.0:
         raise ValueError(f"--test-size must lie in (0, 1), got {args.test_size}")
     x_tr, y_tr, x_te, y_te = train_test_split(ds, args.test_size, args.seed)
-    x_tr, x_te = standardize(x_tr, x_te)
     if ds.is_classification:
-        n_out = len(ds.classes)
         loss = args.loss or "cross_entropy"
+        labels_te = y_te
+        y_tr, y_te = _targets(ds, loss, y_tr), _targets(ds, loss, y_te)
+        n_out = len(ds.classes) if y_tr.ndim == 1 else y_tr.shape[1]
     else:
         n_out = 1 if y_tr.ndim == 1 else y_tr.shape[1]
         loss = args.loss or "mse"
+    # the scaler is the model's first layer: a saved model takes raw features
+    layers = [mc.Normalization().adapt(x_tr)]
     sizes = [x_tr.shape[1], *args.layers, n_out]
-    layers = []
     for i in range(len(sizes) - 1):
         layers.append(mc.Dense(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
             layers.append(mc.get_activation(args.activation))
+    if loss == "bce":  # bce takes probabilities
+        layers.append(mc.Sigmoid())
     model = mc.Sequential(layers, dtype=args.dtype, seed=args.seed)
     model.compile(loss=loss, optimizer=mc.optim.get_optimizer(args.optimizer, lr=args.lr))
-    task = f"{n_out} classes" if ds.is_classification else "regression"
+    if ds.is_classification:
+        model.classes_ = ds.classes
+    task = f"{len(ds.classes)} classes" if ds.is_classification else "regression"
+    threads = mc.get_num_threads()
     print(f"data: {ds.name}: {len(x_tr)} train / {len(x_te)} test samples, "
           f"{x_tr.shape[1]} features, {task}")
     print(f"model: {'-'.join(map(str, sizes))} {args.activation}, {model.num_params} parameters, "
           f"{args.dtype}, loss {loss}, {args.optimizer} lr={args.lr}, {args.epochs} epochs, "
-          f"batch {args.batch_size}, {mc.get_num_threads()} threads")
+          f"batch {args.batch_size}, {threads} thread{'s' if threads != 1 else ''}")
     start = time.perf_counter()
     history = model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=args.batch_size, shuffle=True,
                         verbose=0 if args.quiet else 1)
@@ -103,13 +155,15 @@ def _train(args) -> int:
     result = model.evaluate(x_te, y_te)
     print(f"train loss: {history.history['loss'][-1]:.4f}")
     print(f"test loss: {result['loss']:.4f}")
-    if "accuracy" in result:
-        print(f"test accuracy: {result['accuracy']:.4f}")
+    if ds.is_classification:
+        threshold = 0.0 if loss == "bce_with_logits" else 0.5
+        print(f"test accuracy: {_accuracy(model.predict(x_te), labels_te, threshold):.4f}")
     else:
         pred = model.predict(x_te).reshape(np.shape(y_te))
         print(f"test MAE: {float(np.mean(np.abs(pred - y_te))):.4f}")
+    shown = "" if args.quiet else ", progress display included"
     print(f"throughput: {len(x_tr) * args.epochs / seconds:,.0f} samples/s "
-          f"({seconds:.2f} s for {args.epochs} epochs, progress display included)")
+          f"({seconds:.2f} s for {args.epochs} epochs{shown})")
     if args.save:
         model.save(args.save)
         print(f"saved: {args.save}")
@@ -122,11 +176,21 @@ def _train(args) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "bench":
-            from .bench.harness import main_from_args
-            return main_from_args(args)
+        try:
+            if args.command == "train":
+                return _train(args)
+            if args.command == "bench":
+                from .bench.harness import main_from_args
+                return main_from_args(args)
+        finally:
+            sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+    except BrokenPipeError:
+        # the reader went away (`mlpcore train | head -1`): stop quietly, as Unix tools do;
+        # stdout goes to devnull so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the pipe
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"mlpcore {args.command}: error: {exc}", file=sys.stderr)
         return 2

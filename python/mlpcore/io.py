@@ -66,6 +66,10 @@ def _model_from(meta: Dict[str, Any], tensors: Dict[str, np.ndarray], path: Path
             view[...] = _tensor(tensors, name, view)
         if "dropout_rng_state" in meta:
             model.dropout_rng_state = [int(v) for v in meta["dropout_rng_state"]]
+        if "rng" in meta:  # fit continues the shuffle sequence where the saved model was
+            model.rng = _rng_from_state(meta["rng"])
+        if meta.get("classes") is not None:
+            model.classes_ = meta["classes"]
         if "loss" in meta:
             opt_meta = meta["optimizer"]
             opt = optimizer_from_state({"name": opt_meta["name"],

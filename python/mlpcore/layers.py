@@ -16,7 +16,7 @@ from ._validation import check_finite, check_int, check_values
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU",
     "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "Dropout", "LayerNorm", "BatchNorm1d",
-    "Residual", "ACTIVATIONS", "get_activation", "flatten_layers", "has_parameters",
+    "Normalization", "Residual", "ACTIVATIONS", "get_activation", "flatten_layers", "has_parameters",
 ]
 
 
@@ -50,6 +50,11 @@ class Layer:
 
     def get_config(self) -> Dict[str, Any]:
         return {"type": type(self).__name__}
+
+    def buffers(self) -> Dict[str, np.ndarray]:
+        """Writable views of the layer's non-trainable arrays by name (BatchNorm1d's running
+        statistics, Normalization's mean and variance); saved with the model. Empty here."""
+        return {}
 
     def _spec(self) -> _core.LayerSpec:
         """This layer's entry in the native plan."""
@@ -112,7 +117,9 @@ class Dense(_Parametrised):
 
     ``weight`` has shape ``(in_features, out_features)`` and ``bias`` ``(out_features,)``.
     ``init`` chooses the weight initialiser (see :mod:`mlpcore.initializers`; default
-    ``"glorot_uniform"``, biases start at zero) or gives the initial weight as an array.
+    ``"glorot_uniform"``, biases start at zero) or gives the initial weight as an array of
+    shape ``(in_features, out_features)`` (Keras' kernel layout; a torch.nn.Linear weight,
+    stored (out, in), is passed as ``linear.weight.T``).
     ``l1`` / ``l2`` add ``l1 * sum|W| + l2 * sum W**2`` to the loss (Keras' kernel
     regularisers: the weight only, not the bias), with its gradient, natively.
     """
@@ -329,6 +336,9 @@ class BatchNorm1d(_Norm):
         return {"type": "BatchNorm1d", "num_features": self.num_features, "eps": self.eps,
                 "momentum": self.momentum}
 
+    def buffers(self) -> Dict[str, np.ndarray]:
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
+
     @property
     def running_mean(self) -> np.ndarray:
         """Writable view of the running mean, (num_features,)."""
@@ -338,6 +348,115 @@ class BatchNorm1d(_Norm):
     def running_var(self) -> np.ndarray:
         """Writable view of the running variance, (num_features,)."""
         return self._require_built("running_var").buffer_view(self._index, 1)
+
+
+class Normalization(Layer):
+    """Feature-wise standardisation with fixed statistics, Keras' ``Normalization``:
+    ``y = (x - mean) / sqrt(variance + eps)``, computed natively as part of the network, so a
+    saved model carries its preprocessing and predicts on raw features.
+
+    ``adapt(x)`` sets ``mean`` and ``variance`` from data (per column, the population variance
+    as NumPy's ``var``); a column that is constant in ``x`` gets variance 1, so it passes
+    shifted but unscaled (as scikit-learn's StandardScaler) instead of being blown up by
+    ``1 / sqrt(eps)`` on new data. ``mean`` / ``variance`` can also be given, or assigned
+    later. They are not trained (they are buffers: in ``get_weights`` and the saved file, not in
+    the parameters the optimizer updates); the gradient passes through as ``dy / sqrt(variance
+    + eps)``. ``num_features`` may be left out when ``adapt`` (or ``mean``) comes before the
+    layer joins a model. Until adapted: mean 0, variance 1.
+    """
+
+    def __init__(self, num_features: Optional[int] = None, *, mean=None, variance=None,
+                 eps: float = 1e-7) -> None:
+        super().__init__()
+        self.num_features = None if num_features is None else check_int(
+            num_features, owner="Normalization", name="num_features", expected="positive")
+        self.eps = check_finite(eps, owner="Normalization", name="eps", positive=True)
+        self._pending: Dict[str, np.ndarray] = {}  # statistics set before the layer is built
+        if mean is not None:
+            self.mean = mean
+        if variance is not None:
+            self.variance = variance
+
+    def _spec(self) -> _core.LayerSpec:
+        if self.num_features is None:
+            raise ValueError("Normalization: the number of features is unknown; give "
+                             "num_features or call adapt(x) before building the model")
+        return _core.LayerSpec(kind=_core.LayerKind.Normalization,
+                               in_features=self.num_features, eps=self.eps)
+
+    def _attach(self, net, index: int) -> None:
+        super()._attach(net, index)
+        for name, value in self._pending.items():
+            self.buffers()[name][...] = value
+        self._pending = {}
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"type": "Normalization", "num_features": self.num_features, "eps": self.eps}
+
+    def buffers(self) -> Dict[str, np.ndarray]:
+        return {"mean": self.mean, "variance": self.variance}
+
+    def _statistic(self, name: str, k: int) -> np.ndarray:
+        if self._net is not None:
+            return self._net.buffer_view(self._index, k)
+        if name in self._pending:
+            return self._pending[name]
+        default = 0.0 if name == "mean" else 1.0
+        return np.full(self.num_features or 0, default)
+
+    def _set_statistic(self, name: str, value) -> None:
+        arr = np.asarray(value)
+        if arr.ndim == 1 and self.num_features is None and self._net is None:
+            self.num_features = check_int(arr.shape[0], owner="Normalization",
+                                          name=f"{name} length", expected="positive")
+        arr = check_values(arr, shape=(self.num_features,), owner="Normalization", name=name)
+        if name == "variance" and (arr < 0).any():
+            raise ValueError("Normalization.variance: values must be >= 0")
+        if self._net is not None:
+            self._statistic(name, 0 if name == "mean" else 1)[...] = arr
+        else:
+            self._pending[name] = arr.astype(np.float64)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-feature mean, (num_features,): a writable view once the layer is in a model."""
+        return self._statistic("mean", 0)
+
+    @mean.setter
+    def mean(self, value) -> None:
+        self._set_statistic("mean", value)
+
+    @property
+    def variance(self) -> np.ndarray:
+        """Per-feature variance, (num_features,): a writable view once in a model."""
+        return self._statistic("variance", 1)
+
+    @variance.setter
+    def variance(self, value) -> None:
+        self._set_statistic("variance", value)
+
+    def adapt(self, data) -> "Normalization":
+        """Set ``mean`` and ``variance`` from ``data`` (n_samples, num_features); returns the
+        layer. The statistics are computed in float64."""
+        arr = np.asarray(data)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"Normalization.adapt: data must hold real numbers, "
+                            f"got dtype {arr.dtype}")
+        expected = self.num_features if self.num_features is not None else "n_features"
+        if arr.ndim != 2 or arr.shape[0] == 0:
+            raise ValueError(f"Normalization.adapt: data must be 2-D (n_samples, {expected}) "
+                             f"with at least one row, got shape {arr.shape}")
+        if self.num_features is not None and arr.shape[1] != self.num_features:
+            raise ValueError(f"Normalization.adapt: data must have {self.num_features} "
+                             f"features (columns), got shape {arr.shape}")
+        arr = arr.astype(np.float64, copy=False)
+        if not np.isfinite(arr).all():
+            raise ValueError("Normalization.adapt: data contains NaN or Inf")
+        variance = arr.var(axis=0)
+        variance[variance == 0] = 1.0
+        self.mean = arr.mean(axis=0)
+        self.variance = variance
+        return self
 
 
 class Residual(Layer):
@@ -366,7 +485,7 @@ ACTIVATIONS = {
 
 LAYER_TYPES = {cls.__name__: cls for cls in (
     Dense, Identity, ReLU, LeakyReLU, ELU, SELU, GELU, SiLU, Sigmoid, Tanh, Softplus, Softmax,
-    Dropout, LayerNorm, BatchNorm1d, Residual)}
+    Dropout, LayerNorm, BatchNorm1d, Normalization, Residual)}
 
 
 def get_activation(name: str) -> Activation:

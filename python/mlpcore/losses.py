@@ -10,6 +10,13 @@ bce                probabilities in [0, 1]         values in [0, 1], same shape
 bce_with_logits    logits (sigmoid fused in)       values in [0, 1], same shape
 cross_entropy      logits (softmax fused in)       class labels (n,) or probabilities (n, k)
 =================  ==============================  =====================================
+
+Keras' names are accepted as aliases: ``mean_squared_error``, ``mean_absolute_error``,
+``binary_crossentropy`` (= ``bce``: probabilities, as Keras' default ``from_logits=False``),
+``categorical_crossentropy`` and ``sparse_categorical_crossentropy`` (both = ``cross_entropy``,
+which takes **logits**: Keras' ``from_logits=True`` form. A Keras model ending in
+``Activation("softmax")`` drops that layer here; compile warns if it is left in, since the
+softmax would be applied twice. ``predict_proba`` gives the probabilities).
 """
 from __future__ import annotations
 
@@ -79,7 +86,10 @@ LOSSES: Dict[str, LossInfo] = {
     "bce_with_logits": LossInfo("bce_with_logits", _core.Loss.BCEWithLogits, True, False, True),
     "cross_entropy": LossInfo("cross_entropy", _core.Loss.CrossEntropy, True, True, False),
 }
-_ALIASES = {"l1": "mae", "mean_squared_error": "mse", "mean_absolute_error": "mae"}
+_ALIASES = {"l1": "mae", "mean_squared_error": "mse", "mean_absolute_error": "mae",
+            # Keras' names (see the module docstring: the categorical ones take logits)
+            "binary_crossentropy": "bce", "categorical_crossentropy": "cross_entropy",
+            "sparse_categorical_crossentropy": "cross_entropy"}
 
 
 def get_loss(name) -> LossInfo:

@@ -3,6 +3,7 @@ handle (``_net``); other modules go through the public methods below."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
@@ -16,7 +17,7 @@ from ._validation import (as_inputs, as_sample_weight, as_targets, check_int,
 from .custom_loss import custom_batches, custom_evaluate, custom_step
 from .errors import NonFiniteLossError
 from .layers import (Dense, Dropout, Layer, Residual, Sigmoid, Softmax, flatten_layers,
-                     has_parameters)
+                     has_parameters, layer_from_config)
 from .losses import LossInfo, get_loss
 from .metrics import accuracy, check_metrics, regression_metrics
 from .optim import Optimizer, get_optimizer
@@ -83,6 +84,7 @@ class Sequential(Trainer):
         self.clip_norm: Optional[float] = None
         self.clip_value: Optional[float] = None
         self._synced_opt_version = -1
+        self._classes: Optional[np.ndarray] = None
 
     # --- structure ------------------------------------------------------------------------
     @property
@@ -100,23 +102,76 @@ class Sequential(Trainer):
     def get_config(self) -> Dict[str, Any]:
         return {"dtype": self.dtype.name, "layers": [layer.get_config() for layer in self.layers]}
 
-    def summary(self) -> str:
-        lines = [f"Sequential ({self.dtype.name}, {self.num_params} parameters)"]
-        for i, layer in enumerate(self.flat_layers):
+    @classmethod
+    def from_config(cls, config: Dict[str, Any], seed: Optional[int] = None) -> "Sequential":
+        """A new, untrained model with the architecture of :meth:`get_config` output (Keras'
+        ``from_config``); weights are freshly initialised (``seed``)."""
+        if not isinstance(config, dict) or "layers" not in config:
+            raise TypeError("Sequential.from_config: config must be a dict as get_config "
+                            f"returns (with 'layers'), got {type(config).__name__}")
+        layers = [layer_from_config(c) for c in config["layers"]]
+        return cls(layers, dtype=config.get("dtype", "float32"), seed=seed)
+
+    @property
+    def classes_(self) -> Optional[np.ndarray]:
+        """The class names for each output index (scikit-learn's ``classes_``), or None:
+        ``model.classes_[model.predict(x).argmax(1)]`` are the predicted names. Set by
+        ``mlpcore train`` (or assign a sequence); saved with the model."""
+        return self._classes
+
+    @classes_.setter
+    def classes_(self, names) -> None:
+        if names is None:
+            self._classes = None
+            return
+        arr = np.asarray(names)
+        if arr.ndim != 1 or arr.dtype.kind not in "biufU":
+            raise TypeError("classes_: expected a 1-D sequence of class names (str or numbers), "
+                            f"got {arr.dtype} with shape {arr.shape}")
+        self._classes = arr
+
+    def _output_widths(self) -> List[int]:
+        """Feature count after each flat layer (plan order)."""
+        widths, width = [], self.in_features
+        for layer in self.flat_layers:
+            width = layer.out_features if isinstance(layer, Dense) else width
+            widths.append(width)
+        return widths
+
+    def summary(self, print_fn=None) -> None:
+        """Print a table of the layers (index, layer, output shape, parameters) and the
+        totals, as Keras does; ``print_fn`` (default ``print``) receives each line."""
+        print_fn = print if print_fn is None else print_fn
+        if not callable(print_fn):
+            raise TypeError(f"summary: print_fn must be callable, got {type(print_fn).__name__}")
+        rows = []
+        for layer, width in zip(self.flat_layers, self._output_widths()):
             n = layer.num_params if has_parameters(layer) else 0
-            lines.append(f"  {layer._index:2d}  {layer!r:<48} params: {n}")
-        return "\n".join(lines)
+            rows.append((f"{layer.index}", repr(layer), f"(None, {width})", f"{n:,}"))
+        head = ("#", "Layer", "Output shape", "Params")
+        sizes = [max(len(r[k]) for r in [head, *rows]) for k in range(4)]
+        rule = "-" * (sum(sizes) + 6)
+        fmt = "{:>%d}  {:<%d}  {:<%d}  {:>%d}" % tuple(sizes)
+        buffers = sum(v.size for layer in self.flat_layers for v in layer.buffers().values())
+        lines = [f'Model: "Sequential" ({self.dtype.name})', rule, fmt.format(*head), rule,
+                 *(fmt.format(*r) for r in rows), rule,
+                 f"Total params: {self.num_params + buffers:,}",
+                 f"Trainable params: {self.num_params:,}",
+                 f"Non-trainable params: {buffers:,}"]
+        for line in lines:
+            print_fn(line)
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, dtype={self.dtype.name!r})"
 
     # --- compile --------------------------------------------------------------------------
-    def compile(self, loss: str = "mse", optimizer="adam", *, huber_delta: float = 1.0,
+    def compile(self, loss=None, optimizer="adam", *, huber_delta: float = 1.0,
                 clip_norm: Optional[float] = None, clip_value: Optional[float] = None,
                 metrics: Optional[List[str]] = None, detect_anomaly: bool = False) -> None:
         """Choose the loss (see :mod:`mlpcore.losses`) and the optimizer (name or instance).
 
-        ``loss`` is a name, or a custom loss: ``fn(prediction, target) -> (value, gradient)``
+        ``loss`` is required: a name (Keras' names are aliases, see :mod:`mlpcore.losses`),
+        or a custom loss: ``fn(prediction, target) -> (value, gradient)``
         (or an object with such a ``value_and_grad`` method), called once per batch.
 
         ``detect_anomaly=True`` checks every layer's output and gradient for NaN/Inf during
@@ -131,10 +186,15 @@ class Sequential(Trainer):
         (torch.nn.utils.clip_grad_norm_ / clip_grad_value_ semantics, in that order). The
         pre-clip norm of the last step is ``model.last_grad_norm``.
         """
+        if loss is None:
+            raise ValueError("compile: loss is required, e.g. compile(loss='cross_entropy') "
+                             "for classification or compile(loss='mse') for regression")
         info = get_loss(loss)
-        if info.name == "bce" and not isinstance(self.layers[-1], (Sigmoid, Softmax)):
+        last = self.flat_layers[-1] if self.flat_layers else None
+        if info.name == "bce" and not isinstance(last, (Sigmoid, Softmax)):
             raise ValueError("compile: loss 'bce' expects probabilities, so the last layer must be "
                              "Sigmoid or Softmax; use loss='bce_with_logits' on raw outputs")
+        _warn_double_squashing(info.name, last, loss)
         huber_delta = float(huber_delta)
         require(huber_delta > 0 and np.isfinite(huber_delta), owner="compile", name="huber_delta",
                 expected="positive and finite", value=huber_delta)
@@ -321,9 +381,39 @@ class Sequential(Trainer):
         return (loss, dx) if return_input_grad else loss
 
     # --- whole data sets ------------------------------------------------------------------
-    def predict(self, x) -> np.ndarray:
-        """Network output for every row of x (logits when the loss fuses softmax/sigmoid)."""
-        return self._net.predict(as_inputs(x, self.dtype, self.in_features, "predict"))
+    def predict(self, x, batch_size: Optional[int] = None) -> np.ndarray:
+        """Network output for every row of x (logits when the loss fuses softmax/sigmoid; see
+        :meth:`predict_proba`). ``batch_size`` (Keras' argument) bounds the rows computed per
+        native call (None: the core's own chunking); the result does not depend on it."""
+        x = as_inputs(x, self.dtype, self.in_features, "predict")
+        if batch_size is None:
+            return self._net.predict(x)
+        batch_size = check_int(batch_size, owner="predict", name="batch_size")
+        if batch_size >= x.shape[0]:
+            return self._net.predict(x)
+        return np.concatenate([self._net.predict(x[i:i + batch_size])
+                               for i in range(0, x.shape[0], batch_size)])
+
+    def predict_proba(self, x, batch_size: Optional[int] = None) -> np.ndarray:
+        """Class probabilities, by the compiled loss: softmax of the logits for
+        ``cross_entropy`` (rows sum to 1), sigmoid for ``bce_with_logits``, the output as is
+        for ``bce`` (whose model ends in Sigmoid/Softmax). Regression and custom losses have
+        no probabilities: ValueError."""
+        self._require_compiled("predict_proba")
+        name = self.loss.name
+        if self.loss.custom is not None or name not in ("cross_entropy", "bce_with_logits",
+                                                        "bce"):
+            raise ValueError(f"predict_proba: the model's loss {name!r} does not define class "
+                             "probabilities (cross_entropy, bce_with_logits and bce do); use "
+                             "predict")
+        out = self.predict(x, batch_size=batch_size)
+        if name == "cross_entropy":
+            shifted = np.exp(out - out.max(axis=1, keepdims=True))
+            return shifted / shifted.sum(axis=1, keepdims=True)
+        if name == "bce_with_logits":
+            return np.where(out >= 0, 1.0 / (1.0 + np.exp(-np.abs(out))),
+                            np.exp(-np.abs(out)) / (1.0 + np.exp(-np.abs(out)))).astype(out.dtype)
+        return out
 
     def evaluate(self, x, y, sample_weight=None) -> Dict[str, float]:
         """Mean loss over (x, y), and accuracy for classification losses or the mean
@@ -362,6 +452,20 @@ class Sequential(Trainer):
 
     def _take_stats(self) -> Dict:
         return self._net.take_stats()
+
+
+def _warn_double_squashing(loss_name: str, last, given) -> None:
+    """A loss that applies softmax / sigmoid itself after a layer that already did trains on a
+    squashed copy (slow, poor optima): warn, naming the fix."""
+    fused = {"cross_entropy": (Softmax, "softmax"), "bce_with_logits": (Sigmoid, "sigmoid")}
+    if loss_name in fused and isinstance(last, fused[loss_name][0]):
+        layer, fn = type(last).__name__, fused[loss_name][1]
+        alias = f" ({given!r} means {loss_name!r} here)" if given != loss_name else ""
+        warnings.warn(f"compile: the last layer is {layer} but loss {loss_name!r}{alias} applies "
+                      f"{fn} itself, so it would be applied twice; remove the {layer} layer "
+                      f"(predict_proba gives probabilities)"
+                      + (" or use loss='bce'" if loss_name == "bce_with_logits" else ""),
+                      UserWarning, stacklevel=3)
 
 
 def _no_weights(w, func: str) -> None:

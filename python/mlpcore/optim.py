@@ -1,5 +1,7 @@
 """Optimizers with torch.optim's names, arguments, defaults and update rules.
 
+Every optimizer also takes Keras' ``learning_rate=`` in place of ``lr=``.
+
 Each class only holds hyper-parameters; the update is one native kernel over the model's
 parameter arena, and the state (momentum, moment estimates ...) lives in native memory.
 Hyper-parameters can be changed between steps through ``optimizer.lr`` or, as in PyTorch,
@@ -39,6 +41,16 @@ def _native_value(name: str, value, default):
     return float(value)
 
 
+def _pick_lr(lr, learning_rate, default: float):
+    """``learning_rate=`` (Keras' name) is accepted beside ``lr=`` (torch's); not both."""
+    if learning_rate is None:
+        return lr
+    if lr is not default and lr != default:
+        raise TypeError(f"got both lr={lr!r} and learning_rate={learning_rate!r}; they are the "
+                        "same setting, pass one")
+    return learning_rate
+
+
 class Optimizer:
     """Base class. Subclasses name their native rule; the native side allocates the state
     buffers the configuration needs (torch.optim's state keys, e.g. ``exp_avg``)."""
@@ -60,6 +72,15 @@ class Optimizer:
     @lr.setter
     def lr(self, value: float) -> None:
         self.param_groups[0]["lr"] = check_hyper(value, what="learning rate")
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate (Keras' name for ``lr``)."""
+        return self.lr
+
+    @learning_rate.setter
+    def learning_rate(self, value: float) -> None:
+        self.lr = value
 
     @property
     def defaults(self) -> Dict[str, Any]:
@@ -142,8 +163,9 @@ class SGD(Optimizer):
     kind = _core.OptKind.SGD
 
     def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
-        lr = check_hyper(lr, what="learning rate")
+                 nesterov: bool = False, weight_decay: float = 0.0, *,
+                 learning_rate: Optional[float] = None) -> None:
+        lr = check_hyper(_pick_lr(lr, learning_rate, 1e-3), what="learning rate")
         momentum = check_hyper(momentum, what="momentum value")
         weight_decay = check_hyper(weight_decay, what="weight_decay value")
         dampening = float(dampening)
@@ -160,7 +182,9 @@ class Adam(Optimizer):
     adaptive = True
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
+                 weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 learning_rate: Optional[float] = None) -> None:
+        lr = _pick_lr(lr, learning_rate, 1e-3)
         super().__init__(lr=check_hyper(lr, what="learning rate"), betas=_check_betas(betas),
                          eps=check_hyper(eps, what="epsilon value"),
                          weight_decay=check_hyper(weight_decay, what="weight_decay value"),
@@ -173,8 +197,9 @@ class AdamW(Adam):
     kind = _core.OptKind.AdamW
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
-        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 learning_rate: Optional[float] = None) -> None:
+        super().__init__(lr=_pick_lr(lr, learning_rate, 1e-3), betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
 class RMSprop(Optimizer):
@@ -184,7 +209,9 @@ class RMSprop(Optimizer):
     adaptive = True
 
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 learning_rate: Optional[float] = None) -> None:
+        lr = _pick_lr(lr, learning_rate, 1e-2)
         super().__init__(lr=check_hyper(lr, what="learning rate"),
                          alpha=check_hyper(alpha, what="alpha value"),
                          eps=check_hyper(eps, what="epsilon value"),
@@ -200,7 +227,8 @@ class Adagrad(Optimizer):
     adaptive = True
 
     def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 eps: float = 1e-10) -> None:
+                 eps: float = 1e-10, *, learning_rate: Optional[float] = None) -> None:
+        lr = _pick_lr(lr, learning_rate, 1e-2)
         super().__init__(lr=check_hyper(lr, what="learning rate"),
                          lr_decay=check_hyper(lr_decay, what="lr_decay value"),
                          weight_decay=check_hyper(weight_decay, what="weight_decay value"),

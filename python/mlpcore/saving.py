@@ -1,7 +1,8 @@
 """Write models and checkpoints as safetensors files: tensors plus JSON metadata, no code.
 
 Layout: ``layers.{i}.weight`` / ``layers.{i}.bias`` for each layer with parameters (gamma and
-beta for norm layers, ``running_mean`` / ``running_var`` for BatchNorm1d), ``optimizer.{name}``
+beta for norm layers) and ``layers.{i}.{buffer}`` for each non-trainable array (``running_mean`` /
+``running_var`` for BatchNorm1d, ``mean`` / ``variance`` for Normalization), ``optimizer.{name}``
 for each optimizer state buffer; metadata ``mlpcore`` holds the format version, the model
 config (dtype and layers), the loss and the optimizer's hyper-parameters and step count.
 Writes go to a temporary file in the same folder that is renamed over the target, so a crash
@@ -13,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 
 from ._validation import check_instance, check_int
-from .layers import BatchNorm1d, has_parameters
+from .layers import has_parameters
 from .schedules import LRScheduler
 
 __all__ = ["FORMAT_VERSION", "CHECKPOINT_VERSION", "layer_arrays", "save", "save_checkpoint",
@@ -37,16 +39,16 @@ CHECKPOINT_VERSION = 1
 
 def layer_arrays(model) -> Dict[str, np.ndarray]:
     """Live views of every layer array a file stores, by tensor name: weights and biases (gamma
-    and beta for norm layers) and BatchNorm running statistics, named by plan index."""
+    and beta for norm layers) and the layers' buffers (BatchNorm running statistics,
+    Normalization's mean and variance), named by plan index."""
     arrays: Dict[str, np.ndarray] = {}
     for layer in model.flat_layers:
         i = layer.index
         if has_parameters(layer):
             arrays[f"layers.{i}.weight"] = layer.weight
             arrays[f"layers.{i}.bias"] = layer.bias
-        if isinstance(layer, BatchNorm1d):
-            arrays[f"layers.{i}.running_mean"] = layer.running_mean
-            arrays[f"layers.{i}.running_var"] = layer.running_var
+        for name, view in layer.buffers().items():
+            arrays[f"layers.{i}.{name}"] = view
     return arrays
 
 
@@ -62,7 +64,11 @@ def _metadata(model) -> Dict[str, Any]:
     meta: Dict[str, Any] = {"format_version": FORMAT_VERSION, "model": model.get_config(),
                             "seed": model.seed,
                             # dropout masks continue exactly where they stopped after a load
-                            "dropout_rng_state": [str(v) for v in model.dropout_rng_state]}
+                            "dropout_rng_state": [str(v) for v in model.dropout_rng_state],
+                            # a later fit continues the shuffle sequence as a checkpoint does
+                            "rng": to_json(model.rng.bit_generator.state)}
+    if model.classes_ is not None:
+        meta["classes"] = model.classes_.tolist()
     # a custom (Python) loss cannot be stored safely: such a model loads uncompiled
     if model.loss is not None and model.loss.custom is None:
         meta["loss"] = {"name": model.loss.name, "huber_delta": model.huber_delta,
@@ -71,6 +77,19 @@ def _metadata(model) -> Dict[str, Any]:
         meta["optimizer"] = {"name": type(opt).__name__, "param_groups": [dict(opt.param_groups[0])],
                              "step": opt.step_count}
     return meta
+
+
+def _check_suffix(path: Path, func: str) -> None:
+    """The file is safetensors whatever its name: a name promising another format is refused
+    (a Keras or PyTorch loader would fail on it); another suffix gets a warning."""
+    suffix = path.suffix.lower()
+    if suffix in (".h5", ".hdf5", ".keras", ".pt", ".pth", ".pkl", ".pickle", ".joblib",
+                  ".onnx"):
+        raise ValueError(f"{func}: mlpcore writes safetensors files, not {suffix}; name the "
+                         f"file {path.stem}.safetensors")
+    if suffix and suffix != ".safetensors":
+        warnings.warn(f"{func}: {path.name!r} will hold a safetensors file; the usual suffix "
+                      "is .safetensors", UserWarning, stacklevel=3)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -100,6 +119,7 @@ def save(model, path) -> None:
     path = Path(path)
     if not path.parent.exists():
         raise ValueError(f"save: folder {str(path.parent)!r} does not exist")
+    _check_suffix(path, "save")
     data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(_metadata(model))})
     atomic_write_bytes(path, data)
 

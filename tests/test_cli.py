@@ -80,7 +80,7 @@ def test_digits_quick_run_reports_accuracy_and_throughput(capsys):
 
 
 def test_save_writes_a_loadable_model_with_the_reported_accuracy(capsys, tmp_path):
-    from mlpcore.data import load_digits, standardize, train_test_split
+    from mlpcore.data import load_digits, train_test_split
 
     path = tmp_path / "digits.safetensors"
     code, out, err = run(capsys, ["train", "--epochs", "2", "--layers", "32", "--dtype", "float64",
@@ -91,15 +91,17 @@ def test_save_writes_a_loadable_model_with_the_reported_accuracy(capsys, tmp_pat
     assert report["saved"] == str(path)
     model = mc.load(path)
     assert model.dtype == np.float64
-    assert [layer.get_config()["type"] for layer in model.layers] == ["Dense", "ReLU", "Dense"]
+    assert [layer.get_config()["type"] for layer in model.layers] == [
+        "Normalization", "Dense", "ReLU", "Dense"]
     assert (model.in_features, model.out_features) == (64, 10)
     assert model.loss.name == "cross_entropy"
     assert isinstance(model.optimizer, mc.optim.SGD) and model.optimizer.lr == 0.05
     assert model.optimizer.step_count == 2 * math.ceil(1347 / 32)
-    # the same split and scaling as the command: the saved model has the printed accuracy
+    # the same split as the command, raw features: the saved model carries its scaling
     x_tr, y_tr, x_te, y_te = train_test_split(load_digits(), 0.25, 3)
-    x_tr, x_te = standardize(x_tr, x_te)
     assert f"{model.evaluate(x_te, y_te)['accuracy']:.4f}" == report["test accuracy"]
+    np.testing.assert_allclose(model.layers[0].mean, x_tr.mean(axis=0), rtol=1e-12)
+    assert model.classes_.tolist() == list(range(10))
 
 
 def test_python_dash_m_mlpcore_in_a_subprocess(tmp_path):

@@ -440,7 +440,7 @@ def test_class_names_travel_in_the_metadata(tmp_path):
     model = trained()
     model.classes_ = ["setosa", "versicolor", "virginica"]
     model.save(tmp_path / "m.safetensors")
-    assert json.loads(header_of(tmp_path / "m.safetensors")["__metadata__"]["mlpcore"])[
+    assert json.loads(header_of(tmp_path / "m.safetensors")[0]["__metadata__"]["mlpcore"])[
         "classes"] == ["setosa", "versicolor", "virginica"]
     assert mc.load(tmp_path / "m.safetensors").classes_.tolist() == model.classes_.tolist()
     numeric = trained()

@@ -48,11 +48,12 @@ def test_fit_loss_is_the_mean_of_its_batches(digits):
                if isinstance(la, mc.Dense))
 
 
-def test_verbose_levels(digits, capsys):
+def test_verbose_levels(digits, capsys, monkeypatch):
     x_tr, y_tr, _, _ = digits
     digits_model().fit(x_tr[:64], y_tr[:64], epochs=2, verbose=0)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+    monkeypatch.setattr(mc.callbacks, "_is_terminal", lambda stream: True)  # a bar
     digits_model().fit(x_tr[:64], y_tr[:64], epochs=2, verbose=1)
     err = capsys.readouterr().err
     assert "Epoch 1/2" in err and "Epoch 2/2" in err and "loss=" in err

@@ -255,7 +255,8 @@ def _error_case(tmp_path, case):
         return ["--data", str(path), "--target", "kind", "--task", "regression"], ["text"]
     if case == "non-numeric feature":
         path = write_csv(tmp_path / "feat.csv", ["a", "y"], [["1.0", "0"], ["oops", "1"]])
-        return ["--data", str(path), "--target", "y"], ["non-numeric", "line 3"]
+        return ["--data", str(path), "--target", "y"], ["non-numeric", "line 3", "column 'a'",
+                                                        "'oops'"]
     if case == "ragged csv":
         path = write_csv(tmp_path / "ragged.csv", ["a", "b", "y"], [["1", "2", "0"], ["1", "1"]])
         return ["--data", str(path), "--target", "y"], ["line 3"]
@@ -301,3 +302,155 @@ def test_bad_options_exit_with_argparse_error(capsys, argv, needle):
     out, err = capsys.readouterr()
     assert "error:" in err and needle in err
     assert "Traceback" not in err and "test accuracy" not in out
+
+
+# --- issue 17: the saved model carries its preprocessing, and the CLI's defects ---------------
+def _split_like_the_cli(path, target, seed=0, test_size=0.25):
+    from mlpcore.data import load_file, train_test_split
+    ds = load_file(path, target)
+    return ds, train_test_split(ds, test_size, seed)
+
+
+def test_saved_model_predicts_raw_features_with_the_printed_accuracy(capsys, tmp_path):
+    x, y = blobs(n_features=3)
+    x = x * np.array([1000.0, 0.001, 1.0]) + np.array([5e4, -3.0, 0.0])  # far from standard
+    names = np.array(["red", "green", "blue"])[y]
+    rows = [[repr(float(v)) for v in row] + [name] for row, name in zip(x, names)]
+    path = write_csv(tmp_path / "colours.csv", ["a", "b", "c", "colour"], rows)
+    model_path = tmp_path / "colours.safetensors"
+    code, out, err = run(capsys, ["train", "--data", str(path), "--target", "colour",
+                                  "--epochs", "15", "--layers", "16", "--lr", "0.01",
+                                  "--save", str(model_path), *FAST])
+    assert code == 0, err
+    printed = parse(out)["test accuracy"]
+    model = mc.load(model_path)
+    assert isinstance(model.layers[0], mc.Normalization)
+    assert sorted(model.classes_.tolist()) == ["blue", "green", "red"]
+    ds, (_, _, x_te, y_te) = _split_like_the_cli(path, "colour")
+    predicted = model.classes_[model.predict(x_te).argmax(axis=1)]  # raw features in
+    assert f"{np.mean(predicted == ds.classes[y_te]):.4f}" == printed
+    assert float(printed) >= 0.9
+    proba = model.predict_proba(x_te)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_npz_with_named_feature_arrays_and_target(capsys, tmp_path):
+    x, y = blobs()
+    np.savez(tmp_path / "one.npz", features=x, label=y)  # neither 'x' nor 'y'
+    columns = {f"f{j}": x[:, j] for j in range(x.shape[1])}
+    np.savez(tmp_path / "columns.npz", label=y, **columns)  # np.savez(path, **columns)
+    for name in ("one", "columns"):
+        code, out, err = run(capsys, ["train", "--data", str(tmp_path / f"{name}.npz"),
+                                      "--target", "label", "--epochs", "20", "--layers", "16",
+                                      "--lr", "0.01", *FAST])
+        assert code == 0, err
+        assert parse(out)["data"] == f"{name}: 135 train / 45 test samples, 4 features, 3 classes"
+        assert number(parse(out)["test accuracy"]) >= 0.9
+    code, _, err = run(capsys, ["train", "--data", str(tmp_path / "one.npz"), "--target", "nope",
+                                *FAST])
+    assert code == 2 and "--target 'nope' is not an array" in err and "'label'" in err
+
+
+@pytest.mark.parametrize("loss", ["bce_with_logits", "bce", "mse", "cross_entropy"])
+def test_every_loss_trains_on_a_binary_set(capsys, tmp_path, loss):
+    x, y = blobs()
+    keep = y < 2
+    path = tmp_path / "binary.npz"
+    np.savez(path, x=x[keep], y=np.array(["no", "yes"])[y[keep]])
+    model_path = tmp_path / "binary.safetensors"
+    code, out, err = run(capsys, ["train", "--data", str(path), "--loss", loss, "--epochs", "20",
+                                  "--layers", "8", "--lr", "0.01", "--save", str(model_path),
+                                  *FAST])
+    assert code == 0, err
+    report = parse(out)
+    assert f"loss {loss}" in report["model"] and "2 classes" in report["data"]
+    assert number(report["test accuracy"]) >= 0.9
+    model = mc.load(model_path)
+    assert model.out_features == (2 if loss == "cross_entropy" else 1)
+    assert model.classes_.tolist() == ["no", "yes"]
+
+
+def test_save_to_a_missing_folder_fails_before_training(capsys, tmp_path):
+    code, out, err = run(capsys, ["train", "--epochs", "50", "--save",
+                                  str(tmp_path / "nope" / "m.safetensors"), *FAST])
+    assert code == 2 and "--save: folder" in err and "does not exist" in err
+    assert "train loss" not in out and "data:" not in out  # nothing was loaded or trained
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`mlpcore train | head -1`: the reader goes away; here it never reads, so the first
+    write already fails (deterministic), and the command ends without a traceback."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [PYTHON_DIR, env.get("PYTHONPATH")] if p)
+    env["PYTHONUNBUFFERED"] = "1"  # each line is written at once: the pipe breaks mid-report
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mlpcore", "train", "--epochs", "1",
+                               "--layers", "8", *FAST], env=env, cwd=tmp_path,
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    err = proc.stderr.decode()
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert proc.returncode == 141
+
+
+def test_pandas_index_column_is_dropped_with_a_warning(capsys, tmp_path):
+    x, y = blobs(n_features=2)
+    rows = [[i, f"{a:.6f}", f"{b:.6f}", int(label)] for i, ((a, b), label) in enumerate(zip(x, y))]
+    path = write_csv(tmp_path / "frame.csv", ["", "u", "v", "class"], rows)  # to_csv's layout
+    with pytest.warns(UserWarning, match="pandas index"):
+        code, out, err = run(capsys, ["train", "--data", str(path), "--target", "class",
+                                      "--epochs", "2", "--layers", "8", *FAST])
+    assert code == 0, err
+    assert "2 features, 3 classes" in parse(out)["data"]
+
+
+def test_pandas_written_csv(capsys, tmp_path):
+    pd = pytest.importorskip("pandas")
+    x, y = blobs(n_features=2)
+    path = tmp_path / "pandas.csv"
+    pd.DataFrame({"u": x[:, 0], "v": x[:, 1], "class": y}).to_csv(path)
+    with pytest.warns(UserWarning, match="first column .* dropped"):
+        code, out, err = run(capsys, ["train", "--data", str(path), "--target", "class",
+                                      "--epochs", "2", "--layers", "8", *FAST])
+    assert code == 0, err
+    assert "2 features" in parse(out)["data"]
+
+
+@pytest.mark.parametrize("values, needle", [
+    (lambda rng, n: rng.normal(size=n) * 50, "non-integer values"),
+    (lambda rng, n: rng.integers(25, 350, size=n).astype(float), "fewer than 5 samples per class"),
+], ids=["fractional", "many whole numbers"])
+def test_classification_of_a_regression_target_is_refused(capsys, tmp_path, values, needle):
+    rng = np.random.default_rng(0)
+    n = 200
+    np.savez(tmp_path / "reg.npz", x=rng.normal(size=(n, 3)), y=values(rng, n))
+    code, out, err = run(capsys, ["train", "--data", str(tmp_path / "reg.npz"), "--task",
+                                  "classification", *FAST])
+    assert code == 2 and needle in err and "--task regression" in err
+    assert "train loss" not in out
+
+
+def test_every_train_option_has_help_and_no_none_default(capsys):
+    from mlpcore.cli import _parser
+    parser = _parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    for action in train._actions:
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{action.option_strings} has no help text"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text
+    assert text.count("(default: all cores)") == 1
+    assert "(default: 30)" in text  # the real defaults are still shown
+
+
+def test_report_wording_one_thread_and_quiet(capsys):
+    code, out, err = run(capsys, ["train", "--epochs", "1", "--layers", "8", *FAST])
+    assert code == 0, err
+    report = parse(out)
+    assert report["model"].endswith("batch 32, 1 thread")
+    assert "progress display" not in report["throughput"]

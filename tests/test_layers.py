@@ -150,7 +150,8 @@ def test_layer_errors():
         mc.Sequential([mc.Dense(4, 6), mc.BatchNorm1d(3)])
     with pytest.raises(ValueError, match="must keep the feature count"):
         mc.Sequential([mc.Dense(4, 6), mc.Residual([mc.Dense(6, 5)])])
-    with pytest.raises(ValueError, match="first layer must be Dense, LayerNorm, BatchNorm1d or Normalization"):
+    with pytest.raises(ValueError, match="first layer must be Dense, LayerNorm, BatchNorm1d or "
+                                         "Normalization"):
         mc.Sequential([mc.Dropout(0.1), mc.Dense(3, 3)])
     with pytest.raises(TypeError, match="non-empty list"):
         mc.Residual([])

@@ -110,8 +110,9 @@ def _read_npz(f, name: str, target: Optional[str]):
     if len(arrays) == 1:
         return arrays[0], np.asarray(f[y_key])
     if any(a.ndim != 1 for a in arrays):
+        shapes = [(k, a.shape) for k, a in zip(others, arrays)]
         raise ValueError(f"{name}: the features must be one array named 'x' or 1-D arrays "
-                         f"(one per column); found {[(k, a.shape) for k, a in zip(others, arrays)]}")
+                         f"(one per column); found {shapes}")
     if len({len(a) for a in arrays}) != 1:
         raise ValueError(f"{name}: the feature columns {others} have different lengths")
     for k, a in zip(others, arrays):

@@ -16,7 +16,8 @@ from ._validation import check_finite, check_int, check_values
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU",
     "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "Dropout", "LayerNorm", "BatchNorm1d",
-    "Normalization", "Residual", "ACTIVATIONS", "get_activation", "flatten_layers", "has_parameters",
+    "Normalization", "Residual", "ACTIVATIONS", "get_activation", "flatten_layers",
+    "has_parameters",
 ]
 
 

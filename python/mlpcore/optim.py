@@ -199,7 +199,8 @@ class AdamW(Adam):
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
                  learning_rate: Optional[float] = None) -> None:
-        super().__init__(lr=_pick_lr(lr, learning_rate, 1e-3), betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
+        super().__init__(lr=_pick_lr(lr, learning_rate, 1e-3), betas=betas, eps=eps,
+                         weight_decay=weight_decay, amsgrad=amsgrad)
 
 
 class RMSprop(Optimizer):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from mlpcore.bench import harness
+from mlpcore.bench import children, harness
 from mlpcore.bench.numpy_mlp import NumpyMLP
 from mlpcore.bench.workloads import WORKLOADS, initial_params, make_data, theoretical_bytes
 
@@ -105,7 +105,7 @@ def test_harness_end_to_end(tmp_path):
 
 
 def test_core_probe_times_every_copy():
-    seconds = harness.core_probe(2)
+    seconds = children.core_probe(2)
     assert 0 < seconds < 30
 
 
@@ -114,12 +114,12 @@ def test_disturbed_runs_are_redone_and_the_quietest_kept():
     calm = {"samples_per_s": 100.0, "others_cpu_share": 0.01, "core_probe_s": 0.105}
     busy = {"samples_per_s": 90.0, "others_cpu_share": 0.60, "core_probe_s": 0.100}
     slow = {"samples_per_s": 70.0, "others_cpu_share": 0.0, "core_probe_s": 0.13}
-    assert not harness.is_disturbed(calm, best)
-    assert harness.is_disturbed(busy, best)   # another process took a core
-    assert harness.is_disturbed(slow, best)   # the cores ran 30% slower than their best
-    assert not harness.is_disturbed({"samples_per_s": 1.0}, best)  # nothing measured: kept
-    assert harness.pick_attempt([busy, slow, calm]) is calm
-    assert harness.pick_attempt([busy, slow]) is slow
+    assert not children.is_disturbed(calm, best)
+    assert children.is_disturbed(busy, best)   # another process took a core
+    assert children.is_disturbed(slow, best)   # the cores ran 30% slower than their best
+    assert not children.is_disturbed({"samples_per_s": 1.0}, best)  # nothing measured: kept
+    assert children.pick_attempt([busy, slow, calm]) is calm
+    assert children.pick_attempt([busy, slow]) is slow
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")

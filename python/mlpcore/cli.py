@@ -22,8 +22,8 @@ def _hidden_sizes(text: str) -> List[int]:
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
     from .layers import ACTIVATIONS
-    from .optim import OPTIMIZERS
     from .losses import LOSSES
+    from .optim import OPTIMIZERS
 
     p = argparse.ArgumentParser(prog="mlpcore", description="Fast multilayer perceptrons on CPUs.")
     p.add_argument("--version", action="version", version=f"mlpcore {__version__}")
@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args) -> int:
     import mlpcore as mc
+
     from .data import load_digits, load_file, standardize, train_test_split
 
     if args.plot:  # fail before training, not after it

@@ -190,7 +190,7 @@ class Sequential(Trainer):
             raise ValueError("compile: loss is required, e.g. compile(loss='cross_entropy') "
                              "for classification or compile(loss='mse') for regression")
         info = get_loss(loss)
-        last = self.flat_layers[-1] if self.flat_layers else None
+        last = self.layers[-1]  # a Residual block ends in its sum, not its last inner layer
         if info.name == "bce" and not isinstance(last, (Sigmoid, Softmax)):
             raise ValueError("compile: loss 'bce' expects probabilities, so the last layer must be "
                              "Sigmoid or Softmax; use loss='bce_with_logits' on raw outputs")
@@ -381,18 +381,33 @@ class Sequential(Trainer):
         return (loss, dx) if return_input_grad else loss
 
     # --- whole data sets ------------------------------------------------------------------
-    def predict(self, x, batch_size: Optional[int] = None) -> np.ndarray:
+    def predict(self, x, batch_size: Optional[int] = None, *,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
         """Network output for every row of x (logits when the loss fuses softmax/sigmoid; see
-        :meth:`predict_proba`). ``batch_size`` (Keras' argument) bounds the rows computed per
-        native call (None: the core's own chunking); the result does not depend on it."""
-        x = as_inputs(x, self.dtype, self.in_features, "predict")
-        if batch_size is None:
-            return self._net.predict(x)
-        batch_size = check_int(batch_size, owner="predict", name="batch_size")
-        if batch_size >= x.shape[0]:
-            return self._net.predict(x)
-        return np.concatenate([self._net.predict(x[i:i + batch_size])
-                               for i in range(0, x.shape[0], batch_size)])
+        :meth:`predict_proba`).
+
+        ``batch_size`` (Keras' argument) bounds the rows computed per native call (None: the
+        core's own chunking); the result does not depend on it. ``out``: a C-contiguous,
+        writable (n, out_features) array of the model's dtype that receives the result (and
+        is returned); a service calling predict row by row can reuse one and allocate nothing
+        per call."""
+        if not (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
+                and x.flags.c_contiguous and x.shape[1] == self.in_features and x.shape[0]):
+            x = as_inputs(x, self.dtype, self.in_features, "predict")
+        # an array already in the model's form goes straight to the native checks (finiteness)
+        rows = x.shape[0]
+        if batch_size is not None:
+            batch_size = check_int(batch_size, owner="predict", name="batch_size")
+        if batch_size is None or batch_size >= rows:
+            return self._net.predict(x, out)
+        x = as_inputs(x, self.dtype, self.in_features, "predict")  # errors index x, not a chunk
+        if out is None:
+            out = np.empty((rows, self.out_features), dtype=self.dtype)
+        elif not (isinstance(out, np.ndarray) and out.shape == (rows, self.out_features)):
+            return self._net.predict(x, out)  # the native checks say what is wrong with out
+        for i in range(0, rows, batch_size):
+            self._net.predict(x[i:i + batch_size], out[i:i + batch_size])
+        return out
 
     def predict_proba(self, x, batch_size: Optional[int] = None) -> np.ndarray:
         """Class probabilities, by the compiled loss: softmax of the logits for

@@ -281,3 +281,12 @@ def test_cli_train_plot_option(tmp_path, capsys):
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert main(["train", "--epochs", "1", "--plot", str(tmp_path / "no" / "c.png")]) == 2
     assert "--plot: folder" in capsys.readouterr().err
+
+
+def test_fit_shows_its_arguments_to_help_and_ides():
+    import inspect
+    params = inspect.signature(mc.Sequential.fit).parameters
+    assert not any(p.kind == p.VAR_KEYWORD for p in params.values())
+    for name in ("epochs", "batch_size", "shuffle", "validation_data", "verbose", "callbacks",
+                 "validation_split", "initial_epoch", "sample_weight", "class_weight"):
+        assert name in params and f"``{name}``" in mc.Sequential.fit.__doc__

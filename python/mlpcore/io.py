@@ -18,7 +18,8 @@ import numpy as np
 
 FORMAT_VERSION = 1
 
-__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint"]
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint", "model_to_bytes",
+           "model_from_bytes"]
 
 
 def _layer_arrays(model) -> Dict[str, np.ndarray]:
@@ -91,14 +92,18 @@ def save(model, path) -> None:
 
 
 def _read(path: Path):
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
-
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"load: no such file: {str(path)!r}") from None
-    not_ours = f"load: {str(path)!r} is not an mlpcore model file"
+    return _parse(raw, f"load: {str(path)!r} is not an mlpcore model file")
+
+
+def _parse(raw: bytes, not_ours: str):
+    """(metadata, tensors) of a model file's bytes; ``not_ours`` starts the error message."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
     try:
         # parse the header ourselves first: safetensors' loader gives no access to metadata
         header_len = int.from_bytes(raw[:8], "little")
@@ -255,14 +260,18 @@ def save_checkpoint(model, path, *, epoch: int, scheduler=None) -> None:
     if not path.parent.exists():
         raise ValueError(f"save_checkpoint: folder {str(path.parent)!r} does not exist")
     meta = _metadata(model)
-    meta["checkpoint"] = {
+    meta["checkpoint"] = _checkpoint_meta(model, epoch, scheduler)
+    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
+    atomic_write_bytes(path, data)
+
+
+def _checkpoint_meta(model, epoch: int, scheduler) -> Dict[str, Any]:
+    return {
         "version": CHECKPOINT_VERSION, "epoch": int(epoch),
         "rng": _to_json(model.rng.bit_generator.state),
         "scheduler": None if scheduler is None else _to_json(scheduler.state_dict()),
         "metrics": list(getattr(model, "metrics", None) or []),
     }
-    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
-    atomic_write_bytes(path, data)
 
 
 def _architecture(config: Dict[str, Any]):
@@ -392,3 +401,39 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None)
     if rebuilt:
         model.metrics = metrics
     return Checkpoint(model, epoch, scheduler, sched_state)
+
+
+# --- pickling and copying ---------------------------------------------------------------------
+# pickle, copy.copy and copy.deepcopy of a Sequential go through these two functions: the bytes
+# are a checkpoint file's (weights, optimizer state and step, the NumPy generator and dropout
+# states, metrics), so an unpickled model trains on bit for bit as the original would have.
+def model_to_bytes(model) -> bytes:
+    """The model as the bytes of a checkpoint file (what ``Sequential.__reduce__`` pickles)."""
+    from safetensors.numpy import save as st_save
+
+    if model.loss is not None and model.loss.custom is not None:
+        raise TypeError("pickle: a model compiled with a custom (Python) loss cannot be pickled "
+                        "or copied; compile it with a named loss, or pickle the weights "
+                        "(model.save) and the loss function separately")
+    meta = _metadata(model)
+    meta["checkpoint"] = _checkpoint_meta(model, 0, None)
+    meta["detect_anomaly"] = bool(getattr(model, "detect_anomaly", False))
+    return st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
+
+
+def model_from_bytes(data: bytes):
+    """The model :func:`model_to_bytes` described (used by unpickling)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"model_from_bytes: data must be bytes, got {type(data).__name__}")
+    meta, tensors = _parse(bytes(data), "unpickle: the data is not a pickled mlpcore model")
+    model = _model_from(meta, tensors, Path("<pickle>"))
+    try:
+        model.rng = _rng_from_state(meta["checkpoint"]["rng"])
+        if model.loss is not None:
+            model.metrics = list(meta["checkpoint"]["metrics"])
+            if meta.get("detect_anomaly"):
+                model._net.set_sentinel(True)
+                model.detect_anomaly = True
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"unpickle: incomplete mlpcore model state: {exc!r}") from None
+    return model

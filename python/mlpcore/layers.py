@@ -45,6 +45,29 @@ class Layer:
     def get_config(self) -> Dict[str, Any]:
         return {"type": type(self).__name__}
 
+    # A layer of a built model is a view of that model's memory, as a torch module's tensors
+    # are its storage: pickling or deep-copying it takes its whole model along, and gives back
+    # the matching layer of the copied model (the very layer of the copy when the model is in
+    # the same pickle). A layer not yet in a model pickles as a plain description.
+    def __reduce_ex__(self, protocol):
+        if self._net is None:
+            return super().__reduce_ex__(protocol)
+        model = self._owner()
+        if model is None:
+            raise TypeError(f"cannot pickle {type(self).__name__}: the model it belongs to no "
+                            "longer exists")
+        from .model import layer_at
+        return (layer_at, (model, self._index))
+
+    def __copy__(self):
+        if self._net is not None:
+            raise TypeError(f"copy.copy of a {type(self).__name__} that belongs to a model: a "
+                            "layer is a view of its model; copy.deepcopy(layer) copies the whole "
+                            "model, copy.deepcopy(model) too")
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def _spec(self) -> tuple:
         raise NotImplementedError
 

@@ -1,6 +1,7 @@
 """Sequential: a stack of layers compiled into one native network."""
 from __future__ import annotations
 
+import weakref
 from typing import Any, Dict, Iterable, List, Optional
 
 import numpy as np
@@ -67,6 +68,7 @@ class Sequential:
         for index, (layer, _) in enumerate(plan):
             if layer is not None:
                 layer._attach(self._net, index)
+                layer._owner = weakref.ref(self)  # a pickled layer takes its model along
         self._plan_layers = [layer for layer, _ in plan]  # by plan index (None: a block's end)
         #: every layer in plan order, Residual blocks opened up (their inner layers included)
         self.flat_layers: List[Layer] = [layer for layer, _ in plan
@@ -255,10 +257,22 @@ class Sequential:
         from .training import fit
         return fit(self, x, y, **options)
 
+    def __reduce__(self):
+        """pickle, copy.copy and copy.deepcopy: the bytes of a checkpoint file (weights, loss,
+        optimizer and its state, random generator and dropout states, metrics), so every copy
+        is a new, independent model that trains on exactly as this one would."""
+        from .io import model_from_bytes, model_to_bytes
+        return (model_from_bytes, (model_to_bytes(self),))
+
     def save(self, path) -> None:
         """Write architecture, weights and optimizer state to a safetensors file (atomically)."""
         from .io import save
         save(self, path)
+
+
+def layer_at(model: Sequential, index: int) -> Layer:
+    """The layer at plan position ``index`` of ``model`` (how a pickled layer finds itself)."""
+    return model._plan_layers[index]
 
 
 def _no_weights(w, func: str) -> None:

@@ -349,3 +349,21 @@ def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "python")
     return env
+
+
+def test_partial_fit_with_a_new_batch_size_keeps_weights_and_optimizer_state():
+    # the alpha term depends on the batch size: a smaller chunk rebuilds the layers around the
+    # same weights and optimizer state
+    import mlpcore as mc
+    X, y = _data("regression")
+    est = MLPRegressor(hidden_layer_sizes=(5,), random_state=0, n_threads=1)
+    threads = mc.get_num_threads()
+    est.partial_fit(X, y)
+    before = [c.copy() for c in est.coefs_]
+    steps = est.model_.optimizer.step_count
+    est.partial_fit(X[:30], y[:30])
+    assert mc.get_num_threads() == threads  # n_threads only holds during the call
+    assert est.model_.layers[0].l2 == pytest.approx(est.alpha / 30)  # c = 2 for one output
+    assert est.model_.optimizer.step_count == steps + 1
+    assert est.t_ == 90 and est.n_iter_ == 2
+    assert max(np.abs(a - b).max() for a, b in zip(est.coefs_, before)) < 0.01

@@ -4,6 +4,7 @@ import pytest
 
 import mlpcore as mc
 import reference
+from reference import kernel_isa, usable_isas
 from conftest import ACTIVATION_FACTORIES, ACTIVATION_PARAMS
 
 ELEMENTWISE = sorted(set(ACTIVATION_FACTORIES) - {"Softmax"})
@@ -115,3 +116,22 @@ def test_matches_torch(act, rng):
     y = model.predict(x)
     _, dx = model.compute_gradients(x, y - g * x.size / 2, return_input_grad=True)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("isa", usable_isas())
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_propagates_nan_as_torch(isa, dtype):
+    """torch.relu(nan) is nan: a NaN reaching a ReLU is not hidden as 0, on the fused GEMM
+    epilogue (after Dense), the direct small-product path and the stand-alone activation."""
+    with kernel_isa(isa):
+        for rows in (3, 700):  # direct path and packed path
+            fused = mc.Sequential([mc.Dense(4, 5, init="zeros"), mc.ReLU()], dtype=dtype)
+            fused.layers[0].bias[...] = [np.nan, -0.0, 0.0, -1.0, 2.0]
+            out = fused.predict(np.ones((rows, 4), dtype=dtype))
+            assert np.all(np.isnan(out[:, 0]))
+            np.testing.assert_array_equal(out[:, 1:], np.tile([0.0, 0.0, 0.0, 2.0], (rows, 1)))
+            assert not np.any(np.signbit(out[:, 1]))  # relu(-0.0) is +0.0
+        alone = mc.Sequential([mc.LayerNorm(2), mc.ReLU()], dtype=dtype)
+        alone.layers[0].bias[...] = [np.nan, 1.0]
+        out = alone.predict(np.array([[1.0, 2.0]], dtype=dtype))
+        assert np.isnan(out[0, 0]) and out[0, 1] > 0

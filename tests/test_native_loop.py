@@ -204,3 +204,32 @@ def test_parallel_reductions_give_the_same_bits_for_any_thread_count():
         weights_after.append(weights(model))
     assert norms[0] == norms[1]
     assert same_bits(weights_after[0], weights_after[1])
+
+
+@pytest.mark.parametrize("batch_size", [10**6, 2**62, 2**63 - 1])
+def test_batch_size_larger_than_the_data_is_one_batch(batch_size):
+    """A batch never holds more rows than the data: no buffer sized by batch_size, no overflow of
+    batch_size * features, and the result is that of batch_size = n."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 20)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    runs = []
+    for size in (64, batch_size):
+        model = mc.Sequential([mc.Dense(20, 8), mc.ReLU(), mc.Dense(8, 3)], seed=1)
+        model.compile(loss="cross_entropy", optimizer="adam")
+        model.fit(x, y, epochs=2, batch_size=size, verbose=0)
+        runs.append(model.layers[0].weight.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("layers", [
+    lambda: [mc.LayerNorm(16), mc.Dense(16, 2**63 - 1)],
+    lambda: [mc.Dense(2**40, 2**40)],
+    lambda: [mc.BatchNorm1d(2**60)],
+    lambda: [mc.LayerNorm(2**61)],
+])
+def test_sizes_no_machine_can_hold_raise_value_error(layers):
+    """Size arithmetic is checked before any allocation: it used to wrap to a tiny buffer that
+    the initialisation then overran (a crash from a 260-byte model file)."""
+    with pytest.raises((ValueError, MemoryError), match="layer 0|layer 1|limit|2\\^48"):
+        mc.Sequential(layers(), dtype="float64")

@@ -2,6 +2,7 @@
 single-tensor algorithm, defaults, hyper-parameter changes between steps, argument checking,
 state_dict round trips, and train_step == compute_gradients + optimizer.step()."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -675,3 +676,29 @@ def test_every_isa_copy_of_the_update_gives_the_same_bits(case, dtype):
             np.testing.assert_array_equal(a, b, err_msg=f"{case} {isa}")
         for name in first_state:
             np.testing.assert_array_equal(first_state[name], state[name], err_msg=f"{case} {isa}")
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+def test_replaced_optimizer_state_is_freed_but_old_views_stay_valid():
+    """compile() with another rule replaces the state arena; the old one used to stay allocated
+    for the model's lifetime (+156 MiB after 200 compiles). A view taken before keeps its own."""
+    model = mc.Sequential([mc.Dense(256, 256), mc.ReLU(), mc.Dense(256, 256)], seed=0)
+    x = np.ones((4, 256), np.float32)
+    model.compile(loss="mse", optimizer=optim.Adam(lr=1e-3))
+    model.train_step(x, x)
+    old_view = model.optimizer.state["exp_avg"]
+    saved = old_view.copy()
+    model.compile(loss="mse", optimizer=optim.SGD(lr=0.1, momentum=0.9))
+    model.train_step(x, x)
+    np.testing.assert_array_equal(old_view, saved)  # still readable, untouched by SGD
+    del old_view
+    before = _rss_bytes()
+    for i in range(100):  # ~0.5 MiB per arena: 100 MiB if each stayed allocated
+        model.compile(loss="mse", optimizer=optim.Adam() if i % 2 else optim.SGD(momentum=0.9))
+        model.train_step(x, x)
+    assert _rss_bytes() - before < 16 * 2**20

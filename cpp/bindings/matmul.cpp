@@ -167,17 +167,17 @@ py::dict kernel_info() {
   info["isa"] = gm::isa_name(active);
   py::list avail;
   py::dict all;
-  for (gm::Isa isa : {gm::Isa::Avx512, gm::Isa::Avx2, gm::Isa::Portable}) {
-    if (gm::isa_supported(isa)) avail.append(gm::isa_name(isa));
+  for (const gm::IsaEntry& e : gm::isa_table()) {
+    if (e.usable()) avail.append(e.name);
     py::dict per;
-    per["float32"] = blocking_dict(gm::blocking_for<float>(isa));
-    per["float64"] = blocking_dict(gm::blocking_for<double>(isa));
-    all[gm::isa_name(isa)] = per;
+    per["float32"] = blocking_dict(e.f32.blk);
+    per["float64"] = blocking_dict(e.f64.blk);
+    all[e.name] = per;
   }
   info["available"] = avail;
   info["best"] = gm::isa_name(gm::isa_best());
-  info["float32"] = blocking_dict(gm::blocking_for<float>(active));
-  info["float64"] = blocking_dict(gm::blocking_for<double>(active));
+  info["float32"] = blocking_dict(gm::kernel_set<float>(active).blk);
+  info["float64"] = blocking_dict(gm::kernel_set<double>(active).blk);
   info["blocking"] = all;
   const char* env = std::getenv("MLPCORE_GEMM_ISA");
   info["env_isa"] = env ? py::object(py::str(env)) : py::object(py::none());
@@ -197,8 +197,8 @@ py::dict kernel_info() {
 void set_gemm_isa(const std::string& name) {
   gm::Isa isa;
   std::string supported;
-  for (gm::Isa i : {gm::Isa::Avx512, gm::Isa::Avx2, gm::Isa::Portable})
-    if (gm::isa_supported(i)) supported += std::string(supported.empty() ? "" : ", ") + gm::isa_name(i);
+  for (const gm::IsaEntry& e : gm::isa_table())
+    if (e.usable()) supported += std::string(supported.empty() ? "" : ", ") + e.name;
   if (!gm::isa_from_name(name.c_str(), &isa))
     throw py::value_error("_set_gemm_isa: unknown ISA '" + name +
                           "'; valid names: avx512, avx2, portable (usable here: " + supported +

@@ -40,13 +40,18 @@ struct VF32x8 {
   static vec add(vec a, vec b) noexcept { return _mm256_add_ps(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm256_mul_ps(a, b); }
   // ordered compares: NaN gives 0, as in the scalar epilogue
-  static vec relu(vec x) noexcept { return _mm256_and_ps(_mm256_cmp_ps(x, zero(), _CMP_GT_OQ), x); }
+  static vec relu(vec x) noexcept {  // unordered compare: NaN kept, as torch.relu
+    return _mm256_and_ps(_mm256_cmp_ps(x, zero(), _CMP_NLE_UQ), x);
+  }
   static vec step(vec x) noexcept {
     return _mm256_and_ps(_mm256_cmp_ps(x, zero(), _CMP_GT_OQ), set1(1.0f));
   }
   static void store(float* p, vec v) noexcept { _mm256_storeu_ps(p, v); }
   static void mask_store(float* p, mask k, vec v) noexcept { _mm256_maskstore_ps(p, k, v); }
   static mask make_mask(int valid) noexcept { return lane_mask32(valid); }
+  static void prefetch(const void* p) noexcept {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+  }
 };
 
 struct VF64x4 {
@@ -61,13 +66,18 @@ struct VF64x4 {
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm256_fmadd_pd(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm256_add_pd(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm256_mul_pd(a, b); }
-  static vec relu(vec x) noexcept { return _mm256_and_pd(_mm256_cmp_pd(x, zero(), _CMP_GT_OQ), x); }
+  static vec relu(vec x) noexcept {
+    return _mm256_and_pd(_mm256_cmp_pd(x, zero(), _CMP_NLE_UQ), x);
+  }
   static vec step(vec x) noexcept {
     return _mm256_and_pd(_mm256_cmp_pd(x, zero(), _CMP_GT_OQ), set1(1.0));
   }
   static void store(double* p, vec v) noexcept { _mm256_storeu_pd(p, v); }
   static void mask_store(double* p, mask k, vec v) noexcept { _mm256_maskstore_pd(p, k, v); }
   static mask make_mask(int valid) noexcept { return lane_mask64(valid); }
+  static void prefetch(const void* p) noexcept {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+  }
 };
 
 #include "ukernel_simd.inl"

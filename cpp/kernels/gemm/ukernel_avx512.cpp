@@ -29,9 +29,10 @@ struct VF32x16 {
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm512_fmadd_ps(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm512_add_ps(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm512_mul_ps(a, b); }
-  // ordered compares: NaN gives 0, as in the scalar epilogue
+  // relu keeps NaN (unordered compare, as torch.relu); step gives 0 for NaN, as the scalar
+  // epilogue and torch's threshold_backward
   static vec relu(vec x) noexcept {
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GT_OQ), x);
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_NLE_UQ), x);
   }
   static vec step(vec x) noexcept {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GT_OQ), set1(1.0f));
@@ -40,6 +41,9 @@ struct VF32x16 {
   static void mask_store(float* p, mask k, vec v) noexcept { _mm512_mask_storeu_ps(p, k, v); }
   static mask make_mask(int valid) noexcept {
     return valid >= W ? mask(0xFFFF) : valid <= 0 ? mask(0) : mask((1u << valid) - 1u);
+  }
+  static void prefetch(const void* p) noexcept {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
   }
 };
 
@@ -56,7 +60,7 @@ struct VF64x8 {
   static vec add(vec a, vec b) noexcept { return _mm512_add_pd(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm512_mul_pd(a, b); }
   static vec relu(vec x) noexcept {
-    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_GT_OQ), x);
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_NLE_UQ), x);
   }
   static vec step(vec x) noexcept {
     return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_GT_OQ), set1(1.0));
@@ -65,6 +69,9 @@ struct VF64x8 {
   static void mask_store(double* p, mask k, vec v) noexcept { _mm512_mask_storeu_pd(p, k, v); }
   static mask make_mask(int valid) noexcept {
     return valid >= W ? mask(0xFF) : valid <= 0 ? mask(0) : mask((1u << valid) - 1u);
+  }
+  static void prefetch(const void* p) noexcept {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
   }
 };
 

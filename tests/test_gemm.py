@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from reference import kernel_isa
+from helpers import kernel_isa
 
 core = mc._core
 INFO = mc.kernel_info()

@@ -145,3 +145,29 @@ def test_unpickled_in_another_process_trains_on_identically():
                          capture_output=True, check=True, env=env)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)
     _same(model, pickle.loads(out.stdout))
+
+
+def test_picklers_with_their_own_table_still_pickle_models():
+    # copyreg's table holds mlpcore.io's reducer; a Pickler with a table of its own asks the
+    # model, which hands over the same reducer
+    import io as stdio
+
+    model = _model()
+    buffer = stdio.BytesIO()
+    pickler = pickle.Pickler(buffer)
+    pickler.dispatch_table = {}
+    pickler.dump(model)
+    twin = pickle.loads(buffer.getvalue())
+    x, _ = _data(8)
+    np.testing.assert_array_equal(twin.predict(x), model.predict(x))
+
+
+def test_subclasses_refuse_clearly():
+    class Mine(mc.Sequential):
+        pass
+
+    model = Mine([mc.Dense(2, 1)], seed=0)
+    with pytest.raises(TypeError, match="cannot pickle or copy a Mine"):
+        pickle.dumps(model)
+    with pytest.raises(TypeError, match="cannot pickle or copy a Mine"):
+        copy.deepcopy(model)

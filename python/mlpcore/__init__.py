@@ -16,8 +16,9 @@ from .io import Checkpoint, load, load_checkpoint, save_checkpoint
 from .layers import (ELU, GELU, SELU, Activation, BatchNorm1d, Dense, Dropout, Identity, Layer,
                      LayerNorm, LeakyReLU, ReLU, Residual, SiLU, Sigmoid, Softmax, Softplus, Tanh,
                      get_activation)
-from .model import NonFiniteLossError, Sequential
-from .training import History
+from .errors import NonFiniteLossError
+from .model import Sequential
+from .callbacks import History
 from .gradcheck import gradcheck
 from .diagnostics import diagnose
 

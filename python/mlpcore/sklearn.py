@@ -69,8 +69,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from . import _core, optim
 from .callbacks import Callback
-from .layers import BatchNorm1d, Dense, Dropout, get_activation
-from .model import NonFiniteLossError, Sequential
+from .errors import NonFiniteLossError
+from .layers import BatchNorm1d, Dense, Dropout, get_activation, layer_from_config
+from .model import Sequential
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -554,7 +555,6 @@ class _BaseMLP(BaseEstimator):
 
 def _with_l2(layer, l2: float):
     """A fresh copy of ``layer`` (and of a Residual's layers) with Dense's ``l2`` set."""
-    from .layers import layer_from_config
     config = layer.get_config()
     if config["type"] == "Dense":
         config = {**config, "l2": l2}

@@ -8,9 +8,11 @@ Both estimators get identical constructor arguments (hidden_layer_sizes=(100,), 
 random_state, hence the same initial weights) and run exactly ``max_iter`` epochs
 (``n_iter_no_change=max_iter`` so neither stops early). Each fit runs in its own process, the two
 libraries alternate, and the table shows medians: fit seconds, held-out accuracy and the ratio
-scikit-learn time / mlpcore time. Thread counts: OMP_NUM_THREADS and OPENBLAS_NUM_THREADS =
---threads for scikit-learn (its matrix products are OpenBLAS's), OMP_NUM_THREADS = --threads and
-OPENBLAS_NUM_THREADS = 1 for mlpcore. Timings on a shared machine are noisy: read the ratio.
+scikit-learn time / mlpcore time. Children are started as every mlpcore benchmark starts them
+(mlpcore.bench.children): OMP_NUM_THREADS and OPENBLAS_NUM_THREADS = --threads for scikit-learn
+(its matrix products are OpenBLAS's), OMP_NUM_THREADS = --threads and OPENBLAS_NUM_THREADS = 1 for
+mlpcore, and a run disturbed by other processes or slowed cores is redone (--noise-retries).
+Timings on a shared machine are noisy: read the ratio.
 """
 from __future__ import annotations
 
@@ -22,8 +24,7 @@ import statistics
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _proc import NUMPY_UNSET, run_child, thread_env  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 WORKLOADS = {
     # name: (max_iter, quick max_iter)
@@ -54,9 +55,7 @@ def child(payload: dict) -> dict:
 
     if payload["lib"] == "sklearn":
         from sklearn.neural_network import MLPClassifier
-    else:
-        if payload.get("src"):
-            sys.path.insert(0, payload["src"])
+    else:  # the parent's mlpcore (child_env puts it on PYTHONPATH)
         from mlpcore.sklearn import MLPClassifier
     Xtr, Xte, ytr, yte = _data(payload["workload"])
     est = MLPClassifier(hidden_layer_sizes=(100,), max_iter=payload["max_iter"],
@@ -77,14 +76,22 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="fewer epochs")
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--noise-retries", type=int, default=2,
+                        help="redo a run disturbed by other processes up to N times (default 2)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
 
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python")
-    envs = {"sklearn": thread_env(args.threads, args.threads),
-            "mlpcore": thread_env(args.threads, 1)}
+    try:
+        import mlpcore  # noqa: F401  (the build the mlpcore children will run)
+    except ImportError:
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+    from mlpcore.bench.children import QuietRunner, child_env, run_json_child
+
+    script = os.path.abspath(__file__)
+    envs = {lib: child_env(lib, args.threads) for lib in ("sklearn", "mlpcore")}
+    runner = QuietRunner(args.noise_retries)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"threads={args.threads}, repeats={args.repeats}")
     print(f"{'workload':<10}{'max_iter':>9}{'sklearn s':>11}{'mlpcore s':>11}{'ratio':>8}"
@@ -96,10 +103,11 @@ def main() -> int:
         for rep in range(args.repeats):
             order = ("sklearn", "mlpcore") if rep % 2 == 0 else ("mlpcore", "sklearn")
             for lib in order:
-                payload = {"lib": lib, "workload": workload, "max_iter": max_iter, "seed": rep,
-                           "src": os.path.abspath(src)}
-                runs[lib].append(run_child(__file__, payload, env_set=envs[lib],
-                                           env_unset=NUMPY_UNSET if lib == "sklearn" else ()))
+                payload = {"lib": lib, "workload": workload, "max_iter": max_iter, "seed": rep}
+                runs[lib].append(runner.run(
+                    lambda payload=payload, lib=lib: run_json_child(
+                        [script, "--child"], payload, envs[lib], what=f"{lib} child"),
+                    args.threads))
         med = {lib: statistics.median(r["seconds"] for r in rs) for lib, rs in runs.items()}
         acc = {lib: statistics.median(r["accuracy"] for r in rs) for lib, rs in runs.items()}
         ratio = med["sklearn"] / med["mlpcore"]

@@ -10,16 +10,23 @@ import pytest
 sklearn = pytest.importorskip("sklearn")
 from sklearn import neural_network as skn  # noqa: E402
 from sklearn.base import clone  # noqa: E402
-from sklearn.datasets import (load_diabetes, load_digits, load_iris,  # noqa: E402
-                              make_classification, make_multilabel_classification,
-                              make_regression)
+from sklearn.datasets import (  # noqa: E402
+    load_diabetes,
+    load_digits,
+    load_iris,
+    make_classification,
+    make_multilabel_classification,
+    make_regression,
+)
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import (  # noqa: E402
-    check_sample_weight_equivalence_on_dense_data, check_sample_weight_equivalence_on_sparse_data,
-    parametrize_with_checks)
+    check_sample_weight_equivalence_on_dense_data,
+    check_sample_weight_equivalence_on_sparse_data,
+    parametrize_with_checks,
+)
 
 from mlpcore.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 

@@ -61,8 +61,12 @@ try:
     from sklearn.utils.class_weight import compute_sample_weight
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
-    from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, column_or_1d,
-                                          validate_data)
+    from sklearn.utils.validation import (
+        _check_sample_weight,
+        check_is_fitted,
+        column_or_1d,
+        validate_data,
+    )
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mlpcore.sklearn needs scikit-learn >= 1.6 (and SciPy): "
                       "pip install 'scikit-learn>=1.6'") from exc
@@ -206,7 +210,7 @@ class _BaseMLP(BaseEstimator):
             return min(200, n_samples)
         if self.batch_size > n_samples:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
-                          "to be clipped")
+                          "to be clipped", stacklevel=2)
         return int(np.clip(self.batch_size, 1, n_samples))
 
     def _build(self, layer_units, rs, l2: float) -> None:
@@ -476,7 +480,8 @@ class _BaseMLP(BaseEstimator):
             self._no_improvement_count = 0
         if not incremental and self.n_iter_ == self.max_iter:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                          "and the optimization hasn't converged yet.", ConvergenceWarning)
+                          "and the optimization hasn't converged yet.", ConvergenceWarning,
+                          stacklevel=2)
         return incremental
 
     def _set_learning_rate(self, lr: float) -> None:
@@ -529,7 +534,8 @@ class _BaseMLP(BaseEstimator):
         self.loss_ = float(result.fun)
         if result.status != 0:
             warnings.warn("lbfgs failed to converge after %d iteration(s) (status=%d): %s"
-                          % (self.n_iter_, result.status, result.message), ConvergenceWarning)
+                          % (self.n_iter_, result.status, result.message), ConvergenceWarning,
+                          stacklevel=2)
 
     # --- prediction ----------------------------------------------------------------------------
     def _forward(self, X) -> np.ndarray:

@@ -51,6 +51,34 @@ def results(model, history, prefix: str):
     return out
 
 
+def with_callbacks(folder: str, rank: int):
+    """Training whose callbacks change the learning rate every step, stop early and restore
+    the best weights, and write checkpoints and a CSV log (named by rank: only rank 0's may
+    appear)."""
+    x, y, w, xv, yv = data()
+    model = build("adam", None)
+    cbs = [mc.callbacks.LearningRateScheduler(mc.schedules.StepLR(model.optimizer, 2, 0.7),
+                                              interval="step"),
+           mc.callbacks.EarlyStopping(monitor="val_loss", min_delta=10.0,
+                                      restore_best_weights=True),
+           mc.callbacks.ModelCheckpoint(f"{folder}/rank{rank}-{{epoch}}.safetensors",
+                                        monitor="loss"),
+           mc.callbacks.CSVLogger(f"{folder}/rank{rank}.csv")]
+    history = model.fit(x, y, epochs=EPOCHS, batch_size=BATCH, validation_data=(xv, yv),
+                        verbose=0, callbacks=cbs, distributed=True)
+    return model, history.history
+
+
+def with_dropout_and_batchnorm():
+    x, y, w, xv, yv = data()
+    model = mc.Sequential([mc.Dense(6, 16), mc.BatchNorm1d(16), mc.ReLU(), mc.Dropout(0.3),
+                           mc.Dense(16, 3)], dtype="float64", seed=3)
+    model.compile(loss="cross_entropy", optimizer=mc.optim.SGD(lr=0.1))
+    model.fit(x, y, epochs=2, batch_size=BATCH, validation_data=(xv, yv), verbose=0,
+              distributed=True)
+    return model
+
+
 def main(argv):
     comm = distributed.init()
     mode = argv[1]
@@ -65,6 +93,20 @@ def main(argv):
             out[f"{prefix}replicas_identical"] = np.array(all(d == digests[0] for d in digests))
         if comm.rank == 0:
             np.savez(argv[2], **out)
+    elif mode == "callbacks":
+        model, history = with_callbacks(argv[2], comm.rank)
+        digests = comm.allgather_object((model.params_view().tobytes(), history["lr"]))
+        if comm.rank == 0:
+            np.savez(argv[3], params=model.params_view().copy(), lr=np.array(history["lr"]),
+                     replicas_identical=all(d == digests[0] for d in digests))
+    elif mode == "dropout-bn":
+        model = with_dropout_and_batchnorm()
+        states = comm.allgather_object(model.dropout_rng_state)
+        weights = comm.allgather_object([a.tobytes() for a in model.get_weights()])
+        if comm.rank == 0:
+            np.savez(argv[2], params=model.params_view().copy(),
+                     distinct_dropout=len({tuple(s) for s in states}) == comm.size,
+                     replicas_identical=all(wt == weights[0] for wt in weights))
     elif mode == "fail-in-fit":
         model = build("sgd", None)
         if comm.rank == 1:
@@ -87,6 +129,7 @@ def main(argv):
         if comm.rank == 1:
             raise RuntimeError("injected failure outside fit")
         comm.barrier()  # rank 0 would wait here forever without the abort hook
+        print(f"rank {comm.rank} passed the barrier", flush=True)
     elif mode == "resume-save":
         model, _ = train("adam", 0.05, True, epochs=2)
         if comm.rank == 0:

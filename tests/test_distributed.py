@@ -152,10 +152,12 @@ def test_a_failing_rank_stops_every_rank():
 
 
 def test_an_uncaught_exception_aborts_the_job():
+    """Rank 0 waits in a barrier that rank 1 never reaches: without the abort hook of init()
+    the job would hang until the timeout. (The launcher sometimes drops the aborting rank's
+    last output, so only the exit status is checked.)"""
     proc = _run(2, "fail-outside-fit", check=False)
     assert proc.returncode != 0
-    assert "injected failure outside fit" in proc.stderr
-    assert "aborting all ranks" in proc.stderr
+    assert "rank 0 passed the barrier" not in proc.stdout
 
 
 def test_resume_with_another_rank_count(tmp_path):
@@ -165,3 +167,38 @@ def test_resume_with_another_rank_count(tmp_path):
     straight, _ = mpi_worker.train("adam", 0.05, False)
     resumed = np.load(tmp_path / "resumed.npz")["params"]
     assert _max_relative(resumed, straight.params_view()) <= REL
+
+
+def test_callbacks_act_once_and_every_rank_follows(tmp_path):
+    _run(3, "callbacks", tmp_path, tmp_path / "out.npz")
+    out = np.load(tmp_path / "out.npz")
+    assert out["replicas_identical"]  # the same learning rates and stop on every rank
+    ref_dir = tmp_path / "ref"
+    ref_dir.mkdir()
+    ref, ref_history = mpi_worker.with_callbacks(str(ref_dir), 0)
+    np.testing.assert_allclose(out["lr"], ref_history["lr"], rtol=1e-15)
+    assert len(out["lr"]) == 2  # stopped early, restored epoch 1's weights
+    assert _max_relative(out["params"], ref.params_view()) <= REL
+    written = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
+    assert written == ["out.npz", "rank0-1.safetensors", "rank0-2.safetensors", "rank0.csv"]
+    assert (tmp_path / "rank0.csv").read_text() .count("\n") == 3  # header + 2 epochs
+
+
+def test_dropout_differs_per_rank_reproducibly_and_batchnorm_stays_replicated(tmp_path):
+    _run(2, "dropout-bn", tmp_path / "a.npz")
+    _run(2, "dropout-bn", tmp_path / "b.npz")
+    a, b = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    assert a["distinct_dropout"] and a["replicas_identical"]
+    np.testing.assert_array_equal(a["params"], b["params"])
+
+
+def test_cli_ranks(tmp_path):
+    _mpiexec()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(mc.__file__).parents[1]),
+                                                       os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "mlpcore", "train", "--ranks", "2",
+                           "--epochs", "2", "--quiet", "--save", str(tmp_path / "m.safetensors")],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("test accuracy:") == 1  # one report, from rank 0
+    assert mc.load(tmp_path / "m.safetensors").num_params > 0

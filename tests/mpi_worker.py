@@ -4,6 +4,8 @@ reference, imported): small float64 trainings whose results rank 0 writes to an 
 Usage: python mpi_worker.py train OUT | fail-in-fit | fail-outside-fit
        | resume-save CKPT | resume-load CKPT OUT
 """
+import os
+import signal
 import sys
 
 import numpy as np
@@ -125,6 +127,34 @@ def main(argv):
             return 3
         print(f"rank {comm.rank} finished without an error", flush=True)
         return 0
+    elif mode in ("nan-in-fit", "killed-in-fit"):
+        model = build("sgd", None)
+        if comm.rank == 1:
+            original, calls = model.compute_gradients, [0]
+
+            def failing(x, y, **kwargs):
+                calls[0] += 1
+                if calls[0] == 3 and mode == "killed-in-fit":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                out = original(x, y, **kwargs)
+                if calls[0] == 3:  # a gradient overflowed on this rank only
+                    model.grads_view()[0] = np.inf
+                return out
+            model.compute_gradients = failing
+        try:
+            train("sgd", None, True, model=model)
+        except mc.NonFiniteLossError as exc:
+            print(f"rank {comm.rank} stopped: {exc}", flush=True)
+            return 3
+    elif mode == "mismatch":
+        x, y, w, xv, yv = data()
+        rows = N_ROWS - comm.rank
+        try:
+            build("sgd", None).fit(x[:rows], y[:rows], batch_size=BATCH, verbose=0,
+                                   distributed=True)
+        except ValueError as exc:
+            print(f"rank {comm.rank} refused: {exc}", flush=True)
+            return 3
     elif mode == "fail-outside-fit":
         if comm.rank == 1:
             raise RuntimeError("injected failure outside fit")

@@ -151,6 +151,26 @@ def test_a_failing_rank_stops_every_rank():
     assert "finished without an error" not in out
 
 
+def test_a_nan_on_one_rank_stops_every_rank():
+    proc = _run(2, "nan-in-fit", check=False)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} stopped: fit: the loss or a gradient became non-finite at " \
+               "epoch 1, step 3" in proc.stdout
+
+
+def test_a_killed_rank_ends_the_job():
+    """The launcher ends the job when a rank dies (rank 0 is then inside an allreduce)."""
+    proc = _run(2, "killed-in-fit", check=False)
+    assert proc.returncode != 0
+
+
+def test_ranks_with_different_data_refuse_instead_of_hanging():
+    proc = _run(2, "mismatch", check=False)
+    assert proc.stdout.count("refused: fit(distributed=True): every rank must pass the same") \
+        == 2
+
+
 def test_an_uncaught_exception_aborts_the_job():
     """Rank 0 waits in a barrier that rank 1 never reaches: without the abort hook of init()
     the job would hang until the timeout. (The launcher sometimes drops the aborting rank's

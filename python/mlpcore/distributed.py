@@ -276,10 +276,17 @@ class _Root:
 def fit_distributed(model, data, comm: Communicator, *, epochs: int, initial_epoch: int,
                     shuffle: bool, callbacks, verbose: int):
     """The loop of ``model.fit(..., distributed=True)`` with ``data`` as Trainer._fit_data
-    prepared it (the same arrays on every rank); returns the History (the same on every
-    rank)."""
+    prepared it: every rank passes the whole data set (each reads only its shards); returns
+    the History (the same on every rank)."""
     if data.diagnostics:
         raise ValueError("fit: diagnostics=True is not supported with distributed=True")
+    # Every rank must run the same steps (else collectives would pair up wrongly and hang).
+    plans = comm.allgather_object((data.x.shape[0], data.batch_size, epochs, initial_epoch,
+                                   bool(shuffle), model.num_params))
+    if any(plan != plans[0] for plan in plans):
+        raise ValueError("fit(distributed=True): every rank must pass the same data and "
+                         "settings (rows, batch_size, epochs, initial_epoch, shuffle, model "
+                         f"size); got {plans} by rank")
     broadcast_model(model, comm)
     root_settings = comm.broadcast_object((verbose, any(cb._wants_batch_hooks()
                                                         for cb in callbacks)))

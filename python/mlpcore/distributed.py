@@ -288,7 +288,8 @@ def fit_distributed(model, data, comm: Communicator, *, epochs: int, initial_epo
                          "settings (rows, batch_size, epochs, initial_epoch, shuffle, model "
                          f"size); got {plans} by rank")
     broadcast_model(model, comm)
-    root_settings = comm.broadcast_object((verbose, CallbackList(callbacks).wants_batch_hooks()))
+    root_settings = comm.broadcast_object(
+        (verbose, CallbackList(callbacks, model=model).wants_batch_hooks()))
     verbose, per_batch = root_settings
     params = {"epochs": epochs, "steps": data.n_batches, "verbose": verbose}
     cbs = CallbackList(callbacks if comm.rank == 0 else [], add_history=True,

@@ -32,14 +32,15 @@ import time
 
 import numpy as np
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python")
 try:
     import mlpcore as mc
 except ImportError:  # a source checkout without PYTHONPATH=python
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
     import mlpcore as mc
 from mlpcore import distributed
 from mlpcore.bench.workloads import ADAM_BETAS, ADAM_EPS, WORKLOADS, make_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(mc.__file__)))  # for the ranks' path
 
 SIZES = [8, 2**16, 2**20, 25 * 2**20]  # allreduce probe sizes in bytes
 
@@ -156,8 +157,8 @@ def report(name: str, steps: int) -> None:
                                          ("weak", 2))
     two_threads = launch(name, "weak", 1, steps, threads=2)
     base = runs[("weak", 1)]["samples_per_s"]
-    print(f"\n{name}: {WORKLOADS[name].sizes} batch {WORKLOADS[name].batch} "
-          f"{WORKLOADS[name].optimizer}, gradients {runs[('weak', 1)]['gradient_bytes'] / 2**20:.1f} MiB, "
+    w, mib = WORKLOADS[name], runs[("weak", 1)]["gradient_bytes"] / 2**20
+    print(f"\n{name}: {w.sizes} batch {w.batch} {w.optimizer}, gradients {mib:.1f} MiB, "
           f"{steps} timed steps per run")
     print("| scaling | ranks x threads | global batch | samples/s | allreduce share | "
           "waiting share | efficiency |")

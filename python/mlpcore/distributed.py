@@ -36,8 +36,8 @@ from .errors import NonFiniteLossError
 from .layers import BatchNorm1d
 from .metrics import predictions_per_row
 
-__all__ = ["Communicator", "DistributedError", "init", "launched", "broadcast_model", "allreduce_gradients",
-           "fit_distributed", "CHUNK_BYTES"]
+__all__ = ["Communicator", "DistributedError", "init", "launched", "broadcast_model",
+           "allreduce_gradients", "fit_distributed", "CHUNK_BYTES"]
 
 #: the largest piece one Allreduce/Bcast call moves (25 MiB measured faster than one big call)
 CHUNK_BYTES = 25 * 2**20

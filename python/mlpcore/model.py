@@ -324,10 +324,13 @@ class Sequential(Trainer):
                                      "left unchanged")
         return loss
 
-    def compute_gradients(self, x, y, *, sample_weight=None, return_input_grad: bool = False):
+    def compute_gradients(self, x, y, *, sample_weight=None, return_input_grad: bool = False,
+                          return_correct: bool = False):
         """Forward and backward only: fills the layers' ``weight_grad``/``bias_grad`` views.
 
-        Returns the batch loss, or ``(loss, dL/dx)`` with ``return_input_grad=True``.
+        Returns the batch loss, or a tuple ``(loss, dL/dx, correct)`` of what is asked for:
+        ``return_input_grad`` adds dL/dx, ``return_correct`` the count of correct predictions
+        (classification losses; 0 otherwise).
         """
         self._require_compiled("compute_gradients")
         x, y = self._batch(x, y, "compute_gradients")
@@ -336,9 +339,20 @@ class Sequential(Trainer):
             _no_weights(w, "compute_gradients")
             loss, _, dx = custom_step(self._net, self.loss.custom, x, y,
                                       want_dx=bool(return_input_grad))
+            correct = 0
         else:
-            loss, _, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad), w)
-        return (loss, dx) if return_input_grad else loss
+            loss, correct, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad), w)
+        out = (loss, *((dx,) if return_input_grad else ()), *((correct,) if return_correct else ()))
+        return out if len(out) > 1 else loss
+
+    def apply_gradients(self) -> None:
+        """One optimizer update from the gradients now in :meth:`grads_view` (after
+        :meth:`compute_gradients`, edits, or an allreduce across ranks): clipping measures
+        these gradients. NonFiniteLossError, with nothing applied, if one is NaN/Inf."""
+        self._require_compiled("apply_gradients")
+        if not self._apply_update():
+            raise NonFiniteLossError("apply_gradients: a gradient is not finite; the weights "
+                                     "were left unchanged")
 
     # --- whole data sets ------------------------------------------------------------------
     def predict(self, x, *, out: Optional[np.ndarray] = None) -> np.ndarray:

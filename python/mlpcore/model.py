@@ -260,6 +260,11 @@ class Sequential:
         from .io import save
         save(self, path)
 
+    def to_torch(self):
+        """The equivalent torch.nn.Sequential (needs PyTorch); see :mod:`mlpcore.torch_interop`."""
+        from .torch_interop import to_torch
+        return to_torch(self)
+
 
 def _no_weights(w, func: str) -> None:
     if w is not None:

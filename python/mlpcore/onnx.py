@@ -592,6 +592,7 @@ def _is_sklearn_binary_tail(g: _Graph, cur: str, target: str) -> bool:
 class _Walker:
     def __init__(self, g: _Graph, dtype, opset: int, target: str) -> None:
         self.g, self.dtype, self.opset, self.target = g, dtype, opset, target
+        self.width: Optional[int] = None  # features after the last Dense so far
 
     def step(self, cur: str) -> Tuple[List, str]:
         """The layers at ``cur`` (none for an Identity), and the tensor after them."""
@@ -617,14 +618,24 @@ class _Walker:
             raise _Unmappable(f"tensor {cur!r} feeds {names}; mlpcore maps a single chain of "
                               "layers")
         node = free[0]
+        if self._is_noop_reshape(node):
+            return self._take((None, {}, node.output[0], [node]))
         hit = _match_single(g, node, cur, self.dtype) or _match_torch_softplus(g, node, cur)
         if hit is None:
             raise _Unmappable(f"{_describe(node)} has no mlpcore layer (first node that "
                               "cannot be mapped)")
         return self._take(hit)
 
+    def _is_noop_reshape(self, node) -> bool:
+        """skl2onnx's regressor ends in Reshape(-1, n_outputs): nothing to do for 2-D rows."""
+        shape = self.g.consts.get(node.input[1]) if node.op_type == "Reshape" else None
+        return shape is not None and self.width is not None and \
+            shape.tolist() in ([-1, self.width], [0, self.width])
+
     def _take(self, hit):
         cfg, arr, out, nodes = hit
+        if cfg is not None and cfg["type"] == "Dense":
+            self.width = cfg["out_features"]
         self.g.used.update(id(n) for n in nodes)
         return ([] if cfg is None else [(cfg, arr)]), out
 
@@ -647,10 +658,12 @@ def load(path, *, output: Optional[str] = None):
 
     The chain from the graph's input to ``output`` (default: the first floating-point output,
     e.g. skl2onnx's ``probabilities``) becomes the layers; a leading Cast to float32/float64
-    sets the dtype. Identity nodes add no layer; ONNX's Softplus (no threshold) loads as
+    sets the dtype. Identity nodes and a Reshape to (-1, features) add no layer; ONNX's Softplus (no threshold) loads as
     ``Softplus(beta, threshold=20)``, torch's default; a binary skl2onnx classifier loads as its
     positive-class probability (one column). Anything else raises ValueError naming the first
-    node that cannot be mapped. The model is not compiled.
+    node that cannot be mapped. The model is not compiled. A float64 BatchNorm1d written by
+    :func:`export` comes back with momentum 0.1 (basic ops have no place for it; it only
+    matters in training).
     """
     onnx = _require_onnx("load")
     if not isinstance(path, (str, os.PathLike)):

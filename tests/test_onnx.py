@@ -321,3 +321,26 @@ def test_without_the_onnx_package_the_error_says_what_to_install(tmp_path, monke
         mc.onnx.export(build("ReLU", "float32"), tmp_path / "m.onnx")
     with pytest.raises(ImportError, match="needs the 'onnx' package"):
         mc.onnx.load(tmp_path / "m.onnx")
+
+
+def test_float64_lowerings_are_accurate_element_by_element(tmp_path):
+    # ELU and SELU through expm1 = 2t / (1 - t): relative accuracy even next to zero;
+    # GELU through erfc: relative accuracy where erfc(|x| / sqrt 2) is fitted (|x| < 8.5)
+    import math
+    x = np.concatenate([np.linspace(-8.4, 30, 4001), -np.logspace(-300, 0.9, 400),
+                        np.logspace(-300, 1.4, 400)]).reshape(-1, 1)
+    references = {
+        "ELU": lambda v: v if v > 0 else 0.7 * math.expm1(v),
+        "SELU": lambda v: 1.0507009873554805 * (v if v > 0 else
+                                               1.6732632423543772 * math.expm1(v)),
+        "GELU": lambda v: 0.5 * v * math.erfc(-v / math.sqrt(2)),
+    }
+    for kind, ref in references.items():
+        act = {"ELU": mc.ELU(0.7), "SELU": mc.SELU(), "GELU": mc.GELU()}[kind]
+        model = mc.Sequential([mc.Dense(1, 1), act], dtype="float64")
+        model.layers[0].weight, model.layers[0].bias = [[1.0]], [0.0]
+        path = tmp_path / f"{kind}.onnx"
+        mc.onnx.export(model, path)
+        got = run_ort(path, x)[:, 0]
+        want = np.array([ref(v) for v in x[:, 0]])
+        assert np.all(np.abs(got - want) <= 1e-13 * np.abs(want)), kind

@@ -14,12 +14,14 @@ Dense           Gemm (weight stored (in, out), transB=0)
 ReLU/Sigmoid/   Relu / Sigmoid / Tanh / Identity; Softmax(axis=-1)
 Tanh/Identity
 LeakyReLU       f32: LeakyRelu(alpha); f64: Where(x > 0, x, slope * x)
-ELU             f32: Elu(alpha); f64: Where(x > 0, x, alpha * (Exp(x) - 1))
-SELU            f32: Selu; f64: scale * Where(x > 0, x, alpha * (Exp(x) - 1))
+ELU             f32: Elu(alpha); f64: Where(x > 0, x, alpha * expm1(x)), where
+                expm1(x) = 2t / (1 - t), t = Tanh(x / 2) (exact near 0, unlike Exp(x) - 1)
+SELU            f32: Selu; f64: scale * Where(x > 0, x, alpha * expm1(x))
 GELU            f32: Gelu (opset >= 20), else 0.5 x (1 + Erf(x / sqrt 2)) or the tanh form;
                 f64 "none": 0.5 x (1 + erf(x / sqrt 2)) with erf from erfc(t) =
-                exp(-t^2) erfcx(t), erfcx a degree-30 Chebyshev series (Clenshaw), error
-                < 3e-14 relative; f64 "tanh": the tanh formula in basic ops
+                exp(-t^2) erfcx(t), erfcx a degree-30 Chebyshev series on [0, 6]
+                (Clenshaw): within 3e-14 relative for |x| < 8.5, 1e-16 |x| absolute beyond
+                (erfcx(6) stands in for erfcx(t > 6)); f64 "tanh": its formula in basic ops
 SiLU            x * Sigmoid(x)
 Softplus        Where(beta x > threshold, x, softplus(beta x) / beta); softplus is the
                 Softplus op in f32, Log(Exp(z) + 1) in f64
@@ -115,8 +117,11 @@ class _Builder:
         return self.dtype == np.float64
 
 
-def _expm1_by_exp(b: _Builder, x: str) -> str:
-    return b.op("Sub", b.op("Exp", x), b.const(1.0))
+def _expm1(b: _Builder, x: str) -> str:
+    """exp(x) - 1 to full relative precision near 0 (ONNX has no Expm1): with t = tanh(x / 2),
+    exp(x) - 1 = 2t / (1 - t). Used where x <= 0 (for large x, 1 - t reaches 0)."""
+    t = b.op("Tanh", b.op("Mul", x, b.const(0.5)))
+    return b.op("Div", b.op("Add", t, t), b.op("Sub", b.const(1.0), t))
 
 
 def _gelu_erf_f64(b: _Builder, x: str) -> str:
@@ -180,7 +185,7 @@ def _emit(b: _Builder, cfg: Dict[str, Any], arr: Dict[str, np.ndarray], x: str) 
         else:
             alpha = (b.const(cfg["alpha"], tag="alpha") if kind == "ELU"
                      else b.const(_SELU_ALPHA))
-            negative = b.op("Mul", _expm1_by_exp(b, x), alpha)
+            negative = b.op("Mul", _expm1(b, x), alpha)
         y = b.op("Where", positive, x, negative)
         return y if kind != "SELU" else b.op("Mul", y, b.const(_SELU_SCALE))
     if kind == "GELU":

@@ -38,7 +38,7 @@ try:
 except ImportError:  # a source checkout without PYTHONPATH=python
     sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
-from _proc import NUMPY_UNSET, run_child, thread_env  # noqa: E402
+from _proc import NUMPY_UNSET, run_child, thread_env
 
 BATCHES = (1, 16, 256, 4096)
 CONTENDERS = ("mlpcore", "onnxruntime", "torch", "numpy")

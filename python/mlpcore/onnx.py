@@ -41,11 +41,11 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
-__all__ = ["export", "load", "DEFAULT_OPSET", "MIN_OPSET"]
+__all__ = ["DEFAULT_OPSET", "MIN_OPSET", "export", "load"]
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -63,7 +63,7 @@ def _require_onnx(func: str):
 # --- constants of the float64 GELU: erfc(t) = exp(-t^2) * erfcx(t), erfcx on [0, 6] ----------
 _ERF_CLAMP = 6.0   # erfc(6) = 2e-17: beyond it, exp(-t^2) * erfcx(6) is as good as exact
 _ERFCX_DEGREE = 30
-_erfcx_coefficients: Optional[np.ndarray] = None
+_erfcx_coefficients: np.ndarray | None = None
 
 
 def _erfcx_chebyshev() -> np.ndarray:
@@ -90,16 +90,16 @@ class _Builder:
 
     def __init__(self, onnx, dtype: np.dtype, opset: int, prefix: str = "") -> None:
         self.onnx, self.dtype, self.opset, self.prefix = onnx, dtype, opset, prefix
-        self.nodes: List[Any] = []
-        self.consts: Dict[str, np.ndarray] = {}
-        self.tags: Dict[str, str] = {}
+        self.nodes: list[Any] = []
+        self.consts: dict[str, np.ndarray] = {}
+        self.tags: dict[str, str] = {}
         self._count = 0
 
     def _name(self, hint: str) -> str:
         self._count += 1
         return f"{self.prefix}{hint}_{self._count}"
 
-    def const(self, value, hint: str = "c", tag: Optional[str] = None, dtype=None) -> str:
+    def const(self, value, hint: str = "c", tag: str | None = None, dtype=None) -> str:
         name = self._name(tag or hint)
         self.consts[name] = np.array(value, dtype=dtype or self.dtype)
         if tag is not None:
@@ -158,7 +158,7 @@ def _gelu_basic(b: _Builder, x: str, approximate: str) -> str:
     return b.op("Mul", b.op("Mul", x, b.const(0.5)), one_plus)
 
 
-def _emit(b: _Builder, cfg: Dict[str, Any], arr: Dict[str, np.ndarray], x: str) -> str:
+def _emit(b: _Builder, cfg: dict[str, Any], arr: dict[str, np.ndarray], x: str) -> str:
     """Write one (non-Residual) layer described by its get_config() and arrays; returns its
     output tensor."""
     kind = cfg["type"]
@@ -228,7 +228,7 @@ def _reduce_mean(b: _Builder, x: str) -> str:
     return b.op("ReduceMean", x, axes=[-1], keepdims=1)
 
 
-def _layer_arrays(layer) -> Dict[str, np.ndarray]:
+def _layer_arrays(layer) -> dict[str, np.ndarray]:
     from .layers import BatchNorm1d, _Parametrised
     arr = {}
     if isinstance(layer, _Parametrised):
@@ -238,7 +238,7 @@ def _layer_arrays(layer) -> Dict[str, np.ndarray]:
     return arr
 
 
-def _emit_layers(b: _Builder, layers, x: str, counter: List[int]) -> str:
+def _emit_layers(b: _Builder, layers, x: str, counter: list[int]) -> str:
     from .layers import Residual
     for layer in layers:
         if isinstance(layer, Residual):
@@ -256,7 +256,7 @@ def _max_opset(onnx) -> int:
     return onnx.defs.onnx_opset_version()
 
 
-def export(model, path, *, opset: Optional[int] = None, output_activation: bool = False,
+def export(model, path, *, opset: int | None = None, output_activation: bool = False,
            input_name: str = "input", output_name: str = "output") -> None:
     """Write ``model`` as an ONNX file at ``path``.
 
@@ -324,7 +324,7 @@ class _Graph:
 
     def __init__(self, onnx, graph) -> None:
         self.onnx = onnx
-        self.consts: Dict[str, np.ndarray] = {
+        self.consts: dict[str, np.ndarray] = {
             t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
         self.nodes = []
         for node in graph.node:
@@ -337,7 +337,7 @@ class _Graph:
                 self.consts[node.output[0]] = self.consts[node.input[0]]
                 continue
             self.nodes.append(node)
-        self.consumers: Dict[str, list] = {}
+        self.consumers: dict[str, list] = {}
         for node in self.nodes:
             for name in node.input:
                 if name and name not in self.consts:
@@ -347,7 +347,7 @@ class _Graph:
     def free_consumers(self, tensor: str) -> list:
         return [n for n in self.consumers.get(tensor, []) if id(n) not in self.used]
 
-    def attrs(self, node) -> Dict[str, Any]:
+    def attrs(self, node) -> dict[str, Any]:
         return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
@@ -478,7 +478,7 @@ def _match_lowered(g: _Graph, cur: str, dtype, opset):
     return None
 
 
-def _const_input(g: _Graph, node, i: int) -> Optional[np.ndarray]:
+def _const_input(g: _Graph, node, i: int) -> np.ndarray | None:
     if len(node.input) <= i or not node.input[i]:
         return None
     if node.input[i] not in g.consts:
@@ -597,9 +597,9 @@ def _is_sklearn_binary_tail(g: _Graph, cur: str, target: str) -> bool:
 class _Walker:
     def __init__(self, g: _Graph, dtype, opset: int, target: str) -> None:
         self.g, self.dtype, self.opset, self.target = g, dtype, opset, target
-        self.width: Optional[int] = None  # features after the last Dense so far
+        self.width: int | None = None  # features after the last Dense so far
 
-    def step(self, cur: str) -> Tuple[List, str]:
+    def step(self, cur: str) -> tuple[list, str]:
         """The layers at ``cur`` (none for an Identity), and the tensor after them."""
         g = self.g
         free = g.free_consumers(cur)
@@ -644,7 +644,7 @@ class _Walker:
         self.g.used.update(id(n) for n in nodes)
         return ([] if cfg is None else [(cfg, arr)]), out
 
-    def walk(self, cur: str, stop: str) -> List:
+    def walk(self, cur: str, stop: str) -> list:
         layers = []
         while cur != stop:
             if stop == self.target and _is_sklearn_binary_tail(self.g, cur, stop):
@@ -656,7 +656,7 @@ class _Walker:
         return layers
 
 
-def load(path, *, output: Optional[str] = None):
+def load(path, *, output: str | None = None):
     """Rebuild a :class:`~mlpcore.Sequential` from an ONNX file written by :func:`export`, or by
     ``torch.onnx.export`` of an ``nn.Sequential`` of Linear / activations / LayerNorm /
     BatchNorm1d / Dropout, or by skl2onnx for ``MLPClassifier`` / ``MLPRegressor``.
@@ -671,18 +671,19 @@ def load(path, *, output: Optional[str] = None):
     matters in training).
     """
     onnx = _require_onnx("load")
+    from google.protobuf.message import DecodeError  # onnx depends on protobuf
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load: path must be a str or os.PathLike, got {type(path).__name__}")
     try:
         proto = onnx.load(os.fspath(path))
     except FileNotFoundError:
         raise FileNotFoundError(f"load: no such file: {str(path)!r}") from None
-    except Exception as exc:  # protobuf's DecodeError and friends
+    except DecodeError as exc:
         raise ValueError(f"load: {str(path)!r} is not an ONNX model: {exc}") from None
     return _from_proto(onnx, proto, output)
 
 
-def _from_proto(onnx, proto, output: Optional[str]):
+def _from_proto(onnx, proto, output: str | None):
     from .model import Sequential
     graph = proto.graph
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)

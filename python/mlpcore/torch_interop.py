@@ -9,7 +9,7 @@ mlpcore's Residual <-> :func:`torch_residual` (a module computing ``x + body(x)`
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def torch_residual():
     return _residual_class
 
 
-def _activation_module(nn, cfg: Dict[str, Any]):
+def _activation_module(nn, cfg: dict[str, Any]):
     kind = cfg["type"]
     plain = {"ReLU": nn.ReLU, "SELU": nn.SELU, "SiLU": nn.SiLU, "Sigmoid": nn.Sigmoid,
              "Tanh": nn.Tanh, "Identity": nn.Identity}
@@ -170,13 +170,13 @@ def _from_module(torch, m, path: str, fills: list):
                     "nested nn.Sequential")
 
 
-def _affine(m, n: int) -> Dict[str, np.ndarray]:
+def _affine(m, n: int) -> dict[str, np.ndarray]:
     weight = _numpy(m.weight) if getattr(m, "weight", None) is not None else np.ones(n)
     bias = _numpy(m.bias) if getattr(m, "bias", None) is not None else np.zeros(n)
     return {"weight": weight, "bias": bias}
 
 
-def _from_modules(torch, seq, path: str, fills: list) -> List:
+def _from_modules(torch, seq, path: str, fills: list) -> list:
     layers = []
     for name, child in seq.named_children():
         where = f"{path}.{name}" if path else name
@@ -232,9 +232,9 @@ def from_torch(module_or_state_dict, *, model=None, dtype=None):
                     f"{type(module_or_state_dict).__name__}")
 
 
-def _load_state_dict(state: Dict[str, Any], model) -> None:
+def _load_state_dict(state: dict[str, Any], model) -> None:
     from .layers import BatchNorm1d, Dense, _Parametrised
-    groups: Dict[str, Dict[str, np.ndarray]] = {}
+    groups: dict[str, dict[str, np.ndarray]] = {}
     for key, value in state.items():
         prefix, _, name = key.rpartition(".")
         if name == "num_batches_tracked":

@@ -344,3 +344,15 @@ def test_float64_lowerings_are_accurate_element_by_element(tmp_path):
         got = run_ort(path, x)[:, 0]
         want = np.array([ref(v) for v in x[:, 0]])
         assert np.all(np.abs(got - want) <= 1e-13 * np.abs(want)), kind
+
+
+def test_an_unmappable_node_inside_a_residual_block_is_named(tmp_path):
+    h = onnx.helper
+    w = np.eye(3, dtype=np.float32)
+    proto = _graph([h.make_node("Gemm", ["x", "w"], ["a"]),
+                    h.make_node("Cos", ["a"], ["c"], name="inner_cosine"),
+                    h.make_node("Add", ["x", "c"], ["y"])], {"w": w}, n_out=3)
+    path = tmp_path / "res.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ValueError, match="Cos node 'inner_cosine' has no mlpcore layer"):
+        mc.onnx.load(path)

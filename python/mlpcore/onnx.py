@@ -603,6 +603,7 @@ class _Walker:
         """The layers at ``cur`` (none for an Identity), and the tensor after them."""
         g = self.g
         free = g.free_consumers(cur)
+        inner_error = None
         for add in [n for n in free if n.op_type == "Add"]:  # a Residual block ends here?
             other = [i for i in add.input if i != cur]
             if len(other) != 1 or other[0] in g.consts:
@@ -611,14 +612,16 @@ class _Walker:
             g.used.add(id(add))
             try:
                 inner = self.walk(cur, stop=other[0])
-            except _Unmappable:
-                g.used = saved
+            except _Unmappable as exc:
+                g.used, inner_error = saved, exc
                 continue
             return [("Residual", inner)], add.output[0]
         hit = _match_lowered(g, cur, self.dtype, self.opset)
         if hit is not None:
             return self._take(hit)
         if len(free) != 1:
+            if inner_error is not None:  # what stopped the block's inside is the better clue
+                raise inner_error
             names = ", ".join(_describe(n) for n in free) or "nothing"
             raise _Unmappable(f"tensor {cur!r} feeds {names}; mlpcore maps a single chain of "
                               "layers")

@@ -18,11 +18,8 @@ ISAS = list(INFO["available"])
 DTYPES = [np.float32, np.float64]
 LAYOUTS = ["NN", "TN", "NT", "TT"]
 
-# Activation ids (cpp/kernels/common.hpp).
-ACTS = {
-    "Identity": 0, "ReLU": 1, "LeakyReLU": 2, "ELU": 3, "SELU": 4, "GELU": 5, "GELUTanh": 6,
-    "SiLU": 7, "Sigmoid": 8, "Tanh": 9, "Softplus": 10,
-}
+# The element-wise activations, from the native list (MLPCORE_ACTIVATIONS).
+ACTS = {name: act for name, act in core.Act.__members__.items() if act.elementwise}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -289,9 +286,9 @@ def test_fused_derivative_multiply(isa, dtype, act):
 def test_fused_rejects_softmax_and_bad_ids():
     a = np.ones((2, 3))
     with pytest.raises(ValueError, match="element-wise"):
-        core._gemm_fused(a, a.T, act=11, act_out=True)
-    with pytest.raises(ValueError, match="element-wise"):
-        core._gemm_fused(a, a.T, deriv_z=np.ones((2, 2)), deriv_act=-1)
+        core._gemm_fused(a, a.T, act=core.Act.Softmax, act_out=True)
+    with pytest.raises(TypeError):  # integer codes are not kinds
+        core._gemm_fused(a, a.T, deriv_z=np.ones((2, 2)), deriv_act=1)
 
 
 # ----------------------------------------------------------------------------- threads

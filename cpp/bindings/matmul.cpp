@@ -167,17 +167,17 @@ py::dict kernel_info() {
   info["isa"] = gm::isa_name(active);
   py::list avail;
   py::dict all;
-  for (gm::Isa isa : {gm::Isa::Avx512, gm::Isa::Avx2, gm::Isa::Portable}) {
-    if (gm::isa_supported(isa)) avail.append(gm::isa_name(isa));
+  for (const gm::IsaEntry& e : gm::isa_table()) {
+    if (e.usable()) avail.append(e.name);
     py::dict per;
-    per["float32"] = blocking_dict(gm::blocking_for<float>(isa));
-    per["float64"] = blocking_dict(gm::blocking_for<double>(isa));
-    all[gm::isa_name(isa)] = per;
+    per["float32"] = blocking_dict(e.f32.blk);
+    per["float64"] = blocking_dict(e.f64.blk);
+    all[e.name] = per;
   }
   info["available"] = avail;
   info["best"] = gm::isa_name(gm::isa_best());
-  info["float32"] = blocking_dict(gm::blocking_for<float>(active));
-  info["float64"] = blocking_dict(gm::blocking_for<double>(active));
+  info["float32"] = blocking_dict(gm::kernel_set<float>(active).blk);
+  info["float64"] = blocking_dict(gm::kernel_set<double>(active).blk);
   info["blocking"] = all;
   const char* env = std::getenv("MLPCORE_GEMM_ISA");
   info["env_isa"] = env ? py::object(py::str(env)) : py::object(py::none());
@@ -197,8 +197,8 @@ py::dict kernel_info() {
 void set_gemm_isa(const std::string& name) {
   gm::Isa isa;
   std::string supported;
-  for (gm::Isa i : {gm::Isa::Avx512, gm::Isa::Avx2, gm::Isa::Portable})
-    if (gm::isa_supported(i)) supported += std::string(supported.empty() ? "" : ", ") + gm::isa_name(i);
+  for (const gm::IsaEntry& e : gm::isa_table())
+    if (e.usable()) supported += std::string(supported.empty() ? "" : ", ") + e.name;
   if (!gm::isa_from_name(name.c_str(), &isa))
     throw py::value_error("_set_gemm_isa: unknown ISA '" + name +
                           "'; valid names: avx512, avx2, portable (usable here: " + supported +
@@ -239,11 +239,12 @@ Dims dims(const py::array& a, const py::array& b, bool ta, bool tb) {
   return {M, N, K};
 }
 
-mlpcore::Act act_from_int(int v, const char* name) {
-  if (v < 0 || v > static_cast<int>(mlpcore::Act::Softplus))
+mlpcore::Act elementwise_act(mlpcore::Act act, const char* name) {
+  if (!mlpcore::is_elementwise(act))
     throw py::value_error(std::string("_gemm_fused: ") + name +
-                          " must be an element-wise activation id 0..10, got " + std::to_string(v));
-  return static_cast<mlpcore::Act>(v);
+                          " must be an element-wise activation, got " +
+                          std::string(py::str(py::cast(act))));
+  return act;
 }
 
 // C = op(A) op(B) (+ C): the optimised kernel (reference=false) or the oracle.
@@ -273,15 +274,16 @@ py::array gemm_hook_t(py::handle a_obj, py::handle b_obj, bool ta, bool tb, py::
 
 template <typename T>
 py::tuple gemm_fused_t(py::handle a_obj, py::handle b_obj, bool ta, bool tb, py::object bias_obj,
-                       int act, bool act_out, py::object dz_obj, py::object dy_obj, int deriv_act,
+                       mlpcore::Act act, bool act_out, py::object dz_obj, py::object dy_obj,
+                       mlpcore::Act deriv_act,
                        bool reference, const mlpcore::ActParams& params) {
   auto a = stored<T>(a_obj, "a");
   auto b = stored<T>(b_obj, "b");
   const Dims d = dims<T>(a, b, ta, tb);
   gm::Epilogue<T> ep;
   ep.params = params;
-  ep.act = act_from_int(act, "act");
-  ep.deriv_act = act_from_int(deriv_act, "deriv_act");
+  ep.act = elementwise_act(act, "act");
+  ep.deriv_act = elementwise_act(deriv_act, "deriv_act");
   py::array_t<T, py::array::c_style> bias, y, dz, dy;
   if (!bias_obj.is_none()) {
     bias = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(bias_obj);
@@ -359,8 +361,9 @@ Results are bitwise identical for any number of threads.)doc");
       "Test hook: the triple-loop oracle gemm_reference.");
   m.def(
       "_gemm_fused",
-      [](py::handle a, py::handle b, bool ta, bool tb, py::object bias, int act, bool act_out,
-         py::object deriv_z, py::object deriv_y, int deriv_act, bool reference,
+      [](py::handle a, py::handle b, bool ta, bool tb, py::object bias, mlpcore::Act act,
+         bool act_out, py::object deriv_z, py::object deriv_y, mlpcore::Act deriv_act,
+         bool reference,
          double negative_slope, double alpha, double beta, double threshold) {
         mlpcore::ActParams p;
         p.negative_slope = negative_slope;
@@ -373,8 +376,8 @@ Results are bitwise identical for any number of threads.)doc");
                                                     deriv_y, deriv_act, reference, p);
       },
       py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
-      py::arg("bias") = py::none(), py::arg("act") = 0, py::arg("act_out") = false,
-      py::arg("deriv_z") = py::none(), py::arg("deriv_y") = py::none(), py::arg("deriv_act") = 0,
+      py::arg("bias") = py::none(), py::arg("act") = mlpcore::Act::Identity, py::arg("act_out") = false,
+      py::arg("deriv_z") = py::none(), py::arg("deriv_y") = py::none(), py::arg("deriv_act") = mlpcore::Act::Identity,
       py::arg("reference") = false, py::arg("negative_slope") = 0.01, py::arg("alpha") = 1.0,
       py::arg("beta") = 1.0, py::arg("threshold") = 20.0,
       "Test hook: gemm_fused (or with reference=True, gemm_reference + epilogue_reference).\n"

@@ -6,6 +6,7 @@
 #include <omp.h>
 #endif
 
+#include "bindings/kinds.hpp"
 #include "bindings/matmul.hpp"
 #include "kernels/denormals.hpp"
 #include "bindings/network_bindings.hpp"
@@ -56,6 +57,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "get_flush_denormal", [] { return mlpcore::flush_denormals_setting().load(); },
       "Whether subnormal floats are treated as zero in mlpcore's kernels.");
+  mlpcore::bindings::bind_kinds(m);
   mlpcore::bindings::bind_network(m);
   bind_matmul(m);
   bind_reduction_hooks(m);

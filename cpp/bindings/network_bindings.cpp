@@ -4,6 +4,8 @@
 
 #include <pybind11/stl.h>
 
+#include "bindings/kinds.hpp"
+
 #include <cmath>
 #include <memory>
 #include <string>
@@ -19,70 +21,6 @@ namespace {
 
 template <typename T>
 using NetPtr = std::shared_ptr<Network<T>>;
-
-// Layer plan from Python tuples: ("dense", in, out) or ("activation", act_code, slope, alpha,
-// beta, threshold).
-std::vector<LayerSpec> specs_from_python(const py::list& layers) {
-  std::vector<LayerSpec> specs;
-  for (const py::handle& item : layers) {
-    const py::tuple t = py::reinterpret_borrow<py::tuple>(item);
-    const std::string kind = t[0].cast<std::string>();
-    LayerSpec s;
-    if (kind == "dense") {
-      s.kind = LayerKind::Dense;
-      s.in_features = t[1].cast<index_t>();
-      s.out_features = t[2].cast<index_t>();
-      if (t.size() >= 5) {
-        s.l1 = t[3].cast<double>();
-        s.l2 = t[4].cast<double>();
-      }
-    } else if (kind == "activation") {
-      s.kind = LayerKind::Activation;
-      const int code = t[1].cast<int>();
-      if (code < 0 || code > int(Act::Softmax))
-        throw py::value_error("Network: unknown activation code " + std::to_string(code));
-      s.act = Act(code);
-      s.params.negative_slope = t[2].cast<double>();
-      s.params.alpha = t[3].cast<double>();
-      s.params.beta = t[4].cast<double>();
-      s.params.threshold = t[5].cast<double>();
-    } else if (kind == "dropout") {
-      s.kind = LayerKind::Dropout;
-      s.p = t[1].cast<double>();
-    } else if (kind == "layernorm" || kind == "batchnorm") {
-      s.kind = kind == "layernorm" ? LayerKind::LayerNorm : LayerKind::BatchNorm;
-      s.in_features = t[1].cast<index_t>();
-      s.eps = t[2].cast<double>();
-      if (kind == "batchnorm") s.momentum = t[3].cast<double>();
-    } else if (kind == "residual_begin") {
-      s.kind = LayerKind::ResidualBegin;
-    } else if (kind == "residual_end") {
-      s.kind = LayerKind::ResidualEnd;
-    } else {
-      throw py::value_error("Network: unknown layer kind '" + kind + "'");
-    }
-    specs.push_back(s);
-  }
-  return specs;
-}
-
-OptConfig optimizer_from_python(const py::dict& d) {
-  OptConfig c;
-  c.kind = OptKind(d["kind"].cast<int>());
-  c.lr = d["lr"].cast<double>();
-  c.weight_decay = d["weight_decay"].cast<double>();
-  c.momentum = d["momentum"].cast<double>();
-  c.dampening = d["dampening"].cast<double>();
-  c.nesterov = d["nesterov"].cast<bool>();
-  c.beta1 = d["beta1"].cast<double>();
-  c.beta2 = d["beta2"].cast<double>();
-  c.eps = d["eps"].cast<double>();
-  c.amsgrad = d["amsgrad"].cast<bool>();
-  c.alpha = d["alpha"].cast<double>();
-  c.centered = d["centered"].cast<bool>();
-  c.lr_decay = d["lr_decay"].cast<double>();
-  return c;
-}
 
 // A NumPy view of native memory that keeps the network alive while the view exists.
 template <typename T>
@@ -186,9 +124,9 @@ py::tuple step_tuple(const StepResult& r) { return py::make_tuple(r.loss, r.corr
 template <typename T>
 void bind_network_class(py::module_& m, const char* name) {
   py::class_<Network<T>, NetPtr<T>>(m, name)
-      .def(py::init([](const py::list& layers) {
+      .def(py::init([](std::vector<LayerSpec> layers) {
              try {
-               return std::make_shared<Network<T>>(specs_from_python(layers));
+               return std::make_shared<Network<T>>(std::move(layers));
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
              }
@@ -252,13 +190,12 @@ void bind_network_class(py::module_& m, const char* name) {
       .def_property("optimizer_steps", &Network<T>::optimizer_steps,
                     &Network<T>::set_optimizer_steps)
       .def("set_loss",
-           [](Network<T>& net, int code, double huber_delta) {
-             if (code < 0 || code > int(Loss::CrossEntropy))
-               throw py::value_error("unknown loss code " + std::to_string(code));
+           [](Network<T>& net, Loss loss, double huber_delta) {
              LossParams lp;
              lp.huber_delta = huber_delta;
-             net.set_loss(Loss(code), lp);
-           })
+             net.set_loss(loss, lp);
+           },
+           py::arg("loss"), py::arg("huber_delta") = 1.0)
       .def("set_clipping",
            [](Network<T>& net, double max_norm, double max_value) {
              ClipConfig c;
@@ -330,13 +267,22 @@ void bind_network_class(py::module_& m, const char* name) {
              return py::make_tuple(r.loss, r.finite, dx_obj);
            },
            py::arg("x"), py::arg("dout"), py::arg("want_dx") = false)
-      .def("apply_update",
+      .def("update",
            [](Network<T>& net) {
              py::gil_scoped_release release;
-             net.apply_update();
-           })
+             return net.update();
+           },
+           "The one update path: measure the gradients as they are now, then statistics, "
+           "clipping and the optimizer rule. False (nothing applied) if a gradient is NaN/Inf.")
       .def("set_optimizer",
-           [](Network<T>& net, const py::dict& cfg) { net.set_optimizer(optimizer_from_python(cfg)); })
+           [](Network<T>& net, const OptConfig& cfg) {
+             try {
+               net.set_optimizer(cfg);
+             } catch (const std::invalid_argument& e) {
+               throw py::value_error(e.what());
+             }
+           },
+           py::arg("config"))
       .def("train_step",
            [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
               const py::object& w_obj) {
@@ -421,11 +367,6 @@ void bind_network_class(py::module_& m, const char* name) {
            },
            py::arg("x"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("sample_weight") = py::none())
-      .def("apply_optimizer",
-           [](Network<T>& net) {
-             py::gil_scoped_release release;
-             net.apply_optimizer();
-           })
       .def("predict",
            [](Network<T>& net, const py::handle& x_obj) {
              auto x = checked_inputs(net, x_obj, "predict");

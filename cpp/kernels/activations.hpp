@@ -11,6 +11,38 @@
 
 namespace mlpcore {
 
+// Every activation, one row each: X(enum name, element-wise). The list generates the enum, the
+// Python enum mlpcore._core.Act (bindings/kinds.cpp) and the GEMM epilogue's dispatch; the two
+// switches below carry no default, so a new row without its formulas does not compile
+// (-Werror=switch). A new activation: a row here, its two formulas below, a class in layers.py.
+#define MLPCORE_ACTIVATIONS(X) \
+  X(Identity, true)            \
+  X(ReLU, true)                \
+  X(LeakyReLU, true)           \
+  X(ELU, true)                 \
+  X(SELU, true)                \
+  X(GELU, true)      /* exact, erf based (torch approximate="none") */ \
+  X(GELUTanh, true)  /* torch approximate="tanh" */                    \
+  X(SiLU, true)                \
+  X(Sigmoid, true)             \
+  X(Tanh, true)                \
+  X(Softplus, true)            \
+  X(Softmax, false)  /* row-wise, along features: never fused into an element-wise epilogue */
+
+enum class Act : int {
+#define MLPCORE_ENUM_ROW(name, elementwise) name,
+  MLPCORE_ACTIVATIONS(MLPCORE_ENUM_ROW)
+#undef MLPCORE_ENUM_ROW
+};
+
+// Scalar parameters of the parametrised activations; unused fields are ignored.
+struct ActParams {
+  double negative_slope = 0.01;  // LeakyReLU
+  double alpha = 1.0;            // ELU
+  double beta = 1.0;             // Softplus
+  double threshold = 20.0;       // Softplus
+};
+
 namespace act_detail {
 constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
 constexpr double kSeluScale = 1.0507009873554804934193349852946;
@@ -28,7 +60,15 @@ inline T sigmoid(T z) noexcept {
 }
 }  // namespace act_detail
 
-inline bool is_elementwise(Act act) noexcept { return act != Act::Softmax; }
+inline bool is_elementwise(Act act) noexcept {
+  switch (act) {
+#define MLPCORE_ELEMENTWISE_ROW(name, elementwise) \
+  case Act::name: return elementwise;
+    MLPCORE_ACTIVATIONS(MLPCORE_ELEMENTWISE_ROW)
+#undef MLPCORE_ELEMENTWISE_ROW
+  }
+  return false;
+}
 
 template <typename T>
 inline T act_forward(Act act, T z, const ActParams& p) noexcept {

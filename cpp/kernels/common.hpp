@@ -1,33 +1,30 @@
-// Types shared by every kernel: index type, activation kinds and their parameters.
+// Types shared by every kernel.
 #pragma once
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 namespace mlpcore {
 
 using index_t = std::int64_t;
 
-// Activation kinds; the integer values are part of the Python binding (see layers.py).
-enum class Act : int {
-  Identity = 0,
-  ReLU = 1,
-  LeakyReLU = 2,
-  ELU = 3,
-  SELU = 4,
-  GELU = 5,       // exact, erf based (torch approximate="none")
-  GELUTanh = 6,   // torch approximate="tanh"
-  SiLU = 7,
-  Sigmoid = 8,
-  Tanh = 9,
-  Softplus = 10,
-  Softmax = 11,   // row-wise, along features: never fused into an element-wise epilogue
-};
+// The most elements one array of mlpcore may hold: 2^48, beyond any machine's memory, yet small
+// enough that bytes (x 8) and sums of a few such counts stay far from int64's limit.
+inline constexpr index_t kMaxElements = index_t(1) << 48;
 
-// Scalar parameters of the parametrised activations; unused fields are ignored.
-struct ActParams {
-  double negative_slope = 0.01;  // LeakyReLU
-  double alpha = 1.0;            // ELU
-  double beta = 1.0;             // Softplus
-  double threshold = 20.0;       // Softplus
-};
+// a * b and a + b for sizes (a, b >= 0), throwing std::invalid_argument naming `what` where the
+// result would pass kMaxElements: a size from a file or a call never wraps into a small buffer.
+inline index_t checked_mul(index_t a, index_t b, const char* what) {
+  if (a < 0 || b < 0 || (a != 0 && b > kMaxElements / a))
+    throw std::invalid_argument(std::string(what) + " needs " + std::to_string(a) + " x " +
+                                std::to_string(b) + " elements, more than the limit of 2^48");
+  return a * b;
+}
+inline index_t checked_add(index_t a, index_t b, const char* what) {
+  if (a < 0 || b < 0 || a > kMaxElements - b)
+    throw std::invalid_argument(std::string(what) + " needs " + std::to_string(a) + " + " +
+                                std::to_string(b) + " elements, more than the limit of 2^48");
+  return a + b;
+}
 
 }  // namespace mlpcore

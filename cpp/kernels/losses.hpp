@@ -13,14 +13,15 @@
 
 namespace mlpcore {
 
-// The integer values are part of the Python binding (see losses.py).
+// Every loss, one row each. The list generates the enum and the Python enum mlpcore._core.Loss
+// (bindings/kinds.cpp); losses.cpp's switches have no default. Python's table (losses.py) adds
+// what the Python side needs to know of each (labels, classification, target range).
+#define MLPCORE_LOSSES(X) X(MSE) X(MAE) X(Huber) X(BCE) X(BCEWithLogits) X(CrossEntropy)
+
 enum class Loss : int {
-  MSE = 0,
-  MAE = 1,
-  Huber = 2,
-  BCE = 3,
-  BCEWithLogits = 4,
-  CrossEntropy = 5,
+#define MLPCORE_ENUM_ROW(name) name,
+  MLPCORE_LOSSES(MLPCORE_ENUM_ROW)
+#undef MLPCORE_ENUM_ROW
 };
 
 struct LossParams {

@@ -2,34 +2,29 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "denormals.hpp"
 #include "isa_regions.hpp"
 
 namespace mlpcore {
 
-int optimizer_state_names(const OptConfig& cfg, const char* names[kMaxOptimizerState]) noexcept {
-  int count = 0;
-  switch (cfg.kind) {
-    case OptKind::SGD:
-      if (cfg.momentum != 0.0) names[count++] = "momentum_buffer";
-      break;
-    case OptKind::Adam:
-    case OptKind::AdamW:
-      names[count++] = "exp_avg";
-      names[count++] = "exp_avg_sq";
-      if (cfg.amsgrad) names[count++] = "max_exp_avg_sq";
-      break;
-    case OptKind::RMSprop:
-      names[count++] = "square_avg";
-      if (cfg.momentum > 0.0) names[count++] = "momentum_buffer";
-      if (cfg.centered) names[count++] = "grad_avg";
-      break;
-    case OptKind::Adagrad:
-      names[count++] = "sum";
-      break;
-  }
-  return count;
+std::string invalid_optimizer_config(const OptConfig& c) {
+  auto fmt = [](const char* what, double v) { return std::string("Invalid ") + what + ": " +
+                                                  std::to_string(v); };
+  auto non_negative = [](double v) { return v >= 0.0 && std::isfinite(v); };  // false for NaN
+  if (!non_negative(c.lr)) return fmt("learning rate", c.lr);
+  if (!non_negative(c.weight_decay)) return fmt("weight_decay value", c.weight_decay);
+  if (!non_negative(c.momentum)) return fmt("momentum value", c.momentum);
+  if (!std::isfinite(c.dampening)) return fmt("dampening value", c.dampening);
+  if (!(c.beta1 >= 0.0 && c.beta1 < 1.0)) return fmt("beta parameter at index 0", c.beta1);
+  if (!(c.beta2 >= 0.0 && c.beta2 < 1.0)) return fmt("beta parameter at index 1", c.beta2);
+  if (!non_negative(c.eps)) return fmt("epsilon value", c.eps);
+  if (!non_negative(c.alpha)) return fmt("alpha value", c.alpha);
+  if (!non_negative(c.lr_decay)) return fmt("lr_decay value", c.lr_decay);
+  if (c.nesterov && (c.momentum <= 0.0 || c.dampening != 0.0))
+    return "Nesterov momentum requires a momentum and zero dampening";
+  return {};
 }
 
 namespace optim_baseline {
@@ -43,6 +38,10 @@ namespace optim_avx512 {
 }  // namespace optim_avx512
 MLPCORE_AVX512_END
 #endif
+
+int optimizer_state_names(const OptConfig& cfg, const char* names[kMaxOptimizerState]) noexcept {
+  return optim_baseline::state_names(cfg, names);
+}
 
 template <typename T>
 void optimizer_step(const OptConfig& cfg, std::int64_t step, bool fresh_momentum, T* param,

@@ -37,6 +37,14 @@ void sgd_range(T* __restrict p, const T* __restrict g, T* __restrict buf, index_
   }
 }
 
+// Each rule: the state buffers it keeps (torch.optim's state keys, in buffer order; a buffer
+// an option does not use is not allocated), then its update.
+inline int sgd_state(const OptConfig& c, const char** names) noexcept {
+  int count = 0;
+  if (c.momentum != 0.0) names[count++] = "momentum_buffer";
+  return count;
+}
+
 template <typename T>
 void sgd(const OptConfig& c, bool first, T* p, const T* g, T* buf, index_t n) noexcept {
   const T lr = T(c.lr), wd = T(c.weight_decay), mom = T(c.momentum), damp = T(c.dampening);
@@ -47,6 +55,14 @@ void sgd(const OptConfig& c, bool first, T* p, const T* g, T* buf, index_t n) no
     else if (c.nesterov) sgd_range<T, true, false, true>(p, g, buf, lo, hi, lr, wd, mom, damp);
     else sgd_range<T, true, false, false>(p, g, buf, lo, hi, lr, wd, mom, damp);
   });
+}
+
+inline int adam_state(const OptConfig& c, const char** names) noexcept {
+  int count = 0;
+  names[count++] = "exp_avg";
+  names[count++] = "exp_avg_sq";
+  if (c.amsgrad) names[count++] = "max_exp_avg_sq";
+  return count;
 }
 
 template <typename T>
@@ -100,6 +116,14 @@ void adam(const OptConfig& c, std::int64_t step, T* p, const T* g, T* m, T* v, T
   });
 }
 
+inline int rmsprop_state(const OptConfig& c, const char** names) noexcept {
+  int count = 0;
+  names[count++] = "square_avg";
+  if (c.momentum > 0.0) names[count++] = "momentum_buffer";
+  if (c.centered) names[count++] = "grad_avg";
+  return count;
+}
+
 template <typename T, bool kCentered, bool kMomentum>
 void rmsprop_range(T* __restrict p, const T* __restrict g, T* __restrict sq, T* __restrict buf,
                    T* __restrict gavg, index_t lo, index_t hi, T lr, T wd, T a, T eps,
@@ -144,6 +168,11 @@ void rmsprop(const OptConfig& c, T* p, const T* g, T* sq, T* buf, T* gavg, index
   });
 }
 
+inline int adagrad_state(const OptConfig&, const char** names) noexcept {
+  names[0] = "sum";
+  return 1;
+}
+
 template <typename T>
 void adagrad(const OptConfig& c, std::int64_t step, T* p, const T* g, T* sum,
              index_t n) noexcept {
@@ -161,6 +190,17 @@ void adagrad(const OptConfig& c, std::int64_t step, T* p, const T* g, T* sum,
       pp[i] -= clr * (d / (std::sqrt(acc) + eps));
     }
   });
+}
+
+inline int state_names(const OptConfig& cfg, const char** names) noexcept {
+  switch (cfg.kind) {
+    case OptKind::SGD: return sgd_state(cfg, names);
+    case OptKind::Adam:
+    case OptKind::AdamW: return adam_state(cfg, names);
+    case OptKind::RMSprop: return rmsprop_state(cfg, names);
+    case OptKind::Adagrad: return adagrad_state(cfg, names);
+  }
+  return 0;
 }
 
 template <typename T>

@@ -18,11 +18,13 @@ class AlignedBuffer {
   AlignedBuffer() = default;
   explicit AlignedBuffer(index_t n) { reset(n); }
 
-  // Reallocates to n zeroed elements (old contents and views are dropped).
+  // Reallocates to n zeroed elements (old contents and views are dropped). A count past
+  // kMaxElements throws std::bad_alloc (MemoryError in Python) instead of wrapping around.
   void reset(index_t n) {
     data_.reset();
     size_ = 0;
     if (n <= 0) return;
+    if (n > kMaxElements) throw std::bad_alloc();
     void* p = ::operator new(std::size_t(n) * sizeof(T), std::align_val_t(kAlignment));
     std::memset(p, 0, std::size_t(n) * sizeof(T));
     data_.reset(static_cast<T*>(p));

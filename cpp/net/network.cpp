@@ -14,17 +14,8 @@ namespace {
 // Rows per chunk for predict/evaluate when the training batch is smaller.
 constexpr index_t kInferenceChunk = 512;
 
-const char* kind_name(LayerKind kind) {
-  switch (kind) {
-    case LayerKind::Dense: return "Dense";
-    case LayerKind::Activation: return "activation";
-    case LayerKind::Dropout: return "Dropout";
-    case LayerKind::LayerNorm: return "LayerNorm";
-    case LayerKind::BatchNorm: return "BatchNorm1d";
-    case LayerKind::ResidualBegin: return "Residual";
-    case LayerKind::ResidualEnd: return "Residual (end)";
-  }
-  return "layer";
+bool fixes_width(LayerKind kind) noexcept {
+  return kind == LayerKind::Dense || kind == LayerKind::LayerNorm || kind == LayerKind::BatchNorm;
 }
 }  // namespace
 
@@ -32,80 +23,65 @@ template <typename T>
 Network<T>::Network(std::vector<LayerSpec> specs) : specs_(std::move(specs)) {
   if (specs_.empty()) throw std::invalid_argument("Sequential: expected at least one layer, got 0");
   const std::size_t L = specs_.size();
-  weight_offsets_.assign(L, -1);
-  bias_offsets_.assign(L, -1);
-  param_counts_.assign(L, 0);
-  buffer_offsets_.assign(L, -1);
-  aux_offsets_.assign(L, 0);
-  feat_aux_offsets_.assign(L, -1);
-  partner_.assign(L, 0);
+  slots_.assign(L, LayerSlots());
   first_param_ = L;
   index_t width = -1, n_params = 0, n_buffers = 0, n_aux = 0, n_feat_aux = 0;
   std::vector<std::size_t> open_blocks;
   auto fail = [](const std::string& msg) { throw std::invalid_argument("Sequential: " + msg); };
   for (std::size_t i = 0; i < L; ++i) {
     const LayerSpec& s = specs_[i];
-    const bool sized = s.kind == LayerKind::Dense || s.kind == LayerKind::LayerNorm ||
-                       s.kind == LayerKind::BatchNorm;
-    if (width < 0 && !sized)
-      fail("the first layer must be Dense, LayerNorm or BatchNorm1d (it fixes the number of "
-           "input features), got " + std::string(kind_name(s.kind)));
-    if (sized) {
+    const std::string where = "layer " + std::to_string(i) + " (" + layer_kind_name(s.kind) + ")";
+    if (fixes_width(s.kind)) {
       if (s.in_features <= 0 || (s.kind == LayerKind::Dense && s.out_features <= 0))
-        fail(std::string(kind_name(s.kind)) + " sizes must be positive");
+        fail(std::string(layer_kind_name(s.kind)) + " sizes must be positive");
+      if (s.in_features > kMaxElements || s.out_features > kMaxElements)
+        fail(where + ": sizes above 2^48 features cannot be allocated");
       if (width >= 0 && s.in_features != width)
-        fail("layer " + std::to_string(i) + " (" + kind_name(s.kind) + ") expects " +
-             std::to_string(s.in_features) + " input features, but the previous layer gives " +
-             std::to_string(width));
+        fail(where + " expects " + std::to_string(s.in_features) +
+             " input features, but the previous layer gives " + std::to_string(width));
       if (widths_.empty()) widths_.push_back(s.in_features);
       first_param_ = std::min(first_param_, i);
+    } else if (width < 0) {
+      fail("the first layer must be Dense, LayerNorm or BatchNorm1d (it fixes the number of "
+           "input features), got " + std::string(layer_kind_name(s.kind)));
     }
-    switch (s.kind) {
-      case LayerKind::Dense:
-        param_counts_[i] = s.in_features * s.out_features + s.out_features;
-        weight_offsets_[i] = n_params;
-        bias_offsets_[i] = n_params + s.in_features * s.out_features;
-        width = s.out_features;
-        break;
-      case LayerKind::LayerNorm:
-      case LayerKind::BatchNorm:
-        param_counts_[i] = 2 * s.in_features;
-        width = s.in_features;
-        weight_offsets_[i] = n_params;
-        bias_offsets_[i] = n_params + s.in_features;
-        if (s.kind == LayerKind::LayerNorm) {
-          aux_offsets_[i] = n_aux;  // per row: mean, rstd
-          n_aux += 2;
-        } else {
-          buffer_offsets_[i] = n_buffers;  // running_mean, running_var
-          n_buffers += 2 * s.in_features;
-          feat_aux_offsets_[i] = n_feat_aux;  // batch mean, rstd
-          n_feat_aux += 2 * s.in_features;
-          has_batchnorm_ = true;
-        }
-        break;
-      case LayerKind::Dropout:
-        aux_offsets_[i] = n_aux;  // per row: the mask
-        n_aux += width;
-        break;
-      case LayerKind::ResidualBegin:
-        open_blocks.push_back(i);
-        break;
-      case LayerKind::ResidualEnd: {
-        if (open_blocks.empty()) fail("a Residual block ends without a beginning");
-        const std::size_t begin = open_blocks.back();
-        open_blocks.pop_back();
-        if (widths_[begin] != width)
-          fail("a Residual block must keep the feature count: its input has " +
-               std::to_string(widths_[begin]) + " features but its layers output " +
-               std::to_string(width));
-        partner_[begin] = i;
-        partner_[i] = begin;
-        break;
-      }
-      case LayerKind::Activation: break;
+    LayerNeeds needs;
+    try {
+      needs = plan_layer(i, fixes_width(s.kind) ? s.in_features : width);
+    } catch (const std::invalid_argument& e) {
+      fail(where + ": " + e.what());
     }
-    n_params += param_counts_[i];
+    LayerSlots& slot = slots_[i];
+    slot.param_count = needs.weights + needs.biases;
+    if (slot.param_count > 0) {
+      slot.weight = n_params;
+      slot.bias = n_params + needs.weights;
+    }
+    if (needs.buffers > 0) slot.buffer = n_buffers;
+    if (needs.aux_per_row > 0) slot.aux = n_aux;
+    if (needs.feat_aux > 0) slot.feat_aux = n_feat_aux;
+    try {
+      n_params = checked_add(n_params, slot.param_count, "the parameters");
+      n_buffers = checked_add(n_buffers, needs.buffers, "the buffers");
+      n_aux = checked_add(n_aux, needs.aux_per_row, "the per-row scratch");
+      n_feat_aux = checked_add(n_feat_aux, needs.feat_aux, "the per-feature scratch");
+    } catch (const std::invalid_argument& e) {
+      fail(where + ": " + e.what());
+    }
+    has_batchnorm_ = has_batchnorm_ || s.kind == LayerKind::BatchNorm;
+    if (s.kind == LayerKind::ResidualBegin) open_blocks.push_back(i);
+    if (s.kind == LayerKind::ResidualEnd) {
+      if (open_blocks.empty()) fail("a Residual block ends without a beginning");
+      const std::size_t begin = open_blocks.back();
+      open_blocks.pop_back();
+      if (widths_[begin] != width)
+        fail("a Residual block must keep the feature count: its input has " +
+             std::to_string(widths_[begin]) + " features but its layers output " +
+             std::to_string(width));
+      slots_[begin].partner = i;
+      slot.partner = begin;
+    }
+    width = needs.out_width;
     widths_.push_back(width);
   }
   if (!open_blocks.empty()) fail("a Residual block is not closed");
@@ -113,22 +89,14 @@ Network<T>::Network(std::vector<LayerSpec> specs) : specs_(std::move(specs)) {
   index_t offset = 0;
   for (std::size_t j = 0; j < widths_.size(); ++j) {
     act_offsets_[j] = offset;
-    offset += widths_[j];
+    offset = checked_add(offset, widths_[j], "the layer outputs");
   }
   params_.reset(n_params);
   grads_.reset(n_params);
   buffers_.reset(n_buffers);
   feat_aux_.reset(n_feat_aux);
   aux_per_row_ = n_aux;
-  // normalisation layers start as the identity: gamma = 1, beta = 0; running variance 1
-  for (std::size_t i = 0; i < L; ++i) {
-    if (specs_[i].kind == LayerKind::LayerNorm || specs_[i].kind == LayerKind::BatchNorm)
-      std::fill(params_.data() + weight_offsets_[i],
-                params_.data() + weight_offsets_[i] + specs_[i].in_features, T(1));
-    if (specs_[i].kind == LayerKind::BatchNorm)
-      std::fill(buffers_.data() + buffer_offsets_[i] + specs_[i].in_features,
-                buffers_.data() + buffer_offsets_[i] + 2 * specs_[i].in_features, T(1));
-  }
+  for (std::size_t i = 0; i < L; ++i) init_layer(i);
   layer_grad_sq_.assign(L, 0.0);
   stats_.resize(L);
 }
@@ -137,9 +105,9 @@ template <typename T>
 void Network<T>::reserve_rows(index_t rows) {
   if (rows <= rows_cap_) return;
   const index_t per_row = act_offsets_.back() + widths_.back();
-  acts_.reset(per_row * rows);
+  acts_.reset(checked_mul(per_row, rows, "the batch's layer outputs"));
   dacts_.reset(per_row * rows);
-  aux_.reset(aux_per_row_ * rows);
+  aux_.reset(checked_mul(aux_per_row_, rows, "the batch's scratch"));
   rows_cap_ = rows;
 }
 
@@ -152,6 +120,8 @@ void Network<T>::set_loss(Loss loss, const LossParams& params) noexcept {
 
 template <typename T>
 void Network<T>::set_optimizer(const OptConfig& cfg) {
+  const std::string invalid = invalid_optimizer_config(cfg);
+  if (!invalid.empty()) throw std::invalid_argument(invalid);
   std::lock_guard<std::mutex> lock(mutex_);
   const char* old_names[kMaxOptimizerState];
   const char* new_names[kMaxOptimizerState];

@@ -15,17 +15,26 @@
 
 namespace mlpcore {
 
-// A Residual block f is flattened to ResidualBegin, f's layers, ResidualEnd; the end adds the
-// block's input to f's output.
+// Every layer kind, one row: X(enum name, name in messages). A Residual block f is flattened to
+// ResidualBegin, f's layers, ResidualEnd; the end adds the block's input to f's output. A kind's
+// plan, forward and backward sit side by side in network_layers.cpp; the switches over kinds
+// carry no default (-Werror=switch), so a new row without its three parts does not compile.
+#define MLPCORE_LAYER_KINDS(X)           \
+  X(Dense, "Dense")                      \
+  X(Activation, "activation")            \
+  X(Dropout, "Dropout")                  \
+  X(LayerNorm, "LayerNorm")              \
+  X(BatchNorm, "BatchNorm1d")            \
+  X(ResidualBegin, "Residual")           \
+  X(ResidualEnd, "Residual (end)")
+
 enum class LayerKind : int {
-  Dense = 0,
-  Activation = 1,
-  Dropout = 2,
-  LayerNorm = 3,
-  BatchNorm = 4,
-  ResidualBegin = 5,
-  ResidualEnd = 6,
+#define MLPCORE_ENUM_ROW(name, display) name,
+  MLPCORE_LAYER_KINDS(MLPCORE_ENUM_ROW)
+#undef MLPCORE_ENUM_ROW
 };
+
+const char* layer_kind_name(LayerKind kind) noexcept;
 
 struct LayerSpec {
   LayerKind kind = LayerKind::Dense;
@@ -40,11 +49,22 @@ struct LayerSpec {
   double momentum = 0.1;     // BatchNorm: running-statistics update rate
 };
 
-// Gradient clipping applied before each optimizer update (torch.nn.utils semantics): by global
-// L2 norm (scale all gradients by max_norm / (norm + 1e-6) when that is below 1), then by value.
+// Gradient clipping applied in every update (torch.nn.utils semantics): by global L2 norm
+// (scale all gradients by max_norm / (norm + 1e-6) when that is below 1), then by value.
 struct ClipConfig {
   double max_norm = 0.0;  // 0: off
   double max_value = 0.0;  // 0: off
+};
+
+// Where one layer's pieces live in the network's arenas; -1 (or 0 for counts) where it has none.
+struct LayerSlots {
+  index_t weight = -1;      // params/grads: Dense W (in x out), or gamma of a norm layer
+  index_t bias = -1;        // params/grads: b, or beta; right after the weight
+  index_t param_count = 0;  // weight and bias together
+  index_t buffer = -1;      // buffers: BatchNorm running_mean then running_var
+  index_t aux = -1;         // per-row scratch (dropout mask, LayerNorm mean and rstd), per row
+  index_t feat_aux = -1;    // per-feature scratch (BatchNorm batch mean and rstd)
+  std::size_t partner = 0;  // ResidualBegin <-> ResidualEnd
 };
 
 // Per-step statistics accumulated natively over an epoch (read and reset by take_stats).
@@ -114,12 +134,13 @@ class Network {
   T* params() noexcept { return params_.data(); }
   T* grads() noexcept { return grads_.data(); }
   index_t num_params() const noexcept { return params_.size(); }
-  index_t weight_offset(std::size_t layer) const { return weight_offsets_.at(layer); }
-  index_t bias_offset(std::size_t layer) const { return bias_offsets_.at(layer); }
-  index_t param_count(std::size_t layer) const { return param_counts_.at(layer); }
+  const LayerSlots& slots(std::size_t layer) const { return slots_.at(layer); }
+  index_t weight_offset(std::size_t layer) const { return slots_.at(layer).weight; }
+  index_t bias_offset(std::size_t layer) const { return slots_.at(layer).bias; }
+  index_t param_count(std::size_t layer) const { return slots_.at(layer).param_count; }
   // BatchNorm running statistics: running_mean then running_var, (features,) each; -1 otherwise.
   T* buffers() noexcept { return buffers_.data(); }
-  index_t buffer_offset(std::size_t layer) const { return buffer_offsets_.at(layer); }
+  index_t buffer_offset(std::size_t layer) const { return slots_.at(layer).buffer; }
   bool has_batchnorm() const noexcept { return has_batchnorm_; }
 
   // Dropout masks are drawn from this generator; its state is part of an exact resume.
@@ -132,7 +153,8 @@ class Network {
   Loss loss() const noexcept { return loss_; }
 
   // Installs the optimizer. State is kept when the rule is unchanged (e.g. a new learning rate)
-  // and zeroed when the rule changes.
+  // and zeroed when the rule changes. Throws std::invalid_argument for an unusable
+  // configuration (invalid_optimizer_config), leaving the installed one in place.
   void set_optimizer(const OptConfig& cfg);
   const OptConfig& optimizer() const noexcept { return opt_; }
   int optimizer_state_buffers() const noexcept { return optimizer_state_count(opt_); }
@@ -161,12 +183,15 @@ class Network {
     fresh_momentum_ = steps == 0;
   }
 
-  // Forward, loss and backward on one batch: fills the gradient arena; dx (n x in), if not null,
-  // receives the gradient of the loss with respect to the input.
+  // The training step has two halves, and every way of training goes through both:
+  //   compute_gradients: forward, loss, backward (plus penalties) on one batch: fills the
+  //     gradient arena; dx (n x in), if not null, receives dL/dx. Nothing is updated.
+  //   update: measures the gradient arena as it is now (after any change made to it in
+  //     between: a user's edit, an allreduce), then statistics, clipping and the optimizer
+  //     rule. Refuses (returns false, parameters untouched) if a gradient is NaN/Inf.
+  // train_step is exactly compute_gradients then update.
   StepResult compute_gradients(const T* x, index_t n, const Targets<T>& targets, T* dx);
-
-  // compute_gradients, then the optimizer update, applied only if the loss and every gradient
-  // are finite (so the parameters always hold the last finite step).
+  bool update();
   StepResult train_step(const T* x, index_t n, const Targets<T>& targets);
 
   // Batches first_batch .. first_batch + n_batches - 1 of an epoch over n_rows samples: batch b
@@ -176,16 +201,12 @@ class Network {
                                const std::int64_t* order, index_t batch_size,
                                index_t first_batch, index_t n_batches);
 
-  // The optimizer update from the gradients currently in the gradient arena.
-  void apply_optimizer();
-
-  // Custom (Python) losses, in three calls: a training-mode forward that copies the output
-  // (n x out) into `out`; the backward pass from dL/doutput (plus penalties; false if any
-  // gradient is non-finite); then the update as train_step makes it (statistics, clipping,
-  // optimizer). Returns of backward_from: the penalty added to the loss, and finiteness.
+  // Custom (Python) losses: a training-mode forward that copies the output (n x out) into
+  // `out`; then the backward pass from dL/doutput (plus penalties) as compute_gradients makes
+  // it (the loss field holds the penalty; finite is false if any gradient is NaN/Inf); then
+  // update().
   bool forward_for_custom(const T* x, index_t n, T* out);
   StepResult backward_from(const T* x, index_t n, const T* dout, T* dx);
-  void apply_update();
 
   // Network outputs (n x out) for n inputs, computed in chunks.
   void predict(const T* x, index_t n, T* out);
@@ -198,6 +219,27 @@ class Network {
   StepResult evaluate(const T* x, index_t n, const Targets<T>& targets);
 
  private:
+  // What a layer needs, from its plan (network_layers.cpp): the constructor lays the slots out.
+  struct LayerNeeds {
+    index_t out_width = 0;
+    index_t weights = 0, biases = 0;  // parameters (weight then bias, adjacent)
+    index_t buffers = 0;              // persistent non-parameter state (running statistics)
+    index_t aux_per_row = 0;          // scratch per batch row
+    index_t feat_aux = 0;             // scratch per feature
+  };
+  // One section per kind in network_layers.cpp: plan, forward, backward side by side.
+  LayerNeeds plan_layer(std::size_t i, index_t in_width) const;
+  void init_layer(std::size_t i) noexcept;  // initial values of non-Dense parameters and buffers
+  // Forward of layer i on n rows of x's batch; returns how many layers it consumed (a Dense
+  // applies the element-wise activation after it in its GEMM epilogue).
+  std::size_t forward_layer(std::size_t i, const T* x, index_t n, bool training) noexcept;
+  // Backward of layer l: its parameter gradients, and with want_din dL/d(its input) (into dx
+  // for layer 0). Returns how many layers it consumed (a Dense applies the derivative of the
+  // activation before it on its dX write-back).
+  std::size_t backward_layer(std::size_t l, const T* x, T* dx, index_t n, bool want_din) noexcept;
+  const T* input_of(std::size_t j, const T* x) noexcept { return j == 0 ? x : act(j); }
+  T* grad_of(std::size_t j, T* dx) noexcept { return j == 0 ? dx : dact(j); }
+
   // Sizes the per-layer workspaces for at least `rows` rows (grows only, never shrinks).
   void reserve_rows(index_t rows);
   // Output of layer j-1 (j >= 1) in the workspace; act(0) is the input.
@@ -206,15 +248,19 @@ class Network {
   // training: dropout active, BatchNorm on batch statistics (and running statistics updated).
   // Returns the output, or null if the sentinel found a NaN/Inf (training only).
   const T* forward(const T* x, index_t n, bool training) noexcept;
-  T* aux(std::size_t layer) noexcept { return aux_.data() + aux_offsets_[layer] * rows_cap_; }
-  T* feat_aux(std::size_t layer) noexcept { return feat_aux_.data() + feat_aux_offsets_[layer]; }
+  T* aux(std::size_t layer) noexcept { return aux_.data() + slots_[layer].aux * rows_cap_; }
+  T* feat_aux(std::size_t layer) noexcept { return feat_aux_.data() + slots_[layer].feat_aux; }
+  T* weight(std::size_t layer) noexcept { return params_.data() + slots_[layer].weight; }
+  T* bias(std::size_t layer) noexcept { return params_.data() + slots_[layer].bias; }
+  T* dweight(std::size_t layer) noexcept { return grads_.data() + slots_[layer].weight; }
+  T* dbias(std::size_t layer) noexcept { return grads_.data() + slots_[layer].bias; }
   // Returns false (after recording it) if the sentinel found a NaN/Inf.
   bool backward(const T* x, index_t n, T* dx) noexcept;
   bool is_fusable_activation(std::size_t layer) const noexcept;
+  // The two halves of a step, under the lock. gradients_locked's finite flag covers the loss
+  // (and the sentinel); update_locked measures the gradients.
   StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx);
-  StepResult step_locked(const T* x, index_t n, const Targets<T>& targets);
-  // Statistics, clipping and the optimizer update after finite gradients.
-  void update_locked() noexcept;
+  bool update_locked() noexcept;
   // Sentinel: records (pass, layer) and returns false if the block holds a NaN/Inf.
   bool sentinel_ok(const T* data, index_t count, Pass pass, std::size_t layer) noexcept;
   void accumulate_activation_stats(index_t n) noexcept;
@@ -223,15 +269,12 @@ class Network {
   // Per-layer and global gradient norms; false if any gradient is NaN/Inf.
   bool measure_gradients() noexcept;
   void clip_gradients() noexcept;
-  void optimizer_update_locked() noexcept;
+  void apply_rule() noexcept;
 
   std::vector<LayerSpec> specs_;
+  std::vector<LayerSlots> slots_;
   std::vector<index_t> widths_;          // widths_[j]: feature count of act(j)
   std::vector<index_t> act_offsets_;     // act(j) starts at act_offsets_[j] * rows_cap_
-  std::vector<index_t> weight_offsets_, bias_offsets_, param_counts_, buffer_offsets_;
-  std::vector<index_t> aux_offsets_;      // per-row scratch (dropout masks, LayerNorm stats)
-  std::vector<index_t> feat_aux_offsets_; // per-feature scratch (BatchNorm batch statistics)
-  std::vector<std::size_t> partner_;      // ResidualBegin <-> ResidualEnd
   std::size_t first_param_ = 0;           // index of the first layer with parameters
   bool has_batchnorm_ = false;
   AlignedBuffer<T> buffers_, aux_, feat_aux_;

@@ -94,8 +94,8 @@ double Network<T>::penalties(bool add_grad) noexcept {
   for (std::size_t i = 0; i < specs_.size(); ++i) {
     const LayerSpec& s = specs_[i];
     if (s.kind != LayerKind::Dense || (s.l1 == 0.0 && s.l2 == 0.0)) continue;
-    const T* w = params_.data() + weight_offsets_[i];
-    T* dw = grads_.data() + weight_offsets_[i];
+    const T* w = weight(i);
+    T* dw = dweight(i);
     const T l1 = T(s.l1), two_l2 = T(2.0 * s.l2);
     double abs_sum = 0.0, sq_sum = 0.0;
     for (index_t k = 0; k < s.in_features * s.out_features; ++k) {
@@ -115,9 +115,9 @@ template <typename T>
 bool Network<T>::measure_gradients() noexcept {
   double total = 0.0;
   for (std::size_t i = 0; i < specs_.size(); ++i) {
-    if (param_counts_[i] == 0) continue;
+    if (slots_[i].param_count == 0) continue;
     // a layer's parameters (weight then bias) are adjacent in the arena
-    layer_grad_sq_[i] = sum_of_squares(grads_.data() + weight_offsets_[i], param_counts_[i]);
+    layer_grad_sq_[i] = sum_of_squares(dweight(i), slots_[i].param_count);
     total += layer_grad_sq_[i];
   }
   last_grad_norm_ = std::sqrt(total);
@@ -166,7 +166,8 @@ StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>&
     return r;
   }
   r.loss += penalties(true);
-  r.finite = std::isfinite(r.loss) && measure_gradients();
+  r.finite = std::isfinite(r.loss);
+  if (r.finite && diagnostics_on_) accumulate_activation_stats(n);
   return r;
 }
 
@@ -174,11 +175,13 @@ template <typename T>
 StepResult Network<T>::compute_gradients(const T* x, index_t n, const Targets<T>& targets, T* dx) {
   std::lock_guard<std::mutex> lock(mutex_);
   const DenormalsAsZero denormals;
-  return gradients_locked(x, n, targets, dx);
+  StepResult r = gradients_locked(x, n, targets, dx);
+  if (r.finite) r.finite = measure_gradients();  // last_grad_norm for callers that read it now
+  return r;
 }
 
 template <typename T>
-void Network<T>::optimizer_update_locked() noexcept {
+void Network<T>::apply_rule() noexcept {
   ++opt_steps_;
   T* state[kMaxOptimizerState] = {nullptr, nullptr, nullptr};
   for (int k = 0; k < optimizer_state_count(opt_); ++k) state[k] = optimizer_state(k);
@@ -188,16 +191,10 @@ void Network<T>::optimizer_update_locked() noexcept {
 }
 
 template <typename T>
-StepResult Network<T>::step_locked(const T* x, index_t n, const Targets<T>& targets) {
-  StepResult r = gradients_locked(x, n, targets, nullptr);
-  if (!r.finite) return r;  // the loss or a gradient is NaN/Inf: the parameters stay as they are
-  if (diagnostics_on_) accumulate_activation_stats(n);
-  update_locked();
-  return r;
-}
-
-template <typename T>
-void Network<T>::update_locked() noexcept {
+bool Network<T>::update_locked() noexcept {
+  // Measured here, on the gradients the rule will read: after an allreduce or a user's edit
+  // the norm (statistics, clipping) is that of what is applied.
+  if (!measure_gradients()) return false;
   ++stats_.steps;
   stats_.grad_norm_sum += last_grad_norm_;
   stats_.grad_norm_sq_sum += last_grad_norm_ * last_grad_norm_;
@@ -205,21 +202,40 @@ void Network<T>::update_locked() noexcept {
     stats_.layer_grad_norm_sum[i] += std::sqrt(layer_grad_sq_[i]);
   clip_gradients();
   if (diagnostics_on_) std::copy(params_.data(), params_.data() + num_params(), params_before_.data());
-  optimizer_update_locked();
-  if (!diagnostics_on_) return;
+  apply_rule();
+  if (!diagnostics_on_) return true;
   ++stats_.diag_steps;
   for (std::size_t i = 0; i < specs_.size(); ++i) {
-    if (param_counts_[i] == 0) continue;
-    const T* now = params_.data() + weight_offsets_[i];
-    const T* before = params_before_.data() + weight_offsets_[i];
+    const index_t count = slots_[i].param_count;
+    if (count == 0) continue;
+    const T* now = weight(i);
+    const T* before = params_before_.data() + slots_[i].weight;
     double change = 0.0;
-    for (index_t k = 0; k < param_counts_[i]; ++k)
+    for (index_t k = 0; k < count; ++k)
       change += (double(now[k]) - double(before[k])) * (double(now[k]) - double(before[k]));
-    const double weight = sum_of_squares(now, param_counts_[i]);
-    const double old = sum_of_squares(before, param_counts_[i]);
-    stats_.weight_norm_sum[i] += std::sqrt(weight);
+    const double weight_sq = sum_of_squares(now, count);
+    const double old = sum_of_squares(before, count);
+    stats_.weight_norm_sum[i] += std::sqrt(weight_sq);
     stats_.update_ratio_sum[i] += old > 0.0 ? std::sqrt(change / old) : 0.0;
   }
+  return true;
+}
+
+template <typename T>
+bool Network<T>::update() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
+  return update_locked();
+}
+
+template <typename T>
+StepResult Network<T>::train_step(const T* x, index_t n, const Targets<T>& targets) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const DenormalsAsZero denormals;
+  StepResult r = gradients_locked(x, n, targets, nullptr);
+  // the loss or a gradient is NaN/Inf: the parameters stay as they are
+  if (r.finite) r.finite = update_locked();
+  return r;
 }
 
 template <typename T>
@@ -252,27 +268,6 @@ StepResult Network<T>::backward_from(const T* x, index_t n, const T* dout, T* dx
   r.finite = std::isfinite(r.loss) && measure_gradients();
   if (r.finite && diagnostics_on_) accumulate_activation_stats(n);
   return r;
-}
-
-template <typename T>
-void Network<T>::apply_update() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  const DenormalsAsZero denormals;
-  update_locked();
-}
-
-template <typename T>
-StepResult Network<T>::train_step(const T* x, index_t n, const Targets<T>& targets) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  const DenormalsAsZero denormals;
-  return step_locked(x, n, targets);
-}
-
-template <typename T>
-void Network<T>::apply_optimizer() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  const DenormalsAsZero denormals;
-  optimizer_update_locked();
 }
 
 template <typename T>
@@ -336,7 +331,8 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
       result.bad_value = b;
       return result;
     }
-    const StepResult r = step_locked(xb, rows, t);
+    StepResult r = gradients_locked(xb, rows, t, nullptr);
+    if (r.finite) r.finite = update_locked();
     if (!r.finite) {
       result.status = BatchStatus::NonFinite;
       result.failed_loss = r.loss;

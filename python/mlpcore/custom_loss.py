@@ -18,8 +18,7 @@ def custom_step(model, x, y, *, update: bool, want_dx: bool = False):
         return value, False, None
     penalty, finite, dx = net.backward_from(x, grad, want_dx)
     if finite and update:
-        model._sync_optimizer()
-        net.apply_update()
+        finite = model._apply_update()
     return value + penalty, finite, dx
 
 

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import initializers
+from . import _core, initializers
 
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU",
@@ -45,7 +45,8 @@ class Layer:
     def get_config(self) -> Dict[str, Any]:
         return {"type": type(self).__name__}
 
-    def _spec(self) -> tuple:
+    def _spec(self) -> _core.LayerSpec:
+        """This layer's entry in the native plan."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -121,8 +122,9 @@ class Dense(_Parametrised):
         self.l1 = _finite_float(l1, "l1", "Dense", non_negative=True)
         self.l2 = _finite_float(l2, "l2", "Dense", non_negative=True)
 
-    def _spec(self) -> tuple:
-        return ("dense", self.in_features, self.out_features, self.l1, self.l2)
+    def _spec(self) -> _core.LayerSpec:
+        return _core.LayerSpec(kind=_core.LayerKind.Dense, in_features=self.in_features,
+                               out_features=self.out_features, l1=self.l1, l2=self.l2)
 
     def get_config(self) -> Dict[str, Any]:
         init = self.init if isinstance(self.init, str) else "array"
@@ -155,16 +157,17 @@ def _checked_values(value, shape, owner: str, name: str) -> np.ndarray:
 class Activation(Layer):
     """An element-wise (or, for Softmax, row-wise) activation with torch.nn semantics."""
 
-    code = 0  # native activation kind, see cpp/kernels/common.hpp
+    kind = _core.Act.Identity  # native kind: MLPCORE_ACTIVATIONS in kernels/activations.hpp
 
-    def _params(self) -> Dict[str, float]:
+    def _params(self) -> Dict[str, Any]:
         return {}
 
-    def _spec(self) -> tuple:
-        p = {"negative_slope": 0.01, "alpha": 1.0, "beta": 1.0, "threshold": 20.0}
-        p.update(self._params())
-        return ("activation", self.code, float(p["negative_slope"]), float(p["alpha"]),
-                float(p["beta"]), float(p["threshold"]))
+    def _spec(self) -> _core.LayerSpec:
+        # the parameters the native formulas read (ActParams); the others are Python-side only
+        native = {k: float(v) for k, v in self._params().items()
+                  if k in ("negative_slope", "alpha", "beta", "threshold")}
+        return _core.LayerSpec(kind=_core.LayerKind.Activation, act=self.kind,
+                               params=_core.ActParams(**native))
 
     def get_config(self) -> Dict[str, Any]:
         return {"type": type(self).__name__, **self._params()}
@@ -183,15 +186,15 @@ def _finite_float(value, name: str, owner: str, *, positive: bool = False,
 
 
 class Identity(Activation):
-    code = 0
+    kind = _core.Act.Identity
 
 
 class ReLU(Activation):
-    code = 1
+    kind = _core.Act.ReLU
 
 
 class LeakyReLU(Activation):
-    code = 2
+    kind = _core.Act.LeakyReLU
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
@@ -202,7 +205,7 @@ class LeakyReLU(Activation):
 
 
 class ELU(Activation):
-    code = 3
+    kind = _core.Act.ELU
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
@@ -213,7 +216,7 @@ class ELU(Activation):
 
 
 class SELU(Activation):
-    code = 4
+    kind = _core.Act.SELU
 
 
 class GELU(Activation):
@@ -225,28 +228,28 @@ class GELU(Activation):
             raise ValueError(
                 f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
         self.approximate = approximate
-        self.code = 5 if approximate == "none" else 6
+        self.kind = _core.Act.GELU if approximate == "none" else _core.Act.GELUTanh
 
     def _params(self):
         return {"approximate": self.approximate}
 
 
 class SiLU(Activation):
-    code = 7
+    kind = _core.Act.SiLU
 
 
 class Sigmoid(Activation):
-    code = 8
+    kind = _core.Act.Sigmoid
 
 
 class Tanh(Activation):
-    code = 9
+    kind = _core.Act.Tanh
 
 
 class Softplus(Activation):
     """Softplus ``log(1 + exp(beta x)) / beta``, linear where ``beta x > threshold``."""
 
-    code = 10
+    kind = _core.Act.Softplus
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
         super().__init__()
@@ -260,7 +263,7 @@ class Softplus(Activation):
 class Softmax(Activation):
     """Softmax along the feature axis (torch.nn.Softmax(dim=-1) on a batch)."""
 
-    code = 11
+    kind = _core.Act.Softmax
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()
@@ -284,8 +287,8 @@ class Dropout(Layer):
             raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
         self.p = p
 
-    def _spec(self) -> tuple:
-        return ("dropout", self.p)
+    def _spec(self) -> _core.LayerSpec:
+        return _core.LayerSpec(kind=_core.LayerKind.Dropout, p=self.p)
 
     def get_config(self) -> Dict[str, Any]:
         return {"type": "Dropout", "p": self.p}
@@ -312,8 +315,9 @@ class LayerNorm(_Norm):
     def __init__(self, normalized_shape: int, eps: float = 1e-5) -> None:
         super().__init__(normalized_shape, eps, "LayerNorm")
 
-    def _spec(self) -> tuple:
-        return ("layernorm", self.num_features, self.eps)
+    def _spec(self) -> _core.LayerSpec:
+        return _core.LayerSpec(kind=_core.LayerKind.LayerNorm, in_features=self.num_features,
+                               eps=self.eps)
 
     def get_config(self) -> Dict[str, Any]:
         return {"type": "LayerNorm", "normalized_shape": self.num_features, "eps": self.eps}
@@ -331,8 +335,9 @@ class BatchNorm1d(_Norm):
             raise ValueError(f"BatchNorm1d: momentum must lie in [0, 1], got {momentum}")
         self.momentum = momentum
 
-    def _spec(self) -> tuple:
-        return ("batchnorm", self.num_features, self.eps, self.momentum)
+    def _spec(self) -> _core.LayerSpec:
+        return _core.LayerSpec(kind=_core.LayerKind.BatchNorm, in_features=self.num_features,
+                               eps=self.eps, momentum=self.momentum)
 
     def get_config(self) -> Dict[str, Any]:
         return {"type": "BatchNorm1d", "num_features": self.num_features, "eps": self.eps,
@@ -409,9 +414,9 @@ def flatten_layers(layers) -> List[tuple]:
     plan: List[tuple] = []
     for layer in layers:
         if isinstance(layer, Residual):
-            plan.append((layer, ("residual_begin",)))
+            plan.append((layer, _core.LayerSpec(kind=_core.LayerKind.ResidualBegin)))
             plan.extend(flatten_layers(layer.layers))
-            plan.append((None, ("residual_end",)))
+            plan.append((None, _core.LayerSpec(kind=_core.LayerKind.ResidualEnd)))
         else:
             plan.append((layer, layer._spec()))
     return plan

@@ -18,6 +18,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from . import _core
+
 __all__ = ["LossInfo", "LOSSES", "CustomLoss", "get_loss"]
 
 
@@ -62,7 +64,7 @@ class CustomLoss:
 @dataclass(frozen=True)
 class LossInfo:
     name: str
-    code: int                 # native loss kind, see cpp/kernels/losses.hpp (-1: custom)
+    kind: Optional[_core.Loss]  # the native loss (MLPCORE_LOSSES, kernels/losses.hpp); None: custom
     classification: bool      # evaluate() reports accuracy
     takes_labels: bool        # accepts integer class labels of shape (n,)
     targets_in_unit_range: bool
@@ -70,12 +72,12 @@ class LossInfo:
 
 
 LOSSES: Dict[str, LossInfo] = {
-    "mse": LossInfo("mse", 0, False, False, False),
-    "mae": LossInfo("mae", 1, False, False, False),
-    "huber": LossInfo("huber", 2, False, False, False),
-    "bce": LossInfo("bce", 3, True, False, True),
-    "bce_with_logits": LossInfo("bce_with_logits", 4, True, False, True),
-    "cross_entropy": LossInfo("cross_entropy", 5, True, True, False),
+    "mse": LossInfo("mse", _core.Loss.MSE, False, False, False),
+    "mae": LossInfo("mae", _core.Loss.MAE, False, False, False),
+    "huber": LossInfo("huber", _core.Loss.Huber, False, False, False),
+    "bce": LossInfo("bce", _core.Loss.BCE, True, False, True),
+    "bce_with_logits": LossInfo("bce_with_logits", _core.Loss.BCEWithLogits, True, False, True),
+    "cross_entropy": LossInfo("cross_entropy", _core.Loss.CrossEntropy, True, True, False),
 }
 _ALIASES = {"l1": "mae", "mean_squared_error": "mse", "mean_absolute_error": "mae"}
 
@@ -86,7 +88,7 @@ def get_loss(name) -> LossInfo:
     if not isinstance(name, str):
         if callable(name) or callable(getattr(name, "value_and_grad", None)):
             custom = CustomLoss(name)
-            return LossInfo(custom.name, -1, False, False, False, custom)
+            return LossInfo(custom.name, None, False, False, False, custom)
         raise TypeError(f"compile: loss must be a str or a callable, got {type(name).__name__}")
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in LOSSES:

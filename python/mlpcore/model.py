@@ -143,7 +143,7 @@ class Sequential:
         opt = get_optimizer(optimizer)
         opt._bind(self)
         if info.custom is None:
-            self._net.set_loss(info.code, huber_delta)
+            self._net.set_loss(info.kind, huber_delta)
         self._net.set_clipping(*clip)
         self._net.set_sentinel(bool(detect_anomaly))
         self.detect_anomaly = bool(detect_anomaly)
@@ -179,9 +179,17 @@ class Sequential:
             self._net.set_optimizer(opt._native_config())
             self._synced_opt_version = opt._version()
 
-    def _apply_optimizer(self) -> None:
+    def _apply_update(self) -> bool:
+        """The one update path (statistics, clipping, rule) on the gradients as they are now;
+        False, with nothing applied, if one of them is NaN/Inf."""
         self._sync_optimizer()
-        self._net.apply_optimizer()
+        return self._net.update()
+
+    def _step_optimizer(self) -> None:
+        """optimizer.step(): the update path on the gradients in the gradient views."""
+        if not self._apply_update():
+            raise NonFiniteLossError("optimizer.step: a gradient is not finite; the weights "
+                                     "were left unchanged")
 
     # --- one batch ------------------------------------------------------------------------
     def _batch(self, x, y, func: str):

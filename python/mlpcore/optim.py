@@ -8,9 +8,12 @@ Hyper-parameters can be changed between steps through ``optimizer.lr`` or, as in
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Dict, Optional
 
 import numpy as np
+
+from . import _core
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZERS", "get_optimizer"]
 
@@ -36,11 +39,23 @@ def _check_non_negative(value, what: str) -> float:
     return value
 
 
+def _native_value(name: str, value, default):
+    """A hyper-parameter in the native field's type (that of its default)."""
+    if isinstance(default, bool):
+        return bool(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Invalid {name}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
 class Optimizer:
     """Base class. Subclasses name their native rule; the native side allocates the state
     buffers the configuration needs (torch.optim's state keys, e.g. ``exp_avg``)."""
 
-    _kind = -1
+    #: the native rule (MLPCORE_OPTIMIZERS in cpp/kernels/optim.hpp)
+    kind: _core.OptKind
+    #: whether the rule scales each parameter's step by its own gradient history
+    adaptive = False
 
     def __init__(self, **hyper: Any) -> None:
         self.param_groups = [_ParamGroup(hyper)]
@@ -62,18 +77,18 @@ class Optimizer:
     def _version(self) -> int:
         return self.param_groups[0].version
 
-    def _native_config(self) -> Dict[str, Any]:
-        g = self.param_groups[0]
-        betas = g.get("betas", (0.9, 0.999))
-        return {
-            "kind": self._kind, "lr": float(g["lr"]),
-            "weight_decay": float(g.get("weight_decay", 0.0)),
-            "momentum": float(g.get("momentum", 0.0)), "dampening": float(g.get("dampening", 0.0)),
-            "nesterov": bool(g.get("nesterov", False)),
-            "beta1": float(betas[0]), "beta2": float(betas[1]), "eps": float(g.get("eps", 1e-8)),
-            "amsgrad": bool(g.get("amsgrad", False)), "alpha": float(g.get("alpha", 0.99)),
-            "centered": bool(g.get("centered", False)), "lr_decay": float(g.get("lr_decay", 0.0)),
-        }
+    def _native_config(self) -> _core.OptConfig:
+        """The native rule and every hyper-parameter it reads; the native side validates it
+        (ValueError naming the first unusable one, whichever path set it)."""
+        hyper = dict(self.param_groups[0])
+        betas = hyper.pop("betas", None)
+        if betas is not None:
+            hyper["beta1"], hyper["beta2"] = _check_betas(betas)
+        config = _core.OptConfig(kind=self.kind)
+        for name in _core.OptConfig.fields:
+            if name in hyper:
+                setattr(config, name, _native_value(name, hyper[name], getattr(config, name)))
+        return config
 
     # --- binding to a model -----------------------------------------------------------------
     def _bind(self, model) -> None:
@@ -90,7 +105,7 @@ class Optimizer:
 
     def step(self) -> None:
         """Apply one update from the gradients currently in the model's gradient buffers."""
-        self._require_model()._apply_optimizer()
+        self._require_model()._step_optimizer()
 
     def zero_grad(self) -> None:
         """Set every gradient buffer of the model to zero."""
@@ -137,7 +152,7 @@ class Optimizer:
 class SGD(Optimizer):
     """Stochastic gradient descent with optional momentum / Nesterov, as torch.optim.SGD."""
 
-    _kind = 0
+    kind = _core.OptKind.SGD
 
     def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
@@ -166,7 +181,8 @@ def _check_betas(betas) -> tuple:
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as torch.optim.Adam."""
 
-    _kind = 1
+    kind = _core.OptKind.Adam
+    adaptive = True
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
@@ -179,7 +195,7 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay, as torch.optim.AdamW."""
 
-    _kind = 2
+    kind = _core.OptKind.AdamW
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
@@ -189,7 +205,8 @@ class AdamW(Adam):
 class RMSprop(Optimizer):
     """RMSprop (optionally centered, with momentum), as torch.optim.RMSprop."""
 
-    _kind = 3
+    kind = _core.OptKind.RMSprop
+    adaptive = True
 
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
@@ -204,7 +221,8 @@ class RMSprop(Optimizer):
 class Adagrad(Optimizer):
     """Adagrad with learning-rate decay, as torch.optim.Adagrad."""
 
-    _kind = 4
+    kind = _core.OptKind.Adagrad
+    adaptive = True
 
     def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  eps: float = 1e-10) -> None:

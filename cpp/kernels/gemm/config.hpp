@@ -15,7 +15,9 @@
 
 namespace mlpcore::gemm {
 
-enum class Isa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
+// The instruction sets with micro-kernels; each has one row in the ISA table (dispatch.cpp),
+// which gives its name, its CPU check and its kernels with the blocking below.
+enum class Isa : int { Portable, Avx2, Avx512 };
 
 struct Blocking {
   int mr, nr;      // register tile of the micro-kernel
@@ -55,14 +57,5 @@ inline constexpr index_t kSmallM = 96;
 // 1.13-1.14x the packed path, 32x64x128 NT 1.08-1.10x; above it mixed, 0.91-1.11x).
 inline constexpr index_t kDirectMaxWork = index_t(1) << 18;
 }  // namespace cfg
-
-template <typename T>
-constexpr Blocking blocking_for(Isa isa) noexcept {
-  if constexpr (sizeof(T) == 4) {
-    return isa == Isa::Avx512 ? cfg::kAvx512F32 : isa == Isa::Avx2 ? cfg::kAvx2F32 : cfg::kPortableF32;
-  } else {
-    return isa == Isa::Avx512 ? cfg::kAvx512F64 : isa == Isa::Avx2 ? cfg::kAvx2F64 : cfg::kPortableF64;
-  }
-}
 
 }  // namespace mlpcore::gemm

@@ -2,54 +2,98 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
-#include <initializer_list>
+#include <vector>
 
 #include "pack.hpp"
 #include "ukernel.hpp"
 
 namespace mlpcore::gemm {
 
-const char* isa_name(Isa isa) noexcept {
-  switch (isa) {
-    case Isa::Avx512: return "avx512";
-    case Isa::Avx2: return "avx2";
-    case Isa::Portable: return "portable";
-  }
-  return "portable";
+namespace {
+// The baseline-ISA packing of pack.hpp for a kernel set's MR / NR.
+template <typename T, int MR>
+void pack_a_generic(bool trans_a, const T* A, index_t lda, index_t i0, index_t p0, index_t mc,
+                    index_t kc, T* dst) noexcept {
+  pack_a(trans_a, A, lda, i0, p0, mc, kc, MR, dst);
 }
+template <typename T, int NR>
+void pack_b_generic(bool trans_b, const T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
+                    index_t nc, T* dst) noexcept {
+  pack_b(trans_b, B, ldb, p0, j0, kc, nc, NR, dst);
+}
+template <typename T, const Blocking& B>
+KernelSet<T> generic_set(UKernel<T> ukernel, Direct<T> direct) noexcept {
+  return {B, ukernel, &pack_a_generic<T, B.mr>, &pack_b_generic<T, B.nr>, direct};
+}
+
+bool cpu_has_avx512() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  return ukernel_avx512_compiled() && pack_avx512_compiled() &&
+         __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
+}
+bool cpu_has_avx2() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  return ukernel_avx2_compiled() && __builtin_cpu_supports("avx2") &&
+         __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+bool always() noexcept { return true; }
+
+// The ISA table (as BLIS registers each architecture's kernels and blocking in one place): one
+// row per ISA, in order of preference. Name lookup, the best ISA, kernel_info and the error
+// messages iterate it; nothing else in the GEMM names an ISA.
+std::vector<IsaEntry> make_table() {
+  return {
+      {Isa::Avx512, "avx512", cpu_has_avx512,
+       {cfg::kAvx512F32, ukernel_f32_12x32_avx512, pack_a_f32_avx512, pack_b_f32_avx512,
+        direct_f32_avx512},
+       {cfg::kAvx512F64, ukernel_f64_12x16_avx512, pack_a_f64_avx512, pack_b_f64_avx512,
+        direct_f64_avx512}},
+      {Isa::Avx2, "avx2", cpu_has_avx2,
+       generic_set<float, cfg::kAvx2F32>(ukernel_f32_6x16_avx2, direct_f32_avx2),
+       generic_set<double, cfg::kAvx2F64>(ukernel_f64_6x8_avx2, direct_f64_avx2)},
+      {Isa::Portable, "portable", always,
+       generic_set<float, cfg::kPortableF32>(ukernel_f32_4x16_portable, nullptr),
+       generic_set<double, cfg::kPortableF64>(ukernel_f64_4x8_portable, nullptr)},
+  };
+}
+}  // namespace
+
+const std::vector<IsaEntry>& isa_table() noexcept {
+  static const std::vector<IsaEntry> table = make_table();
+  return table;
+}
+
+const IsaEntry& isa_entry(Isa isa) noexcept {
+  for (const IsaEntry& e : isa_table())
+    if (e.isa == isa) return e;
+  return isa_table().back();  // unreachable: every Isa has a row
+}
+
+const char* isa_name(Isa isa) noexcept { return isa_entry(isa).name; }
 
 bool isa_from_name(const char* name, Isa* out) noexcept {
   if (!name) return false;
-  for (Isa isa : {Isa::Avx512, Isa::Avx2, Isa::Portable}) {
-    if (std::strcmp(name, isa_name(isa)) == 0) {
-      *out = isa;
+  for (const IsaEntry& e : isa_table()) {
+    if (std::strcmp(name, e.name) == 0) {
+      *out = e.isa;
       return true;
     }
   }
   return false;
 }
 
-bool isa_supported(Isa isa) noexcept {
-  switch (isa) {
-    case Isa::Portable: return true;
-#if defined(__x86_64__) || defined(__i386__)
-    case Isa::Avx2:
-      return ukernel_avx2_compiled() && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("fma");
-    case Isa::Avx512:
-      return ukernel_avx512_compiled() && pack_avx512_compiled() &&
-             __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-#else
-    default: return false;
-#endif
-  }
-  return false;
-}
+bool isa_supported(Isa isa) noexcept { return isa_entry(isa).usable(); }
 
 Isa isa_best() noexcept {
-  if (isa_supported(Isa::Avx512)) return Isa::Avx512;
-  if (isa_supported(Isa::Avx2)) return Isa::Avx2;
+  for (const IsaEntry& e : isa_table())
+    if (e.usable()) return e.isa;
   return Isa::Portable;
 }
 
@@ -74,48 +118,14 @@ bool set_isa(Isa isa) noexcept {
   return true;
 }
 
-namespace {
-// The baseline-ISA packing of pack.hpp for a kernel set's MR / NR.
-template <typename T, int MR>
-void pack_a_generic(bool trans_a, const T* A, index_t lda, index_t i0, index_t p0, index_t mc,
-                    index_t kc, T* dst) noexcept {
-  pack_a(trans_a, A, lda, i0, p0, mc, kc, MR, dst);
-}
-template <typename T, int NR>
-void pack_b_generic(bool trans_b, const T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
-                    index_t nc, T* dst) noexcept {
-  pack_b(trans_b, B, ldb, p0, j0, kc, nc, NR, dst);
-}
-template <typename T, const Blocking& B>
-KernelSet<T> generic_set(UKernel<T> ukernel, Direct<T> direct) noexcept {
-  return {B, ukernel, &pack_a_generic<T, B.mr>, &pack_b_generic<T, B.nr>, direct};
-}
-}  // namespace
-
 template <>
 KernelSet<float> kernel_set<float>(Isa isa) noexcept {
-  switch (isa) {
-    case Isa::Avx512:
-      return {cfg::kAvx512F32, ukernel_f32_12x32_avx512, pack_a_f32_avx512, pack_b_f32_avx512,
-              direct_f32_avx512};
-    case Isa::Avx2:
-      return generic_set<float, cfg::kAvx2F32>(ukernel_f32_6x16_avx2, direct_f32_avx2);
-    case Isa::Portable: break;
-  }
-  return generic_set<float, cfg::kPortableF32>(ukernel_f32_4x16_portable, nullptr);
+  return isa_entry(isa).f32;
 }
 
 template <>
 KernelSet<double> kernel_set<double>(Isa isa) noexcept {
-  switch (isa) {
-    case Isa::Avx512:
-      return {cfg::kAvx512F64, ukernel_f64_12x16_avx512, pack_a_f64_avx512, pack_b_f64_avx512,
-              direct_f64_avx512};
-    case Isa::Avx2:
-      return generic_set<double, cfg::kAvx2F64>(ukernel_f64_6x8_avx2, direct_f64_avx2);
-    case Isa::Portable: break;
-  }
-  return generic_set<double, cfg::kPortableF64>(ukernel_f64_4x8_portable, nullptr);
+  return isa_entry(isa).f64;
 }
 
 }  // namespace mlpcore::gemm

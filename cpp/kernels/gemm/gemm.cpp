@@ -106,20 +106,9 @@ template <typename T, template <typename, Act> class F>
 void with_act(Act act, const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
               index_t ldc) noexcept {
   switch (act) {
-#define MLPCORE_ACT_CASE(K) \
+#define MLPCORE_ACT_CASE(K, elementwise) \
   case Act::K: F<T, Act::K>::run(ep, i0, j0, m, n, C, ldc); break;
-    MLPCORE_ACT_CASE(Identity)
-    MLPCORE_ACT_CASE(ReLU)
-    MLPCORE_ACT_CASE(LeakyReLU)
-    MLPCORE_ACT_CASE(ELU)
-    MLPCORE_ACT_CASE(SELU)
-    MLPCORE_ACT_CASE(GELU)
-    MLPCORE_ACT_CASE(GELUTanh)
-    MLPCORE_ACT_CASE(SiLU)
-    MLPCORE_ACT_CASE(Sigmoid)
-    MLPCORE_ACT_CASE(Tanh)
-    MLPCORE_ACT_CASE(Softplus)
-    MLPCORE_ACT_CASE(Softmax)
+    MLPCORE_ACTIVATIONS(MLPCORE_ACT_CASE)
 #undef MLPCORE_ACT_CASE
   }
 }

@@ -9,6 +9,7 @@
 // Each output element is summed over K in one fixed order whatever the thread count, so results
 // are bitwise identical for 1 and N threads.
 #pragma once
+#include "../activations.hpp"
 #include "../common.hpp"
 
 namespace mlpcore::gemm {

@@ -14,6 +14,8 @@
 // The direct path for small products (no packing of op(A), no threads; see direct_simd.inl) is
 // compiled with the micro-kernels of each SIMD ISA and sums exactly like them.
 #pragma once
+#include <vector>
+
 #include "config.hpp"
 #include "register_epilogue.hpp"
 
@@ -109,5 +111,17 @@ struct KernelSet {
 
 template <typename T>
 KernelSet<T> kernel_set(Isa isa) noexcept;
+
+// One row of the ISA table (dispatch.cpp): an ISA's name, whether this CPU and build can run
+// it, and its kernels and blocking for each dtype.
+struct IsaEntry {
+  Isa isa;
+  const char* name;
+  bool (*usable)() noexcept;
+  KernelSet<float> f32;
+  KernelSet<double> f64;
+};
+// Every ISA, in order of preference.
+const std::vector<IsaEntry>& isa_table() noexcept;
 
 }  // namespace mlpcore::gemm

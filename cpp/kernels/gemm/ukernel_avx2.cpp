@@ -47,6 +47,9 @@ struct VF32x8 {
   static void store(float* p, vec v) noexcept { _mm256_storeu_ps(p, v); }
   static void mask_store(float* p, mask k, vec v) noexcept { _mm256_maskstore_ps(p, k, v); }
   static mask make_mask(int valid) noexcept { return lane_mask32(valid); }
+  static void prefetch(const void* p) noexcept {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+  }
 };
 
 struct VF64x4 {
@@ -68,6 +71,9 @@ struct VF64x4 {
   static void store(double* p, vec v) noexcept { _mm256_storeu_pd(p, v); }
   static void mask_store(double* p, mask k, vec v) noexcept { _mm256_maskstore_pd(p, k, v); }
   static mask make_mask(int valid) noexcept { return lane_mask64(valid); }
+  static void prefetch(const void* p) noexcept {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+  }
 };
 
 #include "ukernel_simd.inl"

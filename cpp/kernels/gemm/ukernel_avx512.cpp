@@ -41,6 +41,9 @@ struct VF32x16 {
   static mask make_mask(int valid) noexcept {
     return valid >= W ? mask(0xFFFF) : valid <= 0 ? mask(0) : mask((1u << valid) - 1u);
   }
+  static void prefetch(const void* p) noexcept {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+  }
 };
 
 struct VF64x8 {
@@ -65,6 +68,9 @@ struct VF64x8 {
   static void mask_store(double* p, mask k, vec v) noexcept { _mm512_mask_storeu_pd(p, k, v); }
   static mask make_mask(int valid) noexcept {
     return valid >= W ? mask(0xFF) : valid <= 0 ? mask(0) : mask((1u << valid) - 1u);
+  }
+  static void prefetch(const void* p) noexcept {
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
   }
 };
 

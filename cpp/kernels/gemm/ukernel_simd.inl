@@ -2,7 +2,7 @@
 // file compiled with the matching ISA flags, after it defined a vector-traits struct V with:
 //   vec, mask, W (lanes), zero(), set1(x), load(p), maskz_load(mk, p), fmadd(a, b, c),
 //   add(a, b), mul(a, b), relu(x) (x > 0 ? x : 0), step(x) (x > 0 ? 1 : 0), store(p, v),
-//   mask_store(p, mk, v), make_mask(lanes_valid)
+//   mask_store(p, mk, v), make_mask(lanes_valid), prefetch(p) (into L1)
 // The tile is M_ rows x (NV * W) columns; C tile kept in M_ * NV registers.
 // Not a stand-alone header: no include guard on purpose (each ISA file has its own V).
 
@@ -18,8 +18,8 @@ inline void ukernel_body(index_t kc, const typename V::scalar* a, const typename
   // from L3 or memory (a miss per row would stall the write-back).
 #pragma GCC unroll 16
   for (int i = 0; i < M_; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + NV * V::W - 1), _MM_HINT_T0);
+    V::prefetch(c + i * ldc);
+    V::prefetch(c + i * ldc + NV * V::W - 1);
   }
   vec acc[M_][NV];
 #pragma GCC unroll 16

@@ -183,6 +183,8 @@ def main(argv=None) -> int:
                         res = run_child(__file__, payload, thread_env(threads, blas),
                                         NUMPY_UNSET if contender == "numpy" else ())
                         raw.setdefault((name, threads, contender), []).append(res)
+                        print(f"  done: {name}, {threads} thread(s), round {r + 1}, {contender}",
+                              file=sys.stderr, flush=True)
     _report(raw, args, contenders)
     if args.json:
         with open(args.json, "w") as f:

@@ -32,13 +32,12 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
 try:
     import mlpcore  # noqa: F401
 except ImportError:  # a source checkout without PYTHONPATH=python
     sys.path.insert(0, os.path.join(HERE, "..", "python"))
 
-from _proc import NUMPY_UNSET, run_child, thread_env
+from mlpcore.bench.children import child_env, run_json_child  # noqa: E402
 
 BATCHES = (1, 16, 256, 4096)
 CONTENDERS = ("mlpcore", "onnxruntime", "torch", "numpy")
@@ -179,9 +178,9 @@ def main(argv=None) -> int:
                     for contender in order:
                         payload = {"contender": contender, "files": files, "threads": threads,
                                    "batches": args.batches, "budget": args.budget}
-                        blas = threads if contender == "numpy" else 1
-                        res = run_child(__file__, payload, thread_env(threads, blas),
-                                        NUMPY_UNSET if contender == "numpy" else ())
+                        res = run_json_child([__file__, "--child"], payload,
+                                             child_env(contender, threads),
+                                             what=f"{contender} child ({name})")
                         raw.setdefault((name, threads, contender), []).append(res)
                         print(f"  done: {name}, {threads} thread(s), round {r + 1}, {contender}",
                               file=sys.stderr, flush=True)
@@ -204,6 +203,7 @@ def _report(raw, args, contenders) -> None:
     for name in args.workloads:
         for threads in args.threads:
             print(f"\n## {name} {'-'.join(map(str, _sizes(name)))}, {threads} thread(s)")
+            others = 0.0
             head = "batch | " + " | ".join(f"{c} median/p99 us" for c in contenders) + \
                 " | " + " | ".join(f"{c} rows/s" for c in contenders) + \
                 " | mlpcore/ort median | mlpcore/ort rows/s"
@@ -224,7 +224,10 @@ def _report(raw, args, contenders) -> None:
                     ratio = f" | {lat_r:.2f}x | {thr_r:.2f}x"
                 sums = {round(cells[c][0][str(batch)]["checksum"], 1) for c in contenders}
                 flag = "" if len(sums) == 1 or _close(sums) else "  (outputs differ!)"
+                others = max([others] + [r.get("others_cpu_share", 0.0) for c in contenders
+                                          for r in cells[c]])
                 print(f"{batch} | " + " | ".join(lat) + " | " + " | ".join(thr) + ratio + flag)
+            print(f"(other processes used up to {others:.0%} of the CPUs during these runs)")
 
 
 def _close(sums) -> bool:

@@ -148,7 +148,8 @@ def test_batch_dimension_is_dynamic_and_names_are_chosen(tmp_path):
         assert relative_error(got, model.predict(x)) <= 1e-5
 
 
-@pytest.mark.parametrize("loss,tail", [("cross_entropy", "Softmax"), ("bce_with_logits", "Sigmoid")])
+@pytest.mark.parametrize("loss,tail",
+                         [("cross_entropy", "Softmax"), ("bce_with_logits", "Sigmoid")])
 def test_output_activation_returns_probabilities(tmp_path, loss, tail):
     model = build("ReLU", "float64")
     model.compile(loss=loss)
@@ -293,10 +294,12 @@ def test_skl2onnx_mlps_load(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 5)).astype(np.float32)
     cases = [
-        (MLPClassifier(hidden_layer_sizes=(7,), max_iter=30, random_state=0), np.arange(120) % 3, "predict_proba"),
+        (MLPClassifier(hidden_layer_sizes=(7,), max_iter=30, random_state=0),
+         np.arange(120) % 3, "predict_proba"),
         (MLPClassifier(hidden_layer_sizes=(7, 6), activation="tanh", max_iter=30, random_state=0),
          np.arange(120) % 2, "predict_proba"),
-        (MLPRegressor(hidden_layer_sizes=(7,), activation="logistic", max_iter=30, random_state=0), x[:, 0] - x[:, 1],
+        (MLPRegressor(hidden_layer_sizes=(7,), activation="logistic", max_iter=30,
+                      random_state=0), x[:, 0] - x[:, 1],
          "predict"),
     ]
     for i, (est, y, method) in enumerate(cases):

@@ -22,6 +22,15 @@ namespace {
 template <typename T>
 using NetPtr = std::shared_ptr<Network<T>>;
 
+// Python's pending signals, asked between batches of a native loop: the GIL is taken for the
+// moment of the check, which runs the Python handlers (Ctrl-C raises KeyboardInterrupt there).
+// True leaves the exception set; the binding raises it once the loop has stopped.
+bool python_signal_pending(void*) {
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;
+}
+const StopCheck kPythonSignals{python_signal_pending, nullptr};
+
 // A NumPy view of native memory that keeps the network alive while the view exists.
 template <typename T>
 py::array view_of(const NetPtr<T>& net, T* data, std::vector<py::ssize_t> shape) {
@@ -40,8 +49,13 @@ py::array_t<T, py::array::c_style> checked_inputs(Network<T>& net, const py::han
   if (x.shape(1) != net.in_features())
     throw py::value_error(std::string(func) + ": x must have " + std::to_string(net.in_features()) +
                           " features (columns), got shape " + shape_string(x));
-  if (!all_finite(x.data(), x.size()))
-    throw py::value_error(std::string(func) + ": x contains NaN or Inf");
+  if (!all_finite(x.data(), x.size())) {
+    py::ssize_t i = 0;
+    while (std::isfinite(x.data()[i])) ++i;
+    throw py::value_error(std::string(func) + ": x contains NaN or Inf (first at index [" +
+                          std::to_string(i / x.shape(1)) + ", " + std::to_string(i % x.shape(1)) +
+                          "])");
+  }
   return x;
 }
 
@@ -184,7 +198,11 @@ void bind_network_class(py::module_& m, const char* name) {
            [](const NetPtr<T>& net, int k) {
              if (k < 0 || k >= net->optimizer_state_buffers())
                throw py::value_error("optimizer state buffer index out of range");
-             return view_of<T>(net, net->optimizer_state(k), {net->num_params()});
+             using Owner = std::shared_ptr<AlignedBuffer<T>>;
+             py::capsule owner(new Owner(net->optimizer_state_owner()),
+                               [](void* p) { delete static_cast<Owner*>(p); });
+             return py::array(py::array_t<T>({net->num_params()}, net->optimizer_state(k),
+                                             owner));
            })
       .def_property_readonly("optimizer_state_names", &Network<T>::optimizer_state_names)
       .def_property("optimizer_steps", &Network<T>::optimizer_steps,
@@ -347,8 +365,10 @@ void bind_network_class(py::module_& m, const char* name) {
              {
                py::gil_scoped_release release;
                r = net.train_batches(x.data(), x.shape(0), y.targets, order, batch_size,
-                                     first_batch, n_batches);
+                                     first_batch, n_batches, &kPythonSignals);
              }
+             // interrupted between batches: the model holds the last completed step
+             if (r.status == BatchStatus::Stopped) throw py::error_already_set();
              if (r.status == BatchStatus::BadIndex)
                throw py::value_error("train_batches: order holds index " +
                                      std::to_string(r.bad_value) + " outside [0, " +
@@ -368,16 +388,35 @@ void bind_network_class(py::module_& m, const char* name) {
            py::arg("x"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("sample_weight") = py::none())
       .def("predict",
-           [](Network<T>& net, const py::handle& x_obj) {
+           [](Network<T>& net, const py::handle& x_obj, const py::object& out_obj) {
              auto x = checked_inputs(net, x_obj, "predict");
-             py::array_t<T> out({x.shape(0), py::ssize_t(net.out_features())});
+             const py::ssize_t rows = x.shape(0), cols = py::ssize_t(net.out_features());
+             py::array_t<T, py::array::c_style> out;
+             if (out_obj.is_none()) {
+               out = py::array_t<T, py::array::c_style>({rows, cols});
+             } else {  // a caller's buffer, reused from call to call: no allocation per call
+               out = require_array<T>(out_obj, "predict", "out", 2);
+               if (out.shape(0) != rows || out.shape(1) != cols)
+                 throw py::value_error("predict: out must have shape (" + std::to_string(rows) +
+                                       ", " + std::to_string(cols) + "), got " +
+                                       shape_string(out));
+               if (!out.writeable())
+                 throw py::value_error("predict: out must be writable (it is read-only)");
+               const char* o = reinterpret_cast<const char*>(out.data());
+               const char* xs = reinterpret_cast<const char*>(x.data());
+               if (o < xs + x.nbytes() && xs < o + out.nbytes())
+                 throw py::value_error("predict: out must not overlap x");
+             }
              T* out_ptr = out.mutable_data();
+             bool completed;
              {
                py::gil_scoped_release release;
-               net.predict(x.data(), x.shape(0), out_ptr);
+               completed = net.predict(x.data(), x.shape(0), out_ptr, &kPythonSignals);
              }
+             if (!completed) throw py::error_already_set();
              return out;
-           })
+           },
+           py::arg("x"), py::arg("out") = py::none())
       .def("forward_collect",
            [](Network<T>& net, const py::handle& x_obj) {
              auto x = checked_inputs(net, x_obj, "forward_collect");
@@ -402,10 +441,12 @@ void bind_network_class(py::module_& m, const char* name) {
         py::object keep_w;
         attach_weights(y, w_obj, x.shape(0), "evaluate", true, keep_w);
         StepResult r;
+        bool stopped = false;
         {
           py::gil_scoped_release release;
-          r = net.evaluate(x.data(), x.shape(0), y.targets);
+          r = net.evaluate(x.data(), x.shape(0), y.targets, &kPythonSignals, &stopped);
         }
+        if (stopped) throw py::error_already_set();
         return step_tuple(r);
       }, py::arg("x"), py::arg("y"), py::arg("sample_weight") = py::none());
 }

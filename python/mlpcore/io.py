@@ -1,93 +1,26 @@
 """Save and load models as safetensors files: tensors plus JSON metadata, no code on load.
 
-Layout: ``layers.{i}.weight`` / ``layers.{i}.bias`` for each Dense layer, ``optimizer.{name}``
-for each optimizer state buffer; metadata ``mlpcore`` holds the format version, the model
-config (dtype and layers), the loss and the optimizer's hyper-parameters and step count.
-Writes go to a temporary file in the same folder that is renamed over the target, so a crash
-mid-save never leaves a half-written file in place of a good one.
+The file layout and the writers (:func:`save`, :func:`save_checkpoint`) are in
+:mod:`mlpcore.saving`; this module reads files back into models (:func:`load`,
+:func:`load_checkpoint`) and re-exports the writers.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 
-FORMAT_VERSION = 1
+from .layers import layer_from_config
+from .model import Sequential
+from .optim import optimizer_from_state
+# the writers are re-exported: mlpcore.io.save, save_checkpoint, FORMAT_VERSION stay
+from .saving import (CHECKPOINT_VERSION, FORMAT_VERSION, atomic_write_bytes,  # noqa: F401
+                     check_scheduler, layer_arrays, save, save_checkpoint)
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint"]
-
-
-def _layer_arrays(model) -> Dict[str, np.ndarray]:
-    """Live views of every layer array a file stores, by tensor name: weights and biases (gamma
-    and beta for norm layers) and BatchNorm running statistics, named by plan index."""
-    from .layers import BatchNorm1d, _Parametrised
-    arrays: Dict[str, np.ndarray] = {}
-    for layer in model.flat_layers:
-        i = layer._index
-        if isinstance(layer, _Parametrised):
-            arrays[f"layers.{i}.weight"] = layer.weight
-            arrays[f"layers.{i}.bias"] = layer.bias
-        if isinstance(layer, BatchNorm1d):
-            arrays[f"layers.{i}.running_mean"] = layer.running_mean
-            arrays[f"layers.{i}.running_var"] = layer.running_var
-    return arrays
-
-
-def _tensors(model) -> Dict[str, np.ndarray]:
-    tensors = {k: np.ascontiguousarray(v) for k, v in _layer_arrays(model).items()}
-    if model.optimizer is not None:
-        for name, buf in model.optimizer.state.items():
-            tensors[f"optimizer.{name}"] = np.ascontiguousarray(buf)
-    return tensors
-
-
-def _metadata(model) -> Dict[str, Any]:
-    meta: Dict[str, Any] = {"format_version": FORMAT_VERSION, "model": model.get_config(),
-                            "seed": model.seed,
-                            # dropout masks continue exactly where they stopped after a load
-                            "dropout_rng_state": [str(v) for v in model._net.dropout_rng_state]}
-    # a custom (Python) loss cannot be stored safely: such a model loads uncompiled
-    if model.loss is not None and model.loss.custom is None:
-        meta["loss"] = {"name": model.loss.name, "huber_delta": model.huber_delta,
-                        "clip_norm": model.clip_norm, "clip_value": model.clip_value}
-        opt = model.optimizer
-        meta["optimizer"] = {"name": type(opt).__name__, "param_groups": [dict(opt.param_groups[0])],
-                             "step": opt.step_count}
-    return meta
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def save(model, path) -> None:
-    from safetensors.numpy import save as st_save
-
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"save: path must be a str or os.PathLike, got {type(path).__name__}")
-    path = Path(path)
-    if not path.parent.exists():
-        raise ValueError(f"save: folder {str(path.parent)!r} does not exist")
-    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(_metadata(model))})
-    atomic_write_bytes(path, data)
 
 
 def _read(path: Path):
@@ -125,18 +58,14 @@ def load(path):
 
 
 def _model_from(meta: Dict[str, Any], tensors: Dict[str, np.ndarray], path: Path):
-    from .layers import layer_from_config
-    from .model import Sequential
-    from .optim import optimizer_from_state
-
     try:
         config = meta["model"]
         layers = [layer_from_config(c) for c in config["layers"]]
         model = Sequential(layers, dtype=config["dtype"], seed=meta.get("seed"))
-        for name, view in _layer_arrays(model).items():
+        for name, view in layer_arrays(model).items():
             view[...] = _tensor(tensors, name, view)
         if "dropout_rng_state" in meta:
-            model._net.dropout_rng_state = [int(v) for v in meta["dropout_rng_state"]]
+            model.dropout_rng_state = [int(v) for v in meta["dropout_rng_state"]]
         if "loss" in meta:
             opt_meta = meta["optimizer"]
             opt = optimizer_from_state({"name": opt_meta["name"],
@@ -147,7 +76,7 @@ def _model_from(meta: Dict[str, Any], tensors: Dict[str, np.ndarray], path: Path
                           clip_value=meta["loss"].get("clip_value"))
             for name, view in opt.state.items():
                 view[...] = _tensor(tensors, f"optimizer.{name}", view)
-            model._net.optimizer_steps = int(opt_meta["step"])
+            model.optimizer_steps = int(opt_meta["step"])
     except (KeyError, TypeError) as exc:
         raise ValueError(f"load: {str(path)!r} has an incomplete mlpcore model description: "
                          f"{exc!r}") from None
@@ -168,7 +97,6 @@ def _tensor(tensors: Dict[str, np.ndarray], key: str, like: np.ndarray) -> np.nd
 # A checkpoint is a model file (same layout and metadata, so ``load`` reads it) whose metadata
 # also holds a "checkpoint" entry: finished epochs, the model's random generator state, the
 # scheduler's state_dict and compile's metrics.
-CHECKPOINT_VERSION = 1
 
 
 class Checkpoint:
@@ -186,18 +114,6 @@ class Checkpoint:
     def __repr__(self) -> str:
         return (f"Checkpoint(epoch={self.epoch}, model={self.model!r}, "
                 f"scheduler={self.scheduler!r})")
-
-
-def _to_json(value):
-    if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _from_json(value):
@@ -218,51 +134,6 @@ def _rng_from_state(state) -> np.random.Generator:
     bit_generator = cls()
     bit_generator.state = _from_json(state)
     return np.random.Generator(bit_generator)
-
-
-def _check_scheduler(scheduler, model, func: str) -> None:
-    from .schedules import LRScheduler
-    if not isinstance(scheduler, LRScheduler):
-        raise TypeError(f"{func}: scheduler must be an mlpcore.schedules scheduler, "
-                        f"got {type(scheduler).__name__}")
-    if scheduler.optimizer is not model.optimizer:
-        raise ValueError(f"{func}: the scheduler is built on a different optimizer than the "
-                         "model's (model.optimizer)")
-
-
-def save_checkpoint(model, path, *, epoch: int, scheduler=None) -> None:
-    """Write everything needed to resume training exactly: weights, optimizer state and step
-    count, ``scheduler.state_dict()``, the model's NumPy random generator state (fit draws
-    each epoch's shuffling seed from it) and ``epoch``, the number of finished epochs.
-
-    The file is a regular model file (``mlpcore.load`` reads it) written atomically: a crash
-    mid-write leaves the previous file intact. Resume with :func:`load_checkpoint` and
-    ``model.fit(..., initial_epoch=checkpoint.epoch)``.
-    """
-    from safetensors.numpy import save as st_save
-
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"save_checkpoint: path must be a str or os.PathLike, "
-                        f"got {type(path).__name__}")
-    model._require_compiled("save_checkpoint")
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
-        raise TypeError(f"save_checkpoint: epoch must be an int, got {type(epoch).__name__}")
-    if epoch < 0:
-        raise ValueError(f"save_checkpoint: epoch must be >= 0, got {epoch}")
-    if scheduler is not None:
-        _check_scheduler(scheduler, model, "save_checkpoint")
-    path = Path(path)
-    if not path.parent.exists():
-        raise ValueError(f"save_checkpoint: folder {str(path.parent)!r} does not exist")
-    meta = _metadata(model)
-    meta["checkpoint"] = {
-        "version": CHECKPOINT_VERSION, "epoch": int(epoch),
-        "rng": _to_json(model.rng.bit_generator.state),
-        "scheduler": None if scheduler is None else _to_json(scheduler.state_dict()),
-        "metrics": list(getattr(model, "metrics", None) or []),
-    }
-    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
-    atomic_write_bytes(path, data)
 
 
 def _architecture(config: Dict[str, Any]):
@@ -299,7 +170,7 @@ def _check_same_model(meta: Dict[str, Any], model) -> None:
 def _load_into(meta, tensors, model) -> None:
     """Copy weights and optimizer state into a compiled ``model``; everything is checked
     before anything is written, so a failure leaves the model untouched."""
-    new = [(view, _tensor(tensors, name, view)) for name, view in _layer_arrays(model).items()]
+    new = [(view, _tensor(tensors, name, view)) for name, view in layer_arrays(model).items()]
     state = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
@@ -312,7 +183,7 @@ def _load_into(meta, tensors, model) -> None:
     for view, value in new:
         view[...] = value
     if "dropout_rng_state" in meta:
-        model._net.dropout_rng_state = [int(v) for v in meta["dropout_rng_state"]]
+        model.dropout_rng_state = [int(v) for v in meta["dropout_rng_state"]]
     model.optimizer.load_state_dict({"name": opt_meta["name"],
                                      "param_groups": opt_meta["param_groups"],
                                      "step": opt_meta["step"], "state": state})
@@ -339,8 +210,6 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None)
     The model's random generator is restored too. Returns a :class:`Checkpoint`; continue with
     ``model.fit(..., initial_epoch=checkpoint.epoch, epochs=...)``.
     """
-    from .model import Sequential
-
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_checkpoint: path must be a str or os.PathLike, "
                         f"got {type(path).__name__}")
@@ -379,12 +248,12 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None)
             raise ValueError(f"load_checkpoint: {str(path)!r} has an incomplete mlpcore model "
                              f"description: {exc!r}") from None
         if scheduler is not None:
-            _check_scheduler(scheduler, model, "load_checkpoint")
+            check_scheduler(scheduler, model, "load_checkpoint")
             scheduler._check_state(sched_state)
         _load_into(meta, tensors, model)
     if scheduler_factory is not None:
         scheduler = scheduler_factory(model.optimizer)
-        _check_scheduler(scheduler, model, "load_checkpoint")
+        check_scheduler(scheduler, model, "load_checkpoint")
     if scheduler is not None:
         scheduler.load_state_dict(sched_state)
     _restore_param_groups(model, meta)

@@ -45,6 +45,10 @@ from typing import Any
 
 import numpy as np
 
+from .layers import BatchNorm1d, Residual, has_parameters, layer_from_config
+from .model import Sequential
+from .saving import atomic_write_bytes
+
 __all__ = ["DEFAULT_OPSET", "MIN_OPSET", "export", "load"]
 
 DEFAULT_OPSET = 17
@@ -229,9 +233,8 @@ def _reduce_mean(b: _Builder, x: str) -> str:
 
 
 def _layer_arrays(layer) -> dict[str, np.ndarray]:
-    from .layers import BatchNorm1d, _Parametrised
     arr = {}
-    if isinstance(layer, _Parametrised):
+    if has_parameters(layer):
         arr["weight"], arr["bias"] = layer.weight, layer.bias
     if isinstance(layer, BatchNorm1d):
         arr["running_mean"], arr["running_var"] = layer.running_mean, layer.running_var
@@ -239,7 +242,6 @@ def _layer_arrays(layer) -> dict[str, np.ndarray]:
 
 
 def _emit_layers(b: _Builder, layers, x: str, counter: list[int]) -> str:
-    from .layers import Residual
     for layer in layers:
         if isinstance(layer, Residual):
             inner = _emit_layers(b, layer.layers, x, counter)
@@ -268,7 +270,6 @@ def export(model, path, *, opset: int | None = None, output_activation: bool = F
     The file is checked with ``onnx.checker`` before it is written.
     """
     onnx = _require_onnx("export")
-    from .model import Sequential
     if not isinstance(model, Sequential):
         raise TypeError(f"export: model must be an mlpcore Sequential, got {type(model).__name__}")
     if not isinstance(path, (str, os.PathLike)):
@@ -304,7 +305,6 @@ def export(model, path, *, opset: int | None = None, output_activation: bool = F
     proto = onnx.helper.make_model(graph, opset_imports=opsets, producer_name="mlpcore",
                                    ir_version=onnx.helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto, full_check=True)
-    from .io import atomic_write_bytes
     atomic_write_bytes(Path(path), proto.SerializeToString())
 
 
@@ -401,7 +401,8 @@ def _match(g: _Graph, tmpl: _Builder, x_name: str, cur: str, wildcard: bool):
     out = mapping[tmpl.nodes[-1].output[0]]
     inside = {id(n) for n in matched}
     for n in matched:
-        if n.output[0] != out and any(id(c) not in inside for c in g.consumers.get(n.output[0], [])):
+        outside = [c for c in g.consumers.get(n.output[0], []) if id(c) not in inside]
+        if n.output[0] != out and outside:
             return None
     return out, matched, bound
 
@@ -500,9 +501,11 @@ def _match_single(g: _Graph, node, cur: str, dtype):
     if op == "Softmax" and a.get("axis", -1) in (-1, 1):
         return {"type": "Softmax"}, {}, out, nodes
     if op == "LeakyRelu":
-        return {"type": "LeakyReLU", "negative_slope": _short_float(np.float32(a.get("alpha", 0.01)))}, {}, out, nodes
+        slope = _short_float(np.float32(a.get("alpha", 0.01)))
+        return {"type": "LeakyReLU", "negative_slope": slope}, {}, out, nodes
     if op == "Elu":
-        return {"type": "ELU", "alpha": _short_float(np.float32(a.get("alpha", 1.0)))}, {}, out, nodes
+        alpha = _short_float(np.float32(a.get("alpha", 1.0)))
+        return {"type": "ELU", "alpha": alpha}, {}, out, nodes
     if op == "Selu" and np.float32(a.get("alpha", _SELU_ALPHA)) == np.float32(_SELU_ALPHA) \
             and np.float32(a.get("gamma", _SELU_SCALE)) == np.float32(_SELU_SCALE):
         return {"type": "SELU"}, {}, out, nodes
@@ -666,10 +669,11 @@ def load(path, *, output: str | None = None):
 
     The chain from the graph's input to ``output`` (default: the first floating-point output,
     e.g. skl2onnx's ``probabilities``) becomes the layers; a leading Cast to float32/float64
-    sets the dtype. Identity nodes and a Reshape to (-1, features) add no layer; ONNX's Softplus (no threshold) loads as
-    ``Softplus(beta, threshold=20)``, torch's default; a binary skl2onnx classifier loads as its
-    positive-class probability (one column). Anything else raises ValueError naming the first
-    node that cannot be mapped. The model is not compiled. A float64 BatchNorm1d written by
+    sets the dtype. Identity nodes and a Reshape to (-1, features) add no layer; ONNX's
+    Softplus (no threshold) loads as ``Softplus(beta, threshold=20)``, torch's default; a
+    binary skl2onnx classifier loads as its positive-class probability (one column). Anything
+    else raises ValueError naming the first node that cannot be mapped. The model is not
+    compiled. A float64 BatchNorm1d written by
     :func:`export` comes back with momentum 0.1 (basic ops have no place for it; it only
     matters in training).
     """
@@ -687,7 +691,6 @@ def load(path, *, output: str | None = None):
 
 
 def _from_proto(onnx, proto, output: str | None):
-    from .model import Sequential
     graph = proto.graph
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     g = _Graph(onnx, graph)
@@ -733,7 +736,6 @@ def _from_proto(onnx, proto, output: str | None):
 
 
 def _build_layers(plan, dtype):
-    from .layers import Residual, layer_from_config
     layers, fills = [], []
     for cfg, arr in plan:
         if cfg == "Residual":

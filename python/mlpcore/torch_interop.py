@@ -13,106 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from . import layers as L
+from .layers import BatchNorm1d, Dense, has_parameters
+from .model import Sequential
+from .torch_modules import require_torch, to_torch, torch_residual
+
 __all__ = ["from_torch", "to_torch", "torch_residual"]
-
-
-def _require_torch(func: str):
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(f"mlpcore.{func} needs PyTorch (pip install torch); mlpcore does not "
-                          "depend on it") from None
-    return torch
-
-
-_residual_class = None
-
-
-def torch_residual():
-    """The ``nn.Module`` class mlpcore's Residual becomes: ``forward(x) = x + body(x)``, where
-    ``body`` is an ``nn.Sequential``. Build one as ``torch_residual()(nn.Sequential(...))``."""
-    global _residual_class
-    if _residual_class is None:
-        torch = _require_torch("torch_residual")
-
-        class Residual(torch.nn.Module):
-            """x + body(x) (mlpcore.Residual)."""
-
-            def __init__(self, body) -> None:
-                super().__init__()
-                self.body = body
-
-            def forward(self, x):
-                return x + self.body(x)
-        _residual_class = Residual
-    return _residual_class
-
-
-def _activation_module(nn, cfg: dict[str, Any]):
-    kind = cfg["type"]
-    plain = {"ReLU": nn.ReLU, "SELU": nn.SELU, "SiLU": nn.SiLU, "Sigmoid": nn.Sigmoid,
-             "Tanh": nn.Tanh, "Identity": nn.Identity}
-    if kind in plain:
-        return plain[kind]()
-    if kind == "LeakyReLU":
-        return nn.LeakyReLU(cfg["negative_slope"])
-    if kind == "ELU":
-        return nn.ELU(cfg["alpha"])
-    if kind == "GELU":
-        return nn.GELU(approximate=cfg["approximate"])
-    if kind == "Softplus":
-        return nn.Softplus(beta=cfg["beta"], threshold=cfg["threshold"])
-    if kind == "Softmax":
-        return nn.Softmax(dim=-1)
-    if kind == "Dropout":
-        return nn.Dropout(cfg["p"])
-    return None
-
-
-def _tensor(torch, array: np.ndarray):
-    return torch.from_numpy(np.array(array, copy=True))
-
-
-def _to_modules(torch, layers) -> list:
-    from .layers import BatchNorm1d, Dense, LayerNorm, Residual
-    nn, modules = torch.nn, []
-    for layer in layers:
-        if isinstance(layer, Residual):
-            modules.append(torch_residual()(nn.Sequential(*_to_modules(torch, layer.layers))))
-        elif isinstance(layer, Dense):
-            m = nn.Linear(layer.in_features, layer.out_features)
-            m.weight.data = _tensor(torch, layer.weight.T)
-            m.bias.data = _tensor(torch, layer.bias)
-            modules.append(m)
-        elif isinstance(layer, LayerNorm):
-            m = nn.LayerNorm(layer.num_features, eps=layer.eps)
-            m.weight.data, m.bias.data = _tensor(torch, layer.weight), _tensor(torch, layer.bias)
-            modules.append(m)
-        elif isinstance(layer, BatchNorm1d):
-            m = nn.BatchNorm1d(layer.num_features, eps=layer.eps, momentum=layer.momentum)
-            m.weight.data, m.bias.data = _tensor(torch, layer.weight), _tensor(torch, layer.bias)
-            m.running_mean.data = _tensor(torch, layer.running_mean)
-            m.running_var.data = _tensor(torch, layer.running_var)
-            modules.append(m)
-        else:
-            m = _activation_module(nn, layer.get_config())
-            if m is None:
-                raise TypeError(f"to_torch: no torch module for {type(layer).__name__}")
-            modules.append(m)
-    return modules
-
-
-def to_torch(model):
-    """The equivalent ``torch.nn.Sequential`` of ``model`` in the model's dtype, with copies of
-    its weights, in eval mode (so ``module(x)`` computes ``model.predict(x)``)."""
-    torch = _require_torch("to_torch")
-    from .model import Sequential
-    if not isinstance(model, Sequential):
-        raise TypeError(f"to_torch: model must be an mlpcore Sequential, "
-                        f"got {type(model).__name__}")
-    module = torch.nn.Sequential(*_to_modules(torch, model.layers))
-    dtype = torch.float64 if model.dtype == np.float64 else torch.float32
-    return module.to(dtype).eval()
 
 
 # --- from torch ------------------------------------------------------------------------------
@@ -122,7 +28,6 @@ def _numpy(t) -> np.ndarray:
 
 def _from_module(torch, m, path: str, fills: list):
     """The mlpcore layer for torch module ``m``; its arrays are appended to ``fills``."""
-    from . import layers as L
     nn = torch.nn
     if isinstance(m, torch_residual()):
         return L.Residual(_from_modules(torch, m.body, f"{path}.body", fills))
@@ -203,8 +108,7 @@ def from_torch(module_or_state_dict, *, model=None, dtype=None):
       an mlpcore model with the same layers; its Dense / LayerNorm / BatchNorm1d arrays are
       filled in order (shapes checked first) and ``model`` is returned.
     """
-    torch = _require_torch("from_torch")
-    from .model import Sequential
+    torch = require_torch("from_torch")
     if isinstance(module_or_state_dict, torch.nn.Module):
         if model is not None:
             raise ValueError("from_torch: model= is for a state_dict; a module builds its own")
@@ -233,7 +137,6 @@ def from_torch(module_or_state_dict, *, model=None, dtype=None):
 
 
 def _load_state_dict(state: dict[str, Any], model) -> None:
-    from .layers import BatchNorm1d, Dense, _Parametrised
     groups: dict[str, dict[str, np.ndarray]] = {}
     for key, value in state.items():
         prefix, _, name = key.rpartition(".")
@@ -241,7 +144,7 @@ def _load_state_dict(state: dict[str, Any], model) -> None:
             continue
         groups.setdefault(prefix, {})[name] = _numpy(value) if hasattr(value, "detach") \
             else np.asarray(value)
-    targets = [layer for layer in model.flat_layers if isinstance(layer, _Parametrised)]
+    targets = [layer for layer in model.flat_layers if has_parameters(layer)]
     if len(groups) != len(targets):
         raise ValueError(f"from_torch: the state_dict has {len(groups)} parametrised modules "
                          f"({', '.join(groups) or 'none'}), the model {len(targets)} "
@@ -268,5 +171,4 @@ def _load_state_dict(state: dict[str, Any], model) -> None:
 
 def _torch_shape(layer, name: str, view: np.ndarray) -> tuple:
     """The shape torch stores for this array: a Linear's weight is (out, in)."""
-    from .layers import Dense
     return view.T.shape if isinstance(layer, Dense) and name == "weight" else view.shape

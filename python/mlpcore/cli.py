@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ import numpy as np
 
 import mlpcore as mc
 
-from . import __version__
+from . import __version__, distributed
 from .data import load_digits, load_file, train_test_split
 from .layers import ACTIVATIONS
 from .losses import LOSSES
@@ -65,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0,
                    help="seed of the split, the initial weights and the shuffling")
     t.add_argument("--threads", type=int, help="OpenMP threads (default: all cores)")
+    t.add_argument("--ranks", type=int, help="data-parallel MPI ranks: runs itself under the "
+                   "installed mpiexec (needs mlpcore[mpi]); threads default to cores / ranks")
     t.add_argument("--save", metavar="PATH",
                    help="write the trained model (.safetensors), input scaling and class names "
                         "included: mlpcore.load(PATH).predict takes raw features")
@@ -76,6 +80,16 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=_HelpFormatter)
     _bench_arguments(b)
     return p
+
+
+def _launch_ranks(ranks: int, argv: List[str]) -> int:
+    """``mlpcore train --ranks N``: the same command in N ranks under mpiexec."""
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    mpiexec = shutil.which("mpiexec", path=search)
+    if mpiexec is None:
+        raise ValueError("--ranks needs an MPI launcher (mpiexec) and mpi4py: "
+                         "pip install 'mlpcore[mpi]'")
+    return subprocess.call([mpiexec, "-n", str(ranks), sys.executable, "-m", "mlpcore", *argv])
 
 
 def _check_outputs(args) -> None:
@@ -114,6 +128,13 @@ def _accuracy(out: np.ndarray, labels: np.ndarray, threshold: float) -> float:
 
 def _train(args) -> int:
     _check_outputs(args)
+    rank = 0
+    if args.ranks is not None:
+        if args.ranks < 1:
+            raise ValueError(f"--ranks must be at least 1, got {args.ranks}")
+        rank = distributed.init().rank
+        if rank != 0:  # one report, from rank 0
+            sys.stdout = open(os.devnull, "w")
     if args.threads is not None:
         mc.set_num_threads(args.threads)
     ds = load_digits() if args.data is None else load_file(args.data, args.target, args.task)
@@ -150,7 +171,7 @@ def _train(args) -> int:
           f"batch {args.batch_size}, {threads} thread{'s' if threads != 1 else ''}")
     start = time.perf_counter()
     history = model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=args.batch_size, shuffle=True,
-                        verbose=0 if args.quiet else 1)
+                        verbose=0 if args.quiet else 1, distributed=args.ranks is not None)
     seconds = time.perf_counter() - start
     result = model.evaluate(x_te, y_te)
     print(f"train loss: {history.history['loss'][-1]:.4f}")
@@ -164,10 +185,10 @@ def _train(args) -> int:
     shown = "" if args.quiet else ", progress display included"
     print(f"throughput: {len(x_tr) * args.epochs / seconds:,.0f} samples/s "
           f"({seconds:.2f} s for {args.epochs} epochs{shown})")
-    if args.save:
+    if args.save and rank == 0:
         model.save(args.save)
         print(f"saved: {args.save}")
-    if args.plot:
+    if args.plot and rank == 0:
         history.plot(args.plot)
         print(f"plot: {args.plot}")
     return 0
@@ -178,6 +199,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         try:
             if args.command == "train":
+                if args.ranks is not None and args.ranks > 1 and not distributed.launched():
+                    return _launch_ranks(args.ranks, sys.argv[1:] if argv is None else list(argv))
                 return _train(args)
             if args.command == "bench":
                 from .bench.harness import main_from_args

@@ -31,6 +31,8 @@ LAYERS = {
     "Dropout": lambda: [mc.Dropout(0.3)],
     "LayerNorm": lambda: [mc.LayerNorm(8, eps=1e-3)],
     "BatchNorm1d": lambda: [mc.BatchNorm1d(8, eps=1e-4, momentum=0.2)],
+    "Normalization": lambda: [mc.Normalization(8, mean=np.linspace(-1, 1, 8),
+                                               variance=np.linspace(0.3, 2, 8), eps=1e-3)],
     "Residual": lambda: [mc.Residual([mc.Dense(8, 8), mc.GELU(), mc.Dense(8, 8)])],
 }
 

@@ -145,3 +145,16 @@ def test_without_torch_the_error_says_so(monkeypatch):
         model.to_torch()
     with pytest.raises(ImportError, match="needs PyTorch"):
         mc.from_torch({})
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_normalization_becomes_a_torch_module_with_buffers(dtype):
+    data = np.random.default_rng(0).normal(3, 2, size=(50, 3))
+    model = mc.Sequential([mc.Normalization().adapt(data), mc.Dense(3, 2)], dtype=dtype, seed=0)
+    net = model.to_torch()
+    norm = net[0]
+    assert sorted(dict(norm.named_buffers())) == ["mean", "variance"]
+    assert not list(norm.parameters())  # statistics, not trained
+    x = inputs(dtype)[:, :3]
+    assert relative_error(forward(net, x), model.predict(x)) < (1e-6 if dtype == "float32"
+                                                                else 1e-13)

@@ -29,6 +29,7 @@ Dropout         Dropout(x, ratio) without training_mode: the identity at inferen
 LayerNorm       f32 and opset >= 17: LayerNormalization; else mean/variance in basic ops
 BatchNorm1d     f32: BatchNormalization (running statistics, training_mode 0); f64:
                 (x - mean) / sqrt(var + eps) * gamma + beta
+Normalization   (x - mean) / sqrt(variance + eps)
 Residual        Add(x, f(x))
 ==============  =====================================================================
 
@@ -45,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from .layers import BatchNorm1d, Residual, has_parameters, layer_from_config
+from .layers import Residual, has_parameters, layer_from_config
 from .model import Sequential
 from .saving import atomic_write_bytes
 
@@ -223,6 +224,10 @@ def _emit(b: _Builder, cfg: dict[str, Any], arr: dict[str, np.ndarray], x: str) 
                         epsilon=cfg["eps"], momentum=1.0 - cfg["momentum"])
         std = b.op("Sqrt", b.op("Add", var, b.const(cfg["eps"], tag="eps")))
         return b.op("Add", b.op("Mul", b.op("Div", b.op("Sub", x, mean), std), gamma), beta)
+    if kind == "Normalization":
+        mean, var = b.const(arr["mean"], tag="mean"), b.const(arr["variance"], tag="variance")
+        std = b.op("Sqrt", b.op("Add", var, b.const(cfg["eps"], tag="eps")))
+        return b.op("Div", b.op("Sub", x, mean), std)
     raise TypeError(f"mlpcore.onnx.export: no ONNX form for layer type {kind!r}")
 
 
@@ -236,8 +241,7 @@ def _layer_arrays(layer) -> dict[str, np.ndarray]:
     arr = {}
     if has_parameters(layer):
         arr["weight"], arr["bias"] = layer.weight, layer.bias
-    if isinstance(layer, BatchNorm1d):
-        arr["running_mean"], arr["running_var"] = layer.running_mean, layer.running_var
+    arr.update(layer.buffers())  # BatchNorm1d's running statistics, Normalization's mean, variance
     return arr
 
 
@@ -435,12 +439,14 @@ _PROTOTYPES = [
     {"type": "GELU", "approximate": "none"}, {"type": "GELU", "approximate": "tanh"},
     {"type": "LayerNorm", "normalized_shape": 1, "eps": 1e-5},
     {"type": "BatchNorm1d", "num_features": 1, "eps": 1e-5, "momentum": 0.1},
+    {"type": "Normalization", "num_features": 1, "eps": 1e-7},
     {"type": "Softplus", "beta": 1.0, "threshold": 20.0},
     {"type": "SELU"}, {"type": "ELU", "alpha": 1.0}, {"type": "LeakyReLU", "negative_slope": 0.01},
     {"type": "SiLU"},
 ]
 _PROTO_ARRAYS = {"LayerNorm": ("weight", "bias"),
-                 "BatchNorm1d": ("weight", "bias", "running_mean", "running_var")}
+                 "BatchNorm1d": ("weight", "bias", "running_mean", "running_var"),
+                 "Normalization": ("mean", "variance")}
 
 
 def _template(onnx, cfg, arr, dtype, opset) -> _Builder:
@@ -473,6 +479,8 @@ def _match_lowered(g: _Graph, cur: str, dtype, opset):
             cfg["normalized_shape"] = arr["weight"].size
         if kind == "BatchNorm1d":
             cfg["num_features"] = arr["weight"].size
+        if kind == "Normalization":
+            cfg["num_features"] = arr["mean"].size
         exact = _match(g, _template(g.onnx, cfg, arr, dtype, opset), "X", cur, wildcard=False)
         if exact is not None:
             return cfg, arr, exact[0], exact[1]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .layers import BatchNorm1d, Dense, LayerNorm, Residual
+from .layers import BatchNorm1d, Dense, LayerNorm, Normalization, Residual
 
 __all__ = ["to_torch", "torch_residual", "require_torch"]
 
@@ -43,6 +43,32 @@ def torch_residual():
                 return x + self.body(x)
         _residual_class = Residual
     return _residual_class
+
+
+_normalization_class = None
+
+
+def torch_normalization():
+    """The ``nn.Module`` class mlpcore's Normalization becomes: ``forward(x) = (x - mean) /
+    sqrt(variance + eps)``, with ``mean`` and ``variance`` as buffers (in its state_dict, not
+    trained)."""
+    global _normalization_class
+    if _normalization_class is None:
+        torch = require_torch("torch_normalization")
+
+        class Normalization(torch.nn.Module):
+            """(x - mean) / sqrt(variance + eps) with fixed statistics (mlpcore.Normalization)."""
+
+            def __init__(self, mean, variance, eps: float) -> None:
+                super().__init__()
+                self.register_buffer("mean", mean)
+                self.register_buffer("variance", variance)
+                self.eps = eps
+
+            def forward(self, x):
+                return (x - self.mean) / torch.sqrt(self.variance + self.eps)
+        _normalization_class = Normalization
+    return _normalization_class
 
 
 def _activation_module(nn, cfg: dict[str, Any]):
@@ -84,6 +110,9 @@ def _to_modules(torch, layers) -> list:
             m = nn.LayerNorm(layer.num_features, eps=layer.eps)
             m.weight.data, m.bias.data = _tensor(torch, layer.weight), _tensor(torch, layer.bias)
             modules.append(m)
+        elif isinstance(layer, Normalization):
+            modules.append(torch_normalization()(_tensor(torch, layer.mean),
+                                                 _tensor(torch, layer.variance), layer.eps))
         elif isinstance(layer, BatchNorm1d):
             m = nn.BatchNorm1d(layer.num_features, eps=layer.eps, momentum=layer.momentum)
             m.weight.data, m.bias.data = _tensor(torch, layer.weight), _tensor(torch, layer.bias)

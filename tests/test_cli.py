@@ -380,6 +380,13 @@ def test_save_to_a_missing_folder_fails_before_training(capsys, tmp_path):
     assert "train loss" not in out and "data:" not in out  # nothing was loaded or trained
 
 
+def test_save_under_another_format_name_fails_before_training(capsys, tmp_path):
+    code, out, err = run(capsys, ["train", "--epochs", "50", "--save", str(tmp_path / "m.h5"),
+                                  *FAST])
+    assert code == 2 and "--save: mlpcore writes safetensors files, not .h5" in err
+    assert "train loss" not in out
+
+
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
     """`mlpcore train | head -1`: the reader goes away; here it never reads, so the first
     write already fails (deterministic), and the command ends without a traceback."""

@@ -1,5 +1,7 @@
 """Dropout, LayerNorm, BatchNorm1d and Residual: float64 gradient checks, forward values against
 NumPy (and torch when installed), train/eval behaviour, errors, save/load."""
+import pickle
+
 import numpy as np
 import pytest
 
@@ -322,3 +324,6 @@ def test_normalization_saved_with_the_model(rng, tmp_path):
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     names = [w.shape for w in loaded.get_weights()]
     assert names[:2] == [(4,), (4,)]  # get_weights holds the statistics too (Keras)
+    copy = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(copy.layers[0].variance, norm.variance)
+    np.testing.assert_array_equal(copy.predict(x), model.predict(x))

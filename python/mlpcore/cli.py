@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,6 +20,7 @@ from .data import load_digits, load_file, train_test_split
 from .layers import ACTIVATIONS
 from .losses import LOSSES
 from .optim import OPTIMIZERS
+from .saving import check_suffix
 
 
 def _hidden_sizes(text: str) -> List[int]:
@@ -107,6 +109,9 @@ def _check_outputs(args) -> None:
             raise ValueError(f"--save: folder {str(folder)!r} does not exist")
         if not os.access(folder, os.W_OK):
             raise ValueError(f"--save: folder {str(folder)!r} is not writable")
+        with warnings.catch_warnings():  # only a refused name matters now; save warns later
+            warnings.simplefilter("ignore")
+            check_suffix(Path(args.save), "--save")
 
 
 def _targets(ds, loss: str, y: np.ndarray) -> np.ndarray:

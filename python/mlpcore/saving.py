@@ -77,7 +77,7 @@ def _metadata(model) -> Dict[str, Any]:
     return meta
 
 
-def _check_suffix(path: Path, func: str) -> None:
+def check_suffix(path: Path, func: str) -> None:
     """The file is safetensors whatever its name: a name promising another format is refused
     (a Keras or PyTorch loader would fail on it); another suffix gets a warning."""
     suffix = path.suffix.lower()
@@ -117,7 +117,7 @@ def save(model, path) -> None:
     path = Path(path)
     if not path.parent.exists():
         raise ValueError(f"save: folder {str(path.parent)!r} does not exist")
-    _check_suffix(path, "save")
+    check_suffix(path, "save")
     data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(_metadata(model))})
     atomic_write_bytes(path, data)
 

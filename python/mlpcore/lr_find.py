@@ -75,7 +75,7 @@ class LRFinderResult:
 
 
 def lr_find(model, x, y, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 200,
-            batch_size: int = 32, smoothing: float = 0.98, diverge: float = 4.0,
+            batch_size: int = 32, smoothing: float = 0.9, diverge: float = 4.0,
             seed: int = 0) -> LRFinderResult:
     """Run the range test on a compiled model (see the module docstring) and return an
     :class:`LRFinderResult`; the model is left exactly as it was.
@@ -137,15 +137,15 @@ def lr_find(model, x, y, *, start_lr: float = 1e-7, end_lr: float = 10.0, num_st
 
 
 def _steepest(lrs: np.ndarray, smoothed: np.ndarray) -> Optional[float]:
-    """The learning rate where the smoothed loss falls fastest against log(lr), looking only
-    up to its minimum (beyond it the loss is on the way to diverging)."""
+    """The learning rate where the smoothed loss falls fastest against log(lr), looking from
+    the first tenth of the steps on (the moving average is still settling there) up to the
+    smoothed loss's minimum (beyond it the loss is on the way to diverging)."""
     if lrs.size < 3:
         return None
-    stop = int(np.argmin(smoothed)) + 1
-    if stop < 3:
-        stop = min(3, lrs.size)
-    slope = np.gradient(smoothed[:stop], np.log(lrs[:stop]))
-    return float(lrs[int(np.argmin(slope))])
+    start = min(lrs.size // 10, lrs.size - 3)
+    stop = max(int(np.argmin(smoothed)) + 1, start + 3)
+    slope = np.gradient(smoothed[start:stop], np.log(lrs[start:stop]))
+    return float(lrs[start + int(np.argmin(slope))])
 
 
 class _restored:

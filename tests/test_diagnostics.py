@@ -237,6 +237,9 @@ def test_input_scale_warnings(rng):
     pixels = np.clip(np.round(8 + 5 * x), 0, 16)
     pixels[:, 0] = 0  # a blank pixel is left out of the spread comparison
     assert "unscaled" not in " ".join(check_input_scale(pixels))  # 0..16: std ~5
+    rare = x.copy()
+    rare[:, 2], rare[0, 2] = 0.0, 1e-3  # a nearly always blank pixel: not a spread problem
+    assert check_input_scale(rare) == []
     model = mc.Sequential([mc.Dense(4, 1)], seed=0)
     model.compile(loss="mse", optimizer="sgd")
     d = mc.diagnose(model, raw, np.zeros((50, 1)), file=io.StringIO())

@@ -178,8 +178,9 @@ def _layer_list(indices: List[int]) -> str:
 def check_input_scale(x) -> List[str]:
     """Plain warnings (possibly none) about the scale of the input features ``x`` (n, d):
     a feature whose standard deviation or mean is far from 1 (:data:`INPUT_SCALE_WARN`), or
-    features whose spreads differ by more than :data:`INPUT_SPREAD_WARN` times. Constant
-    features (e.g. always-blank pixels) are left out of the spread comparison."""
+    features whose spreads differ by more than :data:`INPUT_SPREAD_WARN` times. Features equal
+    to their median in over 95% of the rows (e.g. nearly always blank pixels) are left out of
+    the spread comparison."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2 or not np.all(np.isfinite(x)):
         return []
@@ -195,9 +196,13 @@ def check_input_scale(x) -> List[str]:
             f"unscaled inputs: feature {j} has mean {mean[j]:.3g} and std {std[j]:.3g} (networks "
             "train best with features of mean ~0 and std ~1; large inputs make large "
             f"pre-activations, saturated units and a learning rate that is too high for them). {fix}")
-    varying = std[std > 0]
+    # features that vary in at least 5% of the rows (a nearly always blank pixel's tiny std is
+    # not a scaling problem)
+    varying_mask = np.mean(x != np.median(x, axis=0), axis=0) >= 0.05
+    varying = std[varying_mask]
     if varying.size >= 2 and varying.max() > INPUT_SPREAD_WARN * varying.min():
-        lo, hi = int(np.argmin(np.where(std > 0, std, np.inf))), int(np.argmax(std))
+        lo = int(np.argmin(np.where(varying_mask, std, np.inf)))
+        hi = int(np.argmax(np.where(varying_mask, std, -np.inf)))
         out.append(
             f"uneven input scales: feature {hi} has std {std[hi]:.3g} but feature {lo} only "
             f"{std[lo]:.3g} ({std[hi] / std[lo]:.3g}x); the large features dominate the "

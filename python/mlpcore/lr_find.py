@@ -4,7 +4,9 @@
 exponentially from ``start_lr`` to ``end_lr``, records the loss of every step, smooths it
 (an exponential moving average with bias correction, as Adam's moments) and stops once the
 smoothed loss exceeds ``diverge`` times its best value. The suggestion is the rate where the
-smoothed loss falls fastest (the most negative slope against log(lr)) before that point.
+smoothed loss falls fastest (the most negative slope against log(lr)) before its minimum,
+capped at a tenth of the rate at the minimum (the moving average lags the raw loss, so the
+steepest point of the smoothed curve can sit close to the edge of divergence).
 
 Everything the test changes is put back afterwards, bit for bit: weights and biases,
 BatchNorm statistics, gradient views, optimizer state and step count, the optimizer's
@@ -47,7 +49,7 @@ class LRFinderResult:
             parts.append(f"lowest smoothed loss {self.smoothed[best]:.4g} at lr "
                          f"{self.lrs[best]:.2e}")
         if self.suggestion is not None:
-            parts.append(f"suggested lr {self.suggestion:.2e} (steepest descent)")
+            parts.append(f"suggested lr {self.suggestion:.2e}")
         if self.diverged:
             parts.append("the loss diverged at the end")
         return "; ".join(parts)
@@ -145,7 +147,10 @@ def _steepest(lrs: np.ndarray, smoothed: np.ndarray) -> Optional[float]:
     start = min(lrs.size // 10, lrs.size - 3)
     stop = max(int(np.argmin(smoothed)) + 1, start + 3)
     slope = np.gradient(smoothed[start:stop], np.log(lrs[start:stop]))
-    return float(lrs[start + int(np.argmin(slope))])
+    steepest = float(lrs[start + int(np.argmin(slope))])
+    # the moving average lags the raw loss, so its steepest point can sit close to the edge:
+    # keep at most a tenth of the rate with the lowest loss (the other rule of thumb)
+    return min(steepest, float(lrs[stop - 1]) / 10)
 
 
 class _restored:

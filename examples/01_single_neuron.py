@@ -31,7 +31,8 @@ def main(argv=None):
     da_dz = a * (1 - a)
     delta = dL_da * da_dz               # dL/dz
     grad_w, grad_b = delta * x[0], delta
-    print(f"forward:  z = w.x + b = {z:.6f}   a = sigmoid(z) = {a:.6f}   L = (a - y)^2 = {loss:.6f}")
+    print(f"forward:  z = w.x + b = {z:.6f}   a = sigmoid(z) = {a:.6f}   "
+          f"L = (a - y)^2 = {loss:.6f}")
     print(f"backward: dL/da = 2(a - y) = {dL_da:.6f}   da/dz = a(1 - a) = {da_dz:.6f}   "
           f"delta = dL/dz = {delta:.6f}")
     print(f"          dL/dw = delta * x = {np.round(grad_w, 6)}   dL/db = {grad_b:.6f}")

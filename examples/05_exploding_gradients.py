@@ -3,7 +3,8 @@
 An 8-layer ReLU network whose weights start 2.5x larger than He initialisation: each layer
 multiplies the forward signal by ~2.5 on the way up and the error signal by ~2.5 on the way
 down (2.5^8 ~ 1500), so the first loss is ~1e6 and every weight gradient ~1e7. One SGD step
-with such a gradient throws the weights far away; within a few steps the loss overflows. ``compile(clip_norm=...)`` rescales the
+with such a gradient throws the weights far away; within a few steps the loss overflows.
+``compile(clip_norm=...)`` rescales the
 whole gradient whenever its L2 norm exceeds the limit (torch's clip_grad_norm_), so every step
 has a bounded size; ``fit(diagnostics=True)`` shows the per-step norms it tamed
 (``grad_norm_max``). Clipping keeps training alive; the cure is the initialisation (He, gain 1).

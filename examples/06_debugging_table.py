@@ -1,14 +1,14 @@
 """The debugging table, one reproducible case per row, each with the diagnostic that catches it.
 
-    symptom                          cause (built here)                 diagnostic
-    loss flat                        learning rate far too low          diagnose: "learning rate looks too low"
-    loss becomes NaN                 learning rate far too high         fit(...) -> NonFiniteLossError; detect_anomaly names the layer
-    early layers do not learn        10 sigmoid layers                  diagnose: "vanishing gradients ... Cause: ..."
-    units never fire                 ReLU with a large negative bias    diagnose: "dead units"
-    raw inputs                       features ~1e8                      diagnose: "unscaled inputs ..."
-    gradients noisy across batches   batch size 2                       fit(diagnostics=True): grad_noise
-    gradient norm spikes             a few outlier targets              fit(diagnostics=True): grad_norm_max >> grad_norm
-    (checklist) can it learn at all? overfit 16 samples                 loss -> ~0; weights change after a step
+    symptom                     cause built here         diagnostic that catches it
+    loss flat                   lr far too low           diagnose: "learning rate looks too low"
+    loss becomes NaN            lr far too high          NonFiniteLossError (detect_anomaly: layer)
+    early layers do not learn   10 sigmoid layers        diagnose: "vanishing gradients. Cause: ..."
+    units never fire            ReLU, bias -10           diagnose: "dead units"
+    raw inputs                  features ~1e8            diagnose: "unscaled inputs ..."
+    gradients noisy             batch size 2             fit(diagnostics=True): grad_noise
+    gradient norm spikes        3 outlier targets        fit(diagnostics=True): grad_norm_max
+    (checklist) can it learn?   overfit 16 samples       loss -> ~0; every weight array changes
 
 Run:  python examples/06_debugging_table.py [--small]
 """
@@ -81,7 +81,8 @@ def main(argv=None):
         h = model.fit(x, y, epochs=1, batch_size=batch, verbose=0, diagnostics=True).history
         noise[batch] = h["grad_noise"][-1]
     rows.append(("gradients noisy", "batch_size 2 vs 128",
-                 f"grad_noise {noise[2]:.3g} vs {noise[128]:.3g} (|g_batch - g_full|^2 / |g_full|^2)"))
+                 f"grad_noise {noise[2]:.3g} vs {noise[128]:.3g} "
+                 "(|g_batch - g_full|^2 / |g_full|^2)"))
 
     spiky = y.copy()
     spiky[rng.choice(n, 3, replace=False)] = 1000.0

@@ -4,7 +4,8 @@ batches; only the update rule differs.
     SGD           w <- w - lr g
     SGD+momentum  v <- mu v + g;  w <- w - lr v
     RMSprop       s <- a s + (1 - a) g^2;  w <- w - lr g / (sqrt(s) + eps)
-    Adam          m, v moving averages of g and g^2 (bias-corrected);  w <- w - lr m / (sqrt(v) + eps)
+    Adam          m, v: moving averages of g and g^2 (bias-corrected);
+                  w <- w - lr m / (sqrt(v) + eps)
     AdamW         Adam, with weight decay applied to w directly (decoupled), not added to g
 
 Run:  python examples/07_optimizers.py [--small] [--plot optimizers.png]

@@ -87,7 +87,8 @@ INPUT_SCALE_WARN = 10.0
 #: (constant features left out).
 INPUT_SPREAD_WARN = 100.0
 
-_THRESHOLDS = ("INPUT_SCALE_WARN", "INPUT_SPREAD_WARN", "VANISHING_RATIO", "EXPLODING_RATIO", "EXPLODING_GRAD_NORM", "DEAD_FRACTION_WARN",
+_THRESHOLDS = ("INPUT_SCALE_WARN", "INPUT_SPREAD_WARN", "VANISHING_RATIO", "EXPLODING_RATIO",
+               "EXPLODING_GRAD_NORM", "DEAD_FRACTION_WARN",
                "SATURATION_WARN", "SIGMOID_SATURATION", "TANH_SATURATION", "LR_HIGH_RATIO",
                "LR_LOW_RATIO")
 
@@ -195,7 +196,8 @@ def check_input_scale(x) -> List[str]:
         out.append(
             f"unscaled inputs: feature {j} has mean {mean[j]:.3g} and std {std[j]:.3g} (networks "
             "train best with features of mean ~0 and std ~1; large inputs make large "
-            f"pre-activations, saturated units and a learning rate that is too high for them). {fix}")
+            f"pre-activations, saturated units and a learning rate that is too high for them). "
+            + fix)
     # features that vary in at least 5% of the rows (a nearly always blank pixel's tiny std is
     # not a scaling problem)
     varying_mask = np.mean(x != np.median(x, axis=0), axis=0) >= 0.05

@@ -54,3 +54,13 @@ def test_history_has_per_step_max_and_noise(rng):
     plain.compile(loss="bce_with_logits", optimizer=mc.optim.SGD(lr=0.1))
     # the estimates do not change training: same losses as without diagnostics
     assert plain.fit(x, y, epochs=2, batch_size=16, verbose=0).history["loss"] == h["loss"]
+
+
+def test_full_gradient_is_taken_over_at_most_noise_rows(rng, monkeypatch):
+    from mlpcore import grad_noise
+    x, y = rng.normal(size=(96, 3)), rng.normal(size=(96, 1))
+    model = mc.Sequential([mc.Dense(3, 1)], dtype="float64", seed=0)
+    model.compile(loss="mse", optimizer="sgd")
+    head = gradient_noise(model, x[:48], y[:48], batch_size=16)
+    monkeypatch.setattr(grad_noise, "NOISE_ROWS", 48)
+    assert gradient_noise(model, x, y, batch_size=16) == head

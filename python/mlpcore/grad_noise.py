@@ -1,8 +1,9 @@
 """How noisy are the mini-batch gradients? One estimate per epoch for ``fit(diagnostics=True)``.
 
-At the weights the epoch ended with, the full-batch gradient ``G`` (all training rows) and the
-gradients ``g_1 .. g_k`` of the first ``k`` mini-batches (in data order, ``k`` at most
-:data:`NOISE_BATCHES`) are computed with :meth:`Sequential.compute_gradients`. Reported:
+At the weights the epoch ended with, the full-batch gradient ``G`` (over the first
+:data:`NOISE_ROWS` training rows at most, so a large data set costs no more than that) and the
+gradients ``g_1 .. g_k`` of the first ``k`` mini-batches among those rows (in data order,
+``k`` at most :data:`NOISE_BATCHES`) are computed with :meth:`Sequential.compute_gradients`. Reported:
 
 * ``grad_noise``: mean over the batches of ``|g_i - G|^2 / |G|^2`` -- the variance of a
   mini-batch gradient around the full one, relative to the full one's size. Near 0: every
@@ -21,17 +22,21 @@ from typing import Dict, Optional
 
 import numpy as np
 
-__all__ = ["gradient_noise", "NOISE_BATCHES"]
+__all__ = ["gradient_noise", "NOISE_BATCHES", "NOISE_ROWS"]
 
 #: mini-batches compared with the full-batch gradient per estimate
 NOISE_BATCHES = 8
+#: rows the "full-batch" gradient is taken over, at most
+NOISE_ROWS = 4096
 
 
 def gradient_noise(model, x: np.ndarray, y: np.ndarray, batch_size: int,
                    weights: Optional[np.ndarray] = None) -> Dict[str, float]:
     """``{"grad_noise": ..., "grad_noise_scale": ...}`` for ``model`` on validated (x, y);
     empty when there are fewer than two batches or the full gradient is zero or not finite."""
-    n = x.shape[0]
+    n = min(x.shape[0], NOISE_ROWS)
+    x, y = x[:n], y[:n]
+    weights = None if weights is None else weights[:n]
     k = min(NOISE_BATCHES, n // batch_size)
     if k < 1 or batch_size >= n:
         return {}

@@ -37,12 +37,13 @@ def main(argv=None):
     dL_da = 2 * (d[-1].a - y) / y.size
     sigmoid_prime = [s.a * (1 - s.a) for s in d]  # f'(z) = a (1 - a)
     checks = [("(1) delta_L = dL/da * f'(z_L)", d[-1].delta, dL_da * sigmoid_prime[-1])]
-    for l in range(L - 2, -1, -1):
-        checks.append((f"(2) delta_{l + 1} = (delta_{l + 2} W_{l + 2}^T) * f'(z_{l + 1})",
-                       d[l].delta, (d[l + 1].delta @ d[l + 1].W.T) * sigmoid_prime[l]))
-    for l, s in enumerate(d, start=1):
-        checks.append((f"(3) dL/db_{l} = sum delta_{l}", s.db, s.delta.sum(axis=0)))
-        checks.append((f"(4) dL/dW_{l} = a_{l - 1}^T delta_{l}", s.dW, s.a_prev.T @ s.delta))
+    for i in range(L - 2, -1, -1):  # d[i] is layer l = i + 1
+        checks.append((f"(2) delta_{i + 1} = (delta_{i + 2} W_{i + 2}^T) * f'(z_{i + 1})",
+                       d[i].delta, (d[i + 1].delta @ d[i + 1].W.T) * sigmoid_prime[i]))
+    for s in d:
+        n_ = s.number
+        checks.append((f"(3) dL/db_{n_} = sum delta_{n_}", s.db, s.delta.sum(axis=0)))
+        checks.append((f"(4) dL/dW_{n_} = a_{n_ - 1}^T delta_{n_}", s.dW, s.a_prev.T @ s.delta))
     worst = 0.0
     for name, native, numpy in checks:
         err = float(np.max(np.abs(native - numpy)) / max(np.max(np.abs(numpy)), 1e-300))

@@ -29,7 +29,8 @@ def load(path):
         with np.load(path) as f:
             arrays = [f[k] for k in ("x_train", "y_train", "x_test", "y_test")]
     except KeyError as err:
-        raise SystemExit(f"{path}: expected arrays x_train, y_train, x_test, y_test ({err})")
+        raise SystemExit(
+            f"{path}: expected arrays x_train, y_train, x_test, y_test ({err})") from None
     x_tr, y_tr, x_te, y_te = arrays
     flat = [a.reshape(len(a), -1).astype(np.float64) for a in (x_tr, x_te)]
     return (os.path.basename(path), flat[0], y_tr.astype(np.int64), flat[1],

@@ -3,7 +3,8 @@
 At the weights the epoch ended with, the full-batch gradient ``G`` (over the first
 :data:`NOISE_ROWS` training rows at most, so a large data set costs no more than that) and the
 gradients ``g_1 .. g_k`` of the first ``k`` mini-batches among those rows (in data order,
-``k`` at most :data:`NOISE_BATCHES`) are computed with :meth:`Sequential.compute_gradients`. Reported:
+``k`` at most :data:`NOISE_BATCHES`) are computed with :meth:`Sequential.compute_gradients`.
+Reported:
 
 * ``grad_noise``: mean over the batches of ``|g_i - G|^2 / |G|^2`` -- the variance of a
   mini-batch gradient around the full one, relative to the full one's size. Near 0: every

@@ -38,8 +38,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ._validation import as_inputs
-from .layers import (Activation, BatchNorm1d, Dense, Dropout, Residual, Softmax,
-                     layer_from_config)
+from .layers import Activation, BatchNorm1d, Dense, Dropout, Residual, Softmax, layer_from_config
 from .losses import LOSSES
 
 __all__ = ["trace", "Trace", "LayerTrace", "DenseStep"]
@@ -68,13 +67,13 @@ class LayerTrace:
 
 @dataclass
 class DenseStep:
-    """The textbook view of Dense layer ``l`` (1-based): ``a_prev`` (its input, a_{l-1}),
+    """The textbook view of Dense layer l = ``number`` (1-based): ``a_prev`` (its input, a_{l-1}),
     ``W``/``b``, ``z`` (pre-activation), ``activation`` (name of the element-wise activation
     right after it, or None), ``a`` = f(z) (``z`` itself without one), ``fprime`` = f'(z)
     (native, by back-propagating ones through the activation; None without an element-wise
     activation), and with targets ``delta`` = dL/dz, ``delta_a`` = dL/da, ``dW``, ``db``."""
 
-    l: int
+    number: int
     index: int
     a_prev: np.ndarray
     W: np.ndarray
@@ -247,7 +246,7 @@ def _plan(model) -> List[tuple]:
 
 def _with_inputs(entries, outputs, x):
     """(index, layer, input array) for every entry."""
-    for index, layer, begin in entries:
+    for index, layer, _ in entries:
         if layer is None:  # block end: its input is the inner branch's output
             yield index, layer, outputs[index - 1]
         else:
@@ -300,7 +299,7 @@ def _dense_steps(model, layers: List[LayerTrace], backward: bool) -> List[DenseS
         act_layer = lookup.get(t.index + 1)
         elementwise = (isinstance(act_layer, Activation) and not isinstance(act_layer, Softmax)
                        and after is not None)
-        step = DenseStep(l=len(steps) + 1, index=t.index, a_prev=t.input, W=t.weight, b=t.bias,
+        step = DenseStep(number=len(steps) + 1, index=t.index, a_prev=t.input, W=t.weight, b=t.bias,
                          z=t.output, a=after.output if elementwise else t.output,
                          activation=type(act_layer).__name__ if elementwise else None)
         if elementwise:

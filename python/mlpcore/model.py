@@ -21,6 +21,7 @@ from .layers import (Dense, Dropout, Layer, Residual, Sigmoid, Softmax, flatten_
 from .losses import LossInfo, get_loss
 from .metrics import accuracy, check_metrics, regression_metrics
 from .optim import Optimizer, get_optimizer
+from .torch_modules import to_torch
 from .trace import Trace, trace as trace_pass
 from .training import Trainer
 
@@ -410,6 +411,10 @@ class Sequential(Trainer):
 
     def _take_stats(self) -> Dict:
         return self._net.take_stats()
+
+    def to_torch(self):
+        """The equivalent torch.nn.Sequential (needs PyTorch); see :mod:`mlpcore.torch_interop`."""
+        return to_torch(self)
 
 
 def _no_weights(w, func: str) -> None:

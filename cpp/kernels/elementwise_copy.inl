@@ -1,4 +1,5 @@
-// One ISA copy of every element-wise family (isa_regions.hpp): included once by
+// One ISA copy of every element-wise family (activations' array forms, optimizer rules,
+// reductions; isa_regions.hpp): included once by
 // elementwise_avx2.cpp and once by elementwise_avx512.cpp, each compiled with its ISA's flags,
 // with MLPCORE_COPY(family) naming the copy's namespace (e.g. optim_avx2). The baseline copies
 // are in optim.cpp and reductions.cpp, which dispatch. Not a stand-alone header.
@@ -6,11 +7,25 @@
 #include <cmath>
 #include <cstdint>
 
+#include "activations.hpp"
 #include "denormals.hpp"
 #include "optim.hpp"
 #include "reductions.hpp"
 
 namespace mlpcore {
+
+namespace MLPCORE_COPY(activations) {
+#include "activations_rules.inl"
+
+template void forward<float>(Act, const ActParams&, const float*, float*, index_t,
+                             index_t) noexcept;
+template void forward<double>(Act, const ActParams&, const double*, double*, index_t,
+                              index_t) noexcept;
+template void backward<float>(Act, const ActParams&, const float*, const float*, const float*,
+                              float*, index_t, index_t) noexcept;
+template void backward<double>(Act, const ActParams&, const double*, const double*,
+                               const double*, double*, index_t, index_t) noexcept;
+}  // namespace MLPCORE_COPY(activations)
 
 namespace MLPCORE_COPY(optim) {
 #include "optim_rules.inl"

@@ -321,9 +321,17 @@ class Sequential(Trainer):
         return (loss, dx) if return_input_grad else loss
 
     # --- whole data sets ------------------------------------------------------------------
-    def predict(self, x) -> np.ndarray:
-        """Network output for every row of x (logits when the loss fuses softmax/sigmoid)."""
-        return self._net.predict(as_inputs(x, self.dtype, self.in_features, "predict"))
+    def predict(self, x, *, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Network output for every row of x (logits when the loss fuses softmax/sigmoid).
+
+        ``out``: a C-contiguous, writable (n, out_features) array of the model's dtype that
+        receives the result (and is returned); a service calling predict row by row can reuse
+        one and allocate nothing per call."""
+        if not (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
+                and x.flags.c_contiguous and x.shape[1] == self.in_features and x.shape[0]):
+            x = as_inputs(x, self.dtype, self.in_features, "predict")
+        # an array already in the model's form goes straight to the native checks (finiteness)
+        return self._net.predict(x, out)
 
     def evaluate(self, x, y, sample_weight=None) -> Dict[str, float]:
         """Mean loss over (x, y), and accuracy for classification losses or the mean

@@ -41,8 +41,9 @@ def test_help_runs_no_probe():
 
 
 @pytest.mark.parametrize("cap, requested, want", [
-    (None, None, ["avx512", "avx2"]), ("avx2", None, ["avx2"]), ("avx512", None, ["avx512", "avx2"]),
-    ("portable", None, []), (None, ["avx2"], ["avx2"]), ("avx2", ["avx512"], []),
+    (None, None, ["avx512", "avx2"]), ("avx2", None, ["avx2"]),
+    ("avx512", None, ["avx512", "avx2"]), ("portable", None, []), (None, ["avx2"], ["avx2"]),
+    ("avx2", ["avx512"], []),
 ])
 def test_only_the_cpus_isas_up_to_mlpcore_gemm_isa_are_probed(monkeypatch, cap, requested, want):
     machine = load_machine()
@@ -56,7 +57,8 @@ def test_only_the_cpus_isas_up_to_mlpcore_gemm_isa_are_probed(monkeypatch, cap, 
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86-64 probes")
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="needs a C++ compiler")
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                    reason="needs a C++ compiler")
 @pytest.mark.skipif("avx2" not in mc.kernel_info()["available"], reason="needs an AVX2 CPU")
 def test_probe_path_under_mlpcore_gemm_isa_avx2():
     out = run_script("--quick", env_isa="avx2")

@@ -389,6 +389,19 @@ def test_layer_index_is_the_plan_position():
     assert inner.index == 2
 
 
+def test_layer_at_finds_each_layer_by_its_plan_position():
+    inner = mc.Dense(4, 4)
+    layers = [mc.Dense(3, 4), mc.Residual([inner, mc.ReLU()]), mc.Dense(4, 1)]
+    model = mc.Sequential(layers)
+    assert model.layer_at(1) is layers[1] and model.layer_at(2) is inner
+    assert model.layer_at(4) is None  # the position that closes the Residual block
+    assert all(model.layer_at(layer.index) is layer for layer in model.flat_layers)
+    with pytest.raises(ValueError, match="layer_at: index must be < 6, got 6"):
+        model.layer_at(6)
+    with pytest.raises(TypeError, match="layer_at: index"):
+        model.layer_at("0")
+
+
 def test_predict_into_a_reused_buffer():
     """predict(x, out=buf): the result lands in the caller's buffer (no allocation per call)."""
     model = mc.Sequential([mc.Dense(4, 8), mc.ReLU(), mc.Dense(8, 3)], seed=0)

@@ -1,11 +1,14 @@
 """Save and load models as safetensors files: tensors plus JSON metadata, no code on load.
 
-The file layout and the writers (:func:`save`, :func:`save_checkpoint`) are in
-:mod:`mlpcore.saving`; this module reads files back into models (:func:`load`,
-:func:`load_checkpoint`) and re-exports the writers.
+The file layout and the writers (:func:`save`, :func:`save_checkpoint`,
+:func:`model_to_bytes`) are in :mod:`mlpcore.saving`; this module reads files back into models
+(:func:`load`, :func:`load_checkpoint`, :func:`model_from_bytes`), re-exports the writers, and
+registers how a Sequential pickles and copies (with :mod:`copyreg`, as the model module sits
+below this one).
 """
 from __future__ import annotations
 
+import copyreg
 import json
 import os
 from pathlib import Path
@@ -18,20 +21,25 @@ from .model import Sequential
 from .optim import optimizer_from_state
 # the writers are re-exported: mlpcore.io.save, save_checkpoint, FORMAT_VERSION stay
 from .saving import (CHECKPOINT_VERSION, FORMAT_VERSION, atomic_write_bytes,  # noqa: F401
-                     check_scheduler, layer_arrays, save, save_checkpoint)
+                     check_scheduler, layer_arrays, model_to_bytes, save, save_checkpoint)
 
-__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint"]
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint", "model_to_bytes",
+           "model_from_bytes"]
 
 
 def _read(path: Path):
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
-
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"load: no such file: {str(path)!r}") from None
-    not_ours = f"load: {str(path)!r} is not an mlpcore model file"
+    return _parse(raw, f"load: {str(path)!r} is not an mlpcore model file")
+
+
+def _parse(raw: bytes, not_ours: str):
+    """(metadata, tensors) of a model file's bytes; ``not_ours`` starts the error message."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
     try:
         # parse the header ourselves first: safetensors' loader gives no access to metadata
         header_len = int.from_bytes(raw[:8], "little")
@@ -57,7 +65,8 @@ def load(path):
     return _model_from(meta, tensors, path)
 
 
-def _model_from(meta: Dict[str, Any], tensors: Dict[str, np.ndarray], path: Path):
+def _model_from(meta: Dict[str, Any], tensors: Dict[str, np.ndarray], path: Path,
+                detect_anomaly: bool = False):
     try:
         config = meta["model"]
         layers = [layer_from_config(c) for c in config["layers"]]
@@ -73,7 +82,8 @@ def _model_from(meta: Dict[str, Any], tensors: Dict[str, np.ndarray], path: Path
             model.compile(loss=meta["loss"]["name"], optimizer=opt,
                           huber_delta=meta["loss"]["huber_delta"],
                           clip_norm=meta["loss"].get("clip_norm"),
-                          clip_value=meta["loss"].get("clip_value"))
+                          clip_value=meta["loss"].get("clip_value"),
+                          detect_anomaly=detect_anomaly)
             for name, view in opt.state.items():
                 view[...] = _tensor(tensors, f"optimizer.{name}", view)
             model.optimizer_steps = int(opt_meta["step"])
@@ -261,3 +271,30 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None)
     if rebuilt:
         model.metrics = metrics
     return Checkpoint(model, epoch, scheduler, sched_state)
+
+
+# --- pickling and copying ---------------------------------------------------------------------
+def model_from_bytes(data: bytes):
+    """The model :func:`mlpcore.saving.model_to_bytes` described (what unpickling calls)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"model_from_bytes: data must be bytes, got {type(data).__name__}")
+    meta, tensors = _parse(bytes(data), "unpickle: the data is not a pickled mlpcore model")
+    model = _model_from(meta, tensors, Path("<pickle>"),
+                        detect_anomaly=bool(meta.get("detect_anomaly", False)))
+    try:
+        model.rng = _rng_from_state(meta["checkpoint"]["rng"])
+        if model.loss is not None:
+            model.metrics = list(meta["checkpoint"]["metrics"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"unpickle: incomplete mlpcore model state: {exc!r}") from None
+    return model
+
+
+def _reduce_model(model):
+    return (model_from_bytes, (model_to_bytes(model),))
+
+
+# pickle, copy.copy and copy.deepcopy look a class up in copyreg's table before asking the
+# object: every copy of a Sequential is a new, independent model that trains on exactly as the
+# original would (Sequential.__reduce_ex__ falls back to this entry for other picklers)
+copyreg.pickle(Sequential, _reduce_model)

@@ -89,7 +89,8 @@ def child(payload: dict) -> None:
         import mlpcore as mc
 
         fn = mc.matmul
-        info = {k: v for k, v in mc.kernel_info().items() if k in ("isa", "openmp", "num_threads")}
+        keep = ("isa", "elementwise_isa", "cache_sizes", "openmp", "num_threads")
+        info = {k: v for k, v in mc.kernel_info().items() if k in keep}
     else:
         fn = np.matmul
         try:
@@ -145,7 +146,12 @@ def main() -> None:
     mlpcore = import_mlpcore()  # in the parent only
     from mlpcore.bench.children import SLOW_BLAS_VARS, QuietRunner, child_env, run_json_child
 
-    isa = mlpcore.kernel_info()["isa"]  # the kernels the mlpcore children will run
+    kinfo = mlpcore.kernel_info()
+    isa = kinfo["isa"]  # the kernels the mlpcore children will run (same environment)
+    cache = kinfo["cache_sizes"]
+    print(f"mlpcore GEMM ISA {isa} (element-wise {kinfo['elementwise_isa']}; MLPCORE_GEMM_ISA="
+          f"{kinfo['env_isa']}), caches L1d {cache['l1d'] >> 10} KiB, L2 {cache['l2'] >> 10} KiB "
+          f"({cache['source']}), float32 blocking {kinfo['float32']}")
     script = os.path.abspath(__file__)
     env_note = {k: os.environ.get(k) for k in SLOW_BLAS_VARS}
     rows, infos = [], {}

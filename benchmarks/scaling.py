@@ -76,6 +76,10 @@ def main(argv=None) -> int:
     ap.add_argument("--turn-seconds", type=float, default=0.5,
                     help="time of each turn's steps (default 0.5)")
     args = ap.parse_args(argv)
+    info = mc.kernel_info()
+    print(f"mlpcore kernels: GEMM ISA {info['isa']}, element-wise {info['elementwise_isa']}, "
+          f"caches L1d {info['cache_sizes']['l1d'] >> 10} KiB / L2 "
+          f"{info['cache_sizes']['l2'] >> 10} KiB")
     for name in args.workloads:
         s = measure(name, args.rounds, args.threads, args.turn_seconds)
         print(f"{name:12s} step {s['step_ms_1t']:8.2f} ms on 1 thread, "

@@ -129,3 +129,24 @@ def test_relu_propagates_nan_as_torch(isa, dtype):
         alone.layers[0].bias[...] = [np.nan, 1.0]
         out = alone.predict(np.array([[1.0, 2.0]], dtype=dtype))
         assert np.isnan(out[0, 0]) and out[0, 1] > 0
+
+
+@pytest.mark.skipif(len(usable_isas()) < 2, reason="only one ISA usable here")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("act", sorted(ACTIVATION_FACTORIES))
+def test_every_isa_copy_of_the_standalone_activation_gives_the_same_bits(act, dtype, rng):
+    """After a LayerNorm (not fused into a GEMM) the activation's array forms run as the AVX-512,
+    AVX2 or baseline copy (kernels/isa_regions.hpp): forward and backward give the same bits."""
+    x = rng.normal(0, 3, size=(37, 13))
+    x[0, :4] = [-30.0, -1e-3, 1e-3, 30.0]
+    t = rng.normal(size=(37, 13))
+    runs = {}
+    for isa in usable_isas():
+        model = mc.Sequential([mc.LayerNorm(13), ACTIVATION_FACTORIES[act]()], dtype=dtype)
+        model.compile(loss="mse", optimizer="sgd")
+        with kernel_isa(isa):
+            out = model.predict(x)
+            _, dx = model.compute_gradients(x, t, return_input_grad=True)
+        runs[isa] = (out.tobytes(), dx.tobytes())
+    first = next(iter(runs.values()))
+    assert all(run == first for run in runs.values()), act

@@ -222,3 +222,38 @@ def test_validation_errors_match_evaluate(data):
             mc.diagnose(model, x, labels, batch_size=bad)
     with pytest.raises(TypeError, match="batch_size"):
         mc.diagnose(model, x, labels, batch_size=2.5)
+
+
+def test_input_scale_warnings(rng):
+    from mlpcore.diagnostics import check_input_scale
+    x = rng.normal(size=(50, 4))
+    assert check_input_scale(x) == []
+    raw = x * 1e8
+    msgs = check_input_scale(raw)
+    assert len(msgs) == 1 and "unscaled inputs" in msgs[0] and "(x - mean) / std" in msgs[0]
+    uneven = x * np.array([1.0, 1.0, 1.0, 1e-3])
+    msgs = check_input_scale(uneven)
+    assert len(msgs) == 1 and "uneven input scales" in msgs[0] and "feature 3" in msgs[0]
+    pixels = np.clip(np.round(8 + 5 * x), 0, 16)
+    pixels[:, 0] = 0  # a blank pixel is left out of the spread comparison
+    assert "unscaled" not in " ".join(check_input_scale(pixels))  # 0..16: std ~5
+    rare = x.copy()
+    rare[:, 2], rare[0, 2] = 0.0, 1e-3  # a nearly always blank pixel: not a spread problem
+    assert check_input_scale(rare) == []
+    model = mc.Sequential([mc.Dense(4, 1)], seed=0)
+    model.compile(loss="mse", optimizer="sgd")
+    d = mc.diagnose(model, raw, np.zeros((50, 1)), file=io.StringIO())
+    assert "unscaled inputs" in d.warnings[0]
+
+
+def test_vanishing_cause_is_slope_compounding_when_nothing_saturates(rng):
+    x = rng.normal(size=(64, 8))
+    layers = [mc.Dense(8, 32), mc.Sigmoid()]
+    for _ in range(9):
+        layers += [mc.Dense(32, 32), mc.Sigmoid()]
+    model = mc.Sequential(layers + [mc.Dense(32, 2)], seed=0)
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    d = mc.diagnose(model, x, (x[:, 0] > 0).astype(int), file=io.StringIO())
+    assert all(r["saturated_fraction"] == 0 for r in d.rows if r["layer"] == "Sigmoid")
+    (msg,) = [w for w in d.warnings if "vanishing" in w]
+    assert "slope compounding" in msg and "0.25" in msg and "Cause: saturation" not in msg

@@ -1,5 +1,6 @@
 """The reductions of cpp/kernels/reductions.cpp (through the mc._core test hooks): the sum of
-squares behind the gradient norm and the bias-gradient column sums, on every ISA copy."""
+squares behind the gradient norm, the bias-gradient column sums and the finiteness scan, on every
+ISA copy (baseline, AVX2, AVX-512: kernels/isa_regions.hpp)."""
 import numpy as np
 import pytest
 
@@ -9,6 +10,17 @@ from helpers import kernel_isa, usable_isas
 core = mc._core
 # around the chunk (4096), lane (16) and parallel (2**16) boundaries of the implementation
 SIZES = [0, 1, 15, 16, 17, 4095, 4096, 4097, 2**16 - 1, 2**16 + 5, 2**18 + 5]
+
+
+# The element-wise copy each GEMM ISA selects.
+ELEMENTWISE_COPY = {"avx512": "avx512", "avx2": "avx2", "portable": "baseline"}
+
+
+def test_the_isa_switch_selects_the_matching_elementwise_copy():
+    for isa in usable_isas():
+        with kernel_isa(isa):
+            assert core._get_elementwise_isa() == ELEMENTWISE_COPY[isa]
+            assert mc.kernel_info()["elementwise_isa"] == ELEMENTWISE_COPY[isa]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -45,7 +57,7 @@ def test_sum_of_squares_of_non_finite_values_is_non_finite(bad):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(1, 1), (32, 16), (7, 300), (300, 513)])
+@pytest.mark.parametrize("shape", [(1, 1), (32, 16), (7, 300), (3, 17), (300, 513), (1001, 37)])
 def test_column_sums_match_numpy_and_every_isa_copy(dtype, shape):
     x = np.random.default_rng(5).normal(size=shape).astype(dtype)
     results = []
@@ -58,6 +70,21 @@ def test_column_sums_match_numpy_and_every_isa_copy(dtype, shape):
         np.testing.assert_array_equal(other, results[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_is_right_on_every_isa_copy(dtype):
+    for n in [1, 7, 15, 17, 33, 1001, 4097]:
+        for where in sorted({0, n // 2, n - 1}):
+            for bad in [None, np.nan, np.inf, -np.inf]:
+                x = np.random.default_rng(n).normal(size=n).astype(dtype)
+                if bad is not None:
+                    x[where] = bad
+                for isa in usable_isas():
+                    with kernel_isa(isa):
+                        assert core._all_finite(x) is (bad is None), (n, where, bad, isa)
+
+
 def test_hooks_reject_other_dtypes():
     with pytest.raises(TypeError, match="float32 or float64"):
         core._sum_of_squares(np.ones(3, dtype=np.int64))
+    with pytest.raises(TypeError, match="_all_finite: x must be float32 or float64"):
+        core._all_finite(np.ones(3, dtype=np.int32))

@@ -14,6 +14,7 @@
 #include "kernels/denormals.hpp"
 #include "kernels/gemm/gemm.hpp"
 #include "kernels/gemm/ukernel.hpp"
+#include "kernels/isa_regions.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -181,6 +182,17 @@ py::dict kernel_info() {
   info["blocking"] = all;
   const char* env = std::getenv("MLPCORE_GEMM_ISA");
   info["env_isa"] = env ? py::object(py::str(env)) : py::object(py::none());
+  const gm::CacheSizes& caches = gm::cache_sizes();
+  py::dict cache;
+  cache["l1d"] = caches.l1d;
+  cache["l2"] = caches.l2;
+  cache["l3"] = caches.l3;  // 0: unknown
+  cache["source"] = caches.source;
+  const char* cache_env = std::getenv("MLPCORE_CACHE_SIZES");
+  cache["env"] = cache_env ? py::object(py::str(cache_env)) : py::object(py::none());
+  cache["env_ignored"] = caches.env_invalid;
+  info["cache_sizes"] = cache;
+  info["elementwise_isa"] = mlpcore::elementwise_isa_name(mlpcore::elementwise_isa());
   info["small_m"] = gm::cfg::kSmallM;
   info["direct_max_work"] = gm::cfg::kDirectMaxWork;
   info["parallel_min_work"] = gm::cfg::kParallelMinWork;
@@ -341,6 +353,21 @@ Results are bitwise identical for any number of threads.)doc");
   m.def("_set_gemm_isa", &set_gemm_isa, py::arg("name"),
         "Test hook: switch the GEMM micro-kernels ('avx512', 'avx2' or 'portable').");
   m.def("_get_gemm_isa", [] { return std::string(gm::isa_name(gm::isa_active())); });
+  m.def("_get_elementwise_isa",
+        [] { return std::string(mlpcore::elementwise_isa_name(mlpcore::elementwise_isa())); },
+        "Test hook: the ISA copy of the element-wise kernels in use ('avx512', 'avx2', 'baseline').");
+  m.def(
+      "_set_cache_sizes",
+      [](std::int64_t l1d, std::int64_t l2, std::int64_t l3) {
+        if (!gm::set_cache_sizes(l1d, l2, l3))
+          throw py::value_error(
+              "_set_cache_sizes: expected l1d in [4 KiB, 4 MiB], l2 in [32 KiB, 1 GiB] and l3 0 "
+              "(unknown) or in [64 KiB, 64 GiB] bytes, got l1d=" + std::to_string(l1d) +
+              ", l2=" + std::to_string(l2) + ", l3=" + std::to_string(l3));
+      },
+      py::arg("l1d"), py::arg("l2"), py::arg("l3") = 0,
+      "Test hook: derive every ISA's blocking from these cache sizes (bytes) from now on, as "
+      "MLPCORE_CACHE_SIZES does at start-up. Not while a product runs.");
   m.def(
       "_gemm",
       [](py::handle a, py::handle b, bool ta, bool tb, py::object c, bool accumulate) {

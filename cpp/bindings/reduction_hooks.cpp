@@ -1,5 +1,6 @@
 // Underscore test hooks for the reductions (kernels/reductions.hpp), so the tests can check
-// them on every ISA copy: _sum_of_squares(x) and _column_sums(x) for a float32/float64 array.
+// them on every ISA copy: _sum_of_squares(x), _column_sums(x) and _all_finite(x) for a
+// float32/float64 array.
 #include "bindings/reduction_hooks.hpp"
 
 #include <pybind11/numpy.h>
@@ -28,6 +29,11 @@ py::array column_sums(const py::array_t<T, py::array::c_style>& x) {
   return out;
 }
 
+template <typename T>
+bool finite(const py::array_t<T, py::array::c_style>& x) {
+  return mlpcore::all_finite<T>(x.data(), index_t(x.size()));
+}
+
 bool is_float64(const py::array& x, const char* func) {
   if (x.dtype().is(py::dtype::of<double>())) return true;
   if (x.dtype().is(py::dtype::of<float>())) return false;
@@ -47,5 +53,10 @@ void bind_reduction_hooks(py::module_& m) {
     const bool f64 = is_float64(x, "_column_sums");
     return f64 ? column_sums<double>(py::array_t<double, py::array::c_style>::ensure(x))
                : column_sums<float>(py::array_t<float, py::array::c_style>::ensure(x));
+  });
+  m.def("_all_finite", [](const py::array& x) {
+    const bool f64 = is_float64(x, "_all_finite");
+    return f64 ? finite<double>(py::array_t<double, py::array::c_style>::ensure(x))
+               : finite<float>(py::array_t<float, py::array::c_style>::ensure(x));
   });
 }

@@ -1,45 +1,45 @@
 #include "activations.hpp"
 
+#include "isa_regions.hpp"
+
 namespace mlpcore {
+
+namespace activations_baseline {
+#include "activations_rules.inl"
+}  // namespace activations_baseline
+
+// The AVX2 and AVX-512 copies (elementwise_copy.inl, compiled in their own files).
+#define MLPCORE_DECLARE_ACTIVATIONS_COPY(ns)                                                    \
+  namespace ns {                                                                              \
+  template <typename T>                                                                       \
+  void forward(Act, const ActParams&, const T*, T*, index_t, index_t) noexcept;               \
+  template <typename T>                                                                       \
+  void backward(Act, const ActParams&, const T*, const T*, const T*, T*, index_t, index_t) noexcept; \
+  }
+MLPCORE_DECLARE_ACTIVATIONS_COPY(activations_avx2)
+MLPCORE_DECLARE_ACTIVATIONS_COPY(activations_avx512)
+#undef MLPCORE_DECLARE_ACTIVATIONS_COPY
 
 template <typename T>
 void activation_forward(Act act, const ActParams& p, const T* z, T* y, index_t rows,
                         index_t cols) noexcept {
-  if (act == Act::Softmax) {
-    for (index_t r = 0; r < rows; ++r) {
-      const T* zr = z + r * cols;
-      T* yr = y + r * cols;
-      const T zmax = *std::max_element(zr, zr + cols);  // shift for overflow-free exp
-      T sum = 0;
-      for (index_t c = 0; c < cols; ++c) {
-        yr[c] = std::exp(zr[c] - zmax);
-        sum += yr[c];
-      }
-      const T inv = T(1) / sum;
-      for (index_t c = 0; c < cols; ++c) yr[c] *= inv;
-    }
-    return;
+  switch (elementwise_isa()) {
+    case ElementwiseIsa::Avx512: return activations_avx512::forward(act, p, z, y, rows, cols);
+    case ElementwiseIsa::Avx2: return activations_avx2::forward(act, p, z, y, rows, cols);
+    case ElementwiseIsa::Baseline: return activations_baseline::forward(act, p, z, y, rows, cols);
   }
-  const index_t n = rows * cols;
-  for (index_t i = 0; i < n; ++i) y[i] = act_forward(act, z[i], p);
 }
 
 template <typename T>
 void activation_backward(Act act, const ActParams& p, const T* dy, const T* z, const T* y, T* dz,
                          index_t rows, index_t cols) noexcept {
-  if (act == Act::Softmax) {
-    for (index_t r = 0; r < rows; ++r) {
-      const T* dyr = dy + r * cols;
-      const T* yr = y + r * cols;
-      T* dzr = dz + r * cols;
-      T dot = 0;
-      for (index_t c = 0; c < cols; ++c) dot += dyr[c] * yr[c];
-      for (index_t c = 0; c < cols; ++c) dzr[c] = yr[c] * (dyr[c] - dot);
-    }
-    return;
+  switch (elementwise_isa()) {
+    case ElementwiseIsa::Avx512:
+      return activations_avx512::backward(act, p, dy, z, y, dz, rows, cols);
+    case ElementwiseIsa::Avx2: return activations_avx2::backward(act, p, dy, z, y, dz, rows, cols);
+    case ElementwiseIsa::Baseline:
+      return activations_baseline::backward(act, p, dy, z, y, dz, rows, cols);
   }
-  const index_t n = rows * cols;
-  for (index_t i = 0; i < n; ++i) dz[i] = dy[i] * act_derivative(act, z[i], y[i], p);
 }
 
 template void activation_forward<float>(Act, const ActParams&, const float*, float*, index_t,

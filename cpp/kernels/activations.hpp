@@ -53,7 +53,7 @@ constexpr double kGeluTanhCoef = 0.044715;
 
 // Logistic function without overflow for large |z|.
 template <typename T>
-inline T sigmoid(T z) noexcept {
+MLPCORE_ALWAYS_INLINE T sigmoid(T z) noexcept {
   if (z >= T(0)) return T(1) / (T(1) + std::exp(-z));
   const T e = std::exp(z);
   return e / (T(1) + e);
@@ -71,7 +71,7 @@ inline bool is_elementwise(Act act) noexcept {
 }
 
 template <typename T>
-inline T act_forward(Act act, T z, const ActParams& p) noexcept {
+MLPCORE_ALWAYS_INLINE T act_forward(Act act, T z, const ActParams& p) noexcept {
   using namespace act_detail;
   switch (act) {
     case Act::Identity: return z;
@@ -99,7 +99,7 @@ inline T act_forward(Act act, T z, const ActParams& p) noexcept {
 
 // dy/dz at one element, given z and y = f(z).
 template <typename T>
-inline T act_derivative(Act act, T z, T y, const ActParams& p) noexcept {
+MLPCORE_ALWAYS_INLINE T act_derivative(Act act, T z, T y, const ActParams& p) noexcept {
   using namespace act_detail;
   switch (act) {
     case Act::Identity: return T(1);

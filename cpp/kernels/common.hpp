@@ -8,6 +8,15 @@ namespace mlpcore {
 
 using index_t = std::int64_t;
 
+// For the small header functions that the ISA copies of the element-wise kernels call
+// (isa_regions.hpp): always inlined, they are never emitted out of line by a file built with
+// AVX-512 flags, where the linker could pick that copy for baseline callers too.
+#if defined(__GNUC__)
+#define MLPCORE_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define MLPCORE_ALWAYS_INLINE inline
+#endif
+
 // The most elements one array of mlpcore may hold: 2^48, beyond any machine's memory, yet small
 // enough that bytes (x 8) and sums of a few such counts stay far from int64's limit.
 inline constexpr index_t kMaxElements = index_t(1) << 48;

@@ -9,6 +9,8 @@
 #pragma once
 #include <atomic>
 
+#include "common.hpp"
+
 #if defined(__SSE2__) || defined(__x86_64__) || defined(_M_X64)
 #include <xmmintrin.h>
 #define MLPCORE_HAS_MXCSR 1
@@ -16,14 +18,14 @@
 
 namespace mlpcore {
 
-inline std::atomic<bool>& flush_denormals_setting() noexcept {
+MLPCORE_ALWAYS_INLINE std::atomic<bool>& flush_denormals_setting() noexcept {
   static std::atomic<bool> on{true};
   return on;
 }
 
 class DenormalsAsZero {
  public:
-  DenormalsAsZero() noexcept {
+  MLPCORE_ALWAYS_INLINE DenormalsAsZero() noexcept {
 #ifdef MLPCORE_HAS_MXCSR
     if (flush_denormals_setting().load(std::memory_order_relaxed)) {
       saved_ = _mm_getcsr();
@@ -32,7 +34,7 @@ class DenormalsAsZero {
     }
 #endif
   }
-  ~DenormalsAsZero() {
+  MLPCORE_ALWAYS_INLINE ~DenormalsAsZero() {
 #ifdef MLPCORE_HAS_MXCSR
     if (active_) _mm_setcsr(saved_);
 #endif

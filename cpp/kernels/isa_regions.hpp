@@ -1,25 +1,33 @@
-// Element-wise kernels compiled twice in one file: for the baseline ISA and, between
-// MLPCORE_AVX512_BEGIN / MLPCORE_AVX512_END, for AVX-512 (GCC's target pragma), the copy being
-// picked at run time by use_avx512_elementwise(). The two copies give the same bits: they are
+// Element-wise kernels (activations' array forms, optimizer rules, reductions) compiled once per
+// x86 ISA: each family's rules live in a *_rules.inl that is included in one namespace per copy,
+//   baseline  in the family's own file (activations.cpp, optim.cpp, reductions.cpp),
+//   AVX2+FMA  in elementwise_avx2.cpp   (compiled with -mavx2 -mfma),
+//   AVX-512   in elementwise_avx512.cpp (compiled with -mavx512f/dq/vl/bw),
+// per-file flags (gemm.cmake / CMakeLists.txt) so GCC and Clang build every copy alike.
+// elementwise_isa() picks the copy at run time. The copies give the same bits: they are
 // element-wise (or reduce in an order fixed by the source, not by the vector width), and the
-// build turns floating-point contraction off (-ffp-contract=off), so AVX-512's FMA never fuses a
-// multiply and an add that the baseline copy rounds separately.
+// build turns floating-point contraction off (-ffp-contract=off), so the FMA units of AVX2 and
+// AVX-512 never fuse a multiply and an add that the baseline copy rounds separately.
+// A new family: its rules in a .inl, one include per copy file, a dispatch like optim.cpp's.
+// Per-file flags have one trap: an inline function from a shared header that a copy file emits
+// out of line is a weak symbol the linker may pick for the baseline callers too (an AVX-512
+// instruction on an AVX2 CPU). Header functions the rules call are MLPCORE_ALWAYS_INLINE;
+// `nm -C elementwise_avx512.cpp.o | grep " W "` lists only the copies' own namespaces.
 #pragma once
 #include "common.hpp"
 
-#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__) && !defined(__clang__)
-#define MLPCORE_AVX512_REGIONS 1
-#define MLPCORE_AVX512_BEGIN \
-  _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,avx512f,avx512dq,avx512vl,avx512bw\")")
-#define MLPCORE_AVX512_END _Pragma("GCC pop_options")
-#else
-#define MLPCORE_AVX512_REGIONS 0
-#endif
-
 namespace mlpcore {
 
-// True when the AVX-512 copies may run: the CPU has AVX-512 and the active GEMM ISA is AVX-512
-// (so MLPCORE_GEMM_ISA=avx2 / portable, and the tests' ISA switch, select the baseline copies).
-bool use_avx512_elementwise() noexcept;
+enum class ElementwiseIsa : int { Baseline, Avx2, Avx512 };
+
+// The copy to run: the one matching the active GEMM ISA (so MLPCORE_GEMM_ISA=avx2 / portable,
+// and the tests' ISA switch, select the AVX2 / baseline copies); baseline when the ISA file was
+// built without its flags (another compiler or architecture).
+ElementwiseIsa elementwise_isa() noexcept;
+const char* elementwise_isa_name(ElementwiseIsa isa) noexcept;
+
+// Whether elementwise_avx2.cpp / elementwise_avx512.cpp were built with their ISA flags.
+bool elementwise_avx2_compiled() noexcept;
+bool elementwise_avx512_compiled() noexcept;
 
 }  // namespace mlpcore

@@ -31,13 +31,15 @@ namespace optim_baseline {
 #include "optim_rules.inl"
 }  // namespace optim_baseline
 
-#if MLPCORE_AVX512_REGIONS
-MLPCORE_AVX512_BEGIN
-namespace optim_avx512 {
-#include "optim_rules.inl"
-}  // namespace optim_avx512
-MLPCORE_AVX512_END
-#endif
+// The AVX2 and AVX-512 copies (elementwise_copy.inl, compiled in their own files).
+#define MLPCORE_DECLARE_OPTIM_COPY(ns)                                                      \
+  namespace ns {                                                                            \
+  template <typename T>                                                                     \
+  void step(const OptConfig&, std::int64_t, bool, T*, const T*, T* const*, index_t) noexcept; \
+  }
+MLPCORE_DECLARE_OPTIM_COPY(optim_avx2)
+MLPCORE_DECLARE_OPTIM_COPY(optim_avx512)
+#undef MLPCORE_DECLARE_OPTIM_COPY
 
 int optimizer_state_names(const OptConfig& cfg, const char* names[kMaxOptimizerState]) noexcept {
   return optim_baseline::state_names(cfg, names);
@@ -46,13 +48,14 @@ int optimizer_state_names(const OptConfig& cfg, const char* names[kMaxOptimizerS
 template <typename T>
 void optimizer_step(const OptConfig& cfg, std::int64_t step, bool fresh_momentum, T* param,
                     const T* grad, T* const* state, index_t n) noexcept {
-#if MLPCORE_AVX512_REGIONS
-  if (use_avx512_elementwise()) {
-    optim_avx512::step(cfg, step, fresh_momentum, param, grad, state, n);
-    return;
+  switch (elementwise_isa()) {
+    case ElementwiseIsa::Avx512:
+      return optim_avx512::step(cfg, step, fresh_momentum, param, grad, state, n);
+    case ElementwiseIsa::Avx2:
+      return optim_avx2::step(cfg, step, fresh_momentum, param, grad, state, n);
+    case ElementwiseIsa::Baseline:
+      return optim_baseline::step(cfg, step, fresh_momentum, param, grad, state, n);
   }
-#endif
-  optim_baseline::step(cfg, step, fresh_momentum, param, grad, state, n);
 }
 
 template void optimizer_step<float>(const OptConfig&, std::int64_t, bool, float*, const float*,

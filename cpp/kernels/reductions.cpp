@@ -12,16 +12,25 @@ namespace reductions_baseline {
 #include "reductions_rules.inl"
 }  // namespace reductions_baseline
 
-#if MLPCORE_AVX512_REGIONS
-MLPCORE_AVX512_BEGIN
-namespace reductions_avx512 {
-#include "reductions_rules.inl"
-}  // namespace reductions_avx512
-MLPCORE_AVX512_END
-#define MLPCORE_PICK(fn) (use_avx512_elementwise() ? reductions_avx512::fn : reductions_baseline::fn)
-#else
-#define MLPCORE_PICK(fn) reductions_baseline::fn
-#endif
+// The AVX2 and AVX-512 copies (elementwise_copy.inl, compiled in their own files).
+#define MLPCORE_DECLARE_REDUCTIONS_COPY(ns)                                                  \
+  namespace ns {                                                                             \
+  template <typename T>                                                                      \
+  void column_sums(const T*, index_t, index_t, index_t, T*, bool) noexcept;                  \
+  template <typename T>                                                                      \
+  double sum_of_squares(const T*, index_t) noexcept;                                         \
+  template <typename T>                                                                      \
+  bool all_finite(const T*, index_t) noexcept;                                               \
+  }
+MLPCORE_DECLARE_REDUCTIONS_COPY(reductions_avx2)
+MLPCORE_DECLARE_REDUCTIONS_COPY(reductions_avx512)
+#undef MLPCORE_DECLARE_REDUCTIONS_COPY
+
+// The copy of fn that elementwise_isa() picks.
+#define MLPCORE_PICK(fn)                                                    \
+  (elementwise_isa() == ElementwiseIsa::Avx512 ? reductions_avx512::fn      \
+   : elementwise_isa() == ElementwiseIsa::Avx2 ? reductions_avx2::fn        \
+                                               : reductions_baseline::fn)
 
 template <typename T>
 void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,

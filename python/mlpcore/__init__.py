@@ -23,6 +23,8 @@ from .gradcheck import gradcheck
 from .diagnostics import diagnose
 from . import onnx  # imports the onnx package only when export/load are called
 from .torch_interop import from_torch
+from .trace import trace
+from .lr_find import lr_find
 
 __version__ = "0.1.0"
 
@@ -34,5 +36,5 @@ __all__ = [
     "get_num_threads", "has_openmp", "matmul", "kernel_info", "set_flush_denormal",
     "get_flush_denormal",
     "callbacks", "schedules", "save_checkpoint", "load_checkpoint", "Checkpoint",
-    "gradcheck", "diagnose", "onnx", "from_torch",
+    "gradcheck", "diagnose", "onnx", "from_torch", "trace", "lr_find",
 ]

@@ -22,6 +22,13 @@
   fraction of *saturated* output elements (< 0.01 or > 0.99) and for Tanh those with
   ``|output| > 0.99`` (where the derivative is tiny).
 
+Before the per-layer warnings, :func:`check_input_scale` looks at every row of ``x`` given:
+unscaled features (std or |mean| above :data:`INPUT_SCALE_WARN`) and uneven ones (spreads
+differing more than :data:`INPUT_SPREAD_WARN` times). The vanishing-gradient warning names
+the cause the rows point to: saturation (flat tails), the activation's slope compounding
+(sigmoid's f' <= 0.25 multiplied layer after layer although nothing saturates), or the
+initialisation (too-small weights).
+
 Warnings follow the classic debugging table -- the sign, its likely cause, what to check
 first -- for vanishing and exploding gradients, dead units, saturated units and a learning
 rate that looks too high or too low. The thresholds are the module constants below. The
@@ -50,7 +57,8 @@ from .layers import Activation, BatchNorm1d, Dense, LayerNorm, LeakyReLU, ReLU, 
 __all__ = [
     "diagnose", "Diagnosis", "VANISHING_RATIO", "EXPLODING_RATIO", "EXPLODING_GRAD_NORM",
     "DEAD_FRACTION_WARN", "SATURATION_WARN", "SIGMOID_SATURATION", "TANH_SATURATION",
-    "LR_HIGH_RATIO", "LR_LOW_RATIO",
+    "LR_HIGH_RATIO", "LR_LOW_RATIO", "INPUT_SCALE_WARN", "INPUT_SPREAD_WARN",
+    "check_input_scale",
 ]
 
 #: Vanishing: a Dense layer's RMS gradient below this fraction of the last Dense layer's
@@ -73,7 +81,14 @@ LR_HIGH_RATIO = 1e-1
 #: Learning rate looks too low: every Dense layer's estimated update/|W| is below this.
 LR_LOW_RATIO = 1e-5
 
-_THRESHOLDS = ("VANISHING_RATIO", "EXPLODING_RATIO", "EXPLODING_GRAD_NORM", "DEAD_FRACTION_WARN",
+#: Unscaled inputs: some feature's standard deviation or |mean| exceeds this.
+INPUT_SCALE_WARN = 10.0
+#: Uneven inputs: the largest feature standard deviation exceeds this multiple of the smallest
+#: (constant features left out).
+INPUT_SPREAD_WARN = 100.0
+
+_THRESHOLDS = ("INPUT_SCALE_WARN", "INPUT_SPREAD_WARN", "VANISHING_RATIO", "EXPLODING_RATIO",
+               "EXPLODING_GRAD_NORM", "DEAD_FRACTION_WARN",
                "SATURATION_WARN", "SIGMOID_SATURATION", "TANH_SATURATION", "LR_HIGH_RATIO",
                "LR_LOW_RATIO")
 
@@ -87,7 +102,8 @@ class Diagnosis:
     ``"norm"`` for LayerNorm/BatchNorm1d -- whose ``weight`` is gamma -- or ``"other"``),
     ``out_mean``, ``out_std``, ``is_output`` (the model's last layer) and, None where they do
     not apply, ``weight_norm``, ``grad_norm``, ``grad_rms`` (``grad_norm / sqrt(size)``),
-    ``grad_weight_ratio``, ``update_ratio``, ``dead_fraction``, ``saturated_fraction``. The
+    ``grad_weight_ratio``, ``update_ratio``, ``dead_fraction``, ``saturated_fraction``,
+    ``mean_slope`` (Sigmoid/Tanh: the batch mean of f'(z), from the outputs). The
     gradient-flow and learning-rate warnings look at Dense rows only. ``thresholds`` records
     the module constants used; ``healthy`` is True when there is no warning.
     """
@@ -160,6 +176,42 @@ def _layer_list(indices: List[int]) -> str:
     return ", ".join(str(i) for i in indices)
 
 
+def check_input_scale(x) -> List[str]:
+    """Plain warnings (possibly none) about the scale of the input features ``x`` (n, d):
+    a feature whose standard deviation or mean is far from 1 (:data:`INPUT_SCALE_WARN`), or
+    features whose spreads differ by more than :data:`INPUT_SPREAD_WARN` times. Features equal
+    to their median in over 95% of the rows (e.g. nearly always blank pixels) are left out of
+    the spread comparison."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2 or not np.all(np.isfinite(x)):
+        return []
+    std, mean = x.std(axis=0), x.mean(axis=0)
+    out: List[str] = []
+    fix = ("Do: standardise every feature with the training set's statistics, "
+           "x = (x - mean) / std (mean and std from the training rows, applied to all data), "
+           "or divide raw pixels by their maximum (255, or 16 for sklearn's digits).")
+    big = max(float(std.max()), float(np.abs(mean).max()))
+    if big > INPUT_SCALE_WARN:
+        j = int(np.argmax(np.maximum(std, np.abs(mean))))
+        out.append(
+            f"unscaled inputs: feature {j} has mean {mean[j]:.3g} and std {std[j]:.3g} (networks "
+            "train best with features of mean ~0 and std ~1; large inputs make large "
+            f"pre-activations, saturated units and a learning rate that is too high for them). "
+            + fix)
+    # features that vary in at least 5% of the rows (a nearly always blank pixel's tiny std is
+    # not a scaling problem)
+    varying_mask = np.mean(x != np.median(x, axis=0), axis=0) >= 0.05
+    varying = std[varying_mask]
+    if varying.size >= 2 and varying.max() > INPUT_SPREAD_WARN * varying.min():
+        lo = int(np.argmin(np.where(varying_mask, std, np.inf)))
+        hi = int(np.argmax(np.where(varying_mask, std, -np.inf)))
+        out.append(
+            f"uneven input scales: feature {hi} has std {std[hi]:.3g} but feature {lo} only "
+            f"{std[lo]:.3g} ({std[hi] / std[lo]:.3g}x); the large features dominate the "
+            f"gradients and the small ones barely move their weights. {fix}")
+    return out
+
+
 def diagnose(model, x, y, *, batch_size: int = 256, file=None) -> Diagnosis:
     """Per-layer health table and warnings for ``model`` on the first ``batch_size`` rows of
     ``(x, y)``; prints the table to ``file`` (default: standard output) and returns a
@@ -172,6 +224,7 @@ def diagnose(model, x, y, *, batch_size: int = 256, file=None) -> Diagnosis:
     batch_size = check_int(batch_size, owner="diagnose", name="batch_size")
     x = as_inputs(x, model.dtype, model.in_features, "diagnose")
     y = as_targets(y, model.loss, x.shape[0], model.out_features, model.dtype, "diagnose")
+    input_warnings = check_input_scale(x)  # on every row given, not only the batch
     x, y = x[:batch_size], y[:batch_size]
     n = x.shape[0]
 
@@ -191,7 +244,7 @@ def diagnose(model, x, y, *, batch_size: int = 256, file=None) -> Diagnosis:
             "out_mean": float(out.mean()), "out_std": float(out.std()),
             "weight_norm": None, "grad_norm": None, "grad_rms": None,
             "grad_weight_ratio": None, "update_ratio": None,
-            "dead_fraction": None, "saturated_fraction": None,
+            "dead_fraction": None, "saturated_fraction": None, "mean_slope": None,
             "is_output": index == len(outputs) - 1,
         }
         if kind in ("dense", "norm"):
@@ -208,15 +261,45 @@ def diagnose(model, x, y, *, batch_size: int = 256, file=None) -> Diagnosis:
         elif isinstance(layer, Sigmoid):
             row["saturated_fraction"] = float(np.mean((out < SIGMOID_SATURATION)
                                                       | (out > 1 - SIGMOID_SATURATION)))
+            row["mean_slope"] = float(np.mean(out * (1 - out)))  # f'(z) = a (1 - a) <= 1/4
         elif isinstance(layer, Tanh):
             row["saturated_fraction"] = float(np.mean(np.abs(out) > TANH_SATURATION))
+            row["mean_slope"] = float(np.mean(1 - out * out))  # f'(z) = 1 - a^2 <= 1
         rows.append(row)
 
-    diagnosis = Diagnosis(rows=rows, warnings=_warnings(rows), loss=loss, n_samples=n,
+    diagnosis = Diagnosis(rows=rows, warnings=input_warnings + _warnings(rows), loss=loss,
+                          n_samples=n,
                           optimizer=type(model.optimizer).__name__ if model.optimizer else "",
                           thresholds={name: globals()[name] for name in _THRESHOLDS})
     print(diagnosis.report(), file=sys.stdout if file is None else file)
     return diagnosis
+
+
+def _vanishing_cause(rows: List[Dict[str, Any]]) -> str:
+    """Which of the three usual causes the rows point to, with what to do about it."""
+    hidden = [r for r in rows if not r["is_output"]]
+    saturated = [r for r in hidden if r["saturated_fraction"] is not None
+                 and r["saturated_fraction"] > SATURATION_WARN]
+    slopes = [r for r in hidden if r["mean_slope"] is not None]
+    if saturated:
+        worst = max(r["saturated_fraction"] for r in saturated)
+        return ("Cause: saturation -- up to " f"{100 * worst:.0f}% of the outputs of layer(s) "
+                f"{_layer_list([r['index'] for r in saturated])} sit in the flat tails where "
+                "the derivative is ~0. Do: scale the inputs, use a smaller initialisation, or "
+                "ReLU-family activations.")
+    if slopes:
+        product = float(np.prod([r["mean_slope"] for r in slopes]))
+        if product < 0.1:
+            kinds = sorted({r["layer"] for r in slopes})
+            bound = " (a sigmoid's slope is at most 0.25)" if "Sigmoid" in kinds else ""
+            return ("Cause: the activation's slope compounding, not saturation -- backprop "
+                    f"multiplies by f'(z) at each of the {len(slopes)} {'/'.join(kinds)} "
+                    f"layers{bound}; their mean slopes multiply to {product:.1e} on this batch. "
+                    "Do: ReLU-family activations with He initialisation, fewer layers, "
+                    "normalisation (LayerNorm) or residual connections.")
+    return ("Cause: the initialisation -- the weights are too small, so each layer shrinks "
+            "the signal ('out std' falls with depth, '|W|' is small). Do: Glorot (tanh/sigmoid) "
+            "or He (ReLU) initialisation, or normalisation layers.")
 
 
 def _warnings(rows: List[Dict[str, Any]]) -> List[str]:
@@ -245,10 +328,8 @@ def _warnings(rows: List[Dict[str, Any]]) -> List[str]:
             out.append(
                 f"vanishing gradients: the RMS gradient of layer(s) {_layer_list(vanishing)} "
                 f"is below {VANISHING_RATIO:g} x that of the last Dense layer "
-                f"(down to {smallest:.1e}); these early layers will barely learn. Likely cause: "
-                "saturating activations (sigmoid/tanh) stacked deep, or too-small initial "
-                "weights. Check first: the 'satur.' column and 'out std' shrinking with depth; "
-                "try ReLU-family activations, Glorot/He initialisation or fewer layers.")
+                f"(down to {smallest:.1e}); these early layers will barely learn. "
+                + _vanishing_cause(rows))
     if big or growing:
         signs = []
         if big:

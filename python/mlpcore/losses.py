@@ -17,6 +17,14 @@ Keras' names are accepted as aliases: ``mean_squared_error``, ``mean_absolute_er
 which takes **logits**: Keras' ``from_logits=True`` form. A Keras model ending in
 ``Activation("softmax")`` drops that layer here; compile warns if it is left in, since the
 softmax would be applied twice. ``predict_proba`` gives the probabilities).
+
+The mse convention: ``mse`` is the mean over *every entry* (samples and outputs) of
+(p - y)^2, as torch's ``MSELoss()`` and Keras, so its gradient is ``2 (p - y) / (n k)``
+for n rows and k outputs -- twice the "error = predicted - actual" of the textbook loss
+1/2 (p - y)^2, and divided by the batch. For that convention use :class:`HalfMSE`
+(``compile(loss=mc.losses.HalfMSE())``: gradient ``(p - y) / n``; with
+``reduction="sum"``, ``p - y`` itself). It is a custom loss: the forward and backward
+passes stay native, the loss and its gradient are NumPy, once per batch.
 """
 from __future__ import annotations
 
@@ -27,7 +35,7 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["LossInfo", "LOSSES", "CustomLoss", "get_loss"]
+__all__ = ["LossInfo", "LOSSES", "CustomLoss", "HalfMSE", "get_loss"]
 
 
 class CustomLoss:
@@ -66,6 +74,25 @@ class CustomLoss:
         if grad.dtype.kind not in "biuf":
             raise TypeError(f"custom loss {self.name!r} returned a gradient of dtype {grad.dtype}")
         return value, np.ascontiguousarray(grad, dtype=prediction.dtype)
+
+
+class HalfMSE:
+    """The textbook squared error 1/2 |p - y|^2 per sample (summed over the outputs), averaged
+    over the batch (``reduction="mean"``: gradient (p - y) / n) or summed (``"sum"``:
+    gradient p - y, the articles' "error = predicted - actual"). Pass an instance to
+    ``compile(loss=...)``."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"HalfMSE: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+        self.name = f"half_mse_{reduction}"
+
+    def value_and_grad(self, prediction: np.ndarray, target: np.ndarray):
+        target = np.asarray(target, dtype=prediction.dtype).reshape(prediction.shape)
+        error = prediction - target
+        scale = 1.0 if self.reduction == "sum" else 1.0 / prediction.shape[0]
+        return 0.5 * scale * float(np.sum(error * error, dtype=np.float64)), scale * error
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from .losses import LossInfo, get_loss
 from .metrics import accuracy, check_metrics, regression_metrics
 from .optim import Optimizer, get_optimizer
 from .torch_modules import to_torch
+from .trace import Trace, trace as trace_pass
 from .training import Trainer
 
 __all__ = ["Sequential", "NonFiniteLossError"]
@@ -346,6 +347,11 @@ class Sequential(Trainer):
         index."""
         return self._net.forward_collect(as_inputs(x, self.dtype, self.in_features,
                                                    "layer_outputs"))
+
+    def trace(self, x, y=None) -> Trace:
+        """Every layer's z, a and (with ``y``) delta = dL/dz and gradients for one batch; see
+        :mod:`mlpcore.trace`. ``print(model.trace(x, y))`` shows a per-layer table."""
+        return trace_pass(self, x, y)
 
     @contextlib.contextmanager
     def frozen_dropout_masks(self) -> Iterator[None]:

@@ -19,6 +19,7 @@ from .callbacks import Callback, CallbackList, History
 from .distributed import fit_distributed
 from .distributed import init as distributed_world
 from .errors import NonFiniteLossError
+from .grad_noise import gradient_noise
 from .layers import Activation, ReLU, Sigmoid, Tanh, has_parameters
 from .metrics import METRICS, accuracy, regression_metrics
 
@@ -79,8 +80,11 @@ class Trainer:
           ``class_weight`` is not applied to validation data.
 
         * ``diagnostics=True``: per-epoch means of natively computed per-layer statistics are
-          added to the history (see :func:`diagnostic_logs`); costs an extra pass over the
-          parameters and activations per step.
+          added to the history (see :func:`diagnostic_logs`), with ``grad_norm_max`` (the
+          largest per-step gradient norm of the epoch: spikes) and ``grad_noise`` /
+          ``grad_noise_scale`` (:mod:`mlpcore.grad_noise`); costs an extra pass over the
+          parameters and activations per step, one native call per batch and one
+          full-batch gradient per epoch.
         * ``distributed=True``: data-parallel over the ranks of an MPI job (run under
           ``mpiexec``; see :mod:`mlpcore.distributed`): each global batch of ``batch_size``
           rows is split across the ranks, one allreduce per step; without MPI, plain fit.
@@ -166,7 +170,7 @@ class Trainer:
         per_batch = any(cb._wants_batch_hooks() for cb in callbacks)
         # With a progress bar, control comes back to Python a few times per epoch; otherwise
         # the whole epoch runs in one native call; per-batch callbacks need one call per batch.
-        if per_batch:
+        if per_batch or diagnostics:  # diagnostics: every step's norm, for grad_norm_max
             chunk = 1
         else:
             chunk = max(1, n_batches // _PROGRESS_UPDATES) if verbose == 1 else n_batches
@@ -180,7 +184,7 @@ class Trainer:
         """The epoch's batches (natively, ``data.chunk`` at a time) and its logs."""
         x, y, batch_size = data.x, data.y, data.batch_size
         n = x.shape[0]
-        loss_sum, correct, done = 0.0, 0, 0
+        loss_sum, correct, done, norm_max = 0.0, 0, 0, 0.0
         while done < data.n_batches:
             if data.per_batch:
                 cbs.on_train_batch_begin(done, None)
@@ -191,6 +195,8 @@ class Trainer:
             loss_sum += part_loss
             correct += part_correct
             done += part_done
+            if data.diagnostics:
+                norm_max = max(norm_max, self.last_grad_norm)
             if not finite:
                 raise NonFiniteLossError(
                     f"fit: the loss or a gradient became non-finite (loss={bad_loss}) at "
@@ -216,7 +222,8 @@ class Trainer:
             logs.update({f"val_{k}": v for k, v in val.items()})
         logs["lr"] = float(self.optimizer.lr)
         if data.diagnostics:
-            logs.update(diagnostic_logs(self, self._take_stats()))
+            logs.update(diagnostic_logs(self, self._take_stats()), grad_norm_max=norm_max)
+            logs.update(gradient_noise(self, x, y, batch_size, data.weights))
         return logs
 
     # --- what the model provides --------------------------------------------------------------

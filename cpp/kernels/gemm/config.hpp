@@ -7,9 +7,12 @@
 //   jc over N in NC   -> pack B (KC x NC, NR-column micro-panels; L2 resident)
 //   ir over MC in MR  -> jr over NC in NR -> micro-kernel (MR x NR register tile, KC updates).
 // The MR x KC micro-panel of A stays in L1 while KC x NR micro-panels of B stream from L2.
-// KC is the largest K block per (ISA, dtype); K is cut into equal blocks of at most KC
-// (gemm_run). The summation order of every output element therefore depends on the shape and
-// the ISA only, never on the number of threads.
+// KC is the largest K block per (ISA, dtype, caches); K is cut into equal blocks of at most KC
+// (gemm_run). The summation order of every output element therefore depends on the shape, the
+// ISA and the cache sizes (through KC), never on the number of threads.
+//
+// The constants below are the blocking tuned on a 48 KiB L1d / 1-2 MiB L2 core; at run time
+// derive_blocking (cache_blocking.cpp) scales them to the caches of the running CPU.
 #pragma once
 #include "../common.hpp"
 
@@ -28,7 +31,31 @@ struct Blocking {
 // L2 per core, float32 NC 384 (B block 576 KiB, leaving L2 room for the A micro-panels and C
 // tiles that stream through it) measured 1.007-1.017x NC 512 at 1 thread on seven shapes in
 // lockstep (1024^3 1.036x) and 0.99-1.04x at 2 threads; NC 256 and KC 256 / 512 no better.
+// Cache sizes in bytes (0: unknown), as detected at first use or set by MLPCORE_CACHE_SIZES.
+struct CacheSizes {
+  index_t l1d = 0, l2 = 0, l3 = 0;
+  const char* source = "";   // "cpuid", "sysconf", "sysfs", "MLPCORE_CACHE_SIZES", "default"
+  bool env_invalid = false;  // MLPCORE_CACHE_SIZES was set but not valid (so it was ignored)
+};
+
+// The caches in use: MLPCORE_CACHE_SIZES=l1d,l2[,l3] (bytes, or with a K/M/G suffix) if set and
+// valid, else the running CPU's (CPUID leaf 4 / 0x8000001D, sysconf, sysfs), else the tuning
+// machine's. Read once, on first use.
+const CacheSizes& cache_sizes() noexcept;
+// Test hook: use these caches from now on (re-derives every ISA's blocking). False (nothing
+// changed) if a size is outside the accepted range. Not while a product runs.
+bool set_cache_sizes(index_t l1d, index_t l2, index_t l3) noexcept;
+// Accepted sizes: L1d 4 KiB..4 MiB, L2 32 KiB..1 GiB, L3 0 (unknown) or 64 KiB..64 GiB.
+bool cache_sizes_valid(index_t l1d, index_t l2, index_t l3) noexcept;
+
+// An ISA's blocking for these caches and element size, from its tuned blocking (below).
+Blocking derive_blocking(const Blocking& tuned, int elem_bytes, const CacheSizes& caches) noexcept;
+
 namespace cfg {
+// The per-core caches the tuned blocking below was measured with (derive_blocking's reference).
+inline constexpr index_t kTunedL1d = index_t(48) << 10;
+inline constexpr index_t kTunedL2 = index_t(1) << 20;
+
 // AVX-512: 24 of the 32 zmm registers hold the C tile (MR rows x 2 vectors).
 inline constexpr Blocking kAvx512F32{12, 32, 4032, 384, 384};   // A upanel 18 KiB, B block 576 KiB
 inline constexpr Blocking kAvx512F64{12, 16, 4032, 192, 512};   // A upanel 18 KiB, B block 768 KiB

@@ -2,6 +2,8 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <list>
+#include <mutex>
 #include <vector>
 
 #include "pack.hpp"
@@ -46,10 +48,11 @@ bool cpu_has_avx2() noexcept {
 bool always() noexcept { return true; }
 
 // The ISA table (as BLIS registers each architecture's kernels and blocking in one place): one
-// row per ISA, in order of preference. Name lookup, the best ISA, kernel_info and the error
+// row per ISA, in order of preference, with its tuned blocking (config.hpp), which
+// derive_blocking then fits to the caches. Name lookup, the best ISA, kernel_info and the error
 // messages iterate it; nothing else in the GEMM names an ISA.
-std::vector<IsaEntry> make_table() {
-  return {
+std::vector<IsaEntry> make_table(const CacheSizes& caches) {
+  std::vector<IsaEntry> table = {
       {Isa::Avx512, "avx512", cpu_has_avx512,
        {cfg::kAvx512F32, ukernel_f32_12x32_avx512, pack_a_f32_avx512, pack_b_f32_avx512,
         direct_f32_avx512},
@@ -62,12 +65,47 @@ std::vector<IsaEntry> make_table() {
        generic_set<float, cfg::kPortableF32>(ukernel_f32_4x16_portable, nullptr),
        generic_set<double, cfg::kPortableF64>(ukernel_f64_4x8_portable, nullptr)},
   };
+  for (IsaEntry& e : table) {
+    e.f32.blk = derive_blocking(e.f32.blk, sizeof(float), caches);
+    e.f64.blk = derive_blocking(e.f64.blk, sizeof(double), caches);
+  }
+  return table;
+}
+
+// The table for the current caches. A rebuild (the cache-size test hook) publishes a new table
+// and keeps the old ones alive, so a reference taken before stays valid.
+std::atomic<const std::vector<IsaEntry>*>& table_slot() noexcept {
+  static std::atomic<const std::vector<IsaEntry>*> slot{nullptr};
+  return slot;
+}
+std::list<std::vector<IsaEntry>>& table_store() noexcept {
+  static std::list<std::vector<IsaEntry>> store;
+  return store;
+}
+std::mutex& table_mutex() noexcept {
+  static std::mutex m;
+  return m;
 }
 }  // namespace
 
+void rebuild_isa_table() noexcept {
+  std::lock_guard<std::mutex> lock(table_mutex());
+  table_store().push_back(make_table(cache_sizes()));
+  table_slot().store(&table_store().back(), std::memory_order_release);
+}
+
 const std::vector<IsaEntry>& isa_table() noexcept {
-  static const std::vector<IsaEntry> table = make_table();
-  return table;
+  const std::vector<IsaEntry>* table = table_slot().load(std::memory_order_acquire);
+  if (!table) {
+    std::lock_guard<std::mutex> lock(table_mutex());
+    table = table_slot().load(std::memory_order_acquire);
+    if (!table) {
+      table_store().push_back(make_table(cache_sizes()));
+      table = &table_store().back();
+      table_slot().store(table, std::memory_order_release);
+    }
+  }
+  return *table;
 }
 
 const IsaEntry& isa_entry(Isa isa) noexcept {

@@ -21,6 +21,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
+from .._core import kernel_info
 from .children import NOISY, SLOW_CORES, QuietRunner, child_env, run_json_child
 from .workloads import WORKLOADS, theoretical_bytes, write_inputs
 
@@ -181,7 +182,16 @@ def _meta(repeats, threads, seconds) -> dict:
             "processor": _cpu_name(), "repeats": repeats, "threads": threads,
             "target_seconds": seconds, "statistic": "median samples/s over repeats",
             "parent_env": {k: os.environ.get(k) for k in
-                           ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}}
+                           ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+                            "MLPCORE_GEMM_ISA", "MLPCORE_CACHE_SIZES")},
+            "mlpcore_kernels": _kernels()}
+
+
+def _kernels() -> dict:
+    """The ISA and caches mlpcore's children run with (they inherit this environment)."""
+    info = kernel_info()
+    return {"gemm_isa": info["isa"], "elementwise_isa": info["elementwise_isa"],
+            "cache_sizes": info["cache_sizes"]}
 
 
 def _cpu_name() -> str:
@@ -203,7 +213,14 @@ def format_report(report: dict) -> str:
         "".join(f"{'mc/' + c:>12}" for c in others)
     meta = report["meta"]
     lines = [f"Training throughput, samples/s (median of {meta['repeats']} fresh processes, "
-             f"{meta['threads']} threads, float32)", head, "-" * len(head)]
+             f"{meta['threads']} threads, float32)"]
+    kernels = meta.get("mlpcore_kernels")
+    if kernels:
+        lines.append(f"mlpcore kernels: GEMM ISA {kernels['gemm_isa']}, element-wise "
+                     f"{kernels['elementwise_isa']}, caches L1d "
+                     f"{kernels['cache_sizes']['l1d'] >> 10} KiB / L2 "
+                     f"{kernels['cache_sizes']['l2'] >> 10} KiB")
+    lines += [head, "-" * len(head)]
     notes = []
     for name, w in report["workloads"].items():
         row = f"{name:<12}"

@@ -1,0 +1,51 @@
+// One ISA copy of every element-wise family (activations' array forms, optimizer rules,
+// reductions; isa_regions.hpp): included once by
+// elementwise_avx2.cpp and once by elementwise_avx512.cpp, each compiled with its ISA's flags,
+// with MLPCORE_COPY(family) naming the copy's namespace (e.g. optim_avx2). The baseline copies
+// are in optim.cpp and reductions.cpp, which dispatch. Not a stand-alone header.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "activations.hpp"
+#include "denormals.hpp"
+#include "optim.hpp"
+#include "reductions.hpp"
+
+namespace mlpcore {
+
+namespace MLPCORE_COPY(activations) {
+#include "activations_rules.inl"
+
+template void forward<float>(Act, const ActParams&, const float*, float*, index_t,
+                             index_t) noexcept;
+template void forward<double>(Act, const ActParams&, const double*, double*, index_t,
+                              index_t) noexcept;
+template void backward<float>(Act, const ActParams&, const float*, const float*, const float*,
+                              float*, index_t, index_t) noexcept;
+template void backward<double>(Act, const ActParams&, const double*, const double*,
+                               const double*, double*, index_t, index_t) noexcept;
+}  // namespace MLPCORE_COPY(activations)
+
+namespace MLPCORE_COPY(optim) {
+#include "optim_rules.inl"
+
+template void step<float>(const OptConfig&, std::int64_t, bool, float*, const float*,
+                          float* const*, index_t) noexcept;
+template void step<double>(const OptConfig&, std::int64_t, bool, double*, const double*,
+                           double* const*, index_t) noexcept;
+}  // namespace MLPCORE_COPY(optim)
+
+namespace MLPCORE_COPY(reductions) {
+#include "reductions_rules.inl"
+
+template void column_sums<float>(const float*, index_t, index_t, index_t, float*, bool) noexcept;
+template void column_sums<double>(const double*, index_t, index_t, index_t, double*,
+                                  bool) noexcept;
+template double sum_of_squares<float>(const float*, index_t) noexcept;
+template double sum_of_squares<double>(const double*, index_t) noexcept;
+template bool all_finite<float>(const float*, index_t) noexcept;
+template bool all_finite<double>(const double*, index_t) noexcept;
+}  // namespace MLPCORE_COPY(reductions)
+
+}  // namespace mlpcore

@@ -45,6 +45,12 @@ class Layer:
     def get_config(self) -> Dict[str, Any]:
         return {"type": type(self).__name__}
 
+    def array_shapes(self) -> Dict[str, tuple]:
+        """Shapes of the arrays this layer keeps in a built model, by name (``weight``, ``bias``,
+        BatchNorm's running statistics); known before any model is built (load checks a file's
+        tensors against them before allocating anything)."""
+        return {}
+
     def _spec(self) -> _core.LayerSpec:
         """This layer's entry in the native plan."""
         raise NotImplementedError
@@ -99,7 +105,10 @@ class _Parametrised(Layer):
 
     @property
     def num_params(self) -> int:
-        return int(np.prod(self._shapes[0]) + np.prod(self._shapes[1]))
+        return math.prod(self._shapes[0]) + math.prod(self._shapes[1])
+
+    def array_shapes(self) -> Dict[str, tuple]:
+        return {"weight": self._shapes[0], "bias": self._shapes[1]}
 
 
 class Dense(_Parametrised):
@@ -342,6 +351,10 @@ class BatchNorm1d(_Norm):
     def get_config(self) -> Dict[str, Any]:
         return {"type": "BatchNorm1d", "num_features": self.num_features, "eps": self.eps,
                 "momentum": self.momentum}
+
+    def array_shapes(self) -> Dict[str, tuple]:
+        n = (self.num_features,)
+        return {**super().array_shapes(), "running_mean": n, "running_var": n}
 
     @property
     def running_mean(self) -> np.ndarray:

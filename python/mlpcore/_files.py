@@ -64,6 +64,8 @@ def parse_json(text, func: str, path, field: str):
     """JSON from a file: ValueError (naming the field) for bad syntax or nesting deeper than
     MAX_JSON_DEPTH, never a RecursionError."""
     try:
+        if isinstance(text, (bytes, bytearray)):
+            text = text.decode("utf-8")  # safetensors headers are UTF-8, whatever the BOM says
         value = json.loads(text)
     except RecursionError:
         raise file_error(func, path, field, f"JSON nested deeper than {MAX_JSON_DEPTH} "

@@ -197,6 +197,15 @@ def _optimizer_meta(meta, f: ModelFile):
     return opt
 
 
+def _loss_meta(meta, f: ModelFile):
+    loss = json_field(meta, "loss", dict, f.func, f.path, "loss")
+    json_field(loss, "name", str, f.func, f.path, "loss.name")
+    for key in ("huber_delta", "clip_norm", "clip_value"):
+        if loss.get(key) is not None:
+            json_field(loss, key, float, f.func, f.path, f"loss.{key}")
+    return loss
+
+
 @contextlib.contextmanager
 def _field(f: ModelFile, field: str):
     """Turn the error of a constructor fed from the file into one naming the file and field."""
@@ -219,8 +228,7 @@ def _model_from(f: ModelFile, plan: _Plan, tensors: Dict[str, np.ndarray]):
     rng_state = _dropout_state(meta, f) if "dropout_rng_state" in meta else None
     opt_meta = loss = None
     if "loss" in meta:
-        loss = json_field(meta, "loss", dict, f.func, f.path, "loss")
-        json_field(loss, "name", str, f.func, f.path, "loss.name")
+        loss = _loss_meta(meta, f)
         opt_meta = _optimizer_meta(meta, f)
     with _field(f, "model"):
         model = Sequential(plan.layers, dtype=plan.dtype, seed=seed)
@@ -473,7 +481,7 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None,
         plan = _plan_of(f)
         epoch, sched_state, rng, metrics = _checkpoint_meta(f)
         _optimizer_meta(f.metadata, f)
-        json_field(f.metadata["loss"], "name", str, f.func, f.path, "loss.name")
+        _loss_meta(f.metadata, f)
         if (scheduler is not None or scheduler_factory is not None) and sched_state is None:
             raise ValueError("load_checkpoint: a scheduler was given but the checkpoint holds "
                              "no scheduler state (it was saved with scheduler=None)")

@@ -254,7 +254,7 @@ def first_nonfinite(array: np.ndarray, chunk: int = 1 << 20) -> Optional[int]:
 _TMP_MARK = ".mlpcore-tmp-"
 #: a temporary file untouched for this long belongs to a writer that is gone
 STALE_TEMP_SECONDS = 15 * 60
-_HOST = hashlib.sha1(os.uname().nodename.encode() if hasattr(os, "uname") else b"").hexdigest()[:6]
+HOST_TAG = hashlib.sha1(os.uname().nodename.encode() if hasattr(os, "uname") else b"").hexdigest()[:6]
 
 
 def _temp_prefix(target: Path) -> str:
@@ -265,7 +265,7 @@ def _writer_gone(name: str, prefix: str) -> bool:
     """Whether the temp file's writer (host tag and pid in its name) was on this host and is
     no longer running."""
     parts = name[len(prefix):].split("-")
-    if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+    if len(parts) != 3 or parts[0] != HOST_TAG or not parts[1].isdigit():
         return False
     pid = int(parts[1])
     if pid == os.getpid():
@@ -334,7 +334,7 @@ def _create_temp(target: Path) -> Tuple[int, str]:
         | getattr(os, "O_NOFOLLOW", 0)
     prefix = _temp_prefix(target)
     for _ in range(100):
-        tmp = target.parent / f"{prefix}{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        tmp = target.parent / f"{prefix}{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}.tmp"
         try:
             fd = os.open(tmp, flags, mode)
         except FileExistsError:

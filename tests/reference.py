@@ -1,5 +1,4 @@
 """Plain NumPy references for the tests: activations, losses and a dense MLP's backprop."""
-import contextlib
 import numpy as np
 from math import erf, sqrt
 
@@ -84,21 +83,3 @@ def loss(name, out, target, delta=1.0):
         v = np.maximum(out, 0) - out * target + np.log1p(np.exp(-np.abs(out)))
         return v.mean(), (sigmoid(out) - target) / N
     raise KeyError(name)
-
-
-# --- the ISA copies of the kernels -------------------------------------------------------
-@contextlib.contextmanager
-def kernel_isa(name):
-    """Run the block with mlpcore's kernels on one ISA path (GEMM and element-wise copies)."""
-    import mlpcore as mc
-    before = mc._core._get_gemm_isa()
-    mc._core._set_gemm_isa(name)
-    try:
-        yield
-    finally:
-        mc._core._set_gemm_isa(before)
-
-
-def usable_isas():
-    import mlpcore as mc
-    return list(mc.kernel_info()["available"])

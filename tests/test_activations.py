@@ -4,16 +4,11 @@ import pytest
 
 import mlpcore as mc
 import reference
-from conftest import ACTIVATION_FACTORIES, ACTIVATION_PARAMS
+from helpers import (ACTIVATION_FACTORIES, ACTIVATION_PARAMS, identity_model, kernel_isa,
+                     usable_isas)
 
 ELEMENTWISE = sorted(set(ACTIVATION_FACTORIES) - {"Softmax"})
 TOL = {"float64": dict(rtol=1e-12, atol=1e-13), "float32": dict(rtol=2e-6, atol=2e-6)}
-
-
-def identity_then(act_layer, n, dtype):
-    """Dense(n, n) with identity weight and zero bias, then the activation: predict = f(x)."""
-    model = mc.Sequential([mc.Dense(n, n, init=np.eye(n)), act_layer], dtype=dtype, seed=0)
-    return model
 
 
 def sample_inputs(rng, n_rows, n):
@@ -26,7 +21,7 @@ def sample_inputs(rng, n_rows, n):
 @pytest.mark.parametrize("act", ELEMENTWISE)
 def test_forward_matches_reference(act, dtype, rng):
     x = sample_inputs(rng, 40, 7)
-    model = identity_then(ACTIVATION_FACTORIES[act](), 7, dtype)
+    model = identity_model(7, dtype, last=ACTIVATION_FACTORIES[act]())
     expected, _ = reference.activation(act, x.astype(dtype).astype(np.float64),
                                        **ACTIVATION_PARAMS.get(act, {}))
     np.testing.assert_allclose(model.predict(x), expected, **TOL[dtype])
@@ -37,7 +32,7 @@ def test_forward_matches_reference(act, dtype, rng):
 def test_derivative_matches_reference(act, dtype, rng):
     # with loss mse against zeros, dL/dy = 2y/N, so dL/dx = 2 y f'(x) / N through the identity Dense
     x = sample_inputs(rng, 16, 5)
-    model = identity_then(ACTIVATION_FACTORIES[act](), 5, dtype)
+    model = identity_model(5, dtype, last=ACTIVATION_FACTORIES[act]())
     model.compile(loss="mse", optimizer="sgd")
     _, dx = model.compute_gradients(x, np.zeros_like(x), return_input_grad=True)
     y, dydx = reference.activation(act, x.astype(dtype).astype(np.float64),
@@ -49,7 +44,7 @@ def test_derivative_matches_reference(act, dtype, rng):
 def test_softmax_rows_and_large_inputs(dtype, rng):
     x = rng.normal(0, 3, size=(12, 6))
     x[0] = [1e4, -1e4, 0, 5, 1e4, 3]  # huge logits must not overflow
-    model = identity_then(mc.Softmax(), 6, dtype)
+    model = identity_model(6, dtype, last=mc.Softmax())
     out = model.predict(x)
     assert np.isfinite(out).all()
     np.testing.assert_allclose(out, reference.softmax(x), **TOL[dtype])
@@ -59,7 +54,7 @@ def test_softmax_rows_and_large_inputs(dtype, rng):
 def test_softmax_backward_matches_reference(rng):
     x = rng.normal(size=(5, 4))
     t = rng.normal(size=(5, 4))
-    model = identity_then(mc.Softmax(), 4, "float64")
+    model = identity_model(4, "float64", last=mc.Softmax())
     model.compile(loss="mse", optimizer="sgd")
     _, dx = model.compute_gradients(x, t, return_input_grad=True)
     y = reference.softmax(x)
@@ -70,7 +65,7 @@ def test_softmax_backward_matches_reference(rng):
 
 def test_softplus_threshold_switches_to_identity():
     x = np.array([[25.0, 19.0, -3.0]])
-    model = identity_then(mc.Softplus(beta=1.0, threshold=20.0), 3, "float64")
+    model = identity_model(3, "float64", last=mc.Softplus(beta=1.0, threshold=20.0))
     out = model.predict(x)[0]
     assert out[0] == 25.0
     assert out[1] == pytest.approx(np.log1p(np.exp(19.0)), rel=1e-14)
@@ -108,10 +103,29 @@ def test_matches_torch(act, rng):
     xt = torch.tensor(x, requires_grad=True)
     yt = TORCH_MODULES[act](torch.nn)(xt)
     (yt * torch.tensor(g)).sum().backward()
-    model = identity_then(ACTIVATION_FACTORIES[act](), 6, "float64")
+    model = identity_model(6, "float64", last=ACTIVATION_FACTORIES[act]())
     np.testing.assert_allclose(model.predict(x), yt.detach().numpy(), rtol=1e-12, atol=1e-14)
     # the derivative, through mse against y - g/2*N: dL/dy = g exactly
     model.compile(loss="mse", optimizer="sgd")
     y = model.predict(x)
     _, dx = model.compute_gradients(x, y - g * x.size / 2, return_input_grad=True)
     np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("isa", usable_isas())
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_propagates_nan_as_torch(isa, dtype):
+    """torch.relu(nan) is nan: a NaN reaching a ReLU is not hidden as 0, on the fused GEMM
+    epilogue (after Dense), the direct small-product path and the stand-alone activation."""
+    with kernel_isa(isa):
+        for rows in (3, 700):  # direct path and packed path
+            fused = mc.Sequential([mc.Dense(4, 5, init="zeros"), mc.ReLU()], dtype=dtype)
+            fused.layers[0].bias[...] = [np.nan, -0.0, 0.0, -1.0, 2.0]
+            out = fused.predict(np.ones((rows, 4), dtype=dtype))
+            assert np.all(np.isnan(out[:, 0]))
+            np.testing.assert_array_equal(out[:, 1:], np.tile([0.0, 0.0, 0.0, 2.0], (rows, 1)))
+            assert not np.any(np.signbit(out[:, 1]))  # relu(-0.0) is +0.0
+        alone = mc.Sequential([mc.LayerNorm(2), mc.ReLU()], dtype=dtype)
+        alone.layers[0].bias[...] = [np.nan, 1.0]
+        out = alone.predict(np.array([[1.0, 2.0]], dtype=dtype))
+        assert np.isnan(out[0, 0]) and out[0, 1] > 0

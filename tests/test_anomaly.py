@@ -77,7 +77,7 @@ def test_fit_diagnostics_match_python_computations(rng):
     change = np.sum((w0.weight - before[0]) ** 2) + np.sum((w0.bias - bias_before) ** 2)
     old = np.sum(before[0] ** 2) + np.sum(bias_before ** 2)
     assert h["update_ratio/0"] == pytest.approx(np.sqrt(change / old), rel=1e-10)
-    hidden = model._net.forward_collect(x)
+    hidden = model.layer_outputs(x)
     relu, tanh = hidden[1], hidden[3]
     # the step's forward used the weights before the update: recompute from the start weights
     first = np.maximum(x @ before[0] + 0, 0)  # biases start at zero

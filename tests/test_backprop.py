@@ -6,73 +6,8 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from conftest import ACTIVATION_FACTORIES
-
-LOSS_CASES = ["mse", "mae", "huber", "bce", "bce_with_logits", "cross_entropy_labels",
-              "cross_entropy_probs"]
-TOLERANCE = 1e-6
-
-
-def make_targets(case, n, k, rng):
-    if case == "cross_entropy_labels":
-        return rng.integers(0, k, size=n)
-    if case == "cross_entropy_probs":
-        t = rng.random((n, k))
-        return t / t.sum(axis=1, keepdims=True)
-    if case in ("bce", "bce_with_logits"):
-        return rng.random((n, k))
-    return rng.normal(0, 1.5, size=(n, k))
-
-
-def loss_name(case):
-    return "cross_entropy" if case.startswith("cross_entropy") else case
-
-
-def relative_error(analytic, numeric):
-    # Relative to the tensor's largest gradient. The floor keeps a tensor whose gradient is zero
-    # analytically (sign cancellations under mae, a bias feeding a BatchNorm) from turning the
-    # central differences' round-off (eps * loss / h, up to ~2e-10 here) into a large ratio:
-    # such a tensor must then match to 1e-9 absolutely.
-    scale = max(np.abs(analytic).max(), np.abs(numeric).max(), 1e-3)
-    return np.abs(analytic - numeric).max() / scale
-
-
-def numeric_gradient(f, array, h=1e-6):
-    grad = np.zeros_like(array)
-    flat, g = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + h
-        up = f()
-        flat[i] = old - h
-        down = f()
-        flat[i] = old
-        g[i] = (up - down) / (2 * h)
-    return grad
-
-
-def check_model(model, x, y):
-    """Compare every analytic gradient (parameters and input) with central differences."""
-    loss, dx = model.compute_gradients(x, y, return_input_grad=True)
-    analytic = {}
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, mc.Dense):
-            analytic[f"{i}.weight"] = layer.weight_grad.copy()
-            analytic[f"{i}.bias"] = layer.bias_grad.copy()
-
-    def f():
-        return model.evaluate(x, y)["loss"]
-
-    assert f() == pytest.approx(loss, rel=1e-12)
-    errors = {"input": relative_error(dx, numeric_gradient(f, x))}
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, mc.Dense):
-            errors[f"{i}.weight"] = relative_error(analytic[f"{i}.weight"],
-                                                   numeric_gradient(f, layer.weight))
-            errors[f"{i}.bias"] = relative_error(analytic[f"{i}.bias"],
-                                                 numeric_gradient(f, layer.bias))
-    worst = max(errors, key=errors.get)
-    assert errors[worst] < TOLERANCE, f"gradient of {worst}: relative error {errors[worst]:.2e}"
+from helpers import (ACTIVATION_FACTORIES, LOSS_CASES, check_model, loss_name,
+                     make_targets)
 
 
 @pytest.mark.parametrize("case", LOSS_CASES)

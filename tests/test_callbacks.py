@@ -39,7 +39,7 @@ class Snapshots(cb.Callback):
         self.snaps = []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.snaps.append(self.model._net.params_view().copy())
+        self.snaps.append(self.model.params_view().copy())
 
 
 def test_early_stopping_stops_at_the_right_epoch_and_restores_best_weights():
@@ -53,8 +53,8 @@ def test_early_stopping_stops_at_the_right_epoch_and_restores_best_weights():
     # best at epoch 3 (0.79); epochs 4 and 5 do not improve -> stop after epoch 5
     assert history.epoch == list(range(6)) and stop.stopped_epoch == 5
     assert stop.best == 0.79 and stop.best_epoch == 3
-    assert not np.array_equal(m._net.params_view(), snaps.snaps[5])
-    assert np.array_equal(m._net.params_view(), snaps.snaps[3])
+    assert not np.array_equal(m.params_view(), snaps.snaps[5])
+    assert np.array_equal(m.params_view(), snaps.snaps[3])
 
 
 def test_early_stopping_min_delta_mode_baseline_and_start_epoch():
@@ -105,7 +105,7 @@ def test_model_checkpoint_saves_only_on_improvement(tmp_path):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["m-01-1.00.safetensors", "m-02-0.90.safetensors", "m-04-0.70.safetensors"]
     loaded = mc.load(tmp_path / "m-04-0.70.safetensors")
-    assert np.array_equal(loaded._net.params_view(), snaps.snaps[3])
+    assert np.array_equal(loaded.params_view(), snaps.snaps[3])
 
 
 def test_model_checkpoint_every_epoch_and_format_errors(tmp_path):
@@ -114,7 +114,7 @@ def test_model_checkpoint_every_epoch_and_format_errors(tmp_path):
     m = model()
     m.fit(x, y, epochs=2, verbose=0, validation_split=0.25, callbacks=[ckpt])
     assert ckpt.saved == [str(tmp_path / "last.safetensors")] * 2
-    assert np.array_equal(mc.load(ckpt.saved[-1])._net.params_view(), m._net.params_view())
+    assert np.array_equal(mc.load(ckpt.saved[-1]).params_view(), m.params_view())
     bad = cb.ModelCheckpoint(str(tmp_path / "{nope}.safetensors"), monitor="loss")
     with pytest.raises(ValueError, match="could not be formatted"):
         model().fit(x, y, epochs=1, verbose=0, callbacks=[bad])
@@ -194,7 +194,7 @@ def test_per_batch_hooks_once_per_batch_and_results_unchanged():
     hb = b.fit(x, y, epochs=2, batch_size=32, verbose=0)
     assert [s[:2] for s in seen] == [(k, i) for _ in range(2) for i in range(4)
                                     for k in ("begin", "end")]
-    assert np.array_equal(a._net.params_view(), b._net.params_view())
+    assert np.array_equal(a.params_view(), b.params_view())
     assert ha.history == hb.history
     # the batch losses average (by batch size) to the epoch loss
     losses = [s[2] for s in seen if s[0] == "end"][:4]
@@ -264,3 +264,95 @@ def test_type_errors():
         model().fit(x, y, epochs=1, verbose=0, callbacks=["early stopping"])
     with pytest.raises(TypeError, match="list of callbacks"):
         model().fit(x, y, epochs=1, verbose=0, callbacks=cb.TerminateOnNaN())
+
+
+# --- CallbackList, History and the progress reports ------------------------------------------
+class Recorder(cb.Callback):
+    def __init__(self, name, calls, batches=False):
+        super().__init__()
+        self.name, self.calls, self.batches = name, calls, batches
+
+    def _wants_batch_hooks(self):
+        return self.batches
+
+    def on_train_begin(self, logs=None):
+        self.calls.append((self.name, "train_begin"))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append((self.name, "epoch_begin", epoch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append((self.name, "batch_end", batch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append((self.name, "epoch_end", epoch))
+        logs[f"seen_by_{self.name}"] = 1.0
+
+    def on_train_end(self, logs=None):
+        self.calls.append((self.name, "train_end"))
+
+
+def test_callback_list_fans_each_hook_out_in_order_checkpoints_last(tmp_path):
+    calls = []
+
+    class Last(Recorder):
+        _run_last = True
+
+    first, last, second = Recorder("a", calls), Last("z", calls), Recorder("b", calls)
+    m = model()
+    cbs = cb.CallbackList([first, last, second], add_history=True, verbose=2, model=m,
+                          params={"epochs": 2, "steps": 3, "verbose": 2})
+    assert [type(c).__name__ for c in cbs.callbacks] == ["Recorder", "Recorder", "Last",
+                                                          "EpochLogger", "History"]
+    assert all(c.model is m and c.params["steps"] == 3 for c in cbs.callbacks)
+    assert not cbs.wants_batch_hooks()
+    cbs.on_train_begin()
+    cbs.on_epoch_begin(0)
+    cbs.on_epoch_end(0, {"loss": 1.0})
+    cbs.on_train_end()
+    assert calls == [("a", "train_begin"), ("b", "train_begin"), ("z", "train_begin"),
+                     ("a", "epoch_begin", 0), ("b", "epoch_begin", 0), ("z", "epoch_begin", 0),
+                     ("a", "epoch_end", 0), ("b", "epoch_end", 0), ("z", "epoch_end", 0),
+                     ("a", "train_end"), ("b", "train_end"), ("z", "train_end")]
+    # the History comes last, so it records what the callbacks added to the logs
+    assert cbs.history.history == {"loss": [1.0], "seen_by_a": [1.0], "seen_by_b": [1.0],
+                                   "seen_by_z": [1.0]}
+
+
+def test_fit_returns_the_history_callback_and_runs_batch_hooks_once_each():
+    x, y = data(n=40)
+    calls = []
+    h = model().fit(x, y, epochs=2, batch_size=16, verbose=0,
+                    callbacks=[Recorder("a", calls, batches=True)])
+    assert isinstance(h, cb.History) and isinstance(h, cb.Callback)
+    assert h.epoch == [0, 1] and h.history["seen_by_a"] == [1.0, 1.0]
+    batch_ends = [c for c in calls if c[1] == "batch_end"]
+    assert batch_ends == [("a", "batch_end", b) for _ in range(2) for b in range(3)]
+
+
+def test_verbose_2_prints_one_line_per_epoch(capsys):
+    x, y = data(n=40)
+    h = model().fit(x, y, epochs=2, batch_size=16, verbose=2)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    assert err[1] == (f"Epoch 2/2 - loss: {h.history['loss'][1]:.4f} - accuracy: "
+                      f"{h.history['accuracy'][1]:.4f} - lr: 0.05")
+
+
+def test_progress_bar_closes_when_an_epoch_fails(monkeypatch):
+    pytest.importorskip("tqdm")
+    closed = []
+    real_close = cb.ProgressBar._on_epoch_done
+
+    def spy(self, epoch, logs):
+        bar = self._bar
+        real_close(self, epoch, logs)
+        closed.append((logs is None, bar.disable))  # tqdm's close() disables the bar
+
+    monkeypatch.setattr(cb.ProgressBar, "_on_epoch_done", spy)
+    x, y = data(n=40)
+    m = mc.Sequential([mc.Dense(4, 8), mc.ReLU(), mc.Dense(8, 1)], seed=0, dtype="float64")
+    m.compile(loss="mse", optimizer=mc.optim.SGD(lr=1e30))
+    with pytest.raises(mc.NonFiniteLossError):
+        m.fit(x * 1e10, y.astype(float), epochs=2, batch_size=8, verbose=1)
+    assert closed == [(True, True)]  # closed once, on the failed epoch

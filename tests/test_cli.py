@@ -6,15 +6,14 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mlpcore as mc
+from helpers import PYTHON_DIR
 from mlpcore.cli import main
 
-PYTHON_DIR = str(Path(mc.__file__).resolve().parent.parent)
 FAST = ["--quiet", "--threads", "1"]
 
 

@@ -178,7 +178,7 @@ def test_norm_residual_dropout_layers_and_state_untouched(data):
     model.compile(loss="cross_entropy", optimizer="adam")
     bn = model.layers[1]
     before = [a.copy() for a in (bn.running_mean, bn.running_var, model.layers[0].weight)]
-    rng_state = list(model._net.dropout_rng_state)
+    rng_state = model.dropout_rng_state
     d = run(model, x, labels)
     kinds = {r["layer"]: r["kind"] for r in d.rows}
     assert kinds["BatchNorm1d"] == "norm" and kinds["LayerNorm"] == "norm"
@@ -187,7 +187,7 @@ def test_norm_residual_dropout_layers_and_state_untouched(data):
     after = (bn.running_mean, bn.running_var, model.layers[0].weight)
     for a, b in zip(before, after):
         assert a.tobytes() == b.tobytes()
-    assert list(model._net.dropout_rng_state) == rng_state
+    assert model.dropout_rng_state == rng_state
 
 
 def test_prints_to_stdout_by_default(data, capsys):

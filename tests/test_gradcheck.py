@@ -6,7 +6,7 @@ import pytest
 
 import mlpcore as mc
 from mlpcore.gradcheck import GRADCHECK_FLOOR, GradcheckResult
-from test_backprop import LOSS_CASES, make_targets
+from helpers import LOSS_CASES, make_targets
 
 
 
@@ -71,7 +71,7 @@ def test_norm_dropout_residual_layers_and_side_state_restored():
     x, y = rng.normal(size=(9, 4)), rng.integers(0, 3, size=9)
     bn = model.layers[1]
     stats = (bn.running_mean.copy(), bn.running_var.copy())
-    rng_state = list(model._net.dropout_rng_state)
+    rng_state = model.dropout_rng_state
     before = snapshot(model)
     result = mc.gradcheck(model, x, y)
     assert result.passed, str(result)
@@ -79,7 +79,7 @@ def test_norm_dropout_residual_layers_and_side_state_restored():
     assert_bit_identical(before, model)
     np.testing.assert_array_equal(bn.running_mean, stats[0])
     np.testing.assert_array_equal(bn.running_var, stats[1])
-    assert list(model._net.dropout_rng_state) == rng_state
+    assert model.dropout_rng_state == rng_state
 
 
 def perturb_compute_gradients(model, layer_index, scale=1e-2):

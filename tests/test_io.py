@@ -15,8 +15,8 @@ import pytest
 import mlpcore as mc
 import mlpcore.io as mc_io
 from mlpcore import optim
+from helpers import PYTHON_DIR, dense_layers
 
-PYTHON_DIR = str(Path(mc.__file__).resolve().parent.parent)
 
 OPTIMIZERS = {
     "adam-amsgrad": lambda: optim.Adam(lr=1e-2, amsgrad=True),
@@ -51,12 +51,8 @@ def trained(dtype="float32", opt="adam-amsgrad", loss="cross_entropy", steps=5):
     return model
 
 
-def dense(model):
-    return [layer for layer in model.layers if isinstance(layer, mc.Dense)]
-
-
 def assert_same_weights(a, b):
-    for la, lb in zip(dense(a), dense(b)):
+    for la, lb in zip(dense_layers(a), dense_layers(b)):
         np.testing.assert_array_equal(la.weight, lb.weight)
         np.testing.assert_array_equal(la.bias, lb.bias)
         assert la.weight.dtype == lb.weight.dtype

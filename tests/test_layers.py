@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from test_backprop import numeric_gradient, relative_error
+from helpers import identity_dense, numeric_gradient, relative_error
 
 TOLERANCE = 1e-6
 
@@ -12,21 +12,19 @@ TOLERANCE = 1e-6
 def training_gradcheck(model, x, y):
     """Like test_backprop.check_model, but the loss is the training-mode one (batch statistics,
     dropout masks frozen), read from compute_gradients."""
-    model._net._freeze_dropout_masks(False)
     loss, dx = model.compute_gradients(x, y, return_input_grad=True)
-    model._net._freeze_dropout_masks(True)
     params = [layer for layer in model.flat_layers if hasattr(layer, "weight_grad")]
     analytic = [(layer.weight_grad.copy(), layer.bias_grad.copy()) for layer in params]
 
     def f():
         return model.compute_gradients(x, y)
 
-    assert f() == pytest.approx(loss, rel=1e-12)  # the frozen masks reproduce the loss
-    errors = {"input": relative_error(dx, numeric_gradient(f, x))}
-    for layer, (gw, gb) in zip(params, analytic):
-        errors[f"{layer._index}.weight"] = relative_error(gw, numeric_gradient(f, layer.weight))
-        errors[f"{layer._index}.bias"] = relative_error(gb, numeric_gradient(f, layer.bias))
-    model._net._freeze_dropout_masks(False)
+    with model.frozen_dropout_masks():
+        assert f() == pytest.approx(loss, rel=1e-12)  # the frozen masks reproduce the loss
+        errors = {"input": relative_error(dx, numeric_gradient(f, x))}
+        for layer, (gw, gb) in zip(params, analytic):
+            errors[f"{layer.index}.weight"] = relative_error(gw, numeric_gradient(f, layer.weight))
+            errors[f"{layer.index}.bias"] = relative_error(gb, numeric_gradient(f, layer.bias))
     worst = max(errors, key=errors.get)
     assert errors[worst] < TOLERANCE, f"gradient of {worst}: relative error {errors[worst]:.2e}"
 
@@ -60,10 +58,6 @@ def test_gradients(arch, loss, rng):
     x = rng.normal(size=(7, 4))
     y = rng.integers(0, 3, size=7) if loss == "cross_entropy" else rng.normal(size=(7, 3))
     training_gradcheck(model, x, y)
-
-
-def identity_dense(n):
-    return mc.Dense(n, n, init=np.eye(n))
 
 
 def test_layernorm_forward_matches_numpy(rng):

@@ -5,12 +5,7 @@ import pytest
 
 import mlpcore as mc
 import reference
-
-
-def identity_model(k, dtype="float64", last=None):
-    """Dense(k, k) with identity weight: predict(x) == x and dL/dx == dL/dout."""
-    layers = [mc.Dense(k, k, init=np.eye(k))] + ([last] if last is not None else [])
-    return mc.Sequential(layers, dtype=dtype, seed=0)
+from helpers import identity_model
 
 
 def loss_and_grad(name, out, target, **compile_kw):

@@ -290,3 +290,100 @@ def test_subnormals_are_flushed_by_default_and_can_be_kept():
         np.testing.assert_array_equal(mc.matmul(a, b), a)  # exact IEEE arithmetic
     finally:
         mc.set_flush_denormal(True)
+
+
+# --- accessors (what other modules use instead of the native handle) --------------------------
+def test_params_and_grads_views_are_the_layers_memory(rng):
+    model = small_model(dtype="float64")
+    flat = model.params_view()
+    assert flat.shape == (model.num_params,) and flat.flags.writeable
+    assert np.shares_memory(flat, model.layers[0].weight)
+    assert np.shares_memory(model.grads_view(), model.layers[0].weight_grad)
+    x, y = data(rng, 8, np.float64)
+    model.compute_gradients(x, y)
+    grads = np.concatenate([np.ravel(a) for layer in (model.layers[0], model.layers[2])
+                            for a in (layer.weight_grad, layer.bias_grad)])
+    np.testing.assert_array_equal(model.grads_view(), grads)
+
+
+def test_get_and_set_weights_round_trip_like_keras(rng):
+    a = mc.Sequential([mc.Dense(4, 6), mc.BatchNorm1d(6), mc.ReLU(), mc.Dense(6, 2)], seed=0)
+    b = mc.Sequential([mc.Dense(4, 6), mc.BatchNorm1d(6), mc.ReLU(), mc.Dense(6, 2)], seed=1)
+    weights = a.get_weights()
+    # Dense W, b; BatchNorm gamma, beta, running mean, running variance; Dense W, b
+    assert [w.shape for w in weights] == [(4, 6), (6,), (6,), (6,), (6,), (6,), (6, 2), (2,)]
+    assert not np.shares_memory(weights[0], a.layers[0].weight)  # copies
+    b.set_weights(weights)
+    x = rng.normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(a.predict(x), b.predict(x))
+    for got, want in zip(b.get_weights(), weights):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_set_weights_checks_everything_before_writing():
+    model = mc.Sequential([mc.Dense(3, 2)], seed=0)
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="expected 2 arrays"):
+        model.set_weights(before[:1])
+    with pytest.raises(ValueError, match=r"layers.0.bias must have shape \(2,\), got \(3,\)"):
+        model.set_weights([np.zeros((3, 2)), np.zeros(3)])
+    with pytest.raises(ValueError, match="layers.0.bias contains NaN"):
+        model.set_weights([np.zeros((3, 2)), np.array([0.0, np.nan])])
+    with pytest.raises(TypeError, match="must hold real numbers"):
+        model.set_weights([np.zeros((3, 2)), np.array(["a", "b"])])
+    with pytest.raises(TypeError, match="list of arrays"):
+        model.set_weights(np.zeros((3, 2)))
+    for got, want in zip(model.get_weights(), before):  # nothing was written
+        np.testing.assert_array_equal(got, want)
+
+
+def test_dropout_state_accessors_replay_the_same_masks(rng):
+    model = mc.Sequential([mc.Dense(4, 8), mc.Dropout(0.5), mc.Dense(8, 2)], seed=0,
+                          dtype="float64")
+    model.compile(loss="mse", optimizer="sgd")
+    x, y = rng.normal(size=(6, 4)), rng.normal(size=(6, 2))
+    state = model.dropout_rng_state
+    assert len(state) == 4 and all(isinstance(v, int) for v in state)
+    first = model.compute_gradients(x, y)
+    assert model.dropout_rng_state != state
+    model.dropout_rng_state = state
+    assert model.compute_gradients(x, y) == first
+    with model.frozen_dropout_masks():
+        again = model.compute_gradients(x, y)
+        assert model.compute_gradients(x, y) == again == first
+    assert model.compute_gradients(x, y) != first  # fresh masks after the block
+
+
+def test_optimizer_steps_and_state_views(rng):
+    model = small_model(dtype="float64")
+    x, y = data(rng, 16, np.float64)
+    model.train_step(x, y)
+    model.train_step(x, y)
+    assert model.optimizer_steps == 2 == model.optimizer.step_count
+    views = model.optimizer_state_views()
+    assert set(views) == set(model.optimizer.state) and "exp_avg" in views
+    assert all(v.shape == (model.num_params,) for v in views.values())
+    model.optimizer_steps = 7
+    assert model.optimizer.step_count == 7
+
+
+def test_layer_outputs_are_every_layers_inference_output(rng):
+    model = small_model(dtype="float64")
+    x, _ = data(rng, 5, np.float64)
+    outputs = model.layer_outputs(x)
+    assert len(outputs) == 3
+    hidden = x @ model.layers[0].weight + model.layers[0].bias
+    np.testing.assert_allclose(outputs[0], hidden, rtol=1e-12)
+    np.testing.assert_array_equal(outputs[1], np.maximum(outputs[0], 0))
+    np.testing.assert_array_equal(outputs[2], model.predict(x))
+    with pytest.raises(ValueError, match="layer_outputs: x must have 5 features"):
+        model.layer_outputs(x[:, :3])
+
+
+def test_layer_index_is_the_plan_position():
+    inner = mc.Dense(4, 4)
+    layers = [mc.Dense(3, 4), mc.Residual([inner, mc.ReLU()]), mc.Dense(4, 1)]
+    assert layers[0].index is None
+    model = mc.Sequential(layers)
+    assert [layer.index for layer in model.flat_layers] == [0, 2, 3, 5]
+    assert inner.index == 2

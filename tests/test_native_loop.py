@@ -7,6 +7,7 @@ import pytest
 
 import mlpcore as mc
 from mlpcore import _core
+from helpers import dense_arrays, same_bits
 
 
 def make_model(seed=0, dtype="float32", loss="cross_entropy", opt=None):
@@ -21,15 +22,6 @@ def make_data(n=203, dtype=np.float32, seed=0):
     x = rng.normal(size=(n, 12)).astype(dtype)
     y = (x[:, :4].argmax(axis=1)).astype(np.int64)
     return x, y
-
-
-def weights(model):
-    return [a.copy() for layer in model.layers if isinstance(layer, mc.Dense)
-            for a in (layer.weight, layer.bias)]
-
-
-def same_bits(a, b):
-    return all(np.array_equal(u, v) for u, v in zip(a, b))
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
@@ -49,7 +41,7 @@ def test_fit_equals_train_step_on_the_same_batches(shuffle, loss):
             idx = order[lo:lo + 16]
             total += stepped.train_step(x[idx], y[idx]) * len(idx)
         losses.append(total / len(x))
-    assert same_bits(weights(fitted), weights(stepped))
+    assert same_bits(dense_arrays(fitted), dense_arrays(stepped))
     assert history.history["loss"] == losses
     assert fitted.optimizer.step_count == stepped.optimizer.step_count == 3 * 13
 
@@ -60,7 +52,7 @@ def test_progress_bar_chunks_do_not_change_results(capsys):
     quiet.fit(x, y, epochs=2, batch_size=8, verbose=0)
     chatty.fit(x, y, epochs=2, batch_size=8, verbose=1)
     assert "Epoch 2/2" in capsys.readouterr().err
-    assert same_bits(weights(quiet), weights(chatty))
+    assert same_bits(dense_arrays(quiet), dense_arrays(chatty))
 
 
 def test_shuffled_indices_is_a_seeded_permutation():
@@ -118,7 +110,7 @@ def test_wide_network_bits_do_not_depend_on_thread_count():
                                mc.Dense(256, 10)], seed=1)
         model.compile(loss="cross_entropy", optimizer=mc.optim.SGD(lr=0.05, momentum=0.9))
         model.fit(x, y, epochs=2, batch_size=128, verbose=0)
-        results.append(weights(model) + [model.predict(x)])
+        results.append(dense_arrays(model) + [model.predict(x)])
     assert same_bits(results[0], results[1])
 
 
@@ -140,7 +132,7 @@ def test_train_step_from_several_python_threads_matches_serial():
     for t in threads:
         t.join()
     for a, b in zip(serial, parallel):
-        assert same_bits(weights(a), weights(b))
+        assert same_bits(dense_arrays(a), dense_arrays(b))
 
 
 def test_one_model_shared_by_threads_stays_consistent():
@@ -154,7 +146,7 @@ def test_one_model_shared_by_threads_stays_consistent():
     for t in threads:
         t.join()
     assert model.optimizer.step_count == 80
-    assert all(np.isfinite(w).all() for w in weights(model))
+    assert all(np.isfinite(w).all() for w in dense_arrays(model))
 
 
 def _rss_bytes():
@@ -201,6 +193,35 @@ def test_parallel_reductions_give_the_same_bits_for_any_thread_count():
         model.compile(loss="cross_entropy", optimizer=mc.optim.SGD(lr=0.1), clip_norm=0.5)
         model.train_step(x, y)
         norms.append(model.last_grad_norm)
-        weights_after.append(weights(model))
+        weights_after.append(dense_arrays(model))
     assert norms[0] == norms[1]
     assert same_bits(weights_after[0], weights_after[1])
+
+
+@pytest.mark.parametrize("batch_size", [10**6, 2**62, 2**63 - 1])
+def test_batch_size_larger_than_the_data_is_one_batch(batch_size):
+    """A batch never holds more rows than the data: no buffer sized by batch_size, no overflow of
+    batch_size * features, and the result is that of batch_size = n."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 20)).astype(np.float32)
+    y = rng.integers(0, 3, size=64)
+    runs = []
+    for size in (64, batch_size):
+        model = mc.Sequential([mc.Dense(20, 8), mc.ReLU(), mc.Dense(8, 3)], seed=1)
+        model.compile(loss="cross_entropy", optimizer="adam")
+        model.fit(x, y, epochs=2, batch_size=size, verbose=0)
+        runs.append(model.layers[0].weight.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+@pytest.mark.parametrize("layers", [
+    lambda: [mc.LayerNorm(16), mc.Dense(16, 2**63 - 1)],
+    lambda: [mc.Dense(2**40, 2**40)],
+    lambda: [mc.BatchNorm1d(2**60)],
+    lambda: [mc.LayerNorm(2**61)],
+])
+def test_sizes_no_machine_can_hold_raise_value_error(layers):
+    """Size arithmetic is checked before any allocation: it used to wrap to a tiny buffer that
+    the initialisation then overran (a crash from a 260-byte model file)."""
+    with pytest.raises((ValueError, MemoryError), match="layer 0|layer 1|limit|2\\^48"):
+        mc.Sequential(layers(), dtype="float64")

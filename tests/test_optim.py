@@ -2,13 +2,14 @@
 single-tensor algorithm, defaults, hyper-parameter changes between steps, argument checking,
 state_dict round trips, and train_step == compute_gradients + optimizer.step()."""
 import math
+import os
 
 import numpy as np
 import pytest
 
 import mlpcore as mc
 from mlpcore import optim
-from reference import kernel_isa, usable_isas
+from helpers import dense_arrays, dense_layers, kernel_isa, usable_isas
 
 N_STEPS = 6
 TOL = {"float64": dict(rtol=1e-12, atol=1e-14), "float32": dict(rtol=2e-5, atol=2e-6)}
@@ -192,18 +193,6 @@ def make_model(opt, dtype="float64", seed=0):
     return model
 
 
-def dense_layers(model):
-    return [layer for layer in model.layers if isinstance(layer, mc.Dense)]
-
-
-def params_of(model):
-    """[W0, b0, W1, b1] as float64 copies; the order of the native parameter arena."""
-    out = []
-    for layer in dense_layers(model):
-        out += [np.array(layer.weight, dtype=np.float64), np.array(layer.bias, dtype=np.float64)]
-    return out
-
-
 def write_random_grads(model, rng, scale=1.0):
     """Fresh gradients into the views; returns them as the model's dtype rounds them."""
     grads = []
@@ -216,7 +205,7 @@ def write_random_grads(model, rng, scale=1.0):
 
 
 def assert_params_close(model, ref_params, dtype, msg=""):
-    for k, (got, want) in enumerate(zip(params_of(model), ref_params)):
+    for k, (got, want) in enumerate(zip(dense_arrays(model, np.float64), ref_params)):
         np.testing.assert_allclose(got, want, **TOL[dtype], err_msg=f"{msg} parameter {k}")
 
 
@@ -235,7 +224,7 @@ def test_update_matches_numpy_transcription_of_torch(case, dtype):
     cls, hyper = CASES[case]
     model = make_model(cls(**hyper), dtype=dtype)
     ref = REFS[cls](**hyper)
-    ref_params = params_of(model)
+    ref_params = dense_arrays(model, np.float64)
     start = [p.copy() for p in ref_params]
     rng = np.random.default_rng(sum(map(ord, case)))
     for step in range(1, N_STEPS + 1):
@@ -246,7 +235,7 @@ def test_update_matches_numpy_transcription_of_torch(case, dtype):
         assert_params_close(model, ref_params, dtype, f"{case} step {step}")
         assert_state_close(model, ref, dtype, f"{case} step {step}")
     # the parameters really moved (the comparison is not vacuous)
-    moved = max(np.max(np.abs(p - s)) for p, s in zip(params_of(model), start))
+    moved = max(np.max(np.abs(p - s)) for p, s in zip(dense_arrays(model, np.float64), start))
     assert moved > 1e-3
 
 
@@ -266,12 +255,12 @@ def test_step_uses_gradients_written_into_the_views():
 def test_zero_grad_clears_every_gradient_view():
     model = make_model(optim.SGD(lr=0.1))
     write_random_grads(model, np.random.default_rng(0))
-    before = params_of(model)
+    before = dense_arrays(model, np.float64)
     model.optimizer.zero_grad()
     for layer in dense_layers(model):
         assert not layer.weight_grad.any() and not layer.bias_grad.any()
     model.optimizer.step()  # plain SGD on zero gradients: nothing moves
-    for got, want in zip(params_of(model), before):
+    for got, want in zip(dense_arrays(model, np.float64), before):
         np.testing.assert_array_equal(got, want)
 
 
@@ -319,7 +308,7 @@ def test_lr_change_between_steps_takes_effect(case, how):
     cls, hyper = CASES[case]
     model = make_model(cls(**hyper))
     ref = REFS[cls](**hyper)
-    ref_params = params_of(model)
+    ref_params = dense_arrays(model, np.float64)
     rng = np.random.default_rng(7)
     schedule = [None, None, 0.5 * hyper.get("lr", cls().lr), None, 3e-2, 0.0, None]
     for step, new_lr in enumerate(schedule, start=1):
@@ -331,14 +320,14 @@ def test_lr_change_between_steps_takes_effect(case, how):
             ref.lr = new_lr
             assert model.optimizer.lr == new_lr
             assert model.optimizer.param_groups[0]["lr"] == new_lr
-        before = params_of(model)
+        before = dense_arrays(model, np.float64)
         grads = write_random_grads(model, rng)
         model.optimizer.step()
         ref.step(ref_params, grads)
         assert_params_close(model, ref_params, "float64", f"{case} step {step}")
         if new_lr == 0.0 and cls is not optim.AdamW:
             # lr 0: no movement at all (AdamW's decoupled decay is scaled by lr too)
-            for got, want in zip(params_of(model), before):
+            for got, want in zip(dense_arrays(model, np.float64), before):
                 np.testing.assert_array_equal(got, want)
 
 
@@ -355,7 +344,7 @@ def test_lr_change_between_train_steps_takes_effect():
     c.train_step(x, y)  # c keeps lr=0.1
     for m in (a, b, c):
         m.train_step(x, y)
-    for pa, pb, pc in zip(params_of(a), params_of(b), params_of(c)):
+    for pa, pb, pc in zip(dense_arrays(a, np.float64), dense_arrays(b, np.float64), dense_arrays(c, np.float64)):
         np.testing.assert_array_equal(pa, pb)
         assert not np.allclose(pa, pc)
 
@@ -364,7 +353,7 @@ def test_other_hyper_parameters_changed_through_param_groups_take_effect():
     hyper = dict(lr=0.05, momentum=0.9)
     model = make_model(optim.SGD(**hyper))
     ref = RefSGD(**hyper)
-    ref_params = params_of(model)
+    ref_params = dense_arrays(model, np.float64)
     rng = np.random.default_rng(11)
     for step in range(4):
         if step == 2:
@@ -517,7 +506,7 @@ def test_state_dict_round_trip_continues_identically(case, dtype):
                 layer.weight_grad[...] = next(it)
                 layer.bias_grad[...] = next(it)
             model.optimizer.step()
-        for pa, pb in zip(params_of(a), params_of(b)):
+        for pa, pb in zip(dense_arrays(a, np.float64), dense_arrays(b, np.float64)):
             np.testing.assert_array_equal(pa, pb)
     assert a.optimizer.step_count == b.optimizer.step_count == 3 + N_STEPS
     for name, value in a.optimizer.state.items():
@@ -568,7 +557,7 @@ def test_sgd_momentum_switched_on_between_steps_starts_its_buffer_like_torch():
     momentum on (no dampening), also when momentum is switched on after some steps."""
     model = make_model(optim.SGD(lr=0.05))
     ref = RefSGD(lr=0.05)
-    ref_params = params_of(model)
+    ref_params = dense_arrays(model, np.float64)
     rng = np.random.default_rng(13)
     for step in range(1, 6):
         if step == 3:
@@ -622,7 +611,7 @@ def test_against_torch_optim():
     for case in ORACLE_CASES:
         cls, hyper = CASES[case]
         model = make_model(cls(**hyper))
-        tparams = [torch.tensor(p, dtype=torch.float64) for p in params_of(model)]
+        tparams = [torch.tensor(p, dtype=torch.float64) for p in dense_arrays(model, np.float64)]
         topt = getattr(torch.optim, cls.__name__)(tparams, foreach=False, **hyper)
         rng = np.random.default_rng(sum(map(ord, case)))
         for step in range(1, N_STEPS + 1):
@@ -634,7 +623,7 @@ def test_against_torch_optim():
             model.optimizer.step()
             with torch.no_grad():
                 topt.step()
-            for k, (got, t) in enumerate(zip(params_of(model), tparams)):
+            for k, (got, t) in enumerate(zip(dense_arrays(model, np.float64), tparams)):
                 np.testing.assert_allclose(got, t.detach().numpy(), rtol=1e-12, atol=1e-14,
                                            err_msg=f"{case} step {step} parameter {k}")
             torch_keys = {k for k, v in topt.state[tparams[0]].items()
@@ -667,7 +656,7 @@ def test_every_isa_copy_of_the_update_gives_the_same_bits(case, dtype):
             for step in range(1, 4):
                 write_random_grads(model, rng, scale=0.5 * step)
                 model.optimizer.step()
-        runs[isa] = (params_of(model), {k: v.copy() for k, v in model.optimizer.state.items()})
+        runs[isa] = (dense_arrays(model, np.float64), {k: v.copy() for k, v in model.optimizer.state.items()})
     first_params, first_state = runs[isas[0]]
     for isa in isas[1:]:
         params, state = runs[isa]
@@ -675,6 +664,32 @@ def test_every_isa_copy_of_the_update_gives_the_same_bits(case, dtype):
             np.testing.assert_array_equal(a, b, err_msg=f"{case} {isa}")
         for name in first_state:
             np.testing.assert_array_equal(first_state[name], state[name], err_msg=f"{case} {isa}")
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+def test_replaced_optimizer_state_is_freed_but_old_views_stay_valid():
+    """compile() with another rule replaces the state arena; the old one used to stay allocated
+    for the model's lifetime (+156 MiB after 200 compiles). A view taken before keeps its own."""
+    model = mc.Sequential([mc.Dense(256, 256), mc.ReLU(), mc.Dense(256, 256)], seed=0)
+    x = np.ones((4, 256), np.float32)
+    model.compile(loss="mse", optimizer=optim.Adam(lr=1e-3))
+    model.train_step(x, x)
+    old_view = model.optimizer.state["exp_avg"]
+    saved = old_view.copy()
+    model.compile(loss="mse", optimizer=optim.SGD(lr=0.1, momentum=0.9))
+    model.train_step(x, x)
+    np.testing.assert_array_equal(old_view, saved)  # still readable, untouched by SGD
+    del old_view
+    before = _rss_bytes()
+    for i in range(100):  # ~0.5 MiB per arena: 100 MiB if each stayed allocated
+        model.compile(loss="mse", optimizer=optim.Adam() if i % 2 else optim.SGD(momentum=0.9))
+        model.train_step(x, x)
+    assert _rss_bytes() - before < 16 * 2**20
 
 
 @pytest.mark.parametrize("change, error, match", [

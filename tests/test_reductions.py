@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from reference import kernel_isa, usable_isas
+from helpers import kernel_isa, usable_isas
 
 core = mc._core
 # around the chunk (4096), lane (16) and parallel (2**16) boundaries of the implementation

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from test_backprop import check_model
+from helpers import check_model
 
 
 def regularised_model(l1, l2, dtype="float64"):

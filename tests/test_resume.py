@@ -6,15 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mlpcore as mc
+from helpers import PYTHON_DIR
 from mlpcore import schedules
 
-PYTHON_DIR = str(Path(mc.__file__).resolve().parent.parent)
 K = 3
 
 # shared by this process and the subprocess (exec'd there)
@@ -65,7 +64,7 @@ RESUME = SETUP + textwrap.dedent("""
     ckpt = mc.load_checkpoint(path, model, scheduler=sched)
     assert ckpt.epoch == k, ckpt.epoch
     history = train(model, sched, interval, 2 * k, initial_epoch=k)
-    np.save(path + ".params.npy", model._net.params_view())
+    np.save(path + ".params.npy", model.params_view())
     np.save(path + ".state.npy", np.concatenate([v for v in model.optimizer.state.values()]))
     print(json.dumps({"history": history.history, "epochs": history.epoch,
                       "lr": model.optimizer.lr, "last_epoch": sched.last_epoch,
@@ -95,7 +94,7 @@ def test_resume_in_a_new_process_is_bit_exact(tmp_path, opt_name, kind, interval
     assert resumed["epochs"] == list(range(K, 2 * K))
     for key, values in full_history.history.items():
         assert resumed["history"][key] == values[K:], key
-    assert np.array_equal(np.load(path + ".params.npy"), full._net.params_view())
+    assert np.array_equal(np.load(path + ".params.npy"), full.params_view())
     state = np.concatenate([v for v in full.optimizer.state.values()])
     assert np.array_equal(np.load(path + ".state.npy"), state)
     assert resumed["lr"] == full.optimizer.lr
@@ -115,10 +114,10 @@ def test_checkpoint_rebuilds_the_model_and_scheduler(tmp_path):
     assert loaded_sched.state_dict() == sched.state_dict()
     assert loaded.optimizer.lr == model.optimizer.lr
     assert loaded.rng.bit_generator.state == model.rng.bit_generator.state
-    assert np.array_equal(loaded._net.params_view(), model._net.params_view())
+    assert np.array_equal(loaded.params_view(), model.params_view())
     # a checkpoint is also a plain model file
     plain = mc.load(path)
-    assert np.array_equal(plain._net.params_view(), model._net.params_view())
+    assert np.array_equal(plain.params_view(), model.params_view())
     # and a plain model file is not a checkpoint
     model.save(tmp_path / "m.safetensors")
     with pytest.raises(ValueError, match="not save_checkpoint"):
@@ -131,10 +130,10 @@ def test_checkpoint_mismatches_raise_and_leave_the_model_untouched(tmp_path):
     mc.save_checkpoint(model, path, epoch=0)
     other = mc.Sequential([mc.Dense(6, 17), mc.Tanh(), mc.Dense(17, 3)], dtype="float64", seed=1)
     other.compile(loss="cross_entropy", optimizer="adam")
-    before = other._net.params_view().copy()
+    before = other.params_view().copy()
     with pytest.raises(ValueError, match=r"architecture mismatch at layers\[0\]"):
         mc.load_checkpoint(path, other)
-    assert np.array_equal(other._net.params_view(), before)
+    assert np.array_equal(other.params_view(), before)
     deeper = mc.Sequential([mc.Dense(6, 16), mc.Tanh(), mc.Dense(16, 3), mc.Identity()],
                            dtype="float64")
     deeper.compile(loss="cross_entropy")
@@ -158,10 +157,10 @@ def test_checkpoint_mismatches_raise_and_leave_the_model_untouched(tmp_path):
     # a scheduler of the wrong kind
     mc.save_checkpoint(model, path, epoch=1,
                        scheduler=schedules.ExponentialLR(model.optimizer, 0.9))
-    before = same._net.params_view().copy()
+    before = same.params_view().copy()
     with pytest.raises(ValueError, match="ExponentialLR"):
         mc.load_checkpoint(path, same, scheduler=sched)
-    assert np.array_equal(same._net.params_view(), before)
+    assert np.array_equal(same.params_view(), before)
 
 
 def test_checkpoint_argument_errors(tmp_path):

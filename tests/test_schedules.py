@@ -157,7 +157,7 @@ def test_schedule_drives_training():
     for lr in (0.1, 0.05, 0.025):
         b.optimizer.lr = lr
         b.train_step(x, y)
-    assert np.array_equal(a._net.params_view(), b._net.params_view())
+    assert np.array_equal(a.params_view(), b.params_view())
 
 
 @pytest.mark.parametrize("make,match", [

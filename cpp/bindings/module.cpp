@@ -2,9 +2,12 @@
 // in cpp/bindings/.
 #include <pybind11/pybind11.h>
 
+#include <atomic>
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <pthread.h>
 
 #include "bindings/kinds.hpp"
 #include "bindings/matmul.hpp"
@@ -16,8 +19,32 @@ namespace py = pybind11;
 
 namespace {
 
+// After fork() the child has only the forking thread, but libgomp still believes its worker
+// threads exist: the first parallel region would wait for them forever. So a forked child runs
+// every kernel on one thread (a team of one never touches the pool). The count the parent used
+// is kept so Python can warn once (mlpcore/__init__.py).
+std::atomic<int> g_threads_before_fork{0};
+
+void after_fork_in_child() noexcept {
+#ifdef _OPENMP
+  g_threads_before_fork.store(omp_get_max_threads());
+  omp_set_num_threads(1);
+#endif
+}
+
+bool in_forked_child() noexcept { return g_threads_before_fork.load() > 0; }
+
 void set_num_threads(int n) {
   if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
+  if (in_forked_child() && n > 1) {
+    if (PyErr_WarnEx(PyExc_RuntimeWarning,
+                     "set_num_threads: this process was forked from one that used OpenMP, whose "
+                     "threads cannot be used after fork; mlpcore stays on 1 thread here (start "
+                     "workers with the 'spawn' or 'forkserver' method to use more)",
+                     1) < 0)
+      throw py::error_already_set();
+    return;
+  }
 #ifdef _OPENMP
   omp_set_num_threads(n);
 #endif
@@ -43,6 +70,9 @@ bool has_openmp() {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "mlpcore native core: layers, activations, losses, backprop, optimizers, GEMM";
+  pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  m.def("_threads_before_fork", [] { return g_threads_before_fork.load(); },
+        "In a forked child: the OpenMP thread count of the parent (now 1 here); 0 otherwise.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"),
         "Set the number of OpenMP threads used by mlpcore's kernels (for the calling thread).");
   m.def("get_num_threads", &get_num_threads, "Number of OpenMP threads mlpcore's kernels use.");

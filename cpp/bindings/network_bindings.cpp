@@ -22,6 +22,15 @@ namespace {
 template <typename T>
 using NetPtr = std::shared_ptr<Network<T>>;
 
+// Python's pending signals, asked between batches of a native loop: the GIL is taken for the
+// moment of the check, which runs the Python handlers (Ctrl-C raises KeyboardInterrupt there).
+// True leaves the exception set; the binding raises it once the loop has stopped.
+bool python_signal_pending(void*) {
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;
+}
+const StopCheck kPythonSignals{python_signal_pending, nullptr};
+
 // A NumPy view of native memory that keeps the network alive while the view exists.
 template <typename T>
 py::array view_of(const NetPtr<T>& net, T* data, std::vector<py::ssize_t> shape) {
@@ -184,7 +193,11 @@ void bind_network_class(py::module_& m, const char* name) {
            [](const NetPtr<T>& net, int k) {
              if (k < 0 || k >= net->optimizer_state_buffers())
                throw py::value_error("optimizer state buffer index out of range");
-             return view_of<T>(net, net->optimizer_state(k), {net->num_params()});
+             using Owner = std::shared_ptr<AlignedBuffer<T>>;
+             py::capsule owner(new Owner(net->optimizer_state_owner()),
+                               [](void* p) { delete static_cast<Owner*>(p); });
+             return py::array(py::array_t<T>({net->num_params()}, net->optimizer_state(k),
+                                             owner));
            })
       .def_property_readonly("optimizer_state_names", &Network<T>::optimizer_state_names)
       .def_property("optimizer_steps", &Network<T>::optimizer_steps,
@@ -347,8 +360,10 @@ void bind_network_class(py::module_& m, const char* name) {
              {
                py::gil_scoped_release release;
                r = net.train_batches(x.data(), x.shape(0), y.targets, order, batch_size,
-                                     first_batch, n_batches);
+                                     first_batch, n_batches, &kPythonSignals);
              }
+             // interrupted between batches: the model holds the last completed step
+             if (r.status == BatchStatus::Stopped) throw py::error_already_set();
              if (r.status == BatchStatus::BadIndex)
                throw py::value_error("train_batches: order holds index " +
                                      std::to_string(r.bad_value) + " outside [0, " +
@@ -372,10 +387,12 @@ void bind_network_class(py::module_& m, const char* name) {
              auto x = checked_inputs(net, x_obj, "predict");
              py::array_t<T> out({x.shape(0), py::ssize_t(net.out_features())});
              T* out_ptr = out.mutable_data();
+             bool completed;
              {
                py::gil_scoped_release release;
-               net.predict(x.data(), x.shape(0), out_ptr);
+               completed = net.predict(x.data(), x.shape(0), out_ptr, &kPythonSignals);
              }
+             if (!completed) throw py::error_already_set();
              return out;
            })
       .def("forward_collect",
@@ -402,10 +419,12 @@ void bind_network_class(py::module_& m, const char* name) {
         py::object keep_w;
         attach_weights(y, w_obj, x.shape(0), "evaluate", true, keep_w);
         StepResult r;
+        bool stopped = false;
         {
           py::gil_scoped_release release;
-          r = net.evaluate(x.data(), x.shape(0), y.targets);
+          r = net.evaluate(x.data(), x.shape(0), y.targets, &kPythonSignals, &stopped);
         }
+        if (stopped) throw py::error_already_set();
         return step_tuple(r);
       }, py::arg("x"), py::arg("y"), py::arg("sample_weight") = py::none());
 }

@@ -75,7 +75,7 @@ inline T act_forward(Act act, T z, const ActParams& p) noexcept {
   using namespace act_detail;
   switch (act) {
     case Act::Identity: return z;
-    case Act::ReLU: return z > T(0) ? z : T(0);
+    case Act::ReLU: return !(z <= T(0)) ? z : T(0);  // NaN propagates, as torch.relu
     case Act::LeakyReLU: return z > T(0) ? z : T(p.negative_slope) * z;
     case Act::ELU: return z > T(0) ? z : T(p.alpha) * std::expm1(z);
     case Act::SELU: return T(kSeluScale) * (z > T(0) ? z : T(kSeluAlpha) * std::expm1(z));

@@ -1,6 +1,7 @@
 #include "net/network.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -134,17 +135,16 @@ void Network<T>::set_optimizer(const OptConfig& cfg) {
   if (!same_buffers) {
     // New buffers start at zero; a rule that only gains or loses a buffer (amsgrad switched on,
     // say) keeps the ones it shares, as torch does when an option changes between steps.
-    AlignedBuffer<T> fresh(index_t(new_count) * num_params());
+    auto fresh = std::make_shared<AlignedBuffer<T>>(index_t(new_count) * num_params());
     fresh_momentum_ = true;
     for (int k = 0; same_rule && k < new_count; ++k)
       for (int j = 0; j < old_count; ++j)
         if (std::string(old_names[j]) == new_names[k]) {
-          std::copy(state_.data() + j * num_params(), state_.data() + (j + 1) * num_params(),
-                    fresh.data() + k * num_params());
+          std::copy(state_->data() + j * num_params(), state_->data() + (j + 1) * num_params(),
+                    fresh->data() + k * num_params());
           if (std::string(new_names[k]) == "momentum_buffer") fresh_momentum_ = false;
         }
-    if (state_.size() > 0) retired_state_.push_back(std::move(state_));
-    state_ = std::move(fresh);
+    state_ = std::move(fresh);  // the old arena lives on only in NumPy views that hold it
     if (!same_rule) opt_steps_ = 0;
   }
   opt_ = cfg;
@@ -158,18 +158,41 @@ std::vector<std::string> Network<T>::optimizer_state_names() const {
   return std::vector<std::string>(names, names + count);
 }
 
+StopPoller::StopPoller(const StopCheck* check) noexcept
+    : check_(check && check->requested ? check : nullptr) {}
+
+bool StopPoller::stop() noexcept {
+  if (!check_ || ++calls_ < stride_) return false;
+  calls_ = 0;
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch())
+                               .count();
+  // Read the clock about once a millisecond whatever a step costs (microsecond steps of tiny
+  // networks would otherwise pay for it).
+  const std::int64_t since = now - last_read_ns_;
+  last_read_ns_ = now;
+  if (since < 1000000 && stride_ < 4096) stride_ *= 2;
+  else if (since > 4000000 && stride_ > 1) stride_ /= 2;
+  if (now < next_ns_) return false;
+  next_ns_ = now + std::int64_t(kStopPollMs) * 1000000;
+  return check_->requested(check_->ctx);
+}
+
 template <typename T>
-void Network<T>::predict(const T* x, index_t n, T* out) {
+bool Network<T>::predict(const T* x, index_t n, T* out, const StopCheck* stop) {
   std::lock_guard<std::mutex> lock(mutex_);
   const DenormalsAsZero denormals;
   const index_t chunk = std::max(rows_cap_, std::min(n, kInferenceChunk));
   reserve_rows(chunk);
+  StopPoller poller(stop);
   const index_t in_w = in_features(), out_w = out_features();
   for (index_t start = 0; start < n; start += chunk) {
+    if (poller.stop()) return false;
     const index_t rows = std::min(chunk, n - start);
     const T* y = forward(x + start * in_w, rows, false);
     std::copy(y, y + rows * out_w, out + start * out_w);
   }
+  return true;
 }
 
 template <typename T>
@@ -185,15 +208,22 @@ void Network<T>::forward_collect(const T* x, index_t n, const std::vector<T*>& o
 }
 
 template <typename T>
-StepResult Network<T>::evaluate(const T* x, index_t n, const Targets<T>& targets) {
+StepResult Network<T>::evaluate(const T* x, index_t n, const Targets<T>& targets,
+                                const StopCheck* stop, bool* stopped) {
   std::lock_guard<std::mutex> lock(mutex_);
   const DenormalsAsZero denormals;
   const index_t chunk = std::max(rows_cap_, std::min(n, kInferenceChunk));
   reserve_rows(chunk);
+  StopPoller poller(stop);
   const index_t in_w = in_features(), out_w = out_features();
   StepResult total;
   double weighted_loss = 0.0;
   for (index_t start = 0; start < n; start += chunk) {
+    if (poller.stop()) {
+      if (stopped) *stopped = true;
+      total.finite = false;
+      return total;
+    }
     const index_t rows = std::min(chunk, n - start);
     Targets<T> t;
     if (targets.values) t.values = targets.values + start * out_w;

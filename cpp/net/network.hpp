@@ -3,6 +3,7 @@
 // happens in the bindings before any of these is called.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -93,7 +94,28 @@ struct SentinelReport {
 
 // How a run of batches ended.
 enum class BatchStatus : int { Ok = 0, NonFinite = 1, BadIndex = 2, BadLabel = 3,
-                               SingleSampleBatch = 4 };
+                               SingleSampleBatch = 4, Stopped = 5 };
+
+// Asked between batches and between inference chunks, at most every kStopPollMs: true stops the
+// loop there, with the model as the last completed step left it. The bindings answer from
+// Python's pending signals (Ctrl-C, a SIGTERM handler), so the network never sees Python.
+struct StopCheck {
+  bool (*requested)(void* ctx) = nullptr;
+  void* ctx = nullptr;
+};
+inline constexpr int kStopPollMs = 20;
+
+// Polls a StopCheck on a clock, so a loop of microsecond steps does not pay for it.
+class StopPoller {
+ public:
+  explicit StopPoller(const StopCheck* check) noexcept;
+  bool stop() noexcept;  // cheap: reads the clock every few calls, asks the check on a tick
+
+ private:
+  const StopCheck* check_;
+  std::int64_t calls_ = 0, stride_ = 1;  // the clock is read every stride_ calls
+  std::int64_t last_read_ns_ = 0, next_ns_ = 0;
+};
 
 // What a run of batches produced: sums over the batches that were applied, and where it stopped.
 struct BatchRunResult {
@@ -175,7 +197,10 @@ class Network {
 
   // Names of the state buffers, in buffer order (torch.optim's state keys).
   std::vector<std::string> optimizer_state_names() const;
-  T* optimizer_state(int k) noexcept { return state_.data() + index_t(k) * num_params(); }
+  T* optimizer_state(int k) noexcept { return state_->data() + index_t(k) * num_params(); }
+  // The state arena's owner: a NumPy view holds it, so a view outlives a rule change (which
+  // replaces the arena) without the network keeping every replaced arena alive.
+  std::shared_ptr<AlignedBuffer<T>> optimizer_state_owner() const noexcept { return state_; }
   std::int64_t optimizer_steps() const noexcept { return opt_steps_; }
   // Restoring a saved state: the state buffers hold real history once a step was taken.
   void set_optimizer_steps(std::int64_t steps) noexcept {
@@ -199,7 +224,8 @@ class Network {
   // a workspace. Each batch is exactly a train_step. Stops at the first refused batch.
   BatchRunResult train_batches(const T* x, index_t n_rows, const Targets<T>& targets,
                                const std::int64_t* order, index_t batch_size,
-                               index_t first_batch, index_t n_batches);
+                               index_t first_batch, index_t n_batches,
+                               const StopCheck* stop = nullptr);
 
   // Custom (Python) losses: a training-mode forward that copies the output (n x out) into
   // `out`; then the backward pass from dL/doutput (plus penalties) as compute_gradients makes
@@ -209,14 +235,17 @@ class Network {
   StepResult backward_from(const T* x, index_t n, const T* dout, T* dx);
 
   // Network outputs (n x out) for n inputs, computed in chunks.
-  void predict(const T* x, index_t n, T* out);
+  // False if `stop` asked to stop (out then holds a prefix of the rows).
+  bool predict(const T* x, index_t n, T* out, const StopCheck* stop = nullptr);
 
   // Forward pass on one batch, keeping every layer's output: outs[j] (n x width of layer j's
   // output) receives a copy of act(j + 1). For inspection (diagnose), not for speed.
   void forward_collect(const T* x, index_t n, const std::vector<T*>& outs);
 
   // Mean loss and correct count over n samples, computed in chunks, no gradients.
-  StepResult evaluate(const T* x, index_t n, const Targets<T>& targets);
+  // finite is false and stopped true if `stop` asked to stop.
+  StepResult evaluate(const T* x, index_t n, const Targets<T>& targets,
+                      const StopCheck* stop = nullptr, bool* stopped = nullptr);
 
  private:
   // What a layer needs, from its plan (network_layers.cpp): the constructor lays the slots out.
@@ -281,9 +310,8 @@ class Network {
   Rng dropout_rng_;
   bool masks_frozen_ = false;
 
-  AlignedBuffer<T> params_, grads_, state_;
-  // Optimizer state replaced by a rule change stays allocated: NumPy views may still point at it.
-  std::vector<AlignedBuffer<T>> retired_state_;
+  AlignedBuffer<T> params_, grads_;
+  std::shared_ptr<AlignedBuffer<T>> state_ = std::make_shared<AlignedBuffer<T>>();
   AlignedBuffer<T> acts_, dacts_;        // per-layer outputs and their gradients
   index_t rows_cap_ = 0;
   index_t aux_per_row_ = 0;

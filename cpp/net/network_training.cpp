@@ -273,23 +273,35 @@ StepResult Network<T>::backward_from(const T* x, index_t n, const T* dout, T* dx
 template <typename T>
 BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targets<T>& targets,
                                          const std::int64_t* order, index_t batch_size,
-                                         index_t first_batch, index_t n_batches) {
+                                         index_t first_batch, index_t n_batches,
+                                         const StopCheck* stop) {
   std::lock_guard<std::mutex> lock(mutex_);
   const DenormalsAsZero denormals;
   BatchRunResult result;
   const index_t in_w = in_features(), out_w = out_features();
+  // A batch never holds more than the data: batch b starts at b * batch_size, so the first
+  // batch past the data stops the loop whatever the requested size.
+  const index_t batch_rows = std::min(batch_size, n_rows);
   if (order) {
     // sized once per batch size; later runs with the same batch size allocate nothing
-    if (batch_x_.size() < batch_size * in_w) batch_x_.reset(batch_size * in_w);
-    if (targets.values && batch_values_.size() < batch_size * out_w)
-      batch_values_.reset(batch_size * out_w);
-    if (targets.labels && index_t(batch_labels_.size()) < batch_size)
-      batch_labels_.assign(std::size_t(batch_size), 0);
-    if (targets.weights && batch_weights_.size() < batch_size) batch_weights_.reset(batch_size);
+    if (batch_x_.size() < batch_rows * in_w) batch_x_.reset(batch_rows * in_w);
+    if (targets.values && batch_values_.size() < batch_rows * out_w)
+      batch_values_.reset(batch_rows * out_w);
+    if (targets.labels && index_t(batch_labels_.size()) < batch_rows)
+      batch_labels_.assign(std::size_t(batch_rows), 0);
+    if (targets.weights && batch_weights_.size() < batch_rows) batch_weights_.reset(batch_rows);
   }
-  for (index_t b = first_batch; b < first_batch + n_batches; ++b) {
+  StopPoller poller(stop);
+  for (index_t k = 0; k < n_batches; ++k) {
+    if (poller.stop()) {
+      result.status = BatchStatus::Stopped;
+      return result;
+    }
+    // b * batch_size without overflow: a batch starting past the data ends the epoch
+    if (k > std::numeric_limits<index_t>::max() - first_batch) break;
+    const index_t b = first_batch + k;
+    if (b > 0 && batch_size > (n_rows - 1) / b) break;
     const index_t lo = b * batch_size;
-    if (lo >= n_rows) break;
     const index_t rows = std::min(batch_size, n_rows - lo);
     Targets<T> t;
     const T* xb;

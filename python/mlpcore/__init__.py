@@ -8,7 +8,7 @@ behind a small Keras/PyTorch-like API::
     model.compile(loss="cross_entropy", optimizer=mc.optim.Adam(lr=1e-3))
     history = model.fit(X, y, epochs=30, batch_size=32)
 """
-from . import _core, initializers, losses, optim
+from . import _core, _fork, initializers, losses, optim  # noqa: F401  (_fork: at-fork hook)
 from ._core import (get_flush_denormal, get_num_threads, has_openmp, kernel_info, matmul,
                     set_flush_denormal, set_num_threads)
 from . import callbacks, schedules
@@ -16,8 +16,9 @@ from .io import Checkpoint, load, load_checkpoint, save_checkpoint
 from .layers import (ELU, GELU, SELU, Activation, BatchNorm1d, Dense, Dropout, Identity, Layer,
                      LayerNorm, LeakyReLU, ReLU, Residual, SiLU, Sigmoid, Softmax, Softplus, Tanh,
                      get_activation)
-from .model import NonFiniteLossError, Sequential
-from .training import History
+from .errors import NonFiniteLossError
+from .model import Sequential
+from .callbacks import History
 from .gradcheck import gradcheck
 from .diagnostics import diagnose
 

@@ -1,13 +1,137 @@
-"""Normalise user arrays once at the boundary: dtype, shape, order, finiteness, label range.
+"""Every check of user input, in one place: arrays are normalised once at the boundary (dtype,
+shape, order, finiteness, label range), scalars and options are checked by keyword-only helpers.
 
-Errors name the calling function and the argument: TypeError for types/dtypes, ValueError for
-shapes and values.
+Errors name the owner (the function or class called) and the argument: TypeError for types and
+dtypes, ValueError for shapes and values, with what was expected and what came.
 """
 from __future__ import annotations
 
+import math
+import numbers
+from typing import Any, Optional
+
 import numpy as np
 
-from .losses import LossInfo
+
+# --- scalars ---------------------------------------------------------------------------------
+def is_int(value) -> bool:
+    """True for Python and NumPy integers, False for bools."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value) -> bool:
+    """True for Python and NumPy real numbers (ints included), False for bools."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def require(ok: bool, *, owner: str, name: str, expected: str, value: Any) -> None:
+    """ValueError ``"{owner}: {name} must be {expected}, got {value}"`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value}")
+
+
+def check_int(value, *, owner: str, name: str, low: Optional[int] = 1,
+              expected: str = "a positive int", kind: str = "an int") -> int:
+    """``value`` as an int; TypeError ``"... must be {kind}, got <type>"`` unless it is an
+    integer, ValueError ``"... must be {expected}, got {value}"`` when it is below ``low``
+    (None: no bound)."""
+    if not is_int(value):
+        raise TypeError(f"{owner}: {name} must be {kind}, got {type(value).__name__}")
+    require(low is None or value >= low, owner=owner, name=name, expected=expected, value=value)
+    return int(value)
+
+
+def check_real(value, *, owner: str, name: str, kind: str = "a number") -> float:
+    """``value`` as a float; TypeError ``"... must be {kind}, got <type>"`` unless it is a real
+    number."""
+    if not is_real(value):
+        raise TypeError(f"{owner}: {name} must be {kind}, got {type(value).__name__}")
+    return float(value)
+
+
+def check_finite(value, *, owner: str, name: str, positive: bool = False,
+                 non_negative: bool = False, expected: Optional[str] = None) -> float:
+    """A finite real number (optionally > 0 or >= 0) as a float; ``expected`` overrides the
+    phrase of the ValueError."""
+    value = check_real(value, owner=owner, name=name)
+    ok = math.isfinite(value) and not (positive and value <= 0) \
+        and not (non_negative and value < 0)
+    if expected is None:
+        expected = ("a positive finite number" if positive else
+                    "a non-negative finite number" if non_negative else "a finite number")
+    require(ok, owner=owner, name=name, expected=expected, value=value)
+    return value
+
+
+def check_above(value, *, owner: str, name: str, low: float, strict: bool = True,
+                expected: str) -> float:
+    """A real number that is finite (ValueError ``"... must be finite"``) and above ``low``
+    (``> low`` when ``strict``, else ``>= low``; ValueError ``expected``)."""
+    value = check_finite(value, owner=owner, name=name, expected="finite")
+    require(value > low if strict else value >= low, owner=owner, name=name, expected=expected,
+            value=value)
+    return value
+
+
+def check_positive_finite_or_none(value, *, owner: str, name: str) -> float:
+    """An optional positive finite threshold as a float, 0.0 for None (off)."""
+    if value is None:
+        return 0.0
+    check_real(value, owner=owner, name=name, kind="a number or None")
+    require(float(value) > 0 and math.isfinite(value), owner=owner, name=name,
+            expected="positive and finite", value=value)
+    return float(value)
+
+
+def check_hyper(value, *, what: str) -> float:
+    """A non-negative finite optimizer hyper-parameter, with torch.optim's messages
+    (``"Invalid learning rate: -1.0"``)."""
+    if not is_real(value):
+        raise TypeError(f"Invalid {what}: expected a number, got {type(value).__name__}")
+    value = float(value)
+    if not (value >= 0.0) or math.isinf(value):
+        raise ValueError(f"Invalid {what}: {value}")
+    return value
+
+
+def check_betas(betas) -> tuple:
+    """Adam's pair of coefficients, each in [0, 1), with torch.optim's messages."""
+    try:
+        b1, b2 = (float(b) for b in betas)
+    except (TypeError, ValueError):
+        raise TypeError(f"Invalid betas: expected a pair of numbers, got {betas!r}") from None
+    if not 0.0 <= b1 < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {b1}")
+    if not 0.0 <= b2 < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {b2}")
+    return (b1, b2)
+
+
+def check_choice(value, *, owner: str, name: str, choices, expected: str) -> Any:
+    """``value`` if it is one of ``choices``; ValueError ``"... must be {expected}, got
+    {value!r}"`` otherwise."""
+    require(value in choices, owner=owner, name=name, expected=expected, value=repr(value))
+    return value
+
+
+def check_instance(value, cls, *, owner: str, name: str, expected: str) -> Any:
+    """``value`` if it is a ``cls``; TypeError ``"... must be {expected}, got <type>"``."""
+    if not isinstance(value, cls):
+        raise TypeError(f"{owner}: {name} must be {expected}, got {type(value).__name__}")
+    return value
+
+
+def check_list_of(values, cls, *, owner: str, name: str, expected: str, item: str) -> list:
+    """A list or tuple whose every item is a ``cls`` (a single ``cls`` is refused too)."""
+    if isinstance(values, cls) or not isinstance(values, (list, tuple)):
+        raise TypeError(f"{owner}: {name} must be {expected}, got {type(values).__name__}")
+    for i, value in enumerate(values):
+        if not isinstance(value, cls):
+            raise TypeError(f"{owner}: {name}[{i}] must be {item}, got {type(value).__name__}")
+    return list(values)
+
+
+# --- arrays ----------------------------------------------------------------------------------
 
 
 def _as_numeric_array(value, func: str, name: str) -> np.ndarray:
@@ -29,6 +153,18 @@ def _first_non_finite(arr: np.ndarray) -> str:
     return ", ".join(str(int(i)) for i in bad)
 
 
+def check_values(value, *, shape, owner: str, name: str) -> np.ndarray:
+    """An array assigned to a layer's ``owner.name``: real numbers, exactly ``shape``, finite."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{owner}.{name}: expected a real numeric array, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{owner}.{name}: expected shape {shape}, got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{owner}.{name}: values must be finite (no NaN or Inf)")
+    return arr
+
+
 def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x") -> np.ndarray:
     """``x`` as a C-contiguous (n, n_features) array of ``dtype``; copies only when needed."""
     arr = _as_numeric_array(x, func, name)
@@ -48,10 +184,11 @@ def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x") -
     return arr
 
 
-def as_targets(y, loss: LossInfo, n_rows: int, n_outputs: int, dtype: np.dtype, func: str,
+def as_targets(y, loss, n_rows: int, n_outputs: int, dtype: np.dtype, func: str,
                name: str = "y") -> np.ndarray:
-    """Targets in the form the native loss reads: int64 labels (n,) for cross_entropy with class
-    labels, otherwise a C-contiguous (n, n_outputs) array of ``dtype``."""
+    """Targets in the form the native loss reads (``loss`` a :class:`mlpcore.losses.LossInfo`):
+    int64 labels (n,) for cross_entropy with class labels, otherwise a C-contiguous
+    (n, n_outputs) array of ``dtype``."""
     arr = _as_numeric_array(y, func, name)
     if arr.ndim == 0 or arr.ndim > 2:
         raise ValueError(f"{func}: {name} must be 1-D or 2-D, got shape {arr.shape}")
@@ -92,14 +229,6 @@ def _as_labels(arr: np.ndarray, n_classes: int, func: str, name: str) -> np.ndar
         raise ValueError(f"{func}: {name} holds class label {bad} outside the valid range "
                          f"[0, {n_classes - 1}] (the model has {n_classes} outputs)")
     return np.ascontiguousarray(arr, dtype=np.int64)
-
-
-def check_positive_int(value, func: str, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{func}: {name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{func}: {name} must be a positive int, got {value}")
-    return int(value)
 
 
 def as_sample_weight(w, n_rows: int, dtype: np.dtype, func: str,

@@ -12,22 +12,30 @@ at a time. Without such a callback each epoch stays one native call.
 
 Callbacks' own counters (patience, best value ...) live in the callback objects and are not
 part of a checkpoint.
+
+fit fans every hook out through one :class:`CallbackList`, which also holds fit's own
+callbacks: the progress report (:class:`ProgressBar` for ``verbose=1``, :class:`EpochLogger`
+for ``verbose=2``) and the :class:`History` that fit returns.
 """
 from __future__ import annotations
 
 import csv
 import math
-import numbers
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "CSVLogger",
-           "LambdaCallback", "ReduceLROnPlateau", "LearningRateScheduler"]
+from ._validation import check_choice, check_instance, check_int, check_real, require
+from .saving import save_checkpoint
+from .schedules import LRScheduler
+
+__all__ = ["Callback", "CallbackList", "History", "ProgressBar", "EpochLogger", "EarlyStopping",
+           "ModelCheckpoint", "TerminateOnNaN", "CSVLogger", "LambdaCallback",
+           "ReduceLROnPlateau", "LearningRateScheduler"]
 
 
 class Callback:
@@ -68,14 +76,210 @@ class Callback:
         return (cls.on_train_batch_begin is not Callback.on_train_batch_begin
                 or cls.on_train_batch_end is not Callback.on_train_batch_end)
 
+    # Two hooks for the built-in progress reports, called whatever the batch hooks are:
+    def _on_progress(self, batches_done: int, logs: Dict[str, float]) -> None:
+        """After each native call of an epoch: ``logs["loss"]`` is the epoch's running mean."""
+
+    def _on_epoch_done(self, epoch: int, logs: Optional[Dict[str, float]]) -> None:
+        """After the epoch's batches, validation and logs, before ``on_epoch_end``; ``logs`` is
+        None when the epoch failed (an exception is on its way)."""
+
+
+class CallbackList:
+    """Fans each hook out to every callback in order (Keras' CallbackList). fit builds one from
+    the user's callbacks (those marked ``_run_last``, the checkpoints, after the others, so
+    they hold what the others set for the next epoch), then the progress report (``verbose``:
+    1 a tqdm bar, opened after the callbacks' ``on_epoch_begin``; 2 one line per epoch; both
+    report in ``_on_epoch_done``, before any ``on_epoch_end``), then a :class:`History`, which
+    so records what the callbacks added to the logs."""
+
+    def __init__(self, callbacks=(), *, add_history: bool = False, verbose: int = 0,
+                 model=None, params: Optional[Dict[str, Any]] = None) -> None:
+        callbacks = list(callbacks)
+        report = {1: [ProgressBar()], 2: [EpochLogger()]}.get(verbose, [])
+        self.history: Optional[History] = History() if add_history else None
+        self.callbacks: List[Callback] = [
+            *[cb for cb in callbacks if not getattr(cb, "_run_last", False)],
+            *[cb for cb in callbacks if getattr(cb, "_run_last", False)],
+            *report, *([self.history] if add_history else [])]
+        for cb in self.callbacks:
+            cb.set_model(model)
+            cb.set_params(dict(params or {}))
+
+    def wants_batch_hooks(self) -> bool:
+        return any(cb._wants_batch_hooks() for cb in self.callbacks)
+
+    def on_train_begin(self, logs=None) -> None:
+        for cb in self.callbacks:
+            cb.on_train_begin(logs)
+
+    def on_train_end(self, logs=None) -> None:
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch: int, logs=None) -> None:
+        for cb in self.callbacks:
+            cb.on_train_batch_begin(batch, logs)
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        for cb in self.callbacks:
+            cb.on_train_batch_end(batch, logs)
+
+    def _on_progress(self, batches_done: int, logs: Dict[str, float]) -> None:
+        for cb in self.callbacks:
+            cb._on_progress(batches_done, logs)
+
+    def _on_epoch_done(self, epoch: int, logs: Optional[Dict[str, float]]) -> None:
+        for cb in self.callbacks:
+            cb._on_epoch_done(epoch, logs)
+
+
+def _format_logs(logs: Dict[str, float]) -> Dict[str, str]:
+    return {k: f"{v:.4g}" if k == "lr" else f"{v:.4f}" for k, v in logs.items()}
+
+
+class ProgressBar(Callback):
+    """fit's ``verbose=1``: a tqdm bar per epoch on stderr with the running loss, and the
+    epoch's logs when it ends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bar = None
+        self._shown = 0
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        from tqdm.auto import tqdm  # loads in ~0.1 s: only when a bar is shown
+        self._bar = tqdm(total=self.params["steps"], desc=f"Epoch {epoch + 1}/"
+                         f"{self.params['epochs']}", unit="batch", leave=True, file=sys.stderr,
+                         dynamic_ncols=True)
+        self._shown = 0
+
+    def _on_progress(self, batches_done, logs) -> None:
+        self._bar.update(batches_done - self._shown)
+        self._shown = batches_done
+        self._bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+
+    def _on_epoch_done(self, epoch, logs) -> None:
+        if self._bar is None:
+            return
+        try:
+            if logs is not None:
+                self._bar.set_postfix(_format_logs(logs))
+        finally:
+            self._bar.close()
+            self._bar = None
+
+
+class EpochLogger(Callback):
+    """fit's ``verbose=2``: one line per epoch on stderr with the epoch's logs."""
+
+    def _on_epoch_done(self, epoch, logs) -> None:
+        if logs is not None:
+            text = " - ".join(f"{k}: {v}" for k, v in _format_logs(logs).items())
+            print(f"Epoch {epoch + 1}/{self.params['epochs']} - {text}", file=sys.stderr)
+
+
+class History(Callback):
+    """Per-epoch records, shaped like Keras' History: ``history.history["loss"]`` is a list.
+    fit adds one as the last callback and returns it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: Dict[str, List[float]] = {}
+        self.epoch: List[int] = []
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self._record(epoch, logs or {})
+
+    def _record(self, epoch: int, logs: Dict[str, float]) -> None:
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={sorted(self.history)})"
+
+    def plot(self, path=None, keys: Optional[Sequence[str]] = None):
+        """Draw the curves with matplotlib (Agg, no window): one subplot per metric family
+        (``loss`` with ``val_loss``, ``accuracy`` with ``val_accuracy``, ``lr`` ...) and, when
+        the history holds per-layer gradient norms (``grad_norm/<layer>``), one subplot of
+        those. ``keys`` limits the families (e.g. ``["loss"]``). Saves a PNG to ``path`` when
+        given and returns the matplotlib Figure. Needs ``pip install mlpcore[plot]``."""
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+            from matplotlib.ticker import MaxNLocator
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib, an optional dependency of "
+                              "mlpcore: pip install mlpcore[plot]") from None
+        if not self.history:
+            raise ValueError("History.plot: the history is empty (nothing was trained)")
+        families: Dict[str, List[str]] = {}
+        grad_keys = []
+        for key in self.history:
+            if key.startswith("grad_norm/"):
+                grad_keys.append(key)
+                continue
+            families.setdefault(key[4:] if key.startswith("val_") else key, []).append(key)
+        if keys is not None:
+            if isinstance(keys, str):
+                keys = [keys]
+            available = [*families, *(["grad_norm"] if grad_keys else [])]
+            unknown = [k for k in keys if k not in available]
+            if unknown:
+                raise ValueError(f"History.plot: keys {unknown} are not in the history; "
+                                 f"available: {', '.join(available)}")
+            families = {k: v for k, v in families.items() if k in keys}
+            if "grad_norm" not in keys:
+                grad_keys = []
+        panels = len(families) + (1 if grad_keys else 0)
+        if panels == 0:
+            raise ValueError("History.plot: no keys to plot")
+        if path is not None:
+            folder = Path(path).parent
+            if not folder.exists():
+                raise ValueError(f"History.plot: folder {str(folder)!r} does not exist")
+        fig = Figure(figsize=(5.0 * panels, 3.6), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, panels, squeeze=False)[0]
+        epochs = [e + 1 for e in self.epoch]
+        for ax, (family, members) in zip(axes, families.items()):
+            for key in members:
+                ax.plot(epochs, self.history[key], marker="o" if len(epochs) < 30 else None,
+                        markersize=3, label="validation" if key.startswith("val_") else "train")
+            ax.set_title(family)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if family == "lr" and all(v > 0 for v in self.history[family]):
+                ax.set_yscale("log")
+            if len(members) > 1:
+                ax.legend()
+            ax.grid(alpha=0.3)
+        if grad_keys:
+            ax = axes[-1]
+            for key in sorted(grad_keys, key=lambda k: (len(k), k)):
+                ax.plot(epochs, self.history[key], label=f"layer {key.split('/', 1)[1]}")
+            ax.set_title("gradient norm per layer")
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if all(v > 0 for k in grad_keys for v in self.history[k]):
+                ax.set_yscale("log")
+            ax.legend(fontsize="small")
+            ax.grid(alpha=0.3)
+        if path is not None:
+            fig.savefig(path, format="png", dpi=100)
+        return fig
+
 
 # --- helpers -------------------------------------------------------------------------------
-def _mode(mode, owner: str) -> str:
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
-    return mode
-
-
 def _maximise(mode: str, monitor: str) -> bool:
     """'auto' maximises accuracy-like metrics (accuracy, auc, r2) and minimises the rest."""
     if mode != "auto":
@@ -84,34 +288,16 @@ def _maximise(mode: str, monitor: str) -> bool:
     return name.endswith("acc") or "accuracy" in name or name in ("auc", "r2")
 
 
-def _number(value, owner: str, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
-    return float(value)
-
-
-def _non_negative_int(value, owner: str, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{owner}: {name} must be >= 0, got {value}")
-    return int(value)
-
-
-def _monitor(monitor, owner: str) -> str:
-    if not isinstance(monitor, str) or not monitor:
-        raise ValueError(f"{owner}: monitor must be a metric name such as 'val_loss', "
-                         f"got {monitor!r}")
-    return monitor
-
-
 class _Monitoring(Callback):
     """Shared by the callbacks that watch one logged value."""
 
     def __init__(self, monitor: str, mode: str, owner: str) -> None:
         super().__init__()
-        self.monitor = _monitor(monitor, owner)
-        self.mode = _mode(mode, owner)
+        require(isinstance(monitor, str) and bool(monitor), owner=owner, name="monitor",
+                expected="a metric name such as 'val_loss'", value=repr(monitor))
+        self.monitor = monitor
+        self.mode = check_choice(mode, owner=owner, name="mode", choices=("auto", "min", "max"),
+                                 expected="'auto', 'min' or 'max'")
         self._max = _maximise(self.mode, self.monitor)
         self._warned = False
 
@@ -128,14 +314,6 @@ class _Monitoring(Callback):
         return float(logs[self.monitor])
 
 
-def _weights(model) -> np.ndarray:
-    return model._net.params_view().copy()
-
-
-def _set_weights(model, flat: np.ndarray) -> None:
-    model._net.params_view()[...] = flat
-
-
 # --- callbacks -----------------------------------------------------------------------------
 class EarlyStopping(_Monitoring):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
@@ -148,14 +326,15 @@ class EarlyStopping(_Monitoring):
                  verbose: int = 0, mode: str = "auto", baseline: Optional[float] = None,
                  restore_best_weights: bool = False, start_from_epoch: int = 0) -> None:
         super().__init__(monitor, mode, "EarlyStopping")
-        self.min_delta = abs(_number(min_delta, "EarlyStopping", "min_delta"))
-        self.patience = _non_negative_int(patience, "EarlyStopping", "patience")
+        self.min_delta = abs(check_real(min_delta, owner="EarlyStopping", name="min_delta"))
+        self.patience = check_int(patience, owner="EarlyStopping", name="patience", low=0,
+                                  expected=">= 0")
         self.verbose = verbose
-        self.baseline = None if baseline is None else _number(baseline, "EarlyStopping",
-                                                              "baseline")
+        self.baseline = None if baseline is None else check_real(
+            baseline, owner="EarlyStopping", name="baseline")
         self.restore_best_weights = bool(restore_best_weights)
-        self.start_from_epoch = _non_negative_int(start_from_epoch, "EarlyStopping",
-                                                  "start_from_epoch")
+        self.start_from_epoch = check_int(start_from_epoch, owner="EarlyStopping",
+                                          name="start_from_epoch", low=0, expected=">= 0")
         self._reset()
 
     def _reset(self) -> None:
@@ -180,14 +359,14 @@ class EarlyStopping(_Monitoring):
         if current is None or epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights = _weights(self.model)
+            self.best_weights = self.model.params_view().copy()
             self.best_epoch = epoch
         self.wait += 1
         if self._is_improvement(current, self.best):
             self.best = current
             self.best_epoch = epoch
             if self.restore_best_weights:
-                self.best_weights = _weights(self.model)
+                self.best_weights = self.model.params_view().copy()
             if self.baseline is None or self._is_improvement(current, self.baseline):
                 self.wait = 0
             return
@@ -201,7 +380,7 @@ class EarlyStopping(_Monitoring):
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose:
                 print(f"Restoring the weights of epoch {self.best_epoch + 1}", file=sys.stderr)
-            _set_weights(self.model, self.best_weights)
+            self.model.params_view()[...] = self.best_weights
 
 
 class ModelCheckpoint(_Monitoring):
@@ -232,10 +411,8 @@ class ModelCheckpoint(_Monitoring):
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
         if scheduler is not None:
-            from .schedules import LRScheduler
-            if not isinstance(scheduler, LRScheduler):
-                raise TypeError("ModelCheckpoint: scheduler must be an mlpcore.schedules "
-                                f"scheduler, got {type(scheduler).__name__}")
+            check_instance(scheduler, LRScheduler, owner="ModelCheckpoint", name="scheduler",
+                           expected="an mlpcore.schedules scheduler")
         self.scheduler = scheduler
         self.resumable = bool(resumable) or scheduler is not None
         self.best = -math.inf if self._max else math.inf
@@ -263,7 +440,6 @@ class ModelCheckpoint(_Monitoring):
             self.best = current
         path = self._path(epoch, logs)
         if self.resumable:
-            from .io import save_checkpoint
             save_checkpoint(self.model, path, epoch=epoch + 1, scheduler=self.scheduler)
         else:
             self.model.save(path)
@@ -397,15 +573,17 @@ class ReduceLROnPlateau(_Monitoring):
                  verbose: int = 0, mode: str = "auto", min_delta: float = 1e-4,
                  cooldown: int = 0, min_lr: float = 0.0) -> None:
         super().__init__(monitor, mode, "ReduceLROnPlateau")
-        self.factor = _number(factor, "ReduceLROnPlateau", "factor")
+        self.factor = check_real(factor, owner="ReduceLROnPlateau", name="factor")
         if not 0.0 < self.factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must lie in (0, 1) (it multiplies the "
                              f"learning rate), got {self.factor}")
-        self.patience = _non_negative_int(patience, "ReduceLROnPlateau", "patience")
+        self.patience = check_int(patience, owner="ReduceLROnPlateau", name="patience", low=0,
+                                  expected=">= 0")
         self.verbose = verbose
-        self.min_delta = abs(_number(min_delta, "ReduceLROnPlateau", "min_delta"))
-        self.cooldown = _non_negative_int(cooldown, "ReduceLROnPlateau", "cooldown")
-        self.min_lr = _number(min_lr, "ReduceLROnPlateau", "min_lr")
+        self.min_delta = abs(check_real(min_delta, owner="ReduceLROnPlateau", name="min_delta"))
+        self.cooldown = check_int(cooldown, owner="ReduceLROnPlateau", name="cooldown", low=0,
+                                  expected=">= 0")
+        self.min_lr = check_real(min_lr, owner="ReduceLROnPlateau", name="min_lr")
         if not (self.min_lr >= 0 and math.isfinite(self.min_lr)):
             raise ValueError(f"ReduceLROnPlateau: min_lr must be a non-negative learning rate, "
                              f"got {self.min_lr}")
@@ -456,13 +634,10 @@ class LearningRateScheduler(Callback):
 
     def __init__(self, scheduler, interval: str = "epoch") -> None:
         super().__init__()
-        from .schedules import LRScheduler
-        if not isinstance(scheduler, LRScheduler):
-            raise TypeError("LearningRateScheduler: scheduler must be an mlpcore.schedules "
-                            f"scheduler, got {type(scheduler).__name__}")
-        if interval not in ("epoch", "step"):
-            raise ValueError(f"LearningRateScheduler: interval must be 'epoch' or 'step', "
-                             f"got {interval!r}")
+        check_instance(scheduler, LRScheduler, owner="LearningRateScheduler", name="scheduler",
+                       expected="an mlpcore.schedules scheduler")
+        check_choice(interval, owner="LearningRateScheduler", name="interval",
+                     choices=("epoch", "step"), expected="'epoch' or 'step'")
         self.scheduler = scheduler
         self.interval = interval
 

@@ -8,6 +8,14 @@ from typing import List, Optional
 
 import numpy as np
 
+import mlpcore as mc
+
+from . import __version__
+from .data import load_digits, load_file, standardize, train_test_split
+from .layers import ACTIVATIONS
+from .losses import LOSSES
+from .optim import OPTIMIZERS
+
 
 def _hidden_sizes(text: str) -> List[int]:
     try:
@@ -20,11 +28,6 @@ def _hidden_sizes(text: str) -> List[int]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .layers import ACTIVATIONS
-    from .optim import OPTIMIZERS
-    from .losses import LOSSES
-
     p = argparse.ArgumentParser(prog="mlpcore", description="Fast multilayer perceptrons on CPUs.")
     p.add_argument("--version", action="version", version=f"mlpcore {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -58,9 +61,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args) -> int:
-    import mlpcore as mc
-    from .data import load_digits, load_file, standardize, train_test_split
-
     if args.plot:  # fail before training, not after it
         try:
             import matplotlib  # noqa: F401

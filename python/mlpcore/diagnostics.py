@@ -43,6 +43,10 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ._validation import as_inputs, as_targets, check_int
+from .gradcheck import preserved_side_state
+from .layers import Activation, BatchNorm1d, Dense, LayerNorm, LeakyReLU, ReLU, Sigmoid, Tanh
+
 __all__ = [
     "diagnose", "Diagnosis", "VANISHING_RATIO", "EXPLODING_RATIO", "EXPLODING_GRAD_NORM",
     "DEAD_FRACTION_WARN", "SATURATION_WARN", "SIGMOID_SATURATION", "TANH_SATURATION",
@@ -135,20 +139,18 @@ def _pct(value: Optional[float]) -> str:
 def _update_ratio(optimizer, weight: np.ndarray, grad: np.ndarray,
                   weight_norm: float) -> Optional[float]:
     """Estimated |one step's change of W| / |W| (see the module docstring)."""
-    from .optim import Adagrad, Adam, RMSprop, SGD
-
     if optimizer is None or weight_norm == 0 or not math.isfinite(weight_norm):
         return None
     group = optimizer.param_groups[0]
     lr = float(group.get("lr", float("nan")))
     if not math.isfinite(lr):
         return None
-    if isinstance(optimizer, (Adam, RMSprop, Adagrad)):  # AdamW is an Adam
+    if getattr(optimizer, "adaptive", False):  # each entry's step is about lr (see the module docstring)
         return lr * math.sqrt(np.count_nonzero(grad)) / weight_norm
     wd = float(group.get("weight_decay", 0.0))
     step = grad + wd * weight if wd else grad
     factor = 1.0
-    momentum = float(group.get("momentum", 0.0)) if isinstance(optimizer, SGD) else 0.0
+    momentum = float(group.get("momentum", 0.0))  # heavy-ball momentum (SGD's)
     if 0 < momentum < 1:
         factor = (1.0 - float(group.get("dampening", 0.0))) / (1.0 - momentum)
     return lr * factor * float(np.linalg.norm(step)) / weight_norm
@@ -166,25 +168,20 @@ def diagnose(model, x, y, *, batch_size: int = 256, file=None) -> Diagnosis:
     BatchNorm statistics and dropout generator are left as they were; the layers' gradient
     views hold this batch's gradients afterwards. Inputs are validated as by
     :meth:`Sequential.evaluate`."""
-    from ._validation import as_inputs, as_targets, check_positive_int
-    from .gradcheck import _layers, preserved_side_state
-    from .layers import Activation, BatchNorm1d, Dense, LayerNorm, LeakyReLU, ReLU, Sigmoid, Tanh
-
     model._require_compiled("diagnose")
-    batch_size = check_positive_int(batch_size, "diagnose", "batch_size")
+    batch_size = check_int(batch_size, owner="diagnose", name="batch_size")
     x = as_inputs(x, model.dtype, model.in_features, "diagnose")
     y = as_targets(y, model.loss, x.shape[0], model.out_features, model.dtype, "diagnose")
     x, y = x[:batch_size], y[:batch_size]
     n = x.shape[0]
 
-    outputs = model._net.forward_collect(x)  # inference mode: what predict computes
+    outputs = model.layer_outputs(x)  # inference mode: what predict computes
     with preserved_side_state(model):  # keep BatchNorm statistics and dropout generator
         loss = float(model.compute_gradients(x, y))
 
-    layers = _layers(model)
     rows: List[Dict[str, Any]] = []
-    for position, layer in enumerate(layers):
-        index = getattr(layer, "_index", position)
+    for layer in model.flat_layers:
+        index = layer.index
         out = np.asarray(outputs[index], dtype=np.float64)
         kind = ("dense" if isinstance(layer, Dense) else
                 "activation" if isinstance(layer, Activation) else

@@ -52,7 +52,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["gradcheck", "GradcheckResult", "GRADCHECK_FLOOR"]
+from ._validation import as_inputs, check_finite, is_int, is_real, require
+from .layers import layer_from_config
+from .losses import LOSSES
+from .model import Sequential
+from .saving import layer_arrays
+
+__all__ = ["gradcheck", "GradcheckResult", "GRADCHECK_FLOOR", "preserved_side_state"]
 
 #: Smallest gradient scale used in the relative error (see the module docstring for why; it is
 #: raised further when the differences' round-off demands it).
@@ -133,38 +139,19 @@ def _nan_to_inf(value: float) -> float:
 
 
 def _positive_finite(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"gradcheck: {name} must be a positive finite number, got {value!r}")
-    value = float(value)
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"gradcheck: {name} must be a positive finite number, got {value}")
-    return value
-
-
-def _layers(model) -> List:
-    """Every layer in plan order (Residual blocks opened up)."""
-    return list(getattr(model, "flat_layers", model.layers))
+    # gradcheck's own contract: a ValueError whatever is wrong with eps or tolerance
+    require(is_real(value), owner="gradcheck", name=name,
+            expected="a positive finite number", value=repr(value))
+    return check_finite(value, owner="gradcheck", name=name, positive=True)
 
 
 def _param_tensors(model) -> Iterator[Tuple[str, object, str]]:
     """(name, layer, attribute) for every parameter tensor that has a gradient view."""
-    for position, layer in enumerate(_layers(model)):
-        index = getattr(layer, "_index", None)
-        index = position if index is None else index
+    for layer in model.flat_layers:
         for attr in ("weight", "bias"):
             if (isinstance(getattr(type(layer), attr, None), property)
                     and isinstance(getattr(type(layer), attr + "_grad", None), property)):
-                yield f"layers.{index}.{attr}", layer, attr
-
-
-def _state_arrays(model) -> Dict[str, np.ndarray]:
-    """Live views of every array that defines the model's function (weights, biases, norm
-    statistics): the same set a saved file holds."""
-    try:
-        from .io import _layer_arrays
-        return _layer_arrays(model)
-    except ImportError:  # pragma: no cover - io without the helper
-        return {name: getattr(layer, attr) for name, layer, attr in _param_tensors(model)}
+                yield f"layers.{layer.index}.{attr}", layer, attr
 
 
 @contextlib.contextmanager
@@ -173,47 +160,26 @@ def preserved_side_state(model):
     statistics and the dropout generator (so checking or diagnosing a model leaves its future
     training unchanged)."""
     buffers = []
-    for layer in _layers(model):
+    for layer in model.flat_layers:
         for attr in ("running_mean", "running_var"):
             if isinstance(getattr(type(layer), attr, None), property):
                 view = getattr(layer, attr)
                 buffers.append((view, view.copy()))
-    net = model._net
-    rng_state = list(net.dropout_rng_state) if hasattr(net, "dropout_rng_state") else None
+    rng_state = model.dropout_rng_state
     try:
         yield
     finally:
         for view, saved in buffers:
             view[...] = saved
-        if rng_state is not None:
-            net.dropout_rng_state = rng_state
-
-
-@contextlib.contextmanager
-def _frozen_dropout(model):
-    """Between entering and leaving, every training-mode pass reuses the dropout masks of the
-    last pass made before entering."""
-    freeze = getattr(model._net, "_freeze_dropout_masks", None)
-    if freeze is None:
-        yield
-        return
-    freeze(True)
-    try:
-        yield
-    finally:
-        freeze(False)
+        model.dropout_rng_state = rng_state
 
 
 def _float64_twin(model):
     """A float64 copy of a float32 model: same layers, arrays, loss and huber_delta."""
-    from .layers import layer_from_config
-    from .losses import LOSSES
-    from .model import Sequential
-
     config = model.get_config()
     twin = Sequential([layer_from_config(c) for c in config["layers"]], dtype="float64", seed=0)
-    source = _state_arrays(model)
-    for name, view in _state_arrays(twin).items():
+    source = layer_arrays(model)
+    for name, view in layer_arrays(twin).items():
         view[...] = np.asarray(source[name], dtype=np.float64)
     loss = model.loss
     spec = loss.name if getattr(loss, "name", None) in LOSSES else loss
@@ -294,18 +260,14 @@ def gradcheck(model, x, y, *, eps: float = 1e-6, tolerance: float = 1e-6, sample
     non-finite ``eps``/``tolerance`` or a bad ``max_checks_per_tensor``, and the validation
     errors of :meth:`Sequential.compute_gradients` for bad ``x``, ``y`` or ``sample_weight``.
     """
-    from ._validation import as_inputs
-
     if getattr(model, "loss", None) is None:
         raise RuntimeError("gradcheck: call model.compile(loss=..., optimizer=...) first")
     eps = _positive_finite(eps, "eps")
     tolerance = _positive_finite(tolerance, "tolerance")
     if max_checks_per_tensor is not None:
-        if isinstance(max_checks_per_tensor, bool) or \
-                not isinstance(max_checks_per_tensor, (int, np.integer)) or \
-                max_checks_per_tensor <= 0:
-            raise ValueError("gradcheck: max_checks_per_tensor must be a positive int or None, "
-                             f"got {max_checks_per_tensor!r}")
+        require(is_int(max_checks_per_tensor) and max_checks_per_tensor > 0,
+                owner="gradcheck", name="max_checks_per_tensor",
+                expected="a positive int or None", value=repr(max_checks_per_tensor))
         max_checks_per_tensor = int(max_checks_per_tensor)
 
     twin = model.dtype != np.float64
@@ -335,7 +297,7 @@ def gradcheck(model, x, y, *, eps: float = 1e-6, tolerance: float = 1e-6, sample
         tensors = [(name, getattr(layer, attr)) for name, layer, attr in _param_tensors(target)]
         if check_input:
             tensors.append(("input", x))
-        with _frozen_dropout(target):
+        with target.frozen_dropout_masks():
             for name, array in tensors:
                 chosen = _choose_entries(array.shape, max_checks_per_tensor, rng)
                 numeric = _numeric(loss_at, array, chosen, eps)

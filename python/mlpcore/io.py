@@ -1,74 +1,28 @@
 """Save and load models as safetensors files: tensors plus JSON metadata, no code on load.
 
-Layout: ``layers.{i}.weight`` / ``layers.{i}.bias`` for each Dense layer, ``optimizer.{name}``
-for each optimizer state buffer; metadata ``mlpcore`` holds the format version, the model
-config (dtype and layers), the loss and the optimizer's hyper-parameters and step count.
-Writes go to a temporary file in the same folder that is renamed over the target, so a crash
-mid-save never leaves a half-written file in place of a good one.
+The file layout and the writers (:func:`save`, :func:`save_checkpoint`) are in
+:mod:`mlpcore.saving`; this module reads files back into models (:func:`load`,
+:func:`load_checkpoint`) and re-exports the writers. A file is checked before anything is
+allocated for it (:class:`mlpcore._files.ModelFile`, then its metadata against its tensors).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 from typing import Any, Dict
 
 import numpy as np
 
-from ._files import (ModelFile, atomic_write_bytes, describe, first_nonfinite, json_field,
-                     save_target)
-
-FORMAT_VERSION = 1
+from ._files import ModelFile, describe, first_nonfinite, json_field
+from .layers import Residual, flatten_layers, layer_from_config
+from .model import Sequential
+from .optim import optimizer_from_state
+# the writers are re-exported: mlpcore.io.save, save_checkpoint, FORMAT_VERSION stay
+from .saving import (CHECKPOINT_VERSION, FORMAT_VERSION, atomic_write_bytes,  # noqa: F401
+                     check_scheduler, layer_arrays, save, save_checkpoint)
 
 __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint"]
-
-
-def _layer_arrays(model) -> Dict[str, np.ndarray]:
-    """Live views of every layer array a file stores, by tensor name: weights and biases (gamma
-    and beta for norm layers) and BatchNorm running statistics, named by plan index."""
-    from .layers import BatchNorm1d, _Parametrised
-    arrays: Dict[str, np.ndarray] = {}
-    for layer in model.flat_layers:
-        i = layer._index
-        if isinstance(layer, _Parametrised):
-            arrays[f"layers.{i}.weight"] = layer.weight
-            arrays[f"layers.{i}.bias"] = layer.bias
-        if isinstance(layer, BatchNorm1d):
-            arrays[f"layers.{i}.running_mean"] = layer.running_mean
-            arrays[f"layers.{i}.running_var"] = layer.running_var
-    return arrays
-
-
-def _tensors(model) -> Dict[str, np.ndarray]:
-    tensors = {k: np.ascontiguousarray(v) for k, v in _layer_arrays(model).items()}
-    if model.optimizer is not None:
-        for name, buf in model.optimizer.state.items():
-            tensors[f"optimizer.{name}"] = np.ascontiguousarray(buf)
-    return tensors
-
-
-def _metadata(model) -> Dict[str, Any]:
-    meta: Dict[str, Any] = {"format_version": FORMAT_VERSION, "model": model.get_config(),
-                            "seed": model.seed,
-                            # dropout masks continue exactly where they stopped after a load
-                            "dropout_rng_state": [str(v) for v in model._net.dropout_rng_state]}
-    # a custom (Python) loss cannot be stored safely: such a model loads uncompiled
-    if model.loss is not None and model.loss.custom is None:
-        meta["loss"] = {"name": model.loss.name, "huber_delta": model.huber_delta,
-                        "clip_norm": model.clip_norm, "clip_value": model.clip_value}
-        opt = model.optimizer
-        meta["optimizer"] = {"name": type(opt).__name__, "param_groups": [dict(opt.param_groups[0])],
-                             "step": opt.step_count}
-    return meta
-
-
-def save(model, path) -> None:
-    from safetensors.numpy import save as st_save
-
-    target = save_target(path, "save")
-    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(_metadata(model))})
-    atomic_write_bytes(target, data)
 
 
 def load(path, *, allow_nonfinite: bool = False):
@@ -97,8 +51,6 @@ class _Plan:
 
 
 def _layers_from(configs, f: ModelFile, field: str):
-    from .layers import Residual, layer_from_config
-
     layers = []
     for i, config in enumerate(configs):
         where = f"{field}[{i}]"
@@ -121,8 +73,6 @@ def _plan_of(f: ModelFile) -> _Plan:
     """The model the metadata describes, as layer objects, with every tensor of the file
     checked against it: names, shapes and dtype (so a tiny file saying Dense(20000, 20000)
     fails here, before 1.6 GB are allocated)."""
-    from .layers import flatten_layers
-
     meta = f.metadata
     if meta.get("format_version") != FORMAT_VERSION:
         raise f.error("format_version", f"unsupported mlpcore format version "
@@ -218,9 +168,6 @@ def _field(f: ModelFile, field: str):
 
 
 def _model_from(f: ModelFile, plan: _Plan, tensors: Dict[str, np.ndarray]):
-    from .model import Sequential
-    from .optim import optimizer_from_state
-
     meta = f.metadata
     seed = meta.get("seed")
     if seed is not None and not (_is_json_int(seed) and seed >= 0):
@@ -232,10 +179,10 @@ def _model_from(f: ModelFile, plan: _Plan, tensors: Dict[str, np.ndarray]):
         opt_meta = _optimizer_meta(meta, f)
     with _field(f, "model"):
         model = Sequential(plan.layers, dtype=plan.dtype, seed=seed)
-    for name, view in _layer_arrays(model).items():
+    for name, view in layer_arrays(model).items():
         view[...] = tensors[name]
     if rng_state is not None:
-        model._net.dropout_rng_state = rng_state
+        model.dropout_rng_state = rng_state
     if loss is not None:
         with _field(f, "optimizer"):
             opt = optimizer_from_state({"name": opt_meta["name"],
@@ -253,7 +200,7 @@ def _model_from(f: ModelFile, plan: _Plan, tensors: Dict[str, np.ndarray]):
             raise f.error(f"header['optimizer.{name}']", f"tensor 'optimizer.{name}' {what}")
         for name, view in own.items():
             view[...] = state[name]
-        model._net.optimizer_steps = opt_meta["step"]
+        model.optimizer_steps = opt_meta["step"]
     return model
 
 
@@ -265,7 +212,6 @@ def _is_json_int(value) -> bool:
 # A checkpoint is a model file (same layout and metadata, so ``load`` reads it) whose metadata
 # also holds a "checkpoint" entry: finished epochs, the model's random generator state, the
 # scheduler's state_dict and compile's metrics.
-CHECKPOINT_VERSION = 1
 
 
 class Checkpoint:
@@ -283,18 +229,6 @@ class Checkpoint:
     def __repr__(self) -> str:
         return (f"Checkpoint(epoch={self.epoch}, model={self.model!r}, "
                 f"scheduler={self.scheduler!r})")
-
-
-def _to_json(value):
-    if isinstance(value, dict):
-        return {k: _to_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 #: how much a checkpoint's JSON array may hold (its text is bounded by the header size anyway)
@@ -331,46 +265,6 @@ def _rng_from_state(state) -> np.random.Generator:
     bit_generator = cls()
     bit_generator.state = _from_json(state)
     return np.random.Generator(bit_generator)
-
-
-def _check_scheduler(scheduler, model, func: str) -> None:
-    from .schedules import LRScheduler
-    if not isinstance(scheduler, LRScheduler):
-        raise TypeError(f"{func}: scheduler must be an mlpcore.schedules scheduler, "
-                        f"got {type(scheduler).__name__}")
-    if scheduler.optimizer is not model.optimizer:
-        raise ValueError(f"{func}: the scheduler is built on a different optimizer than the "
-                         "model's (model.optimizer)")
-
-
-def save_checkpoint(model, path, *, epoch: int, scheduler=None) -> None:
-    """Write everything needed to resume training exactly: weights, optimizer state and step
-    count, ``scheduler.state_dict()``, the model's NumPy random generator state (fit draws
-    each epoch's shuffling seed from it) and ``epoch``, the number of finished epochs.
-
-    The file is a regular model file (``mlpcore.load`` reads it) written atomically: a crash
-    mid-write leaves the previous file intact. Resume with :func:`load_checkpoint` and
-    ``model.fit(..., initial_epoch=checkpoint.epoch)``.
-    """
-    from safetensors.numpy import save as st_save
-
-    target = save_target(path, "save_checkpoint")
-    model._require_compiled("save_checkpoint")
-    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
-        raise TypeError(f"save_checkpoint: epoch must be an int, got {type(epoch).__name__}")
-    if epoch < 0:
-        raise ValueError(f"save_checkpoint: epoch must be >= 0, got {epoch}")
-    if scheduler is not None:
-        _check_scheduler(scheduler, model, "save_checkpoint")
-    meta = _metadata(model)
-    meta["checkpoint"] = {
-        "version": CHECKPOINT_VERSION, "epoch": int(epoch),
-        "rng": _to_json(model.rng.bit_generator.state),
-        "scheduler": None if scheduler is None else _to_json(scheduler.state_dict()),
-        "metrics": list(getattr(model, "metrics", None) or []),
-    }
-    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
-    atomic_write_bytes(target, data)
 
 
 def _architecture(config: Dict[str, Any]):
@@ -416,10 +310,10 @@ def _load_into(f: ModelFile, tensors, model) -> None:
         model.optimizer.load_state_dict({"name": opt_meta["name"],
                                          "param_groups": opt_meta["param_groups"],
                                          "step": opt_meta["step"], "state": state})
-    for name, view in _layer_arrays(model).items():
+    for name, view in layer_arrays(model).items():
         view[...] = tensors[name]
     if rng_state is not None:
-        model._net.dropout_rng_state = rng_state
+        model.dropout_rng_state = rng_state
 
 
 def _restore_param_groups(model, meta) -> None:
@@ -464,8 +358,6 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None,
     too. Returns a :class:`Checkpoint`; continue with
     ``model.fit(..., initial_epoch=checkpoint.epoch, epochs=...)``.
     """
-    from .model import Sequential
-
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load_checkpoint: path must be a str or os.PathLike, "
                         f"got {type(path).__name__}")
@@ -488,7 +380,7 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None,
         if model is not None:
             _check_same_model(f, plan, model)
             if scheduler is not None:
-                _check_scheduler(scheduler, model, "load_checkpoint")
+                check_scheduler(scheduler, model, "load_checkpoint")
                 with _field(f, "checkpoint.scheduler"):
                     scheduler._check_state(sched_state)
         tensors = _checked_tensors(f, plan, allow_nonfinite)
@@ -499,7 +391,7 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None,
         _load_into(f, tensors, model)
     if scheduler_factory is not None:
         scheduler = scheduler_factory(model.optimizer)
-        _check_scheduler(scheduler, model, "load_checkpoint")
+        check_scheduler(scheduler, model, "load_checkpoint")
     if scheduler is not None:
         with _field(f, "checkpoint.scheduler"):
             scheduler.load_state_dict(sched_state)
@@ -508,3 +400,4 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None,
     if rebuilt:
         model.metrics = metrics
     return Checkpoint(model, epoch, scheduler, sched_state)
+

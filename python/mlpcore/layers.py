@@ -6,17 +6,17 @@ not a copy).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from . import _core, initializers
+from ._validation import check_finite, check_int, check_values
 
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU",
     "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "Dropout", "LayerNorm", "BatchNorm1d",
-    "Residual", "ACTIVATIONS", "get_activation", "flatten_layers",
+    "Residual", "ACTIVATIONS", "get_activation", "flatten_layers", "has_parameters",
 ]
 
 
@@ -34,6 +34,12 @@ class Layer:
                 "create a new layer object for each model")
         self._net = net
         self._index = index
+
+    @property
+    def index(self) -> Optional[int]:
+        """The layer's number in its model's plan (as in ``model.summary()`` and saved files),
+        None before the layer is part of a model."""
+        return self._index
 
     def _require_built(self, what: str):
         if self._net is None:
@@ -60,14 +66,6 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-def _positive_int(value, name: str, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{owner}: {name} must be positive, got {value}")
-    return int(value)
-
-
 class _Parametrised(Layer):
     """A layer with a weight and a bias in the model's parameter arena, seen as NumPy views."""
 
@@ -82,7 +80,8 @@ class _Parametrised(Layer):
 
     @weight.setter
     def weight(self, value) -> None:
-        self.weight[...] = _checked_values(value, self._shapes[0], type(self).__name__, "weight")
+        self.weight[...] = check_values(value, shape=self._shapes[0], owner=type(self).__name__,
+                                     name="weight")
 
     @property
     def bias(self) -> np.ndarray:
@@ -91,7 +90,8 @@ class _Parametrised(Layer):
 
     @bias.setter
     def bias(self, value) -> None:
-        self.bias[...] = _checked_values(value, self._shapes[1], type(self).__name__, "bias")
+        self.bias[...] = check_values(value, shape=self._shapes[1], owner=type(self).__name__,
+                                   name="bias")
 
     @property
     def weight_grad(self) -> np.ndarray:
@@ -111,6 +111,11 @@ class _Parametrised(Layer):
         return {"weight": self._shapes[0], "bias": self._shapes[1]}
 
 
+def has_parameters(layer: Layer) -> bool:
+    """True for layers with a weight and a bias (Dense, LayerNorm, BatchNorm1d)."""
+    return isinstance(layer, _Parametrised)
+
+
 class Dense(_Parametrised):
     """Fully connected layer ``z = x @ weight + bias``.
 
@@ -124,12 +129,14 @@ class Dense(_Parametrised):
     def __init__(self, in_features: int, out_features: int, *, init="glorot_uniform",
                  l1: float = 0.0, l2: float = 0.0) -> None:
         super().__init__()
-        self.in_features = _positive_int(in_features, "in_features", "Dense")
-        self.out_features = _positive_int(out_features, "out_features", "Dense")
+        self.in_features = check_int(in_features, owner="Dense", name="in_features",
+                                     expected="positive")
+        self.out_features = check_int(out_features, owner="Dense", name="out_features",
+                                      expected="positive")
         initializers.check(init, (self.in_features, self.out_features))
         self.init = init
-        self.l1 = _finite_float(l1, "l1", "Dense", non_negative=True)
-        self.l2 = _finite_float(l2, "l2", "Dense", non_negative=True)
+        self.l1 = check_finite(l1, owner="Dense", name="l1", non_negative=True)
+        self.l2 = check_finite(l2, owner="Dense", name="l2", non_negative=True)
 
     def _spec(self) -> _core.LayerSpec:
         return _core.LayerSpec(kind=_core.LayerKind.Dense, in_features=self.in_features,
@@ -152,17 +159,6 @@ class Dense(_Parametrised):
         return (self.in_features, self.out_features), (self.out_features,)
 
 
-def _checked_values(value, shape, owner: str, name: str) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise TypeError(f"{owner}.{name}: expected a real numeric array, got dtype {arr.dtype}")
-    if arr.shape != shape:
-        raise ValueError(f"{owner}.{name}: expected shape {shape}, got {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{owner}.{name}: values must be finite (no NaN or Inf)")
-    return arr
-
-
 class Activation(Layer):
     """An element-wise (or, for Softmax, row-wise) activation with torch.nn semantics."""
 
@@ -182,18 +178,6 @@ class Activation(Layer):
         return {"type": type(self).__name__, **self._params()}
 
 
-def _finite_float(value, name: str, owner: str, *, positive: bool = False,
-                  non_negative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0) or (non_negative and value < 0):
-        need = ("a positive finite number" if positive else
-                "a non-negative finite number" if non_negative else "a finite number")
-        raise ValueError(f"{owner}: {name} must be {need}, got {value}")
-    return value
-
-
 class Identity(Activation):
     kind = _core.Act.Identity
 
@@ -207,7 +191,8 @@ class LeakyReLU(Activation):
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
-        self.negative_slope = _finite_float(negative_slope, "negative_slope", "LeakyReLU")
+        self.negative_slope = check_finite(negative_slope, owner="LeakyReLU",
+                                           name="negative_slope")
 
     def _params(self):
         return {"negative_slope": self.negative_slope}
@@ -218,7 +203,7 @@ class ELU(Activation):
 
     def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
-        self.alpha = _finite_float(alpha, "alpha", "ELU")
+        self.alpha = check_finite(alpha, owner="ELU", name="alpha")
 
     def _params(self):
         return {"alpha": self.alpha}
@@ -262,8 +247,8 @@ class Softplus(Activation):
 
     def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
         super().__init__()
-        self.beta = _finite_float(beta, "beta", "Softplus", positive=True)
-        self.threshold = _finite_float(threshold, "threshold", "Softplus")
+        self.beta = check_finite(beta, owner="Softplus", name="beta", positive=True)
+        self.threshold = check_finite(threshold, owner="Softplus", name="threshold")
 
     def _params(self):
         return {"beta": self.beta, "threshold": self.threshold}
@@ -291,7 +276,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        p = _finite_float(p, "p", "Dropout")
+        p = check_finite(p, owner="Dropout", name="p")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must lie in [0, 1), got {p}")
         self.p = p
@@ -306,8 +291,9 @@ class Dropout(Layer):
 class _Norm(_Parametrised):
     def __init__(self, num_features: int, eps: float, owner: str) -> None:
         super().__init__()
-        self.num_features = _positive_int(num_features, "num_features", owner)
-        self.eps = _finite_float(eps, "eps", owner, positive=True)
+        self.num_features = check_int(num_features, owner=owner, name="num_features",
+                                      expected="positive")
+        self.eps = check_finite(eps, owner=owner, name="eps", positive=True)
 
     @property
     def _shapes(self):
@@ -339,7 +325,7 @@ class BatchNorm1d(_Norm):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__(num_features, eps, "BatchNorm1d")
-        momentum = _finite_float(momentum, "momentum", "BatchNorm1d")
+        momentum = check_finite(momentum, owner="BatchNorm1d", name="momentum")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNorm1d: momentum must lie in [0, 1], got {momentum}")
         self.momentum = momentum

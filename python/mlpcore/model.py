@@ -1,27 +1,30 @@
-"""Sequential: a stack of layers compiled into one native network."""
+"""Sequential: a stack of layers compiled into one native network, the only owner of its
+handle (``_net``); other modules go through the public methods below."""
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, List, Optional
+import contextlib
+from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 # Every model draws its initial weights and shuffles from a NumPy Generator: load numpy.random
 # (about 6 MiB of modules NumPy 2 imports lazily) with mlpcore, not inside the first model build.
 import numpy.random  # noqa: F401
 
-from . import _core
-from ._validation import as_inputs, as_sample_weight, as_targets
-from .layers import Dense, Dropout, Layer, Residual, _Parametrised, flatten_layers
+from . import _core, saving
+from ._validation import (as_inputs, as_sample_weight, as_targets, check_int,
+                          check_positive_finite_or_none, require)
+from .custom_loss import custom_batches, custom_evaluate, custom_step
+from .errors import NonFiniteLossError
+from .layers import (Dense, Dropout, Layer, Residual, Sigmoid, Softmax, flatten_layers,
+                     has_parameters)
 from .losses import LossInfo, get_loss
-from .custom_loss import custom_evaluate, custom_step
+from .metrics import accuracy, check_metrics, regression_metrics
 from .optim import Optimizer, get_optimizer
+from .training import Trainer
 
 __all__ = ["Sequential", "NonFiniteLossError"]
 
 _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN/Inf loss or gradient; the weights hold the last finite step."""
 
 
 def _parse_dtype(dtype) -> np.dtype:
@@ -34,7 +37,7 @@ def _parse_dtype(dtype) -> np.dtype:
     return _DTYPES[dt.name]
 
 
-class Sequential:
+class Sequential(Trainer):
     """A multilayer perceptron: layers applied in order, computed by the native core.
 
     >>> model = Sequential([Dense(64, 128), ReLU(), Dense(128, 10)], dtype="float32", seed=0)
@@ -56,10 +59,8 @@ class Sequential:
             raise ValueError("Sequential: the same layer object appears twice; create one per use")
         self.dtype = _parse_dtype(dtype)
         if seed is not None:
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-                raise TypeError(f"Sequential: seed must be an int or None, got {type(seed).__name__}")
-            if seed < 0:
-                raise ValueError(f"Sequential: seed must be non-negative, got {seed}")
+            check_int(seed, owner="Sequential", name="seed", low=0, expected="non-negative",
+                      kind="an int or None")
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         native = _core.Network32 if self.dtype == np.float32 else _core.Network64
@@ -102,7 +103,7 @@ class Sequential:
     def summary(self) -> str:
         lines = [f"Sequential ({self.dtype.name}, {self.num_params} parameters)"]
         for i, layer in enumerate(self.flat_layers):
-            n = layer.num_params if isinstance(layer, _Parametrised) else 0
+            n = layer.num_params if has_parameters(layer) else 0
             lines.append(f"  {layer._index:2d}  {layer!r:<48} params: {n}")
         return "\n".join(lines)
 
@@ -131,14 +132,14 @@ class Sequential:
         pre-clip norm of the last step is ``model.last_grad_norm``.
         """
         info = get_loss(loss)
-        if info.name == "bce" and not isinstance(self.layers[-1], (_sigmoid_like())):
+        if info.name == "bce" and not isinstance(self.layers[-1], (Sigmoid, Softmax)):
             raise ValueError("compile: loss 'bce' expects probabilities, so the last layer must be "
                              "Sigmoid or Softmax; use loss='bce_with_logits' on raw outputs")
         huber_delta = float(huber_delta)
-        if not huber_delta > 0 or not np.isfinite(huber_delta):
-            raise ValueError(f"compile: huber_delta must be positive and finite, got {huber_delta}")
-        clip = [_clip_arg(clip_norm, "clip_norm"), _clip_arg(clip_value, "clip_value")]
-        from .training import check_metrics
+        require(huber_delta > 0 and np.isfinite(huber_delta), owner="compile", name="huber_delta",
+                expected="positive and finite", value=huber_delta)
+        clip = [check_positive_finite_or_none(clip_norm, owner="compile", name="clip_norm"),
+                check_positive_finite_or_none(clip_value, owner="compile", name="clip_value")]
         metrics = check_metrics(metrics, info)
         opt = get_optimizer(optimizer)
         opt._bind(self)
@@ -191,6 +192,90 @@ class Sequential:
             raise NonFiniteLossError("optimizer.step: a gradient is not finite; the weights "
                                      "were left unchanged")
 
+    # --- parameters and state, for the other modules and users ------------------------------
+    def params_view(self) -> np.ndarray:
+        """Writable flat view of every trainable parameter (weights and biases, plan order):
+        the native parameter arena."""
+        return self._net.params_view()
+
+    def grads_view(self) -> np.ndarray:
+        """Writable flat view of every gradient, laid out as :meth:`params_view`."""
+        return self._net.grads_view()
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Copies of every layer array a saved file holds, in plan order (Keras style): per
+        layer with parameters its weight and bias, then BatchNorm1d's running mean and
+        variance."""
+        return [view.copy() for view in saving.layer_arrays(self).values()]
+
+    def set_weights(self, weights) -> None:
+        """Write arrays shaped as :meth:`get_weights` returns them; all are checked (count,
+        shapes, finiteness) before any is written."""
+        views = list(saving.layer_arrays(self).items())
+        if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)):
+            raise TypeError(f"set_weights: weights must be a list of arrays, "
+                            f"got {type(weights).__name__}")
+        if len(weights) != len(views):
+            raise ValueError(f"set_weights: expected {len(views)} arrays (as get_weights "
+                             f"returns), got {len(weights)}")
+        checked = []
+        for (name, view), value in zip(views, weights):
+            arr = np.asarray(value)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"set_weights: {name} must hold real numbers, "
+                                f"got dtype {arr.dtype}")
+            if arr.shape != view.shape:
+                raise ValueError(f"set_weights: {name} must have shape {view.shape}, "
+                                 f"got {arr.shape}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"set_weights: {name} contains NaN or Inf")
+            checked.append(arr)
+        for (_, view), arr in zip(views, checked):
+            view[...] = arr
+
+    @property
+    def dropout_rng_state(self) -> List[int]:
+        """State of the native generator that draws dropout masks (four ints); assign a saved
+        one to continue the same mask sequence."""
+        return list(self._net.dropout_rng_state)
+
+    @dropout_rng_state.setter
+    def dropout_rng_state(self, state) -> None:
+        self._net.dropout_rng_state = [int(v) for v in state]
+
+    @property
+    def optimizer_steps(self) -> int:
+        """Updates the optimizer has applied (its step count, e.g. Adam's bias correction)."""
+        return int(self._net.optimizer_steps)
+
+    @optimizer_steps.setter
+    def optimizer_steps(self, steps: int) -> None:
+        self._net.optimizer_steps = int(steps)
+
+    def optimizer_state_views(self) -> Dict[str, np.ndarray]:
+        """Writable flat views of the optimizer's native state buffers, by torch.optim's names
+        (``exp_avg`` ...), laid out as :meth:`params_view`."""
+        self._sync_optimizer()
+        net = self._net
+        return {name: net.optimizer_state_view(k)
+                for k, name in enumerate(net.optimizer_state_names)}
+
+    def layer_outputs(self, x) -> List[np.ndarray]:
+        """Every layer's output for ``x`` in inference mode (what predict computes), by plan
+        index."""
+        return self._net.forward_collect(as_inputs(x, self.dtype, self.in_features,
+                                                   "layer_outputs"))
+
+    @contextlib.contextmanager
+    def frozen_dropout_masks(self) -> Iterator[None]:
+        """Inside, every training-mode pass reuses the dropout masks of the last pass made
+        before entering (to differentiate one fixed function, as gradcheck does)."""
+        self._net._freeze_dropout_masks(True)
+        try:
+            yield
+        finally:
+            self._net._freeze_dropout_masks(False)
+
     # --- one batch ------------------------------------------------------------------------
     def _batch(self, x, y, func: str):
         """Validated (x, y) for the native core; arrays already in the right form pass as is."""
@@ -209,7 +294,8 @@ class Sequential:
         self._sync_optimizer()
         if self.loss.custom is not None:
             _no_weights(w, "train_step")
-            loss, finite, _ = custom_step(self, x, y, update=True)
+            loss, finite, _ = custom_step(self._net, self.loss.custom, x, y,
+                                          update=self._apply_update)
         else:
             loss, _, finite = self._net.train_step(x, y, w)
         if not finite:
@@ -228,7 +314,8 @@ class Sequential:
         w = as_sample_weight(sample_weight, x.shape[0], self.dtype, "compute_gradients")
         if self.loss.custom is not None:
             _no_weights(w, "compute_gradients")
-            loss, _, dx = custom_step(self, x, y, update=False, want_dx=bool(return_input_grad))
+            loss, _, dx = custom_step(self._net, self.loss.custom, x, y,
+                                      want_dx=bool(return_input_grad))
         else:
             loss, _, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad), w)
         return (loss, dx) if return_input_grad else loss
@@ -246,46 +333,38 @@ class Sequential:
         w = as_sample_weight(sample_weight, x.shape[0], self.dtype, "evaluate")
         if self.loss.custom is not None:
             _no_weights(w, "evaluate")
-            return {"loss": custom_evaluate(self, x, y)}
+            return {"loss": custom_evaluate(self._net, self.loss.custom, x, y)}
         loss, correct, _ = self._net.evaluate(x, y, w)
         result = {"loss": float(loss)}
         if self.loss.classification:
-            per_row = 1 if y.ndim == 1 or self.loss.name == "cross_entropy" else y.shape[1]
-            result["accuracy"] = correct / (x.shape[0] * per_row)
+            result["accuracy"] = accuracy(correct, x.shape[0], self.loss, y)
         else:
-            from .training import regression_metrics
             result.update(regression_metrics(self._net.predict(x), y))
         return result
 
-    def fit(self, x, y, **options):
-        """Train on (x, y); returns a History (Keras-shaped). Options (epochs, batch_size,
-        shuffle, validation_data, verbose, ...) are documented in :func:`mlpcore.training.fit`."""
-        from .training import fit
-        return fit(self, x, y, **options)
-
     def save(self, path) -> None:
         """Write architecture, weights and optimizer state to a safetensors file (atomically)."""
-        from .io import save
-        save(self, path)
+        saving.save(self, path)
+
+    # --- the native side of Trainer.fit -----------------------------------------------------
+    def _train_batches(self, x, y, order, batch_size, first_batch, n_batches, weights=None):
+        if self.loss.custom is not None:
+            return custom_batches(self._net, self.loss.custom, self._apply_update, x, y, order,
+                                  batch_size, first_batch, n_batches, weights)
+        extra = () if weights is None else (weights,)
+        return self._net.train_batches(x, y, order, batch_size, first_batch, n_batches, *extra)
+
+    def _predict_array(self, x: np.ndarray) -> np.ndarray:
+        return self._net.predict(x)
+
+    def _set_diagnostics(self, on: bool) -> None:
+        self._net.set_diagnostics(bool(on))
+
+    def _take_stats(self) -> Dict:
+        return self._net.take_stats()
 
 
 def _no_weights(w, func: str) -> None:
     if w is not None:
         raise ValueError(f"{func}: sample_weight is not supported with a custom loss "
                          "(weigh the samples inside the loss instead)")
-
-
-def _clip_arg(value, name: str) -> float:
-    """Clipping threshold for the native side: 0 means off."""
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"compile: {name} must be a number or None, got {type(value).__name__}")
-    if not (float(value) > 0 and np.isfinite(value)):
-        raise ValueError(f"compile: {name} must be positive and finite, got {value}")
-    return float(value)
-
-
-def _sigmoid_like():
-    from .layers import Sigmoid, Softmax
-    return (Sigmoid, Softmax)

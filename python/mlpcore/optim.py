@@ -7,13 +7,13 @@ Hyper-parameters can be changed between steps through ``optimizer.lr`` or, as in
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, Dict, Optional
 
 import numpy as np
 
 from . import _core
+from ._validation import check_betas as _check_betas, check_hyper
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZERS", "get_optimizer"]
 
@@ -28,15 +28,6 @@ class _ParamGroup(dict):
     def __setitem__(self, key, value) -> None:
         super().__setitem__(key, value)
         self.version += 1
-
-
-def _check_non_negative(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"Invalid {what}: expected a number, got {type(value).__name__}")
-    value = float(value)
-    if not (value >= 0.0) or math.isinf(value):
-        raise ValueError(f"Invalid {what}: {value}")
-    return value
 
 
 def _native_value(name: str, value, default):
@@ -68,7 +59,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self.param_groups[0]["lr"] = _check_non_negative(value, "learning rate")
+        self.param_groups[0]["lr"] = check_hyper(value, what="learning rate")
 
     @property
     def defaults(self) -> Dict[str, Any]:
@@ -112,21 +103,17 @@ class Optimizer:
 
     def zero_grad(self) -> None:
         """Set every gradient buffer of the model to zero."""
-        self._require_model()._net.grads_view()[...] = 0
+        self._require_model().grads_view()[...] = 0
 
     # --- state ------------------------------------------------------------------------------
     @property
     def state(self) -> Dict[str, np.ndarray]:
         """Flat views of the native state buffers (one value per model parameter)."""
-        model = self._require_model()
-        model._sync_optimizer()
-        net = model._net
-        return {name: net.optimizer_state_view(k)
-                for k, name in enumerate(net.optimizer_state_names)}
+        return self._require_model().optimizer_state_views()
 
     @property
     def step_count(self) -> int:
-        return int(self._require_model()._net.optimizer_steps)
+        return int(self._require_model().optimizer_steps)
 
     def state_dict(self) -> Dict[str, Any]:
         """Hyper-parameters, step count and copies of the state buffers."""
@@ -172,7 +159,7 @@ class Optimizer:
                 raise ValueError(f"load_state_dict: state buffer {name!r} does not match the model")
         for name, value in states.items():
             current[name][...] = value
-        self._model._net.optimizer_steps = int(step)
+        self._model.optimizer_steps = int(step)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.param_groups[0].items())
@@ -186,26 +173,14 @@ class SGD(Optimizer):
 
     def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0) -> None:
-        lr = _check_non_negative(lr, "learning rate")
-        momentum = _check_non_negative(momentum, "momentum value")
-        weight_decay = _check_non_negative(weight_decay, "weight_decay value")
+        lr = check_hyper(lr, what="learning rate")
+        momentum = check_hyper(momentum, what="momentum value")
+        weight_decay = check_hyper(weight_decay, what="weight_decay value")
         dampening = float(dampening)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(lr=lr, momentum=momentum, dampening=dampening,
                          nesterov=bool(nesterov), weight_decay=weight_decay)
-
-
-def _check_betas(betas) -> tuple:
-    try:
-        b1, b2 = (float(b) for b in betas)
-    except (TypeError, ValueError):
-        raise TypeError(f"Invalid betas: expected a pair of numbers, got {betas!r}") from None
-    if not 0.0 <= b1 < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 0: {b1}")
-    if not 0.0 <= b2 < 1.0:
-        raise ValueError(f"Invalid beta parameter at index 1: {b2}")
-    return (b1, b2)
 
 
 class Adam(Optimizer):
@@ -216,9 +191,9 @@ class Adam(Optimizer):
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False) -> None:
-        super().__init__(lr=_check_non_negative(lr, "learning rate"), betas=_check_betas(betas),
-                         eps=_check_non_negative(eps, "epsilon value"),
-                         weight_decay=_check_non_negative(weight_decay, "weight_decay value"),
+        super().__init__(lr=check_hyper(lr, what="learning rate"), betas=_check_betas(betas),
+                         eps=check_hyper(eps, what="epsilon value"),
+                         weight_decay=check_hyper(weight_decay, what="weight_decay value"),
                          amsgrad=bool(amsgrad))
 
 
@@ -240,11 +215,11 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
-        super().__init__(lr=_check_non_negative(lr, "learning rate"),
-                         alpha=_check_non_negative(alpha, "alpha value"),
-                         eps=_check_non_negative(eps, "epsilon value"),
-                         weight_decay=_check_non_negative(weight_decay, "weight_decay value"),
-                         momentum=_check_non_negative(momentum, "momentum value"),
+        super().__init__(lr=check_hyper(lr, what="learning rate"),
+                         alpha=check_hyper(alpha, what="alpha value"),
+                         eps=check_hyper(eps, what="epsilon value"),
+                         weight_decay=check_hyper(weight_decay, what="weight_decay value"),
+                         momentum=check_hyper(momentum, what="momentum value"),
                          centered=bool(centered))
 
 
@@ -256,10 +231,10 @@ class Adagrad(Optimizer):
 
     def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  eps: float = 1e-10) -> None:
-        super().__init__(lr=_check_non_negative(lr, "learning rate"),
-                         lr_decay=_check_non_negative(lr_decay, "lr_decay value"),
-                         weight_decay=_check_non_negative(weight_decay, "weight_decay value"),
-                         eps=_check_non_negative(eps, "epsilon value"))
+        super().__init__(lr=check_hyper(lr, what="learning rate"),
+                         lr_decay=check_hyper(lr_decay, what="lr_decay value"),
+                         weight_decay=check_hyper(weight_decay, what="weight_decay value"),
+                         eps=check_hyper(eps, what="epsilon value"))
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}

@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import bisect
 import math
-import numbers
 import weakref
 from typing import Any, Dict, List, Sequence
+
+from ._validation import check_above, check_finite, check_instance, check_int, check_list_of
+from .optim import Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "LinearWarmup",
            "OneCycleLR", "SequentialLR", "ChainedScheduler"]
@@ -41,42 +43,8 @@ _INITIAL_LR: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary
 
 
 def _check_optimizer(optimizer, owner: str):
-    from .optim import Optimizer
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"{owner}: optimizer must be an mlpcore.optim.Optimizer, "
-                        f"got {type(optimizer).__name__}")
-    return optimizer
-
-
-def _number(value, owner: str, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}: {name} must be finite, got {value}")
-    return value
-
-
-def _positive(value, owner: str, name: str) -> float:
-    value = _number(value, owner, name)
-    if value <= 0:
-        raise ValueError(f"{owner}: {name} must be positive, got {value}")
-    return value
-
-
-def _non_negative_lr(value, owner: str, name: str) -> float:
-    value = _number(value, owner, name)
-    if value < 0:
-        raise ValueError(f"{owner}: {name} must be a non-negative learning rate, got {value}")
-    return value
-
-
-def _positive_int(value, owner: str, name: str, what: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{owner}: {name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{owner}: {name} must be a positive int{what}, got {value}")
-    return int(value)
+    return check_instance(optimizer, Optimizer, owner=owner, name="optimizer",
+                          expected="an mlpcore.optim.Optimizer")
 
 
 class LRScheduler:
@@ -181,8 +149,9 @@ class StepLR(LRScheduler):
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1) -> None:
         _check_optimizer(optimizer, "StepLR")
-        self.step_size = _positive_int(step_size, "StepLR", "step_size")
-        self.gamma = _positive(gamma, "StepLR", "gamma")
+        self.step_size = check_int(step_size, owner="StepLR", name="step_size")
+        self.gamma = check_above(gamma, owner="StepLR", name="gamma", low=0.0,
+                                 expected="positive")
         super().__init__(optimizer)
 
     def _closed_form(self, t: int) -> float:
@@ -199,7 +168,8 @@ class ExponentialLR(LRScheduler):
 
     def __init__(self, optimizer, gamma: float) -> None:
         _check_optimizer(optimizer, "ExponentialLR")
-        self.gamma = _positive(gamma, "ExponentialLR", "gamma")
+        self.gamma = check_above(gamma, owner="ExponentialLR", name="gamma", low=0.0,
+                                 expected="positive")
         super().__init__(optimizer)
 
     def _closed_form(self, t: int) -> float:
@@ -218,8 +188,9 @@ class CosineAnnealingLR(LRScheduler):
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0) -> None:
         _check_optimizer(optimizer, "CosineAnnealingLR")
-        self.T_max = _positive_int(T_max, "CosineAnnealingLR", "T_max")
-        self.eta_min = _non_negative_lr(eta_min, "CosineAnnealingLR", "eta_min")
+        self.T_max = check_int(T_max, owner="CosineAnnealingLR", name="T_max")
+        self.eta_min = check_above(eta_min, owner="CosineAnnealingLR", name="eta_min", low=0.0,
+                                   strict=False, expected="a non-negative learning rate")
         super().__init__(optimizer)
 
     def _closed_form(self, t: int) -> float:
@@ -245,9 +216,11 @@ class LinearWarmup(LRScheduler):
 
     def __init__(self, optimizer, warmup_steps: int, start_factor: float = 1.0 / 3) -> None:
         _check_optimizer(optimizer, "LinearWarmup")
-        self.warmup_steps = _positive_int(warmup_steps, "LinearWarmup", "warmup_steps",
-                                          " (a schedule with no steps has nothing to warm up)")
-        start_factor = _number(start_factor, "LinearWarmup", "start_factor")
+        self.warmup_steps = check_int(
+            warmup_steps, owner="LinearWarmup", name="warmup_steps",
+            expected="a positive int (a schedule with no steps has nothing to warm up)")
+        start_factor = check_finite(start_factor, owner="LinearWarmup", name="start_factor",
+                                    expected="finite")
         if not 0 < start_factor <= 1:
             raise ValueError(f"LinearWarmup: start_factor must lie in (0, 1], got {start_factor}")
         self.start_factor = start_factor
@@ -284,10 +257,12 @@ class OneCycleLR(LRScheduler):
                  anneal_strategy: str = "cos", div_factor: float = 25.0,
                  final_div_factor: float = 1e4) -> None:
         _check_optimizer(optimizer, "OneCycleLR")
-        self.max_lr = _non_negative_lr(max_lr, "OneCycleLR", "max_lr")
-        self.total_steps = _positive_int(total_steps, "OneCycleLR", "total_steps",
-                                         " (a schedule with no steps)")
-        pct_start = _number(pct_start, "OneCycleLR", "pct_start")
+        self.max_lr = check_above(max_lr, owner="OneCycleLR", name="max_lr", low=0.0,
+                                  strict=False, expected="a non-negative learning rate")
+        self.total_steps = check_int(total_steps, owner="OneCycleLR", name="total_steps",
+                                     expected="a positive int (a schedule with no steps)")
+        pct_start = check_finite(pct_start, owner="OneCycleLR", name="pct_start",
+                                 expected="finite")
         if not 0 <= pct_start <= 1:
             raise ValueError(f"OneCycleLR: pct_start must lie in [0, 1], got {pct_start}")
         self.pct_start = pct_start
@@ -295,8 +270,11 @@ class OneCycleLR(LRScheduler):
             raise ValueError("OneCycleLR: anneal_strategy must be 'cos' or 'linear', "
                              f"got {anneal_strategy!r}")
         self.anneal_strategy = anneal_strategy
-        self.div_factor = _positive(div_factor, "OneCycleLR", "div_factor")
-        self.final_div_factor = _positive(final_div_factor, "OneCycleLR", "final_div_factor")
+        self.div_factor = check_above(div_factor, owner="OneCycleLR", name="div_factor",
+                                      low=0.0, expected="positive")
+        self.final_div_factor = check_above(final_div_factor, owner="OneCycleLR",
+                                            name="final_div_factor", low=0.0,
+                                            expected="positive")
         super().__init__(optimizer)
 
     def _initial_lr(self) -> float:
@@ -329,15 +307,10 @@ class OneCycleLR(LRScheduler):
 
 
 def _check_members(schedulers, owner: str, optimizer=None) -> List[LRScheduler]:
-    if isinstance(schedulers, LRScheduler) or not isinstance(schedulers, (list, tuple)):
-        raise TypeError(f"{owner}: schedulers must be a list of schedulers, "
-                        f"got {type(schedulers).__name__}")
+    schedulers = check_list_of(schedulers, LRScheduler, owner=owner, name="schedulers",
+                               expected="a list of schedulers", item="an mlpcore scheduler")
     if len(schedulers) == 0:
         raise ValueError(f"{owner}: schedulers is empty (a schedule with no steps)")
-    for i, s in enumerate(schedulers):
-        if not isinstance(s, LRScheduler):
-            raise TypeError(f"{owner}: schedulers[{i}] must be an mlpcore scheduler, "
-                            f"got {type(s).__name__}")
     opt = schedulers[0].optimizer if optimizer is None else optimizer
     for i, s in enumerate(schedulers):
         if s.optimizer is not opt:
@@ -372,7 +345,7 @@ class SequentialLR(LRScheduler):
             raise ValueError(f"SequentialLR: milestones must have len(schedulers) - 1 = "
                              f"{len(self._schedulers) - 1} entries, got {len(milestones)}")
         for m in milestones:
-            _positive_int(m, "SequentialLR", "milestones")
+            check_int(m, owner="SequentialLR", name="milestones")
         if any(b <= a for a, b in zip(milestones, milestones[1:])):
             raise ValueError(f"SequentialLR: milestones must increase strictly, got {milestones}")
         self._milestones = [int(m) for m in milestones]

@@ -13,7 +13,7 @@ namespace mlpcore::gemm {
 template <typename T>
 struct RegisterEpilogue {
   const T* bias = nullptr;          // c += bias[j]
-  T* relu_out = nullptr;            // y = (c > 0 ? c : 0), after the bias
+  T* relu_out = nullptr;            // y = (!(c <= 0) ? c : 0; NaN kept), after the bias
   const T* relu_deriv_z = nullptr;  // c *= (z > 0 ? 1 : 0)
 
   bool any() const noexcept { return bias || relu_out || relu_deriv_z; }

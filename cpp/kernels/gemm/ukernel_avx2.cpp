@@ -40,7 +40,9 @@ struct VF32x8 {
   static vec add(vec a, vec b) noexcept { return _mm256_add_ps(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm256_mul_ps(a, b); }
   // ordered compares: NaN gives 0, as in the scalar epilogue
-  static vec relu(vec x) noexcept { return _mm256_and_ps(_mm256_cmp_ps(x, zero(), _CMP_GT_OQ), x); }
+  static vec relu(vec x) noexcept {  // unordered compare: NaN kept, as torch.relu
+    return _mm256_and_ps(_mm256_cmp_ps(x, zero(), _CMP_NLE_UQ), x);
+  }
   static vec step(vec x) noexcept {
     return _mm256_and_ps(_mm256_cmp_ps(x, zero(), _CMP_GT_OQ), set1(1.0f));
   }
@@ -64,7 +66,9 @@ struct VF64x4 {
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm256_fmadd_pd(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm256_add_pd(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm256_mul_pd(a, b); }
-  static vec relu(vec x) noexcept { return _mm256_and_pd(_mm256_cmp_pd(x, zero(), _CMP_GT_OQ), x); }
+  static vec relu(vec x) noexcept {
+    return _mm256_and_pd(_mm256_cmp_pd(x, zero(), _CMP_NLE_UQ), x);
+  }
   static vec step(vec x) noexcept {
     return _mm256_and_pd(_mm256_cmp_pd(x, zero(), _CMP_GT_OQ), set1(1.0));
   }

@@ -29,9 +29,10 @@ struct VF32x16 {
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm512_fmadd_ps(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm512_add_ps(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm512_mul_ps(a, b); }
-  // ordered compares: NaN gives 0, as in the scalar epilogue
+  // relu keeps NaN (unordered compare, as torch.relu); step gives 0 for NaN, as the scalar
+  // epilogue and torch's threshold_backward
   static vec relu(vec x) noexcept {
-    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GT_OQ), x);
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_NLE_UQ), x);
   }
   static vec step(vec x) noexcept {
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, zero(), _CMP_GT_OQ), set1(1.0f));
@@ -59,7 +60,7 @@ struct VF64x8 {
   static vec add(vec a, vec b) noexcept { return _mm512_add_pd(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm512_mul_pd(a, b); }
   static vec relu(vec x) noexcept {
-    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_GT_OQ), x);
+    return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_NLE_UQ), x);
   }
   static vec step(vec x) noexcept {
     return _mm512_maskz_mov_pd(_mm512_cmp_pd_mask(x, zero(), _CMP_GT_OQ), set1(1.0));

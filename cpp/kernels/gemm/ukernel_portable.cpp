@@ -40,7 +40,7 @@ inline void ukernel_portable(index_t kc, const T* a, const T* b, index_t rsb, T*
     if (ep->relu_deriv_z)
       for (int j = 0; j < n; ++j) ci[j] *= ep->relu_deriv_z[i * ldc + j] > T(0) ? T(1) : T(0);
     if (ep->relu_out)
-      for (int j = 0; j < n; ++j) ep->relu_out[i * ldc + j] = ci[j] > T(0) ? ci[j] : T(0);
+      for (int j = 0; j < n; ++j) ep->relu_out[i * ldc + j] = !(ci[j] <= T(0)) ? ci[j] : T(0);
   }
 }
 

@@ -1,7 +1,7 @@
 // Generic register-blocked micro-kernel body shared by the AVX2 and AVX-512 files. Included by a
 // file compiled with the matching ISA flags, after it defined a vector-traits struct V with:
 //   vec, mask, W (lanes), zero(), set1(x), load(p), maskz_load(mk, p), fmadd(a, b, c),
-//   add(a, b), mul(a, b), relu(x) (x > 0 ? x : 0), step(x) (x > 0 ? 1 : 0), store(p, v),
+//   add(a, b), mul(a, b), relu(x) (!(x <= 0) ? x : 0: NaN kept), step(x) (x > 0 ? 1 : 0), store(p, v),
 //   mask_store(p, mk, v), make_mask(lanes_valid), prefetch(p) (into L1)
 // The tile is M_ rows x (NV * W) columns; C tile kept in M_ * NV registers.
 // Not a stand-alone header: no include guard on purpose (each ISA file has its own V).

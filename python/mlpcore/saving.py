@@ -1,0 +1,129 @@
+"""Write models and checkpoints as safetensors files: tensors plus JSON metadata, no code.
+
+Layout: ``layers.{i}.weight`` / ``layers.{i}.bias`` for each layer with parameters (gamma and
+beta for norm layers, ``running_mean`` / ``running_var`` for BatchNorm1d), ``optimizer.{name}``
+for each optimizer state buffer; metadata ``mlpcore`` holds the format version, the model
+config (dtype and layers), the loss and the optimizer's hyper-parameters and step count.
+Writes go to a temporary file beside the target that is renamed over it, so a crash mid-save
+never leaves a half-written file in place of a good one (:mod:`mlpcore._files`: symlinks
+followed, the umask's mode, temp files of killed saves removed by the next save). Reading is
+:mod:`mlpcore.io`'s (it builds models, so it sits above :mod:`mlpcore.model`).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Dict
+
+import numpy as np
+
+from ._files import atomic_write_bytes, save_target
+from ._validation import check_instance, check_int
+from .layers import BatchNorm1d, has_parameters
+from .schedules import LRScheduler
+
+__all__ = ["FORMAT_VERSION", "CHECKPOINT_VERSION", "layer_arrays", "save", "save_checkpoint",
+           "atomic_write_bytes", "check_scheduler", "to_json"]
+
+FORMAT_VERSION = 1
+# Resumable checkpoints --------------------------------------------------------------------
+# A checkpoint is a model file (same layout and metadata, so ``load`` reads it) whose metadata
+# also holds a "checkpoint" entry: finished epochs, the model's random generator state, the
+# scheduler's state_dict and compile's metrics.
+CHECKPOINT_VERSION = 1
+
+
+
+
+def layer_arrays(model) -> Dict[str, np.ndarray]:
+    """Live views of every layer array a file stores, by tensor name: weights and biases (gamma
+    and beta for norm layers) and BatchNorm running statistics, named by plan index."""
+    arrays: Dict[str, np.ndarray] = {}
+    for layer in model.flat_layers:
+        i = layer.index
+        if has_parameters(layer):
+            arrays[f"layers.{i}.weight"] = layer.weight
+            arrays[f"layers.{i}.bias"] = layer.bias
+        if isinstance(layer, BatchNorm1d):
+            arrays[f"layers.{i}.running_mean"] = layer.running_mean
+            arrays[f"layers.{i}.running_var"] = layer.running_var
+    return arrays
+
+
+def _tensors(model) -> Dict[str, np.ndarray]:
+    tensors = {k: np.ascontiguousarray(v) for k, v in layer_arrays(model).items()}
+    if model.optimizer is not None:
+        for name, buf in model.optimizer.state.items():
+            tensors[f"optimizer.{name}"] = np.ascontiguousarray(buf)
+    return tensors
+
+
+def _metadata(model) -> Dict[str, Any]:
+    meta: Dict[str, Any] = {"format_version": FORMAT_VERSION, "model": model.get_config(),
+                            "seed": model.seed,
+                            # dropout masks continue exactly where they stopped after a load
+                            "dropout_rng_state": [str(v) for v in model.dropout_rng_state]}
+    # a custom (Python) loss cannot be stored safely: such a model loads uncompiled
+    if model.loss is not None and model.loss.custom is None:
+        meta["loss"] = {"name": model.loss.name, "huber_delta": model.huber_delta,
+                        "clip_norm": model.clip_norm, "clip_value": model.clip_value}
+        opt = model.optimizer
+        meta["optimizer"] = {"name": type(opt).__name__, "param_groups": [dict(opt.param_groups[0])],
+                             "step": opt.step_count}
+    return meta
+
+
+def save(model, path) -> None:
+    """Write ``model`` (architecture, weights, loss, optimizer and its state) to ``path``."""
+    from safetensors.numpy import save as st_save
+
+    target = save_target(path, "save")
+    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(_metadata(model))})
+    atomic_write_bytes(target, data)
+
+
+def to_json(value):
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def check_scheduler(scheduler, model, func: str) -> None:
+    """``scheduler`` is an mlpcore scheduler built on ``model``'s optimizer."""
+    check_instance(scheduler, LRScheduler, owner=func, name="scheduler",
+                   expected="an mlpcore.schedules scheduler")
+    if scheduler.optimizer is not model.optimizer:
+        raise ValueError(f"{func}: the scheduler is built on a different optimizer than the "
+                         "model's (model.optimizer)")
+
+
+def save_checkpoint(model, path, *, epoch: int, scheduler=None) -> None:
+    """Write everything needed to resume training exactly: weights, optimizer state and step
+    count, ``scheduler.state_dict()``, the model's NumPy random generator state (fit draws
+    each epoch's shuffling seed from it) and ``epoch``, the number of finished epochs.
+
+    The file is a regular model file (``mlpcore.load`` reads it) written atomically: a crash
+    mid-write leaves the previous file intact. Resume with :func:`load_checkpoint` and
+    ``model.fit(..., initial_epoch=checkpoint.epoch)``.
+    """
+    from safetensors.numpy import save as st_save
+
+    target = save_target(path, "save_checkpoint")
+    model._require_compiled("save_checkpoint")
+    epoch = check_int(epoch, owner="save_checkpoint", name="epoch", low=0, expected=">= 0")
+    if scheduler is not None:
+        check_scheduler(scheduler, model, "save_checkpoint")
+    meta = _metadata(model)
+    meta["checkpoint"] = {
+        "version": CHECKPOINT_VERSION, "epoch": int(epoch),
+        "rng": to_json(model.rng.bit_generator.state),
+        "scheduler": None if scheduler is None else to_json(scheduler.state_dict()),
+        "metrics": list(getattr(model, "metrics", None) or []),
+    }
+    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
+    atomic_write_bytes(target, data)

@@ -119,7 +119,7 @@ def _tensor_entry(name: str, entry, data_len: int, func: str, path) -> TensorEnt
     if not isinstance(entry, dict):
         raise file_error(func, path, field, f"expected an object, got {type(entry).__name__}")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in FILE_DTYPES:
+    if not isinstance(dtype, str) or dtype not in FILE_DTYPES:
         raise file_error(func, path, f"{field}.dtype", f"tensor dtype {dtype!r} is not one a "
                          f"model file holds ({', '.join(FILE_DTYPES)})")
     if (not isinstance(shape, list) or len(shape) > _MAX_TENSOR_RANK

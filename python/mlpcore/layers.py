@@ -13,6 +13,10 @@ import numpy as np
 from . import _core, initializers
 from ._validation import check_finite, check_int, check_values
 
+#: the largest feature count a layer can be given (the native plan's size type); the native side
+#: then checks that every product of sizes fits as well
+MAX_FEATURES = 2**63 - 1
+
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU",
     "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "Dropout", "LayerNorm", "BatchNorm1d",
@@ -130,9 +134,9 @@ class Dense(_Parametrised):
                  l1: float = 0.0, l2: float = 0.0) -> None:
         super().__init__()
         self.in_features = check_int(in_features, owner="Dense", name="in_features",
-                                     expected="positive")
+                                     expected="positive", high=MAX_FEATURES)
         self.out_features = check_int(out_features, owner="Dense", name="out_features",
-                                      expected="positive")
+                                      expected="positive", high=MAX_FEATURES)
         initializers.check(init, (self.in_features, self.out_features))
         self.init = init
         self.l1 = check_finite(l1, owner="Dense", name="l1", non_negative=True)
@@ -292,7 +296,7 @@ class _Norm(_Parametrised):
     def __init__(self, num_features: int, eps: float, owner: str) -> None:
         super().__init__()
         self.num_features = check_int(num_features, owner=owner, name="num_features",
-                                      expected="positive")
+                                      expected="positive", high=MAX_FEATURES)
         self.eps = check_finite(eps, owner=owner, name="eps", positive=True)
 
     @property

@@ -32,7 +32,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _proc import NUMPY_UNSET, operands  # noqa: E402
+from gemm import import_mlpcore, operands  # noqa: E402  (neither imports mlpcore)
 
 
 def worker(where: str, m: int, n: int, k: int, form: str, dtype: str, batch_flop: float) -> None:
@@ -75,7 +75,10 @@ def main() -> int:
     threads = max(int(os.environ.get(v) or 1) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"))
     settle = args.settle if args.settle is not None else (0.3 if threads > 1 else 0.0)
     batch_flop = 2e10 if settle else 4e7  # about 50 ms, or 0.2 ms, of products per turn
-    numpy_env = {key: v for key, v in os.environ.items() if key not in NUMPY_UNSET}
+    import_mlpcore()  # only to find mlpcore.bench.children; the workers import their own
+    from mlpcore.bench.children import child_env
+
+    numpy_env = child_env("numpy", threads=None)  # the caller's thread counts
     workers = {
         name: subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", where,
                                 str(m), str(n), str(k), args.form, args.dtype, str(batch_flop)],

@@ -1,14 +1,15 @@
 """GEMM benchmark: mlpcore.matmul against numpy.matmul (OpenBLAS), side by side.
 
-Every measurement runs in its own child process (see _proc.py); contenders alternate, the whole
-set is repeated and medians are reported. Threads are set through the environment of the child:
-OMP_NUM_THREADS for mlpcore, OPENBLAS_NUM_THREADS for NumPy. In the NumPy child OPENBLAS_CORETYPE
-and OPENBLAS_L2_SIZE are unset (they pick slower kernels on a current NumPy); the OpenBLAS kernel
-actually used is reported from threadpoolctl when it is installed.
+Every measurement runs in its own child process, started as the training benchmark starts its
+own (mlpcore.bench.children); contenders alternate, the whole set is repeated and medians are
+reported. Threads are set through the environment of the child: OMP_NUM_THREADS for mlpcore,
+OPENBLAS_NUM_THREADS for NumPy. In the NumPy child OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are
+unset (they pick slower kernels on a current NumPy); the OpenBLAS kernel actually used is reported
+from threadpoolctl when it is installed.
 
-Host noise: before every child a core probe (the training benchmark's, mlpcore.bench.harness)
-runs one copy per thread; a child started while the cores ran 15% slower than their best probe
-is redone (up to --noise-retries times) and the attempt with the fastest probe is kept.
+Host noise: before every child a core probe runs one copy per thread; a child started while the
+cores ran 15% slower than their best probe, or during which other processes took a quarter of the
+CPUs, is redone (up to --noise-retries times) and the quietest attempt is kept.
 
     python benchmarks/gemm.py            # full run
     python benchmarks/gemm.py --quick    # fewer sizes and repeats
@@ -37,8 +38,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from _proc import NUMPY_UNSET, operands, run_child, thread_env  # noqa: E402
 from machine import build_peak_probe, peak_gflops  # noqa: E402
+
+# Nothing above imports mlpcore: the NumPy child (this script with --child) must not load its
+# OpenMP runtime. The parent imports it in main().
 
 SQUARE = [64, 128, 256, 512, 1024, 2048]
 # (batch M, in K, out N) of an MLP layer: forward NN y = x W, backward TN dW = x^T dy and
@@ -56,6 +59,23 @@ def cases(quick: bool) -> list[dict]:
         out.append({"name": tag + " dW", "form": "TN", "M": k, "N": n, "K": m})
         out.append({"name": tag + " dX", "form": "NT", "M": m, "N": k, "K": n})
     return out
+
+
+def operands(form: str, m: int, n: int, k: int, dtype, rng):
+    """Random op(A) (m x k) and op(B) (k x n); an operand marked T in `form` is read transposed."""
+    a = rng.standard_normal((k, m) if form[0] == "T" else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if form[1] == "T" else (k, n)).astype(dtype)
+    return (a.T if form[0] == "T" else a), (b.T if form[1] == "T" else b)
+
+
+def import_mlpcore():
+    """The mlpcore package: installed, or this checkout's python/ (with its built _core)."""
+    try:
+        import mlpcore
+    except ImportError:
+        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+        import mlpcore
+    return mlpcore
 
 
 # ------------------------------------------------------------------------------------ child
@@ -122,28 +142,20 @@ def main() -> None:
     case_list = cases(args.quick)
     payload_base = {"cases": case_list, "target_s": 0.03 if args.quick else 0.06,
                     "batches": 3 if args.quick else 5}
-    script = os.path.abspath(__file__)
-    env_note = {k: os.environ.get(k) for k in NUMPY_UNSET}
-    rows, infos = [], {}
-    probes = {"best": {}, "redone": 0}
-    try:  # in the parent only: a NumPy child must not load mlpcore's OpenMP runtime
-        from mlpcore import kernel_info
-        from mlpcore.bench.harness import SLOW_CORES, core_probe
-        isa = kernel_info()["isa"]  # the kernels the mlpcore children will run
-    except ImportError:  # mlpcore not importable from here: measure without the probe
-        SLOW_CORES, core_probe, isa = None, None, None
+    mlpcore = import_mlpcore()  # in the parent only
+    from mlpcore.bench.children import SLOW_BLAS_VARS, QuietRunner, child_env, run_json_child
 
-    def measure(payload: dict, threads: int, env_set: dict, env_unset: tuple) -> dict:
-        """One child run; redone while the core probe before it says the cores ran slow."""
-        attempts = []
-        for _ in range(1 + max(0, args.noise_retries) if core_probe else 1):
-            probe = core_probe(threads) if core_probe else 0.0
-            best = probes["best"][threads] = min(probes["best"].get(threads, probe), probe)
-            attempts.append((probe, run_child(script, payload, env_set, env_unset)))
-            if not core_probe or probe <= SLOW_CORES * best:
-                break
-        probes["redone"] += len(attempts) - 1
-        return min(attempts, key=lambda a: a[0])[1]
+    isa = mlpcore.kernel_info()["isa"]  # the kernels the mlpcore children will run
+    script = os.path.abspath(__file__)
+    env_note = {k: os.environ.get(k) for k in SLOW_BLAS_VARS}
+    rows, infos = [], {}
+    runner = QuietRunner(args.noise_retries)
+
+    def measure(payload: dict, threads: int) -> dict:
+        """One child run, redone while the cores ran slow or other processes were busy."""
+        env = child_env(payload["contender"], threads)
+        return runner.run(lambda: run_json_child([script, "--child"], payload, env,
+                                                 what=f"{payload['contender']} child"), threads)
 
     # the FMA peak at the vector width of mlpcore's kernels (none for the portable ones)
     lanes = {"avx512": 16, "avx2": 8}.get(isa)
@@ -167,11 +179,7 @@ def main() -> None:
             for r in range(repeats):
                 order = ["mlpcore", "numpy"] if r % 2 == 0 else ["numpy", "mlpcore"]
                 for who in order:
-                    payload = dict(payload_base, contender=who, dtype=dtype)
-                    if who == "mlpcore":
-                        rep = measure(payload, threads, thread_env(threads, 1), ())
-                    else:
-                        rep = measure(payload, threads, thread_env(threads, threads), NUMPY_UNSET)
+                    rep = measure(dict(payload_base, contender=who, dtype=dtype), threads)
                     times[who].append(rep["times"])
                     infos[f"{who} {dtype} {threads}t"] = rep["info"]
             # the cores' best of the two probes: the ceiling the whole block ran under
@@ -192,14 +200,14 @@ def main() -> None:
                                                               f"{args.threads[-1]}t")))
     print("mlpcore:", json.dumps(infos.get(f"mlpcore {args.dtypes[0]} {args.threads[-1]}t")))
     print("unset in the NumPy child (parent values):", env_note)
-    print("child runs redone because the core probe ran slow:",
-          probes["redone"] if core_probe else "no probe (mlpcore not importable)")
+    print("child runs redone because the cores ran slow or other processes were busy:",
+          runner.redone)
     probe_dir.cleanup()
     os.makedirs(args.out, exist_ok=True)
     meta = {"machine": platform.machine(), "processor": platform.processor(),
             "python": sys.version.split()[0], "quick": args.quick, "repeats": repeats,
             "infos": infos, "unset_in_numpy_child": env_note,
-            "core_probe_best_s": probes["best"], "runs_redone": probes["redone"]}
+            "core_probe_best_s": runner.best_probe, "runs_redone": runner.redone}
     with open(os.path.join(args.out, "gemm.json"), "w") as f:
         json.dump({"meta": meta, "rows": rows}, f, indent=1)
     plot(rows, os.path.join(args.out, "gemm.png"))

@@ -33,12 +33,18 @@ SOURCE = r"""
 
 // One thread's rate: 12 independent FMA chains on register operands (REG is xmm/ymm/zmm).
 #define FMA12(REG) \
-  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "0\n vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "1\n" \
-  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "2\n vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "3\n" \
-  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "4\n vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "5\n" \
-  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "6\n vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "7\n" \
-  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "8\n vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "9\n" \
-  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "10\n vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "11\n"
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "0\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "1\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "2\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "3\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "4\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "5\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "6\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "7\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "8\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "9\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "10\n" \
+  "vfmadd231ps %%" REG "14,%%" REG "15,%%" REG "11\n"
 
 static void loop512(long n) {
   asm volatile("1:\n" FMA12("zmm") "dec %0\n jnz 1b\n" : "+r"(n) :

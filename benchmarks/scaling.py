@@ -78,8 +78,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     for name in args.workloads:
         s = measure(name, args.rounds, args.threads, args.turn_seconds)
-        print(f"{name:12s} step {s['step_ms_1t']:8.2f} ms on 1 thread, {s['step_ms_nt']:8.2f} ms on "
-              f"{args.threads}: speedup {s['median']:.2f}x (middle half of {args.rounds} rounds "
+        print(f"{name:12s} step {s['step_ms_1t']:8.2f} ms on 1 thread, "
+              f"{s['step_ms_nt']:8.2f} ms on {args.threads}: speedup {s['median']:.2f}x "
+              f"(middle half of {args.rounds} rounds "
               f"{s['low']:.2f}-{s['high']:.2f}x)")
     return 0
 

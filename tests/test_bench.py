@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from mlpcore.bench import harness
+from mlpcore.bench import children, harness
 from mlpcore.bench.numpy_mlp import NumpyMLP
 from mlpcore.bench.workloads import WORKLOADS, initial_params, make_data, theoretical_bytes
 
@@ -105,7 +105,7 @@ def test_harness_end_to_end(tmp_path):
 
 
 def test_core_probe_times_every_copy():
-    seconds = harness.core_probe(2)
+    seconds = children.core_probe(2)
     assert 0 < seconds < 30
 
 
@@ -114,12 +114,12 @@ def test_disturbed_runs_are_redone_and_the_quietest_kept():
     calm = {"samples_per_s": 100.0, "others_cpu_share": 0.01, "core_probe_s": 0.105}
     busy = {"samples_per_s": 90.0, "others_cpu_share": 0.60, "core_probe_s": 0.100}
     slow = {"samples_per_s": 70.0, "others_cpu_share": 0.0, "core_probe_s": 0.13}
-    assert not harness.is_disturbed(calm, best)
-    assert harness.is_disturbed(busy, best)   # another process took a core
-    assert harness.is_disturbed(slow, best)   # the cores ran 30% slower than their best
-    assert not harness.is_disturbed({"samples_per_s": 1.0}, best)  # nothing measured: kept
-    assert harness.pick_attempt([busy, slow, calm]) is calm
-    assert harness.pick_attempt([busy, slow]) is slow
+    assert not children.is_disturbed(calm, best)
+    assert children.is_disturbed(busy, best)   # another process took a core
+    assert children.is_disturbed(slow, best)   # the cores ran 30% slower than their best
+    assert not children.is_disturbed({"samples_per_s": 1.0}, best)  # nothing measured: kept
+    assert children.pick_attempt([busy, slow, calm]) is calm
+    assert children.pick_attempt([busy, slow]) is slow
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux /proc")
@@ -134,3 +134,46 @@ def test_library_pages_are_faulted_in_before_the_peak_reset():
     assert touched > 0 and again >= touched * 0.9
     # everything was resident already: a second pass pages in (almost) nothing new
     assert contenders._status_kb("RssFile") - file_before < 1024
+
+
+def test_child_env_pins_each_contenders_threads(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    blas = children.child_env("numpy", 3)
+    assert (blas["OMP_NUM_THREADS"], blas["OPENBLAS_NUM_THREADS"], blas["MKL_NUM_THREADS"]) == \
+        ("3", "3", "3")
+    assert "OPENBLAS_CORETYPE" not in blas  # picks slow kernels on a current NumPy
+    mine = children.child_env("mlpcore", 2)
+    assert (mine["OMP_NUM_THREADS"], mine["OPENBLAS_NUM_THREADS"], mine["MKL_NUM_THREADS"]) == \
+        ("2", "1", "1")
+    assert mine["PYTHONPATH"].split(os.pathsep)[0] == children.PKG_ROOT
+    assert mine["OPENBLAS_CORETYPE"] == "Haswell"
+    torch = children.child_env("torch", 2)
+    assert (torch["OMP_NUM_THREADS"], torch["OPENBLAS_NUM_THREADS"], torch["MKL_NUM_THREADS"]) == \
+        ("2", "1", "2")
+    caller = children.child_env("numpy", None)  # thread counts left as the caller set them
+    assert caller["OMP_NUM_THREADS"] == "7" and "OPENBLAS_CORETYPE" not in caller
+
+
+def test_run_json_child_reads_the_last_line_and_names_a_failure():
+    echo = "import json, sys; print('noise'); print(json.dumps({'got': json.loads(sys.argv[1])}))"
+    res = children.run_json_child(["-c", echo], {"a": 1}, dict(os.environ))
+    assert res["got"] == {"a": 1}
+    with pytest.raises(RuntimeError, match="(?s)the failing child failed.*boom"):
+        children.run_json_child(["-c", "raise SystemExit('boom')"], {}, dict(os.environ),
+                                what="the failing child")
+
+
+def test_quiet_runner_redoes_a_disturbed_run_and_keeps_the_quiet_one(monkeypatch):
+    monkeypatch.setattr(children, "core_probe", lambda processes: 0.10)
+    monkeypatch.setattr(children.time, "sleep", lambda s: None)
+    results = iter([{"samples_per_s": 50.0, "others_cpu_share": 0.7},
+                    {"samples_per_s": 90.0, "others_cpu_share": 0.0}])
+    runner = children.QuietRunner(retries=2, record=("samples_per_s",))
+    kept = runner.run(lambda: next(results), probe_processes=2)
+    assert kept["samples_per_s"] == 90.0 and runner.redone == 1
+    assert kept["noisy_attempts"] == [{"samples_per_s": 50.0, "others_cpu_share": 0.7,
+                                       "core_probe_s": 0.10}]
+    always_busy = children.QuietRunner(retries=1)
+    kept = always_busy.run(lambda: {"others_cpu_share": 0.9}, probe_processes=1)
+    assert always_busy.redone == 1 and len(kept["noisy_attempts"]) == 1  # gives up after retries

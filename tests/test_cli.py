@@ -68,7 +68,8 @@ def test_digits_quick_run_reports_accuracy_and_throughput(capsys):
     code, out, err = run(capsys, ["train", "--epochs", "3", *FAST])
     assert code == 0, err
     report = parse(out)
-    assert report["data"].startswith("digits: 1347 train / 450 test samples, 64 features, 10 classes")
+    assert report["data"].startswith(
+        "digits: 1347 train / 450 test samples, 64 features, 10 classes")
     assert report["model"].startswith("64-128-64-10 relu")
     acc = number(report["test accuracy"])
     assert 0.8 <= acc <= 1.0  # 10 classes: chance is 0.1
@@ -235,11 +236,13 @@ def _error_case(tmp_path, case):
     rows = [[f"{a:.3f}", f"{b:.3f}", str(label)] for (a, b, *_), label in zip(x, y)]
     good_csv = write_csv(tmp_path / "good.csv", ["a", "b", "y"], rows)
     if case == "missing file":
-        return ["--data", str(tmp_path / "missing.csv"), "--target", "y"], ["not found", "missing.csv"]
+        missing = str(tmp_path / "missing.csv")
+        return ["--data", missing, "--target", "y"], ["not found", "missing.csv"]
     if case == "csv without target":
         return ["--data", str(good_csv)], ["--target"]
     if case == "unknown target column":
-        return ["--data", str(good_csv), "--target", "nope"], ["no column named 'nope'", "'a', 'b', 'y'"]
+        return (["--data", str(good_csv), "--target", "nope"],
+                ["no column named 'nope'", "'a', 'b', 'y'"])
     if case == "unsupported extension":
         path = tmp_path / "data.txt"
         path.write_text("a,b,y\n1,2,0\n")

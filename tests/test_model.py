@@ -387,3 +387,47 @@ def test_layer_index_is_the_plan_position():
     model = mc.Sequential(layers)
     assert [layer.index for layer in model.flat_layers] == [0, 2, 3, 5]
     assert inner.index == 2
+
+
+def test_layer_at_finds_each_layer_by_its_plan_position():
+    inner = mc.Dense(4, 4)
+    layers = [mc.Dense(3, 4), mc.Residual([inner, mc.ReLU()]), mc.Dense(4, 1)]
+    model = mc.Sequential(layers)
+    assert model.layer_at(1) is layers[1] and model.layer_at(2) is inner
+    assert model.layer_at(4) is None  # the position that closes the Residual block
+    assert all(model.layer_at(layer.index) is layer for layer in model.flat_layers)
+    with pytest.raises(ValueError, match="layer_at: index must be < 6, got 6"):
+        model.layer_at(6)
+    with pytest.raises(TypeError, match="layer_at: index"):
+        model.layer_at("0")
+
+
+def test_predict_into_a_reused_buffer():
+    """predict(x, out=buf): the result lands in the caller's buffer (no allocation per call)."""
+    model = mc.Sequential([mc.Dense(4, 8), mc.ReLU(), mc.Dense(8, 3)], seed=0)
+    x = np.random.default_rng(0).random((5, 4)).astype(np.float32)
+    buf = np.empty((5, 3), np.float32)
+    assert model.predict(x, out=buf) is buf
+    np.testing.assert_array_equal(buf, model.predict(x))
+    for bad, error, message in [
+            (np.empty((5, 2), np.float32), ValueError, r"out must have shape \(5, 3\)"),
+            (np.empty((5, 3), np.float64), TypeError, "out must have dtype float32"),
+            (np.empty((3, 5), np.float32).T, ValueError, "out must be C-contiguous")]:
+        with pytest.raises(error, match=message):
+            model.predict(x, out=bad)
+    frozen = np.empty((5, 3), np.float32)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        model.predict(x, out=frozen)
+
+
+def test_predict_fast_path_keeps_the_checks():
+    """An array already in the model's dtype and layout skips the Python conversion; the native
+    checks still name the bad value."""
+    model = mc.Sequential([mc.Dense(3, 2)], seed=0)
+    x = np.ones((4, 3), np.float32)
+    x[2, 1] = np.nan
+    with pytest.raises(ValueError, match=r"x contains NaN or Inf \(first at index \[2, 1\]\)"):
+        model.predict(x)
+    with pytest.raises(ValueError, match="3 features"):
+        model.predict(np.ones((4, 5), np.float32))

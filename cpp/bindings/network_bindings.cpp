@@ -49,8 +49,13 @@ py::array_t<T, py::array::c_style> checked_inputs(Network<T>& net, const py::han
   if (x.shape(1) != net.in_features())
     throw py::value_error(std::string(func) + ": x must have " + std::to_string(net.in_features()) +
                           " features (columns), got shape " + shape_string(x));
-  if (!all_finite(x.data(), x.size()))
-    throw py::value_error(std::string(func) + ": x contains NaN or Inf");
+  if (!all_finite(x.data(), x.size())) {
+    py::ssize_t i = 0;
+    while (std::isfinite(x.data()[i])) ++i;
+    throw py::value_error(std::string(func) + ": x contains NaN or Inf (first at index [" +
+                          std::to_string(i / x.shape(1)) + ", " + std::to_string(i % x.shape(1)) +
+                          "])");
+  }
   return x;
 }
 
@@ -383,9 +388,25 @@ void bind_network_class(py::module_& m, const char* name) {
            py::arg("x"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("sample_weight") = py::none())
       .def("predict",
-           [](Network<T>& net, const py::handle& x_obj) {
+           [](Network<T>& net, const py::handle& x_obj, const py::object& out_obj) {
              auto x = checked_inputs(net, x_obj, "predict");
-             py::array_t<T> out({x.shape(0), py::ssize_t(net.out_features())});
+             const py::ssize_t rows = x.shape(0), cols = py::ssize_t(net.out_features());
+             py::array_t<T, py::array::c_style> out;
+             if (out_obj.is_none()) {
+               out = py::array_t<T, py::array::c_style>({rows, cols});
+             } else {  // a caller's buffer, reused from call to call: no allocation per call
+               out = require_array<T>(out_obj, "predict", "out", 2);
+               if (out.shape(0) != rows || out.shape(1) != cols)
+                 throw py::value_error("predict: out must have shape (" + std::to_string(rows) +
+                                       ", " + std::to_string(cols) + "), got " +
+                                       shape_string(out));
+               if (!out.writeable())
+                 throw py::value_error("predict: out must be writable (it is read-only)");
+               const char* o = reinterpret_cast<const char*>(out.data());
+               const char* xs = reinterpret_cast<const char*>(x.data());
+               if (o < xs + x.nbytes() && xs < o + out.nbytes())
+                 throw py::value_error("predict: out must not overlap x");
+             }
              T* out_ptr = out.mutable_data();
              bool completed;
              {
@@ -394,7 +415,8 @@ void bind_network_class(py::module_& m, const char* name) {
              }
              if (!completed) throw py::error_already_set();
              return out;
-           })
+           },
+           py::arg("x"), py::arg("out") = py::none())
       .def("forward_collect",
            [](Network<T>& net, const py::handle& x_obj) {
              auto x = checked_inputs(net, x_obj, "forward_collect");

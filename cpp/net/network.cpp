@@ -173,9 +173,10 @@ bool StopPoller::stop() noexcept {
   last_read_ns_ = now;
   if (since < 1000000 && stride_ < 4096) stride_ *= 2;
   else if (since > 4000000 && stride_ > 1) stride_ /= 2;
+  const bool first = next_ns_ == 0;  // a call shorter than one poll period never asks
   if (now < next_ns_) return false;
   next_ns_ = now + std::int64_t(kStopPollMs) * 1000000;
-  return check_->requested(check_->ctx);
+  return !first && check_->requested(check_->ctx);
 }
 
 template <typename T>

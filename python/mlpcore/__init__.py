@@ -21,6 +21,8 @@ from .model import Sequential
 from .callbacks import History
 from .gradcheck import gradcheck
 from .diagnostics import diagnose
+from . import onnx  # imports the onnx package only when export/load are called
+from .torch_interop import from_torch
 
 __version__ = "0.1.0"
 
@@ -32,5 +34,5 @@ __all__ = [
     "get_num_threads", "has_openmp", "matmul", "kernel_info", "set_flush_denormal",
     "get_flush_denormal",
     "callbacks", "schedules", "save_checkpoint", "load_checkpoint", "Checkpoint",
-    "gradcheck", "diagnose",
+    "gradcheck", "diagnose", "onnx", "from_torch",
 ]

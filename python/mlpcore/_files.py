@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import math
 import os
@@ -36,7 +37,7 @@ _MAX_TENSOR_RANK = 8
 
 
 def describe(path) -> str:
-    return repr(os.fspath(path))
+    return repr(path) if isinstance(path, str) else repr(os.fspath(path))
 
 
 def file_error(func: str, path, field: Optional[str], what: str) -> ValueError:
@@ -146,8 +147,12 @@ class ModelFile:
     ``metadata`` is the parsed ``mlpcore`` JSON, ``tensors`` the checked tensor table;
     :meth:`read_tensors` reads the data (exactly the data section's bytes)."""
 
-    def __init__(self, path, func: str) -> None:
+    def __init__(self, path, func: str, data: Optional[bytes] = None) -> None:
         self.path, self.func = path, func
+        if data is not None:  # in-memory bytes (unpickling); ``path`` only names them
+            self._file = io.BytesIO(data)
+            self._parse_header(len(data))
+            return
         try:
             _check_regular(os.stat(path), func, path)  # before opening: a FIFO would block
         except FileNotFoundError:
@@ -254,7 +259,8 @@ def first_nonfinite(array: np.ndarray, chunk: int = 1 << 20) -> Optional[int]:
 _TMP_MARK = ".mlpcore-tmp-"
 #: a temporary file untouched for this long belongs to a writer that is gone
 STALE_TEMP_SECONDS = 15 * 60
-HOST_TAG = hashlib.sha1(os.uname().nodename.encode() if hasattr(os, "uname") else b"").hexdigest()[:6]
+_NODE = os.uname().nodename if hasattr(os, "uname") else ""
+HOST_TAG = hashlib.sha1(_NODE.encode()).hexdigest()[:6]
 
 
 def _temp_prefix(target: Path) -> str:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
 import time
 from typing import List, Optional
@@ -10,7 +13,7 @@ import numpy as np
 
 import mlpcore as mc
 
-from . import __version__
+from . import __version__, distributed
 from .data import load_digits, load_file, standardize, train_test_split
 from .layers import ACTIVATIONS
 from .losses import LOSSES
@@ -49,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, help="OpenMP threads (default: all cores)")
+    t.add_argument("--ranks", type=int, help="data-parallel MPI ranks: runs itself under the "
+                   "installed mpiexec (needs mlpcore[mpi]); threads default to cores / ranks")
     t.add_argument("--save", metavar="PATH", help="write the trained model (.safetensors)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--plot", metavar="PATH",
@@ -60,6 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _launch_ranks(ranks: int, argv: List[str]) -> int:
+    """``mlpcore train --ranks N``: the same command in N ranks under mpiexec."""
+    search = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    mpiexec = shutil.which("mpiexec", path=search)
+    if mpiexec is None:
+        raise ValueError("--ranks needs an MPI launcher (mpiexec) and mpi4py: "
+                         "pip install 'mlpcore[mpi]'")
+    return subprocess.call([mpiexec, "-n", str(ranks), sys.executable, "-m", "mlpcore", *argv])
+
+
 def _train(args) -> int:
     if args.plot:  # fail before training, not after it
         try:
@@ -69,6 +84,13 @@ def _train(args) -> int:
         from pathlib import Path
         if not Path(args.plot).parent.exists():
             raise ValueError(f"--plot: folder {str(Path(args.plot).parent)!r} does not exist")
+    rank = 0
+    if args.ranks is not None:
+        if args.ranks < 1:
+            raise ValueError(f"--ranks must be at least 1, got {args.ranks}")
+        rank = distributed.init().rank
+        if rank != 0:  # one report, from rank 0
+            sys.stdout = open(os.devnull, "w")
     if args.threads is not None:
         mc.set_num_threads(args.threads)
     ds = load_digits() if args.data is None else load_file(args.data, args.target, args.task)
@@ -98,7 +120,7 @@ def _train(args) -> int:
           f"batch {args.batch_size}, {mc.get_num_threads()} threads")
     start = time.perf_counter()
     history = model.fit(x_tr, y_tr, epochs=args.epochs, batch_size=args.batch_size, shuffle=True,
-                        verbose=0 if args.quiet else 1)
+                        verbose=0 if args.quiet else 1, distributed=args.ranks is not None)
     seconds = time.perf_counter() - start
     result = model.evaluate(x_te, y_te)
     print(f"train loss: {history.history['loss'][-1]:.4f}")
@@ -110,10 +132,10 @@ def _train(args) -> int:
         print(f"test MAE: {float(np.mean(np.abs(pred - y_te))):.4f}")
     print(f"throughput: {len(x_tr) * args.epochs / seconds:,.0f} samples/s "
           f"({seconds:.2f} s for {args.epochs} epochs, progress display included)")
-    if args.save:
+    if args.save and rank == 0:
         model.save(args.save)
         print(f"saved: {args.save}")
-    if args.plot:
+    if args.plot and rank == 0:
         history.plot(args.plot)
         print(f"plot: {args.plot}")
     return 0
@@ -123,6 +145,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":
+            if args.ranks is not None and args.ranks > 1 and not distributed.launched():
+                return _launch_ranks(args.ranks, sys.argv[1:] if argv is None else list(argv))
             return _train(args)
         if args.command == "bench":
             from .bench.harness import main_from_args

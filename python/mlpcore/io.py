@@ -1,13 +1,16 @@
 """Save and load models as safetensors files: tensors plus JSON metadata, no code on load.
 
-The file layout and the writers (:func:`save`, :func:`save_checkpoint`) are in
-:mod:`mlpcore.saving`; this module reads files back into models (:func:`load`,
-:func:`load_checkpoint`) and re-exports the writers. A file is checked before anything is
+The file layout and the writers (:func:`save`, :func:`save_checkpoint`,
+:func:`model_to_bytes`) are in :mod:`mlpcore.saving`; this module reads files back into models
+(:func:`load`, :func:`load_checkpoint`, :func:`model_from_bytes`), re-exports the writers, and
+registers how a Sequential pickles and copies (with :mod:`copyreg`, as the model module sits
+below this one). A file is checked before anything is
 allocated for it (:class:`mlpcore._files.ModelFile`, then its metadata against its tensors).
 """
 from __future__ import annotations
 
 import contextlib
+import copyreg
 import math
 import os
 from typing import Any, Dict
@@ -20,9 +23,10 @@ from .model import Sequential
 from .optim import optimizer_from_state
 # the writers are re-exported: mlpcore.io.save, save_checkpoint, FORMAT_VERSION stay
 from .saving import (CHECKPOINT_VERSION, FORMAT_VERSION, atomic_write_bytes,  # noqa: F401
-                     check_scheduler, layer_arrays, save, save_checkpoint)
+                     check_scheduler, layer_arrays, model_to_bytes, save, save_checkpoint)
 
-__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint"]
+__all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint", "model_to_bytes",
+           "model_from_bytes"]
 
 
 def load(path, *, allow_nonfinite: bool = False):
@@ -167,7 +171,8 @@ def _field(f: ModelFile, field: str):
         raise f.error(field, str(exc)) from None
 
 
-def _model_from(f: ModelFile, plan: _Plan, tensors: Dict[str, np.ndarray]):
+def _model_from(f: ModelFile, plan: _Plan, tensors: Dict[str, np.ndarray],
+                detect_anomaly: bool = False):
     meta = f.metadata
     seed = meta.get("seed")
     if seed is not None and not (_is_json_int(seed) and seed >= 0):
@@ -190,7 +195,8 @@ def _model_from(f: ModelFile, plan: _Plan, tensors: Dict[str, np.ndarray]):
         with _field(f, "loss"):
             model.compile(loss=loss["name"], optimizer=opt,
                           huber_delta=loss.get("huber_delta", 1.0),
-                          clip_norm=loss.get("clip_norm"), clip_value=loss.get("clip_value"))
+                          clip_norm=loss.get("clip_norm"), clip_value=loss.get("clip_value"),
+                          detect_anomaly=detect_anomaly)
         state = {k[len("optimizer."):]: v for k, v in tensors.items()
                  if k.startswith("optimizer.")}
         own = opt.state
@@ -322,9 +328,9 @@ def _restore_param_groups(model, meta) -> None:
         group[key] = tuple(value) if key == "betas" else value
 
 
-def _checkpoint_meta(f: ModelFile):
+def _checkpoint_meta(f: ModelFile, training: bool = True):
     ck = f.metadata.get("checkpoint")
-    if not isinstance(ck, dict) or "loss" not in f.metadata:
+    if not isinstance(ck, dict) or (training and "loss" not in f.metadata):
         raise ValueError(f"load_checkpoint: {describe(f.path)} is a model file without training "
                          "state (written by save, not save_checkpoint); use mlpcore.load")
     epoch = json_field(ck, "epoch", int, f.func, f.path, "checkpoint.epoch")
@@ -401,3 +407,34 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None,
         model.metrics = metrics
     return Checkpoint(model, epoch, scheduler, sched_state)
 
+
+# --- pickling and copying ---------------------------------------------------------------------
+def model_from_bytes(data: bytes):
+    """The model :func:`mlpcore.saving.model_to_bytes` described (what unpickling calls); the
+    bytes are checked as :func:`load` checks a file."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"model_from_bytes: data must be bytes, got {type(data).__name__}")
+    try:
+        with ModelFile("<pickle>", "unpickle", data=bytes(data)) as f:
+            plan = _plan_of(f)
+            tensors = _checked_tensors(f, plan, allow_nonfinite=True)  # a copy copies NaN too
+            _, _, rng, metrics = _checkpoint_meta(f, training=False)
+    except ValueError as exc:
+        raise ValueError(f"unpickle: the data is not a pickled mlpcore model (or is damaged): "
+                         f"{exc}") from None
+    model = _model_from(f, plan, tensors,
+                        detect_anomaly=bool(f.metadata.get("detect_anomaly", False)))
+    model.rng = rng
+    if model.loss is not None:
+        model.metrics = metrics
+    return model
+
+
+def _reduce_model(model):
+    return (model_from_bytes, (model_to_bytes(model),))
+
+
+# pickle, copy.copy and copy.deepcopy look a class up in copyreg's table before asking the
+# object: every copy of a Sequential is a new, independent model that trains on exactly as the
+# original would (Sequential.__reduce_ex__ falls back to this entry for other picklers)
+copyreg.pickle(Sequential, _reduce_model)

@@ -6,6 +6,8 @@ not a copy).
 """
 from __future__ import annotations
 
+import math
+import weakref
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -30,14 +32,16 @@ class Layer:
     def __init__(self) -> None:
         self._net = None
         self._index: Optional[int] = None
+        self._owner = None  # a weak reference to the model, once the layer is part of one
 
-    def _attach(self, net, index: int) -> None:
+    def _attach(self, net, index: int, owner) -> None:
         if self._net is not None:
             raise ValueError(
                 f"{type(self).__name__} layer is already part of another model; "
                 "create a new layer object for each model")
         self._net = net
         self._index = index
+        self._owner = weakref.ref(owner)  # a pickled layer takes its model along
 
     @property
     def index(self) -> Optional[int]:
@@ -61,6 +65,28 @@ class Layer:
         tensors against them before allocating anything)."""
         return {}
 
+    # A layer of a built model is a view of that model's memory, as a torch module's tensors
+    # are its storage: pickling or deep-copying it takes its whole model along, and gives back
+    # the matching layer of the copied model (the very layer of the copy when the model is in
+    # the same pickle). A layer not yet in a model pickles as a plain description.
+    def __reduce_ex__(self, protocol):
+        if self._net is None:
+            return super().__reduce_ex__(protocol)
+        model = self._owner()
+        if model is None:
+            raise TypeError(f"cannot pickle {type(self).__name__}: the model it belongs to no "
+                            "longer exists")
+        return (_layer_of, (model, self._index))
+
+    def __copy__(self):
+        if self._net is not None:
+            raise TypeError(f"copy.copy of a {type(self).__name__} that belongs to a model: a "
+                            "layer is a view of its model; copy.deepcopy(layer) copies the whole "
+                            "model, copy.deepcopy(model) too")
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
     def _spec(self) -> _core.LayerSpec:
         """This layer's entry in the native plan."""
         raise NotImplementedError
@@ -68,6 +94,12 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "type")
         return f"{type(self).__name__}({args})"
+
+
+def _layer_of(model, index: int) -> Layer:
+    """The layer at plan position ``index`` of ``model`` (how an unpickled layer finds itself
+    in its unpickled model)."""
+    return model.layer_at(index)
 
 
 class _Parametrised(Layer):

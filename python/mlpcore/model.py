@@ -3,6 +3,7 @@ handle (``_net``); other modules go through the public methods below."""
 from __future__ import annotations
 
 import contextlib
+import copyreg
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
@@ -20,6 +21,7 @@ from .layers import (Dense, Dropout, Layer, Residual, Sigmoid, Softmax, flatten_
 from .losses import LossInfo, get_loss
 from .metrics import accuracy, check_metrics, regression_metrics
 from .optim import Optimizer, get_optimizer
+from .torch_modules import to_torch
 from .training import Trainer
 
 __all__ = ["Sequential", "NonFiniteLossError"]
@@ -67,7 +69,7 @@ class Sequential(Trainer):
         self._net = native([spec for _, spec in plan])
         for index, (layer, _) in enumerate(plan):
             if layer is not None:
-                layer._attach(self._net, index)
+                layer._attach(self._net, index, self)
         self._plan_layers = [layer for layer, _ in plan]  # by plan index (None: a block's end)
         #: every layer in plan order, Residual blocks opened up (their inner layers included)
         self.flat_layers: List[Layer] = [layer for layer, _ in plan
@@ -109,6 +111,25 @@ class Sequential(Trainer):
 
     def __repr__(self) -> str:
         return f"Sequential({self.layers!r}, dtype={self.dtype.name!r})"
+
+    def layer_at(self, index: int) -> Optional[Layer]:
+        """The layer at plan position ``index`` (its ``layer.index``, as ``summary()`` numbers
+        it); None at the position that closes a Residual block."""
+        index = check_int(index, owner="layer_at", name="index", low=0, expected=">= 0")
+        if index >= len(self._plan_layers):
+            raise ValueError(f"layer_at: index must be < {len(self._plan_layers)}, got {index}")
+        return self._plan_layers[index]
+
+    def __reduce_ex__(self, protocol):
+        # pickle, copy.copy and copy.deepcopy find mlpcore.io's reducer (the bytes of a
+        # checkpoint) in copyreg's table before they get here; picklers with a table of their
+        # own and subclasses (which io cannot rebuild as such) land here.
+        reducer = copyreg.dispatch_table.get(Sequential)
+        if type(self) is not Sequential or reducer is None:
+            raise TypeError(f"cannot pickle or copy a {type(self).__name__}: only "
+                            "mlpcore.Sequential itself pickles; save its weights (model.save, "
+                            "get_weights) instead")
+        return reducer(self)
 
     # --- compile --------------------------------------------------------------------------
     def compile(self, loss: str = "mse", optimizer="adam", *, huber_delta: float = 1.0,
@@ -304,10 +325,13 @@ class Sequential(Trainer):
                                      "left unchanged")
         return loss
 
-    def compute_gradients(self, x, y, *, sample_weight=None, return_input_grad: bool = False):
+    def compute_gradients(self, x, y, *, sample_weight=None, return_input_grad: bool = False,
+                          return_correct: bool = False):
         """Forward and backward only: fills the layers' ``weight_grad``/``bias_grad`` views.
 
-        Returns the batch loss, or ``(loss, dL/dx)`` with ``return_input_grad=True``.
+        Returns the batch loss, or a tuple ``(loss, dL/dx, correct)`` of what is asked for:
+        ``return_input_grad`` adds dL/dx, ``return_correct`` the count of correct predictions
+        (classification losses; 0 otherwise).
         """
         self._require_compiled("compute_gradients")
         x, y = self._batch(x, y, "compute_gradients")
@@ -316,14 +340,33 @@ class Sequential(Trainer):
             _no_weights(w, "compute_gradients")
             loss, _, dx = custom_step(self._net, self.loss.custom, x, y,
                                       want_dx=bool(return_input_grad))
+            correct = 0
         else:
-            loss, _, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad), w)
-        return (loss, dx) if return_input_grad else loss
+            loss, correct, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad), w)
+        out = (loss, *((dx,) if return_input_grad else ()), *((correct,) if return_correct else ()))
+        return out if len(out) > 1 else loss
+
+    def apply_gradients(self) -> None:
+        """One optimizer update from the gradients now in :meth:`grads_view` (after
+        :meth:`compute_gradients`, edits, or an allreduce across ranks): clipping measures
+        these gradients. NonFiniteLossError, with nothing applied, if one is NaN/Inf."""
+        self._require_compiled("apply_gradients")
+        if not self._apply_update():
+            raise NonFiniteLossError("apply_gradients: a gradient is not finite; the weights "
+                                     "were left unchanged")
 
     # --- whole data sets ------------------------------------------------------------------
-    def predict(self, x) -> np.ndarray:
-        """Network output for every row of x (logits when the loss fuses softmax/sigmoid)."""
-        return self._net.predict(as_inputs(x, self.dtype, self.in_features, "predict"))
+    def predict(self, x, *, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Network output for every row of x (logits when the loss fuses softmax/sigmoid).
+
+        ``out``: a C-contiguous, writable (n, out_features) array of the model's dtype that
+        receives the result (and is returned); a service calling predict row by row can reuse
+        one and allocate nothing per call."""
+        if not (type(x) is np.ndarray and x.dtype == self.dtype and x.ndim == 2
+                and x.flags.c_contiguous and x.shape[1] == self.in_features and x.shape[0]):
+            x = as_inputs(x, self.dtype, self.in_features, "predict")
+        # an array already in the model's form goes straight to the native checks (finiteness)
+        return self._net.predict(x, out)
 
     def evaluate(self, x, y, sample_weight=None) -> Dict[str, float]:
         """Mean loss over (x, y), and accuracy for classification losses or the mean
@@ -362,6 +405,10 @@ class Sequential(Trainer):
 
     def _take_stats(self) -> Dict:
         return self._net.take_stats()
+
+    def to_torch(self):
+        """The equivalent torch.nn.Sequential (needs PyTorch); see :mod:`mlpcore.torch_interop`."""
+        return to_torch(self)
 
 
 def _no_weights(w, func: str) -> None:

@@ -84,6 +84,15 @@ class Optimizer:
                 setattr(config, name, _native_value(name, hyper[name], getattr(config, name)))
         return config
 
+    # --- pickling ---------------------------------------------------------------------------
+    def __reduce_ex__(self, protocol):
+        # The state lives in the model's native memory: a bound optimizer pickles with its
+        # model (whose pickle holds the state) and comes back as that copy's optimizer.
+        model = self._model
+        if model is not None and model.optimizer is self:
+            return (_optimizer_of, (model,))
+        return (_unbound_optimizer, (type(self), dict(self.param_groups[0])))
+
     # --- binding to a model -----------------------------------------------------------------
     def _bind(self, model) -> None:
         if self._model is not None and self._model is not model:
@@ -164,6 +173,16 @@ class Optimizer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.param_groups[0].items())
         return f"{type(self).__name__}({args})"
+
+
+def _optimizer_of(model) -> "Optimizer":
+    return model.optimizer
+
+
+def _unbound_optimizer(cls, hyper: Dict[str, Any]) -> "Optimizer":
+    opt = cls.__new__(cls)
+    Optimizer.__init__(opt, **hyper)
+    return opt
 
 
 class SGD(Optimizer):

@@ -22,7 +22,7 @@ from .layers import BatchNorm1d, has_parameters
 from .schedules import LRScheduler
 
 __all__ = ["FORMAT_VERSION", "CHECKPOINT_VERSION", "layer_arrays", "save", "save_checkpoint",
-           "atomic_write_bytes", "check_scheduler", "to_json"]
+           "model_to_bytes", "atomic_write_bytes", "check_scheduler", "to_json"]
 
 FORMAT_VERSION = 1
 # Resumable checkpoints --------------------------------------------------------------------
@@ -30,8 +30,6 @@ FORMAT_VERSION = 1
 # also holds a "checkpoint" entry: finished epochs, the model's random generator state, the
 # scheduler's state_dict and compile's metrics.
 CHECKPOINT_VERSION = 1
-
-
 
 
 def layer_arrays(model) -> Dict[str, np.ndarray]:
@@ -119,11 +117,34 @@ def save_checkpoint(model, path, *, epoch: int, scheduler=None) -> None:
     if scheduler is not None:
         check_scheduler(scheduler, model, "save_checkpoint")
     meta = _metadata(model)
-    meta["checkpoint"] = {
+    meta["checkpoint"] = _checkpoint_meta(model, epoch, scheduler)
+    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
+    atomic_write_bytes(target, data)
+
+
+def _checkpoint_meta(model, epoch: int, scheduler) -> Dict[str, Any]:
+    return {
         "version": CHECKPOINT_VERSION, "epoch": int(epoch),
         "rng": to_json(model.rng.bit_generator.state),
         "scheduler": None if scheduler is None else to_json(scheduler.state_dict()),
         "metrics": list(getattr(model, "metrics", None) or []),
     }
-    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
-    atomic_write_bytes(target, data)
+
+
+# --- pickling and copying ---------------------------------------------------------------------
+# pickle, copy.copy and copy.deepcopy of a Sequential go through model_to_bytes and
+# mlpcore.io.model_from_bytes (io registers the pair with copyreg): the bytes are a checkpoint
+# file's (weights, optimizer state and step, the NumPy generator and dropout states, metrics), so
+# an unpickled model trains on bit for bit as the original would have.
+def model_to_bytes(model) -> bytes:
+    """The model as the bytes of a checkpoint file (what pickling a Sequential stores)."""
+    from safetensors.numpy import save as st_save
+
+    if model.loss is not None and model.loss.custom is not None:
+        raise TypeError("pickle: a model compiled with a custom (Python) loss cannot be pickled "
+                        "or copied; compile it with a named loss, or pickle the weights "
+                        "(model.save) and the loss function separately")
+    meta = _metadata(model)
+    meta["checkpoint"] = _checkpoint_meta(model, 0, None)
+    meta["detect_anomaly"] = bool(getattr(model, "detect_anomaly", False))
+    return st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})

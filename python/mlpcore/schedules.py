@@ -63,6 +63,11 @@ class LRScheduler:
         self._last_lr: List[float] = [float(optimizer.lr)]
         self._initial_step()
 
+    def __setstate__(self, state) -> None:
+        # an unpickled optimizer has no recorded initial rate yet: it is this base rate
+        self.__dict__.update(state)
+        _INITIAL_LR.setdefault(self.optimizer, self.base_lrs[0])
+
     def _initial_lr(self) -> float:
         return _INITIAL_LR[self.optimizer]
 
@@ -276,6 +281,11 @@ class OneCycleLR(LRScheduler):
                                             name="final_div_factor", low=0.0,
                                             expected="positive")
         super().__init__(optimizer)
+
+    def __setstate__(self, state) -> None:
+        # an unpickled optimizer has no recorded initial rate yet: it is this base rate
+        self.__dict__.update(state)
+        _INITIAL_LR.setdefault(self.optimizer, self.base_lrs[0])
 
     def _initial_lr(self) -> float:
         return self.max_lr / self.div_factor

@@ -16,6 +16,8 @@ from . import _core
 from ._validation import (as_inputs, as_sample_weight, as_targets, check_choice, check_int,
                           check_list_of, check_real, is_int, is_real)
 from .callbacks import Callback, CallbackList, History
+from .distributed import fit_distributed
+from .distributed import init as distributed_world
 from .errors import NonFiniteLossError
 from .layers import Activation, ReLU, Sigmoid, Tanh, has_parameters
 from .metrics import METRICS, accuracy, regression_metrics
@@ -52,7 +54,7 @@ class Trainer:
     def fit(self, x, y, *, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_data=None, verbose: int = 1, callbacks=None,
             validation_split: float = 0.0, initial_epoch: int = 0, sample_weight=None,
-            class_weight=None, diagnostics: bool = False) -> History:
+            class_weight=None, diagnostics: bool = False, distributed: bool = False) -> History:
         """Train for ``epochs`` passes over (x, y) in batches of ``batch_size``.
 
         Each epoch runs natively (one call, or a few when a progress bar is shown): batches
@@ -79,6 +81,9 @@ class Trainer:
         * ``diagnostics=True``: per-epoch means of natively computed per-layer statistics are
           added to the history (see :func:`diagnostic_logs`); costs an extra pass over the
           parameters and activations per step.
+        * ``distributed=True``: data-parallel over the ranks of an MPI job (run under
+          ``mpiexec``; see :mod:`mlpcore.distributed`): each global batch of ``batch_size``
+          rows is split across the ranks, one allreduce per step; without MPI, plain fit.
 
         Returns the :class:`~mlpcore.callbacks.History`: each epoch's ``loss``, ``accuracy``
         (classification), the metrics asked for at compile (``mae``/``r2`` for regression: one
@@ -103,6 +108,10 @@ class Trainer:
         data = self._fit_data(x, y, sample_weight, class_weight, validation_data,
                               validation_split, batch_size, verbose, user_callbacks,
                               bool(diagnostics))
+        if distributed and distributed_world().size > 1:
+            return fit_distributed(self, data, distributed_world(), epochs=epochs,
+                                   initial_epoch=initial_epoch, shuffle=shuffle,
+                                   callbacks=user_callbacks, verbose=verbose)
         cbs = CallbackList(user_callbacks, add_history=True, verbose=verbose, model=self,
                            params={"epochs": epochs, "steps": data.n_batches,
                                    "verbose": verbose})

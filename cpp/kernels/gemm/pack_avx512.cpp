@@ -5,7 +5,7 @@
 // instead of the baseline build's 4x4 SSE ones.
 //
 // Compiled with AVX-512 flags (gemm.cmake) and only called after isa_supported(Isa::Avx512).
-// Like direct_avx512.cpp it instantiates no standard-library template, so the linker can never
+// Like ukernel_avx512.cpp it instantiates no standard-library template, so the linker can never
 // pick an AVX-512 copy of a shared inline function for code that runs on other CPUs.
 #include "ukernel.hpp"
 

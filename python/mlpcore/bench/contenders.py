@@ -95,12 +95,13 @@ def _mlpcore(wl, params, threads):
     import mlpcore as mc
     mc.set_num_threads(threads)
     layers = []
-    for i, (w, b) in enumerate(params):
+    for i, (w, _) in enumerate(params):
         layers.append(mc.Dense(w.shape[0], w.shape[1]))
         if i < len(params) - 1:
             layers.append(mc.ReLU())
     model = mc.Sequential(layers, dtype="float32", seed=0)
-    for layer, (w, b) in zip([l for l in model.layers if isinstance(l, mc.Dense)], params):
+    dense = [layer for layer in model.layers if isinstance(layer, mc.Dense)]
+    for layer, (w, b) in zip(dense, params):
         layer.weight[...] = w
         layer.bias[...] = b
     opt = (mc.optim.SGD(lr=wl["lr"]) if wl["optimizer"] == "sgd"
@@ -129,6 +130,7 @@ def _numpy(wl, params, threads):
 
 def _sklearn(wl, params, threads):
     import warnings
+
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
     warnings.simplefilter("ignore", ConvergenceWarning)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import importlib.util
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -21,19 +21,12 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
+from .children import NOISY, SLOW_CORES, QuietRunner, child_env, run_json_child
 from .workloads import WORKLOADS, theoretical_bytes, write_inputs
 
 CONTENDERS = ["mlpcore", "numpy", "sklearn", "torch"]
 SCALING_WORKLOADS = ("wide", "big")   # mlpcore at 1 thread vs --threads
-NOISY = 0.25  # a child run is "noisy" when other processes took this share of all CPUs
-SLOW_CORES = 1.15  # ... or when the core probe before it ran this much slower than the best one
-# The core probe: a fixed pure-Python loop, one copy per thread at once. On a shared host a core
-# can run 20-30% slower for minutes (a neighbour on its sibling hyperthread) without any trace
-# in /proc/stat, and such a run would be compared with others that ran on a full core.
-_PROBE = ("import time\nt = time.perf_counter()\ns = 0\nfor i in range(400000):\n    s += i * i\n"
-          "print(time.perf_counter() - t)")
 CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "contenders.py")
-PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _MODULES = {"sklearn": "sklearn", "torch": "torch"}
 
 
@@ -57,70 +50,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plot", action="store_true", help="skip the PNG chart")
 
 
-def _env(contender: str, threads: int) -> Dict[str, str]:
-    env = dict(os.environ)
-    t, one = str(threads), "1"
-    if contender in ("numpy", "sklearn"):
-        for key in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):  # slow kernels on a current numpy
-            env.pop(key, None)
-        env.update(OPENBLAS_NUM_THREADS=t, OMP_NUM_THREADS=t, MKL_NUM_THREADS=t)
-    elif contender == "torch":
-        env.update(OMP_NUM_THREADS=t, MKL_NUM_THREADS=t, OPENBLAS_NUM_THREADS=one)
-    else:  # mlpcore: OpenMP; NumPy's BLAS idle in this child
-        env.update(OMP_NUM_THREADS=t, OPENBLAS_NUM_THREADS=one, MKL_NUM_THREADS=one)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (PKG_ROOT, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _cpu_ticks():
-    """(busy, total) jiffies of the whole machine, or None off Linux."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(t) for t in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    return sum(v[:8]) - idle, sum(v[:8])
-
-
 def _run_child(payload: dict, threads: int, timeout: float = 900.0) -> dict:
-    cmd = [sys.executable, CHILD, json.dumps(payload)]
-    before, used = _cpu_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(cmd, env=_env(payload["contender"], threads), capture_output=True,
-                         text=True, timeout=timeout)
-    after, used2 = _cpu_ticks(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    if out.returncode != 0:
-        tail = "\n".join(out.stderr.strip().splitlines()[-8:])
-        raise RuntimeError(f"child {payload['contender']}/{payload['workload']['name']} failed "
-                           f"(exit {out.returncode}):\n{tail}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    if before and after and after[1] > before[1]:
-        # share of the machine's CPU time used by other processes while the child ran
-        hz = os.sysconf("SC_CLK_TCK")
-        mine = (used2.ru_utime + used2.ru_stime - used.ru_utime - used.ru_stime) * hz
-        res["others_cpu_share"] = max(0.0, (after[0] - before[0] - mine) / (after[1] - before[1]))
-    return res
-
-
-def core_probe(processes: int) -> float:
-    """Seconds taken by the slowest of ``processes`` simultaneous copies of the probe loop."""
-    procs = [subprocess.Popen([sys.executable, "-c", _PROBE], stdout=subprocess.PIPE, text=True)
-             for _ in range(max(1, processes))]
-    return max(float(p.communicate()[0]) for p in procs)
-
-
-def is_disturbed(res: dict, best_probe: float) -> bool:
-    """Whether a child run should be redone: other processes took a core, or the cores ran slow."""
-    if (res.get("others_cpu_share") or 0) > NOISY:
-        return True
-    probe = res.get("core_probe_s")
-    return probe is not None and probe > SLOW_CORES * best_probe
-
-
-def pick_attempt(attempts: List[dict]) -> dict:
-    """The attempt to keep: the quietest by other processes' CPU share, then the fastest probe."""
-    return min(attempts, key=lambda r: ((r.get("others_cpu_share") or 0) > NOISY,
-                                        r.get("core_probe_s") or 0.0))
+    return run_json_child([CHILD], payload, child_env(payload["contender"], threads),
+                          what=f"child {payload['contender']}/{payload['workload']['name']}",
+                          timeout=timeout)
 
 
 def _run_with_retry(payload: dict, threads: int, tries: int = 3) -> dict:
@@ -154,7 +87,7 @@ def run(workloads: List[str], contenders: List[str], repeats: int, threads: int,
     the quietest attempt."""
     contenders = _available(contenders)
     samples: Dict[str, Dict[str, List[dict]]] = {w: {} for w in workloads}
-    best_probe = float("inf")
+    runner = QuietRunner(noise_retries, record=("samples_per_s",))
     errors: List[str] = []
     with tempfile.TemporaryDirectory(prefix="mlpcore-bench-") as tmp:
         data_info = {}
@@ -171,25 +104,8 @@ def run(workloads: List[str], contenders: List[str], repeats: int, threads: int,
                     payload = {"contender": contender, "workload": WORKLOADS[name].as_dict(),
                                "npz": os.path.join(tmp, f"{name}.npz"), "threads": t,
                                "target_seconds": seconds}
-                    try:
-                        attempts = []
-                        while True:
-                            probe = core_probe(threads)
-                            best_probe = min(best_probe, probe)
-                            res = _run_with_retry(payload, t)
-                            res["core_probe_s"] = probe
-                            attempts.append(res)
-                            if not is_disturbed(res, best_probe) or \
-                                    len(attempts) > noise_retries:
-                                break
-                            time.sleep(1.0)  # let a passing disturbance pass
-                        res = pick_attempt(attempts)
-                        rest = [r for r in attempts if r is not res]
-                        if rest:  # record the attempts that were redone
-                            res["noisy_attempts"] = [
-                                {"samples_per_s": r["samples_per_s"],
-                                 "others_cpu_share": r.get("others_cpu_share"),
-                                 "core_probe_s": r.get("core_probe_s")} for r in rest]
+                    try:  # the core probe runs one copy per thread of --threads
+                        res = runner.run(functools.partial(_run_with_retry, payload, t), threads)
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         errors.append(str(exc))
                         print(f"[{rep + 1}/{repeats}] {name:<12} {key:<12} FAILED: {exc}",
@@ -336,8 +252,9 @@ def format_report(report: dict) -> str:
         others_txt = "".join(
             f"; {c} {_size(w['results'][c]['peak_increase_bytes'])}"
             for c in others if c in w["results"])
+        others_txt = f"   [others{others_txt}]" if others_txt else ""
         lines.append(f"  {name:<12} {meas_txt}   [whole run {_size(whole)}]   ({parts}; data "
-                     f"{_size(m['data_bytes'])})" + (f"   [others{others_txt}]" if others_txt else ""))
+                     f"{_size(m['data_bytes'])})" + others_txt)
     if report.get("errors"):
         lines.append("")
         lines.append(f"{len(report['errors'])} child run(s) failed; see 'errors' in the JSON")

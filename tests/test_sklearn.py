@@ -1,0 +1,376 @@
+"""mlpcore.sklearn: scikit-learn's estimator checks, equivalence with scikit-learn's own MLP,
+and the ecosystem round trips (Pipeline, GridSearchCV, cross_val_score, clone, joblib)."""
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+from sklearn import neural_network as skn  # noqa: E402
+from sklearn.base import clone  # noqa: E402
+from sklearn.datasets import (  # noqa: E402
+    load_diabetes,
+    load_digits,
+    load_iris,
+    make_classification,
+    make_multilabel_classification,
+    make_regression,
+)
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import (  # noqa: E402
+    check_sample_weight_equivalence_on_dense_data,
+    check_sample_weight_equivalence_on_sparse_data,
+    parametrize_with_checks,
+)
+
+from mlpcore.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+_STOCHASTIC_WEIGHTS = ("mini-batch sgd/adam: a sample weight of 2 is not the same as a repeated "
+                       "row once rows are shuffled into batches (scikit-learn's own MLP is checked "
+                       "with solver='lbfgs' here; test_lbfgs_sample_weight_equivalence does that)")
+
+
+def _expected_failures(estimator):
+    return {"check_sample_weight_equivalence_on_dense_data": _STOCHASTIC_WEIGHTS,
+            "check_sample_weight_equivalence_on_sparse_data": _STOCHASTIC_WEIGHTS}
+
+
+@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)],
+                         expected_failed_checks=_expected_failures)
+def test_sklearn_estimator_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=100 on purpose
+        check(estimator)
+
+
+@pytest.mark.parametrize("cls", [MLPClassifier, MLPRegressor])
+@pytest.mark.parametrize("check", [check_sample_weight_equivalence_on_dense_data,
+                                   check_sample_weight_equivalence_on_sparse_data])
+def test_lbfgs_sample_weight_equivalence(cls, check):
+    check(cls.__name__, cls(solver="lbfgs", dtype="float64"))
+
+
+# --- the same training as scikit-learn's --------------------------------------------------------
+def _pair(cls_name, **params):
+    """scikit-learn's estimator and ours with the same parameters (ours in float64)."""
+    return getattr(skn, cls_name)(**params), globals()[cls_name](dtype="float64", **params)
+
+
+def _data(kind):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    if kind == "multiclass":
+        y = np.array(["a", "b", "c"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)]
+    elif kind == "binary":
+        y = (X[:, 0] + X[:, 2] > 0).astype(int)
+    elif kind == "multilabel":
+        y = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 2] > 1], axis=1).astype(int)
+    else:
+        y = np.stack([X @ np.arange(5.0), X[:, 0] ** 2], axis=1)
+        if kind == "regression":
+            y = y[:, 0]
+    return X, y
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel", "regression",
+                                  "multioutput"])
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_full_batch_sgd_matches_scikit_learn(kind, nesterov):
+    # Full batch and no shuffling remove the only differences (batch order, last-batch L2): the
+    # loss scale, the alpha mapping, momentum and the initial weights must then all agree.
+    X, y = _data(kind)
+    name = "MLPRegressor" if kind in ("regression", "multioutput") else "MLPClassifier"
+    ref, ours = _pair(name, hidden_layer_sizes=(7, 4), solver="sgd", batch_size=60,
+                      shuffle=False, alpha=0.05, learning_rate_init=0.05, max_iter=15,
+                      nesterovs_momentum=nesterov, random_state=3, activation="tanh")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref.fit(X, y)
+        ours.fit(X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, ref.coefs_ + ref.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    # several regression outputs: scikit-learn's reported alpha term is k times ours
+    np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_,
+                               rtol=1e-2 if kind == "multioutput" else 1e-9)
+    assert ours.n_iter_ == ref.n_iter_ and ours.t_ == ref.t_
+    assert (ours.out_activation_, ours.n_outputs_, ours.n_layers_) == \
+        (ref.out_activation_, ref.n_outputs_, ref.n_layers_)
+    if name == "MLPClassifier":
+        np.testing.assert_array_equal(ours.classes_, ref.classes_)
+        np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), rtol=1e-9)
+        np.testing.assert_array_equal(ours.predict(X), ref.predict(X))
+
+
+def test_invscaling_and_tol_stopping_match_scikit_learn():
+    X, y = _data("regression")
+    ref, ours = _pair("MLPRegressor", hidden_layer_sizes=(6,), solver="sgd", batch_size=60,
+                      shuffle=False, momentum=0.0, learning_rate="invscaling",
+                      learning_rate_init=0.01, power_t=0.3, max_iter=200, tol=5.0,
+                      n_iter_no_change=3, random_state=0)
+    ref.fit(X, y)
+    ours.fit(X, y)
+    assert ours.n_iter_ == ref.n_iter_ < 200  # stopped by tol after n_iter_no_change epochs
+    np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_, rtol=1e-9)
+    np.testing.assert_allclose(ours.best_loss_, ref.best_loss_, rtol=1e-9)
+
+
+def test_adaptive_learning_rate_divides_by_five_like_scikit_learn():
+    X, y = _data("binary")
+    ref, ours = _pair("MLPClassifier", hidden_layer_sizes=(5,), solver="sgd", batch_size=60,
+                      shuffle=False, momentum=0.0, learning_rate="adaptive", tol=10.0,
+                      n_iter_no_change=2, learning_rate_init=0.1, max_iter=400, random_state=1)
+    ref.fit(X, y)
+    ours.fit(X, y)
+    assert ours.n_iter_ == ref.n_iter_ < 400  # stopped once the rate fell below 1e-6
+    assert ours._learning_rate == pytest.approx(ref._optimizer.learning_rate)
+    np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_, rtol=1e-8)
+
+
+def test_lbfgs_matches_scikit_learn():
+    X, y = _data("multiclass")
+    ref, ours = _pair("MLPClassifier", hidden_layer_sizes=(6,), solver="lbfgs", max_iter=30,
+                      alpha=0.1, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref.fit(X, y)
+        ours.fit(X, y)
+    assert ours.n_iter_ == ref.n_iter_
+    assert ours.loss_ == pytest.approx(ref.loss_, rel=1e-6)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-6)
+
+
+def test_adam_tracks_scikit_learn():
+    # Adam's epsilon sits in a slightly different place (see mlpcore.sklearn); otherwise equal
+    X, y = _data("multiclass")
+    ref, ours = _pair("MLPClassifier", hidden_layer_sizes=(8,), batch_size=60, shuffle=False,
+                      max_iter=20, random_state=0, learning_rate_init=0.01)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref.fit(X, y)
+        ours.fit(X, y)
+    np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_, rtol=1e-6)
+
+
+def test_early_stopping_keeps_the_best_validation_epoch():
+    X, y = make_classification(300, 10, random_state=0)
+    ref, ours = _pair("MLPClassifier", hidden_layer_sizes=(10,), early_stopping=True,
+                      validation_fraction=0.2, n_iter_no_change=3, max_iter=200,
+                      random_state=0, batch_size=240, shuffle=False, solver="sgd",
+                      learning_rate_init=0.05)
+    ref.fit(X, y)
+    ours.fit(X, y)
+    assert ours.best_loss_ is None and ours.validation_scores_ is not None
+    assert ours.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(ours.validation_scores_, ref.validation_scores_)
+    assert ours.best_validation_score_ == ref.best_validation_score_
+    for a, b in zip(ours.coefs_, ref.coefs_):  # restored to the best epoch, as scikit-learn
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+# --- accuracy within scikit-learn's spread --------------------------------------------------------
+@pytest.mark.parametrize("loader,cls", [(load_iris, "MLPClassifier"),
+                                        (load_digits, "MLPClassifier"),
+                                        (load_diabetes, "MLPRegressor")])
+def test_score_within_scikit_learn_spread(loader, cls):
+    X, y = loader(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    if cls == "MLPRegressor":
+        y = (y - y.mean()) / y.std()
+    rng = np.random.default_rng(0)
+    test = rng.permutation(len(X))[: len(X) // 4]
+    train = np.setdiff1d(np.arange(len(X)), test)
+    scores = {"ref": [], "ours": []}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for seed in range(2):
+            ref = getattr(skn, cls)(hidden_layer_sizes=(32,), max_iter=40, random_state=seed)
+            ours = globals()[cls](hidden_layer_sizes=(32,), max_iter=40, random_state=seed)
+            for key, est in (("ref", ref), ("ours", ours)):
+                scores[key].append(est.fit(X[train], y[train]).score(X[test], y[test]))
+    spread = max(scores["ref"]) - min(scores["ref"])
+    assert np.mean(scores["ours"]) >= min(scores["ref"]) - max(spread, 0.02), scores
+
+
+# --- the estimator's own behaviour ----------------------------------------------------------------
+def test_fitted_attributes_and_views():
+    X, y = _data("multiclass")
+    est = MLPClassifier(hidden_layer_sizes=(4, 3), max_iter=5, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        est.fit(X, y)
+    for name in ("classes_", "loss_", "best_loss_", "loss_curve_", "t_", "coefs_",
+                 "intercepts_", "n_features_in_", "n_iter_", "n_layers_", "n_outputs_",
+                 "out_activation_", "model_"):
+        assert hasattr(est, name), name
+    assert est.validation_scores_ is None and est.best_validation_score_ is None
+    assert [c.shape for c in est.coefs_] == [(5, 4), (4, 3), (3, 3)]
+    assert est.n_iter_ == 5 and len(est.loss_curve_) == 5 and est.t_ == 5 * 60
+    assert est.out_activation_ == "softmax" and est.n_layers_ == 4
+    # coefs_ are the network's memory: writing them changes the predictions
+    assert np.shares_memory(est.coefs_[0], est.model_.layers[0].weight)
+    est.coefs_ = [np.zeros_like(c) for c in est.coefs_]
+    est.intercepts_ = [np.zeros_like(b) for b in est.intercepts_]
+    np.testing.assert_allclose(est.predict_proba(X), 1 / 3)
+    np.testing.assert_allclose(est.predict_log_proba(X), np.log(1 / 3))
+
+
+def test_string_labels_partial_fit_and_score():
+    X, y = _data("multiclass")
+    ref, est = _pair("MLPClassifier", hidden_layer_sizes=(8,), random_state=0,
+                     learning_rate_init=0.01)
+    with pytest.raises(ValueError, match="classes must be passed"):
+        est.partial_fit(X, y)
+    for _ in range(30):
+        est.partial_fit(X, y, classes=["a", "b", "c"])
+        ref.partial_fit(X, y, classes=["a", "b", "c"])
+    assert est.n_iter_ == 30 and list(est.classes_) == ["a", "b", "c"]
+    assert set(est.predict(X)) <= {"a", "b", "c"}
+    assert est.score(X, y) >= ref.score(X, y) - 0.05
+    with pytest.raises(ValueError, match="not in `self.classes_`"):
+        est.partial_fit(X, np.where(y == "a", "z", y))
+
+
+def test_multilabel_and_multioutput():
+    X, Y = make_multilabel_classification(200, 10, n_classes=4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref, clf = _pair("MLPClassifier", hidden_layer_sizes=(16,), max_iter=300, random_state=0)
+        ref.fit(X, Y)
+        clf.fit(X, Y)
+    assert clf.out_activation_ == "logistic" and clf.predict(X).shape == Y.shape
+    assert clf.predict_proba(X).shape == (200, 4)
+    assert clf.score(X, Y) >= ref.score(X, Y) - 0.05  # subset accuracy
+    X, Y = make_regression(200, 6, n_targets=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg = MLPRegressor(hidden_layer_sizes=(16,), max_iter=300, random_state=0,
+                           learning_rate_init=0.01).fit(X, Y)
+    assert reg.predict(X).shape == (200, 3) and reg.predict(X).dtype == np.float64
+    assert reg.score(X, Y) > 0.9
+
+
+def test_pandas_and_sparse_input():
+    pd = pytest.importorskip("pandas")
+    sp = pytest.importorskip("scipy.sparse")
+    X, y = _data("binary")
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)])
+    est = MLPClassifier(hidden_layer_sizes=(6,), max_iter=50, random_state=0, shuffle=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(frame, pd.Series(y))
+        dense = est.predict_proba(frame)
+        sparse = clone(est).fit(sp.csr_matrix(X), y)
+    # sparse rows are densified per batch: the same training as dense input
+    np.testing.assert_allclose(sparse.predict_proba(sp.csc_matrix(X)), dense, rtol=1e-5)
+    assert list(est.feature_names_in_) == list(frame.columns)
+
+
+def test_extras():
+    X, y = _data("multiclass")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for activation in ("leaky_relu", "gelu", "silu", "elu", "selu"):
+            MLPClassifier((6,), activation=activation, max_iter=3, random_state=0).fit(X, y)
+        est = MLPClassifier((6,), dropout=0.3, batch_norm=True, dtype="float64", n_threads=1,
+                            optimizer="adamw", class_weight="balanced", max_iter=5,
+                            random_state=0).fit(X, y, sample_weight=np.linspace(0.5, 1.5, 60))
+    kinds = [type(layer).__name__ for layer in est.model_.layers]
+    assert kinds == ["Dense", "BatchNorm1d", "ReLU", "Dropout", "Dense"]
+    assert type(est.model_.optimizer).__name__ == "AdamW"
+    assert est.model_.dtype == np.float64 and est.coefs_[0].dtype == np.float64
+    with pytest.raises(ValueError, match="optimizer='adamw'"):
+        MLPClassifier(solver="sgd", optimizer="adamw").fit(X, y)
+    with pytest.raises(ValueError, match="poisson"):
+        MLPRegressor(loss="poisson").fit(X, X[:, 0])
+    with pytest.raises(ValueError, match="lbfgs"):
+        MLPClassifier(solver="lbfgs", dropout=0.5).fit(X, y)
+    with pytest.raises(AttributeError, match="partial_fit"):
+        MLPClassifier(solver="lbfgs").partial_fit(X, y, classes=["a", "b", "c"])
+
+
+def test_warm_start_continues_and_refits_from_the_same_random_state():
+    X, y = _data("regression")
+    params = dict(hidden_layer_sizes=(5,), max_iter=4, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPRegressor(**params).fit(X, y)
+        b = MLPRegressor(**params).fit(X, y)
+        np.testing.assert_array_equal(a.predict(X), b.predict(X))  # deterministic
+        first = a.coefs_[0].copy()
+        a.set_params(warm_start=True).fit(X, y)
+    assert a.n_iter_ == 8 and len(a.loss_curve_) == 8
+    assert not np.array_equal(a.coefs_[0], first)
+
+
+# --- the ecosystem ------------------------------------------------------------------------------
+def test_pipeline_grid_search_cross_val_and_joblib(tmp_path):
+    joblib = pytest.importorskip("joblib")
+    X, y = load_iris(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(10,), max_iter=60,
+                                                         random_state=0, n_threads=1,
+                                                         learning_rate_init=0.05))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        scores = cross_val_score(pipe, X, y, cv=3)
+        grid = GridSearchCV(pipe, {"mlpclassifier__alpha": [1e-4, 1e-2]}, cv=2, n_jobs=2)
+        grid.fit(X, y)
+    assert scores.mean() > 0.8 and grid.best_score_ > 0.8
+    path = tmp_path / "pipe.joblib"
+    joblib.dump(grid.best_estimator_, path)
+    loaded = joblib.load(path)
+    np.testing.assert_array_equal(loaded.predict_proba(X), grid.best_estimator_.predict_proba(X))
+    copy = clone(grid.best_estimator_)
+    assert copy.get_params()["mlpclassifier__alpha"] == grid.best_params_["mlpclassifier__alpha"]
+    assert not hasattr(copy[-1], "model_")
+
+
+def test_pickled_estimator_trains_on_identically():
+    import pickle
+    X, y = _data("binary")
+    est = MLPClassifier(hidden_layer_sizes=(6,), random_state=0)
+    for _ in range(3):
+        est.partial_fit(X, y, classes=[0, 1])
+    twin = pickle.loads(pickle.dumps(est))
+    for _ in range(3):
+        est.partial_fit(X, y)
+        twin.partial_fit(X, y)
+    for a, b in zip(est.coefs_ + est.intercepts_, twin.coefs_ + twin.intercepts_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_import_without_scikit_learn_names_the_package():
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "try:\n    import mlpcore.sklearn\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=_env())
+    assert "pip install" in out.stdout and "scikit-learn" in out.stdout
+
+
+def _env():
+    import os
+    from pathlib import Path
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "python")
+    return env
+
+
+def test_partial_fit_with_a_new_batch_size_keeps_weights_and_optimizer_state():
+    # the alpha term depends on the batch size: a smaller chunk rebuilds the layers around the
+    # same weights and optimizer state
+    import mlpcore as mc
+    X, y = _data("regression")
+    est = MLPRegressor(hidden_layer_sizes=(5,), random_state=0, n_threads=1)
+    threads = mc.get_num_threads()
+    est.partial_fit(X, y)
+    before = [c.copy() for c in est.coefs_]
+    steps = est.model_.optimizer.step_count
+    est.partial_fit(X[:30], y[:30])
+    assert mc.get_num_threads() == threads  # n_threads only holds during the call
+    assert est.model_.layers[0].l2 == pytest.approx(est.alpha / 30)  # c = 2 for one output
+    assert est.model_.optimizer.step_count == steps + 1
+    assert est.t_ == 90 and est.n_iter_ == 2
+    assert max(np.abs(a - b).max() for a, b in zip(est.coefs_, before)) < 0.01

@@ -462,3 +462,120 @@ def test_fit_after_save_and_load_continues_the_shuffle_sequence(tmp_path):
     model.fit(x, y, epochs=1, batch_size=8, verbose=0)
     loaded.fit(x, y, epochs=1, batch_size=8, verbose=0)
     np.testing.assert_array_equal(loaded.params_view(), model.params_view())
+
+
+# --- where and how saves write (issue 15 defect 11, issue 17's file mode) ---------------------
+def test_save_to_an_empty_path_or_a_folder_is_refused(tmp_path):
+    model = build()
+    with pytest.raises(ValueError, match="path is empty"):
+        model.save("")
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        model.save(tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_save_onto_a_device_is_refused_and_leaves_it_alone():
+    before = os.stat("/dev/null")
+    with pytest.raises(ValueError, match="character device"):
+        build().save("/dev/null")
+    after = os.stat("/dev/null")
+    assert (after.st_ino, after.st_rdev) == (before.st_ino, before.st_rdev)
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
+def test_save_onto_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path, relative):
+    real_dir = tmp_path / "store"
+    real_dir.mkdir()
+    target = real_dir / "model.safetensors"
+    build(seed=1).save(target)
+    link = tmp_path / "latest.safetensors"
+    link.symlink_to(os.path.relpath(target, tmp_path) if relative else target)
+    model = build(seed=2)
+    model.save(link)
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert_same_weights(model, mc.load(target))
+    assert sorted(os.listdir(real_dir)) == ["model.safetensors"]  # the temp file was beside it
+    assert sorted(os.listdir(tmp_path)) == ["latest.safetensors", "store"]
+
+
+def test_save_through_a_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(tmp_path / "new.safetensors")
+    build().save(link)
+    assert link.is_symlink() and (tmp_path / "new.safetensors").is_file()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_files_get_the_umask_mode(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        build().save(tmp_path / "m.safetensors")
+        mc.save_checkpoint(trained(), tmp_path / "ck.safetensors", epoch=1)
+    finally:
+        os.umask(old)
+    for name in ("m.safetensors", "ck.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_resave_keeps_the_replaced_files_mode(tmp_path):
+    path = tmp_path / "m.safetensors"
+    build().save(path)
+    path.chmod(0o640)
+    build(seed=3).save(path)
+    assert path.stat().st_mode & 0o777 == 0o640
+
+
+def _temp_name(path, pid, tag=None):
+    from mlpcore import _files
+    tag = _files.HOST_TAG if tag is None else tag
+    return path.parent / f".{path.name}.mlpcore-tmp-{tag}-{pid}-0123abcd.tmp"
+
+
+def _dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_next_save_removes_temp_files_of_killed_writers(tmp_path):
+    path = tmp_path / "m.safetensors"
+    dead = _temp_name(path, _dead_pid())
+    dead.write_bytes(b"x" * 1000)
+    old = _temp_name(path, 1, tag="ffffff")  # another host's writer, untouched for an hour
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        live = _temp_name(path, sleeper.pid)  # a writer still running: its file stays
+        live.write_bytes(b"x")
+        remote = _temp_name(path, _dead_pid(), tag="eeeeee")  # another host's fresh file
+        remote.write_bytes(b"x")
+        other = tmp_path / ".other.safetensors.mlpcore-tmp-x-1-0.tmp"  # another target's
+        other.write_bytes(b"x")
+        build().save(path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [path.name, live.name, remote.name, other.name])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_killed_writers_leave_no_temp_files_after_the_next_save(tmp_path):
+    path = tmp_path / "big.safetensors"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [PYTHON_DIR, env.get("PYTHONPATH")] if p)
+    for delay in (0.005, 0.01, 0.02):
+        proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(path)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stdout.readline().strip().isdigit()
+            time.sleep(delay)
+        finally:
+            proc.kill()
+            proc.wait()
+            proc.stdout.close()
+    build().save(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -705,3 +705,33 @@ def test_keras_learning_rate_keyword(cls):
         cls(lr=0.2, learning_rate=0.1)
     with pytest.raises(ValueError, match="learning rate"):
         cls(learning_rate=-1.0)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    ({"step": -1}, ValueError, "step must be >= 0"),
+    ({"step": 2**64}, ValueError, "step must be >= 0"),
+    ({"step": "3"}, TypeError, "step must be an int"),
+    ({"step": True}, TypeError, "step must be an int"),
+    ({"step": 2.0}, TypeError, "step must be an int"),
+    ({"lr": float("nan")}, ValueError, "learning rate"),
+    ({"lr": -10.0}, ValueError, "learning rate"),
+    ({"betas": (2.0, float("nan"))}, ValueError, "beta"),
+    ({"eps": float("inf")}, ValueError, "eps"),
+    ({"lion": 1.0}, ValueError, "unknown hyper-parameter"),
+], ids=["step-negative", "step-2p64", "step-str", "step-bool", "step-float", "lr-nan",
+        "lr-negative", "betas", "eps-inf", "unknown-key"])
+def test_load_state_dict_refuses_bad_values_and_changes_nothing(change, error, match):
+    model = make_model(optim.Adam(lr=0.01))
+    model.optimizer.step()
+    sd = model.optimizer.state_dict()
+    before = model.optimizer.state_dict()
+    if "step" in change:
+        sd["step"] = change["step"]
+    else:
+        sd["param_groups"][0].update(change)
+    with pytest.raises(error, match=match):
+        model.optimizer.load_state_dict(sd)
+    after = model.optimizer.state_dict()
+    assert after["param_groups"] == before["param_groups"] and after["step"] == before["step"]
+    for name, value in before["state"].items():
+        np.testing.assert_array_equal(after["state"][name], value)

@@ -31,13 +31,16 @@ def require(ok: bool, *, owner: str, name: str, expected: str, value: Any) -> No
 
 
 def check_int(value, *, owner: str, name: str, low: Optional[int] = 1,
-              expected: str = "a positive int", kind: str = "an int") -> int:
+              expected: str = "a positive int", kind: str = "an int",
+              high: Optional[int] = None) -> int:
     """``value`` as an int; TypeError ``"... must be {kind}, got <type>"`` unless it is an
     integer, ValueError ``"... must be {expected}, got {value}"`` when it is below ``low``
-    (None: no bound)."""
+    (None: no bound), ``"... must be at most {high}, got {value}"`` above ``high``."""
     if not is_int(value):
         raise TypeError(f"{owner}: {name} must be {kind}, got {type(value).__name__}")
     require(low is None or value >= low, owner=owner, name=name, expected=expected, value=value)
+    require(high is None or value <= high, owner=owner, name=name, expected=f"at most {high}",
+            value=value)
     return int(value)
 
 

@@ -4,19 +4,21 @@ The file layout and the writers (:func:`save`, :func:`save_checkpoint`,
 :func:`model_to_bytes`) are in :mod:`mlpcore.saving`; this module reads files back into models
 (:func:`load`, :func:`load_checkpoint`, :func:`model_from_bytes`), re-exports the writers, and
 registers how a Sequential pickles and copies (with :mod:`copyreg`, as the model module sits
-below this one).
+below this one). A file is checked before anything is
+allocated for it (:class:`mlpcore._files.ModelFile`, then its metadata against its tensors).
 """
 from __future__ import annotations
 
+import contextlib
 import copyreg
-import json
+import math
 import os
-from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 
-from .layers import layer_from_config
+from ._files import ModelFile, describe, first_nonfinite, json_field
+from .layers import Residual, flatten_layers, layer_from_config
 from .model import Sequential
 from .optim import optimizer_from_state
 # the writers are re-exported: mlpcore.io.save, save_checkpoint, FORMAT_VERSION stay
@@ -27,84 +29,198 @@ __all__ = ["save", "load", "save_checkpoint", "load_checkpoint", "Checkpoint", "
            "model_from_bytes"]
 
 
-def _read(path: Path):
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"load: no such file: {str(path)!r}") from None
-    return _parse(raw, f"load: {str(path)!r} is not an mlpcore model file")
-
-
-def _parse(raw: bytes, not_ours: str):
-    """(metadata, tensors) of a model file's bytes; ``not_ours`` starts the error message."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
-
-    try:
-        # parse the header ourselves first: safetensors' loader gives no access to metadata
-        header_len = int.from_bytes(raw[:8], "little")
-        if len(raw) < 8 or header_len <= 0 or 8 + header_len > len(raw):
-            raise ValueError("truncated or not a safetensors file")
-        header = json.loads(raw[8:8 + header_len])
-        meta = json.loads(header.get("__metadata__", {}).get("mlpcore", "null"))
-        tensors = st_load(raw)
-    except (ValueError, SafetensorError, UnicodeDecodeError, AttributeError, TypeError) as exc:
-        raise ValueError(f"{not_ours} (or it is truncated/corrupted): {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{not_ours}: missing or unsupported mlpcore metadata")
-    return meta, tensors
-
-
-def load(path):
+def load(path, *, allow_nonfinite: bool = False):
     """Rebuild a model saved by :meth:`Sequential.save`: same architecture, weights, loss,
-    optimizer and optimizer state; it predicts bit-identically."""
+    optimizer and optimizer state; it predicts bit-identically.
+
+    The file is checked before anything is allocated for it (its metadata against its tensors'
+    shapes and dtypes); any problem raises ValueError naming the file and the field (OSError
+    for the file system). Weights or optimizer state holding NaN/Inf are refused unless
+    ``allow_nonfinite=True``.
+    """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load: path must be a str or os.PathLike, got {type(path).__name__}")
-    path = Path(path)
-    meta, tensors = _read(path)
-    return _model_from(meta, tensors, path)
+    with ModelFile(path, "load") as f:
+        plan = _plan_of(f)
+        tensors = _checked_tensors(f, plan, allow_nonfinite)
+    return _model_from(f, plan, tensors)
 
 
-def _model_from(meta: Dict[str, Any], tensors: Dict[str, np.ndarray], path: Path,
-                detect_anomaly: bool = False):
+class _Plan:
+    """What a file's metadata describes, checked against its tensor table; nothing native
+    is built yet."""
+
+    def __init__(self, layers, dtype: np.dtype, num_params: int) -> None:
+        self.layers, self.dtype, self.num_params = layers, dtype, num_params
+
+
+def _layers_from(configs, f: ModelFile, field: str):
+    layers = []
+    for i, config in enumerate(configs):
+        where = f"{field}[{i}]"
+        if not isinstance(config, dict):
+            raise f.error(where, f"expected a layer object, got {type(config).__name__}")
+        try:
+            if config.get("type") == "Residual":
+                inner = json_field(config, "layers", list, f.func, f.path, f"{where}.layers")
+                layers.append(Residual(_layers_from(inner, f, f"{where}.layers")))
+            else:
+                layers.append(layer_from_config(config))
+        except (TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, ValueError) and str(exc).startswith(f"{f.func}: "):
+                raise  # already names the file and field
+            raise f.error(where, f"{exc} (in {config!r:.120})") from None
+    return layers
+
+
+def _plan_of(f: ModelFile) -> _Plan:
+    """The model the metadata describes, as layer objects, with every tensor of the file
+    checked against it: names, shapes and dtype (so a tiny file saying Dense(20000, 20000)
+    fails here, before 1.6 GB are allocated)."""
+    meta = f.metadata
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise f.error("format_version", f"unsupported mlpcore format version "
+                       f"{meta.get('format_version')!r:.40} (this mlpcore reads {FORMAT_VERSION})")
+    config = json_field(meta, "model", dict, f.func, f.path, "model")
+    dtype_name = json_field(config, "dtype", str, f.func, f.path, "model.dtype")
+    if dtype_name not in ("float32", "float64"):
+        raise f.error("model.dtype", f"expected 'float32' or 'float64', got {dtype_name!r:.40}")
+    dtype = np.dtype(dtype_name)
+    configs = json_field(config, "layers", list, f.func, f.path, "model.layers")
+    if not configs:
+        raise f.error("model.layers", "empty: a model has at least one layer")
+    layers = _layers_from(configs, f, "model.layers")
+    expected: Dict[str, tuple] = {}
+    num_params = 0
+    for index, (layer, _) in enumerate(flatten_layers(layers)):
+        shapes = layer.array_shapes() if layer is not None else {}
+        for name, shape in shapes.items():
+            expected[f"layers.{index}.{name}"] = shape
+        num_params += sum(math.prod(shapes[k]) for k in ("weight", "bias") if k in shapes)
+    for name, entry in f.tensors.items():
+        if name.startswith("optimizer."):
+            shape = (num_params,)
+        elif name in expected:
+            shape = expected[name]
+        else:
+            raise f.error(f"header[{name!r}]", "a tensor the model's metadata has no place for")
+        if entry.shape != shape or entry.dtype != dtype:
+            raise f.error(f"header[{name!r}]", f"tensor {name!r} has shape {entry.shape} and "
+                           f"dtype {entry.dtype}, the metadata's model needs {shape} and {dtype}")
+    missing = sorted(set(expected) - set(f.tensors))
+    if missing:
+        raise f.error(f"header[{missing[0]!r}]", f"tensor {missing[0]!r} is missing from the "
+                       "file")
+    return _Plan(layers, dtype, num_params)
+
+
+def _checked_tensors(f: ModelFile, plan, allow_nonfinite: bool) -> Dict[str, np.ndarray]:
+    tensors = f.read_tensors()
+    if not allow_nonfinite:
+        for name, t in tensors.items():
+            at = first_nonfinite(t)
+            if at is not None:
+                raise f.error(f"header[{name!r}]", f"tensor {name!r} holds a non-finite value "
+                               f"({t.reshape(-1)[at]} at flat index {at}); pass "
+                               "allow_nonfinite=True to load it anyway")
+    return tensors
+
+
+def _dropout_state(meta, f: ModelFile):
+    state = json_field(meta, "dropout_rng_state", list, f.func, f.path, "dropout_rng_state")
     try:
-        config = meta["model"]
-        layers = [layer_from_config(c) for c in config["layers"]]
-        model = Sequential(layers, dtype=config["dtype"], seed=meta.get("seed"))
-        for name, view in layer_arrays(model).items():
-            view[...] = _tensor(tensors, name, view)
-        if "dropout_rng_state" in meta:
-            model.dropout_rng_state = [int(v) for v in meta["dropout_rng_state"]]
-        if "rng" in meta:  # fit continues the shuffle sequence where the saved model was
+        values = [int(v) for v in state]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 4 or not all(0 <= v < 2**64 for v in values) or not any(values):
+        raise f.error("dropout_rng_state", f"expected 4 unsigned 64-bit integers, not all "
+                       f"zero, got {state!r:.80}")
+    return values
+
+
+def _optimizer_meta(meta, f: ModelFile):
+    opt = json_field(meta, "optimizer", dict, f.func, f.path, "optimizer")
+    json_field(opt, "name", str, f.func, f.path, "optimizer.name")
+    groups = json_field(opt, "param_groups", list, f.func, f.path, "optimizer.param_groups")
+    if len(groups) != 1 or not isinstance(groups[0], dict):
+        raise f.error("optimizer.param_groups", f"expected a list of one object, got "
+                       f"{groups!r:.80}")
+    step = json_field(opt, "step", int, f.func, f.path, "optimizer.step")
+    if not 0 <= step < 2**63:
+        raise f.error("optimizer.step", f"expected an int in [0, 2**63), got {step}")
+    return opt
+
+
+def _loss_meta(meta, f: ModelFile):
+    loss = json_field(meta, "loss", dict, f.func, f.path, "loss")
+    json_field(loss, "name", str, f.func, f.path, "loss.name")
+    for key in ("huber_delta", "clip_norm", "clip_value"):
+        if loss.get(key) is not None:
+            json_field(loss, key, float, f.func, f.path, f"loss.{key}")
+    return loss
+
+
+@contextlib.contextmanager
+def _field(f: ModelFile, field: str):
+    """Turn the error of a constructor fed from the file into one naming the file and field."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(f"{f.func}: "):
+            raise
+        raise f.error(field, str(exc)) from None
+
+
+def _model_from(f: ModelFile, plan: _Plan, tensors: Dict[str, np.ndarray],
+                detect_anomaly: bool = False):
+    meta = f.metadata
+    seed = meta.get("seed")
+    if seed is not None and not (_is_json_int(seed) and seed >= 0):
+        raise f.error("seed", f"expected a non-negative int or null, got {seed!r:.40}")
+    rng_state = _dropout_state(meta, f) if "dropout_rng_state" in meta else None
+    opt_meta = loss = None
+    if "loss" in meta:
+        loss = _loss_meta(meta, f)
+        opt_meta = _optimizer_meta(meta, f)
+    with _field(f, "model"):
+        model = Sequential(plan.layers, dtype=plan.dtype, seed=seed)
+    for name, view in layer_arrays(model).items():
+        view[...] = tensors[name]
+    if rng_state is not None:
+        model.dropout_rng_state = rng_state
+    if "rng" in meta:  # fit continues the shuffle sequence where the saved model was
+        with _field(f, "rng"):
             model.rng = _rng_from_state(meta["rng"])
-        if meta.get("classes") is not None:
-            model.classes_ = meta["classes"]
-        if "loss" in meta:
-            opt_meta = meta["optimizer"]
+    classes = meta.get("classes")
+    if classes is not None:  # the class names the CLI trained on (model.classes_)
+        if (not isinstance(classes, list) or len(classes) > 2**20 or not all(
+                isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in classes)):
+            raise f.error("classes", f"expected a list of class names, got {classes!r:.80}")
+        model.classes_ = classes
+    if loss is not None:
+        with _field(f, "optimizer"):
             opt = optimizer_from_state({"name": opt_meta["name"],
                                         "param_groups": opt_meta["param_groups"]})
-            model.compile(loss=meta["loss"]["name"], optimizer=opt,
-                          huber_delta=meta["loss"]["huber_delta"],
-                          clip_norm=meta["loss"].get("clip_norm"),
-                          clip_value=meta["loss"].get("clip_value"),
+        with _field(f, "loss"):
+            model.compile(loss=loss["name"], optimizer=opt,
+                          huber_delta=loss.get("huber_delta", 1.0),
+                          clip_norm=loss.get("clip_norm"), clip_value=loss.get("clip_value"),
                           detect_anomaly=detect_anomaly)
-            for name, view in opt.state.items():
-                view[...] = _tensor(tensors, f"optimizer.{name}", view)
-            model.optimizer_steps = int(opt_meta["step"])
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"load: {str(path)!r} has an incomplete mlpcore model description: "
-                         f"{exc!r}") from None
+        state = {k[len("optimizer."):]: v for k, v in tensors.items()
+                 if k.startswith("optimizer.")}
+        own = opt.state
+        for name in sorted(set(own) ^ set(state)):
+            what = "is missing from the file" if name in own else "is not a state buffer of " \
+                f"{opt_meta['name']} with these hyper-parameters"
+            raise f.error(f"header['optimizer.{name}']", f"tensor 'optimizer.{name}' {what}")
+        for name, view in own.items():
+            view[...] = state[name]
+        model.optimizer_steps = opt_meta["step"]
     return model
 
 
-def _tensor(tensors: Dict[str, np.ndarray], key: str, like: np.ndarray) -> np.ndarray:
-    if key not in tensors:
-        raise ValueError(f"load: tensor {key!r} is missing from the file")
-    t = tensors[key]
-    if t.shape != like.shape or t.dtype != like.dtype:
-        raise ValueError(f"load: tensor {key!r} has shape {t.shape} and dtype {t.dtype}, "
-                         f"expected {like.shape} and {like.dtype}")
-    return t
+def _is_json_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- resumable checkpoints --------------------------------------------------------------------
@@ -130,10 +246,26 @@ class Checkpoint:
                 f"scheduler={self.scheduler!r})")
 
 
+#: how much a checkpoint's JSON array may hold (its text is bounded by the header size anyway)
+_MAX_JSON_ARRAY = 1 << 20
+
+
 def _from_json(value):
+    """Inverse of _to_json for data read from a file: arrays only of real numeric dtypes of at
+    most 8 bytes (a file naming dtype 'U500000000' could make one entry take gigabytes)."""
     if isinstance(value, dict):
         if "__ndarray__" in value:
-            return np.asarray(value["__ndarray__"], dtype=np.dtype(value["dtype"]))
+            try:
+                dtype = np.dtype(value.get("dtype"))
+            except (TypeError, ValueError):
+                dtype = None
+            if dtype is None or dtype.kind not in "biuf" or dtype.itemsize > 8:
+                raise ValueError(f"array dtype {value.get('dtype')!r:.40} is not a numeric "
+                                 "dtype of at most 8 bytes")
+            array = np.asarray(value["__ndarray__"], dtype=dtype)
+            if array.size > _MAX_JSON_ARRAY:
+                raise ValueError(f"array of {array.size} elements, more than {_MAX_JSON_ARRAY}")
+            return array
         return {k: _from_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_from_json(v) for v in value]
@@ -144,7 +276,7 @@ def _rng_from_state(state) -> np.random.Generator:
     name = state.get("bit_generator") if isinstance(state, dict) else None
     cls = getattr(np.random, str(name), None)
     if not (isinstance(cls, type) and issubclass(cls, np.random.BitGenerator)):
-        raise ValueError(f"load_checkpoint: unknown random bit generator {name!r}")
+        raise ValueError(f"unknown random bit generator {name!r:.40}")
     bit_generator = cls()
     bit_generator.state = _from_json(state)
     return np.random.Generator(bit_generator)
@@ -155,10 +287,10 @@ def _architecture(config: Dict[str, Any]):
     return [{k: v for k, v in layer.items() if k != "init"} for layer in config["layers"]]
 
 
-def _check_same_model(meta: Dict[str, Any], model) -> None:
-    saved, own = meta["model"], model.get_config()
-    if saved["dtype"] != own["dtype"]:
-        raise ValueError(f"load_checkpoint: dtype mismatch: the checkpoint is {saved['dtype']}, "
+def _check_same_model(f: ModelFile, plan: _Plan, model) -> None:
+    saved, own = f.metadata["model"], model.get_config()
+    if plan.dtype != model.dtype:
+        raise ValueError(f"load_checkpoint: dtype mismatch: the checkpoint is {plan.dtype}, "
                          f"the model is {own['dtype']}")
     a, b = _architecture(saved), _architecture(own)
     if len(a) != len(b):
@@ -172,35 +304,31 @@ def _check_same_model(meta: Dict[str, Any], model) -> None:
         raise ValueError("load_checkpoint: compile the model (the checkpoint's loss and "
                          "optimizer) before loading into it, or pass model=None to rebuild it "
                          "from the file")
-    if meta["loss"]["name"] != model.loss.name:
-        raise ValueError(f"load_checkpoint: loss mismatch: the checkpoint has "
-                         f"{meta['loss']['name']!r}, the model {model.loss.name!r}")
-    if meta["optimizer"]["name"] != type(model.optimizer).__name__:
+    loss = f.metadata["loss"]["name"]
+    if loss != model.loss.name:
+        raise ValueError(f"load_checkpoint: loss mismatch: the checkpoint has {loss!r}, the "
+                         f"model {model.loss.name!r}")
+    opt_name = f.metadata["optimizer"]["name"]
+    if opt_name != type(model.optimizer).__name__:
         raise ValueError(f"load_checkpoint: optimizer mismatch: the checkpoint has "
-                         f"{meta['optimizer']['name']}, the model "
-                         f"{type(model.optimizer).__name__}")
+                         f"{opt_name}, the model {type(model.optimizer).__name__}")
 
 
-def _load_into(meta, tensors, model) -> None:
+def _load_into(f: ModelFile, tensors, model) -> None:
     """Copy weights and optimizer state into a compiled ``model``; everything is checked
     before anything is written, so a failure leaves the model untouched."""
-    new = [(view, _tensor(tensors, name, view)) for name, view in layer_arrays(model).items()]
-    state = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            if value.shape != (model.num_params,) or value.dtype != model.dtype:
-                raise ValueError(f"load_checkpoint: tensor {key!r} has shape {value.shape} and "
-                                 f"dtype {value.dtype}, expected ({model.num_params},) and "
-                                 f"{model.dtype}")
-            state[key[len("optimizer."):]] = value
+    meta = f.metadata
+    state = {k[len("optimizer."):]: v for k, v in tensors.items() if k.startswith("optimizer.")}
     opt_meta = meta["optimizer"]
-    for view, value in new:
-        view[...] = value
-    if "dropout_rng_state" in meta:
-        model.dropout_rng_state = [int(v) for v in meta["dropout_rng_state"]]
-    model.optimizer.load_state_dict({"name": opt_meta["name"],
-                                     "param_groups": opt_meta["param_groups"],
-                                     "step": opt_meta["step"], "state": state})
+    rng_state = _dropout_state(meta, f) if "dropout_rng_state" in meta else None
+    with _field(f, "optimizer"):
+        model.optimizer.load_state_dict({"name": opt_meta["name"],
+                                         "param_groups": opt_meta["param_groups"],
+                                         "step": opt_meta["step"], "state": state})
+    for name, view in layer_arrays(model).items():
+        view[...] = tensors[name]
+    if rng_state is not None:
+        model.dropout_rng_state = rng_state
 
 
 def _restore_param_groups(model, meta) -> None:
@@ -209,7 +337,26 @@ def _restore_param_groups(model, meta) -> None:
         group[key] = tuple(value) if key == "betas" else value
 
 
-def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None) -> Checkpoint:
+def _checkpoint_meta(f: ModelFile, training: bool = True):
+    ck = f.metadata.get("checkpoint")
+    if not isinstance(ck, dict) or (training and "loss" not in f.metadata):
+        raise ValueError(f"load_checkpoint: {describe(f.path)} is a model file without training "
+                         "state (written by save, not save_checkpoint); use mlpcore.load")
+    epoch = json_field(ck, "epoch", int, f.func, f.path, "checkpoint.epoch")
+    if epoch < 0:
+        raise f.error("checkpoint.epoch", f"expected an int >= 0, got {epoch}")
+    with _field(f, "checkpoint.scheduler"):
+        sched_state = _from_json(ck.get("scheduler"))
+    with _field(f, "checkpoint.rng"):
+        rng = _rng_from_state(json_field(ck, "rng", dict, f.func, f.path, "checkpoint.rng"))
+    metrics = ck.get("metrics") or []
+    if not (isinstance(metrics, list) and all(isinstance(m, str) for m in metrics)):
+        raise f.error("checkpoint.metrics", f"expected a list of names, got {metrics!r:.80}")
+    return epoch, sched_state, rng, metrics
+
+
+def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None,
+                    allow_nonfinite: bool = False) -> Checkpoint:
     """Read a :func:`save_checkpoint` file to resume training exactly.
 
     * ``model=None``: rebuild the model from the file (architecture, loss, optimizer);
@@ -220,8 +367,10 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None)
       ``scheduler_factory``: a function ``optimizer -> scheduler`` building it (handy with
       ``model=None``). The optimizer's hyper-parameters (its learning rate) are restored after
       the scheduler is built.
+    * ``allow_nonfinite``: accept NaN/Inf in the weights or optimizer state (refused by default).
 
-    The model's random generator is restored too. Returns a :class:`Checkpoint`; continue with
+    The file is checked as :func:`load` checks it. The model's random generator is restored
+    too. Returns a :class:`Checkpoint`; continue with
     ``model.fit(..., initial_epoch=checkpoint.epoch, epochs=...)``.
     """
     if not isinstance(path, (str, os.PathLike)):
@@ -235,42 +384,33 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None)
     if model is not None and not isinstance(model, Sequential):
         raise TypeError(f"load_checkpoint: model must be a Sequential, "
                         f"got {type(model).__name__}")
-    path = Path(path)
-    meta, tensors = _read(path)
-    ck = meta.get("checkpoint")
-    if not isinstance(ck, dict) or "loss" not in meta:
-        raise ValueError(f"load_checkpoint: {str(path)!r} is a model file without training "
-                         "state (written by save, not save_checkpoint); use mlpcore.load")
-    try:
-        epoch = int(ck["epoch"])
-        sched_state = _from_json(ck.get("scheduler"))
-        rng = _rng_from_state(ck["rng"])
-        metrics = list(ck.get("metrics") or [])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"load_checkpoint: {str(path)!r} has an incomplete checkpoint "
-                         f"description: {exc!r}") from None
-    if (scheduler is not None or scheduler_factory is not None) and sched_state is None:
-        raise ValueError("load_checkpoint: a scheduler was given but the checkpoint holds no "
-                         "scheduler state (it was saved with scheduler=None)")
+    with ModelFile(path, "load_checkpoint") as f:
+        plan = _plan_of(f)
+        epoch, sched_state, rng, metrics = _checkpoint_meta(f)
+        _optimizer_meta(f.metadata, f)
+        _loss_meta(f.metadata, f)
+        if (scheduler is not None or scheduler_factory is not None) and sched_state is None:
+            raise ValueError("load_checkpoint: a scheduler was given but the checkpoint holds "
+                             "no scheduler state (it was saved with scheduler=None)")
+        if model is not None:
+            _check_same_model(f, plan, model)
+            if scheduler is not None:
+                check_scheduler(scheduler, model, "load_checkpoint")
+                with _field(f, "checkpoint.scheduler"):
+                    scheduler._check_state(sched_state)
+        tensors = _checked_tensors(f, plan, allow_nonfinite)
     rebuilt = model is None
     if rebuilt:
-        model = _model_from(meta, tensors, path)
+        model = _model_from(f, plan, tensors)
     else:
-        try:
-            _check_same_model(meta, model)
-        except KeyError as exc:
-            raise ValueError(f"load_checkpoint: {str(path)!r} has an incomplete mlpcore model "
-                             f"description: {exc!r}") from None
-        if scheduler is not None:
-            check_scheduler(scheduler, model, "load_checkpoint")
-            scheduler._check_state(sched_state)
-        _load_into(meta, tensors, model)
+        _load_into(f, tensors, model)
     if scheduler_factory is not None:
         scheduler = scheduler_factory(model.optimizer)
         check_scheduler(scheduler, model, "load_checkpoint")
     if scheduler is not None:
-        scheduler.load_state_dict(sched_state)
-    _restore_param_groups(model, meta)
+        with _field(f, "checkpoint.scheduler"):
+            scheduler.load_state_dict(sched_state)
+    _restore_param_groups(model, f.metadata)
     model.rng = rng
     if rebuilt:
         model.metrics = metrics
@@ -279,18 +419,23 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None)
 
 # --- pickling and copying ---------------------------------------------------------------------
 def model_from_bytes(data: bytes):
-    """The model :func:`mlpcore.saving.model_to_bytes` described (what unpickling calls)."""
+    """The model :func:`mlpcore.saving.model_to_bytes` described (what unpickling calls); the
+    bytes are checked as :func:`load` checks a file."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"model_from_bytes: data must be bytes, got {type(data).__name__}")
-    meta, tensors = _parse(bytes(data), "unpickle: the data is not a pickled mlpcore model")
-    model = _model_from(meta, tensors, Path("<pickle>"),
-                        detect_anomaly=bool(meta.get("detect_anomaly", False)))
     try:
-        model.rng = _rng_from_state(meta["checkpoint"]["rng"])
-        if model.loss is not None:
-            model.metrics = list(meta["checkpoint"]["metrics"])
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"unpickle: incomplete mlpcore model state: {exc!r}") from None
+        with ModelFile("<pickle>", "unpickle", data=bytes(data)) as f:
+            plan = _plan_of(f)
+            tensors = _checked_tensors(f, plan, allow_nonfinite=True)  # a copy copies NaN too
+            _, _, rng, metrics = _checkpoint_meta(f, training=False)
+    except ValueError as exc:
+        raise ValueError(f"unpickle: the data is not a pickled mlpcore model (or is damaged): "
+                         f"{exc}") from None
+    model = _model_from(f, plan, tensors,
+                        detect_anomaly=bool(f.metadata.get("detect_anomaly", False)))
+    model.rng = rng
+    if model.loss is not None:
+        model.metrics = metrics
     return model
 
 

@@ -6,6 +6,7 @@ not a copy).
 """
 from __future__ import annotations
 
+import math
 import weakref
 from typing import Any, Dict, List, Optional
 
@@ -13,6 +14,10 @@ import numpy as np
 
 from . import _core, initializers
 from ._validation import check_finite, check_int, check_values
+
+#: the largest feature count a layer can be given (the native plan's size type); the native side
+#: then checks that every product of sizes fits as well
+MAX_FEATURES = 2**63 - 1
 
 __all__ = [
     "Layer", "Dense", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU", "SiLU",
@@ -58,6 +63,12 @@ class Layer:
     def buffers(self) -> Dict[str, np.ndarray]:
         """Writable views of the layer's non-trainable arrays by name (BatchNorm1d's running
         statistics, Normalization's mean and variance); saved with the model. Empty here."""
+        return {}
+
+    def array_shapes(self) -> Dict[str, tuple]:
+        """Shapes of the arrays this layer keeps in a built model, by name (``weight``, ``bias``,
+        and those of :meth:`buffers`); known before any model is built (load checks a file's
+        tensors against them before allocating anything)."""
         return {}
 
     # A layer of a built model is a view of that model's memory, as a torch module's tensors
@@ -136,7 +147,10 @@ class _Parametrised(Layer):
 
     @property
     def num_params(self) -> int:
-        return int(np.prod(self._shapes[0]) + np.prod(self._shapes[1]))
+        return math.prod(self._shapes[0]) + math.prod(self._shapes[1])
+
+    def array_shapes(self) -> Dict[str, tuple]:
+        return {"weight": self._shapes[0], "bias": self._shapes[1]}
 
 
 def has_parameters(layer: Layer) -> bool:
@@ -160,9 +174,9 @@ class Dense(_Parametrised):
                  l1: float = 0.0, l2: float = 0.0) -> None:
         super().__init__()
         self.in_features = check_int(in_features, owner="Dense", name="in_features",
-                                     expected="positive")
+                                     expected="positive", high=MAX_FEATURES)
         self.out_features = check_int(out_features, owner="Dense", name="out_features",
-                                      expected="positive")
+                                      expected="positive", high=MAX_FEATURES)
         initializers.check(init, (self.in_features, self.out_features))
         self.init = init
         self.l1 = check_finite(l1, owner="Dense", name="l1", non_negative=True)
@@ -322,7 +336,7 @@ class _Norm(_Parametrised):
     def __init__(self, num_features: int, eps: float, owner: str) -> None:
         super().__init__()
         self.num_features = check_int(num_features, owner=owner, name="num_features",
-                                      expected="positive")
+                                      expected="positive", high=MAX_FEATURES)
         self.eps = check_finite(eps, owner=owner, name="eps", positive=True)
 
     @property
@@ -370,6 +384,10 @@ class BatchNorm1d(_Norm):
 
     def buffers(self) -> Dict[str, np.ndarray]:
         return {"running_mean": self.running_mean, "running_var": self.running_var}
+
+    def array_shapes(self) -> Dict[str, tuple]:
+        n = (self.num_features,)
+        return {**super().array_shapes(), "running_mean": n, "running_var": n}
 
     @property
     def running_mean(self) -> np.ndarray:
@@ -427,6 +445,10 @@ class Normalization(Layer):
 
     def buffers(self) -> Dict[str, np.ndarray]:
         return {"mean": self.mean, "variance": self.variance}
+
+    def array_shapes(self) -> Dict[str, tuple]:
+        n = (self.num_features,)
+        return {"mean": n, "variance": n}
 
     def _statistic(self, name: str, k: int) -> np.ndarray:
         if self._net is not None:

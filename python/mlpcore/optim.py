@@ -92,7 +92,10 @@ class Optimizer:
     def _native_config(self) -> _core.OptConfig:
         """The native rule and every hyper-parameter it reads; the native side validates it
         (ValueError naming the first unusable one, whichever path set it)."""
-        hyper = dict(self.param_groups[0])
+        return self._config_of(self.param_groups[0])
+
+    def _config_of(self, group) -> _core.OptConfig:
+        hyper = dict(group)
         betas = hyper.pop("betas", None)
         if betas is not None:
             hyper["beta1"], hyper["beta2"] = _check_betas(betas)
@@ -149,17 +152,44 @@ class Optimizer:
                 "state": {k: v.copy() for k, v in self.state.items()}}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restore hyper-parameters, step count and state buffers from :meth:`state_dict`;
+        all are checked (as the native side checks a config) before anything is written."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"load_state_dict: expected a dict, got {type(state_dict).__name__}")
         if state_dict.get("name") != type(self).__name__:
             raise ValueError(f"load_state_dict: state is for {state_dict.get('name')!r}, "
                              f"not {type(self).__name__}")
-        for key, value in state_dict["param_groups"][0].items():
-            self.param_groups[0][key] = tuple(value) if key == "betas" else value
+        step = state_dict.get("step")
+        if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
+            raise TypeError(f"load_state_dict: step must be an int, got {type(step).__name__}")
+        if not 0 <= step < 2**63:
+            raise ValueError(f"load_state_dict: step must be >= 0, got {step}")
+        groups = state_dict.get("param_groups")
+        if not isinstance(groups, (list, tuple)) or len(groups) != 1 \
+                or not isinstance(groups[0], dict):
+            raise TypeError("load_state_dict: param_groups must be a list of one dict")
+        hyper = dict(self.param_groups[0])
+        for key, value in groups[0].items():
+            if key not in hyper:
+                raise ValueError(f"load_state_dict: unknown hyper-parameter {key!r} for "
+                                 f"{type(self).__name__}")
+            hyper[key] = tuple(value) if key == "betas" else value
+        self._config_of(hyper).validate()  # ValueError naming e.g. "Invalid learning rate: nan"
+        states = state_dict.get("state")
+        if not isinstance(states, dict):
+            raise TypeError("load_state_dict: state must be a dict of arrays")
+        group, before = self.param_groups[0], dict(self.param_groups[0])
+        for key, value in hyper.items():  # which state buffers exist depends on them
+            group[key] = value
         current = self.state
-        for name, value in state_dict["state"].items():
+        for name, value in states.items():
             if name not in current or current[name].shape != np.shape(value):
+                for key, value in before.items():
+                    group[key] = value
                 raise ValueError(f"load_state_dict: state buffer {name!r} does not match the model")
+        for name, value in states.items():
             current[name][...] = value
-        self._model.optimizer_steps = int(state_dict["step"])
+        self._model.optimizer_steps = int(step)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.param_groups[0].items())

@@ -5,21 +5,21 @@ beta for norm layers) and ``layers.{i}.{buffer}`` for each non-trainable array (
 ``running_var`` for BatchNorm1d, ``mean`` / ``variance`` for Normalization), ``optimizer.{name}``
 for each optimizer state buffer; metadata ``mlpcore`` holds the format version, the model
 config (dtype and layers), the loss and the optimizer's hyper-parameters and step count.
-Writes go to a temporary file in the same folder that is renamed over the target, so a crash
-mid-save never leaves a half-written file in place of a good one. Reading is
+Writes go to a temporary file beside the target that is renamed over it, so a crash mid-save
+never leaves a half-written file in place of a good one (:mod:`mlpcore._files`: symlinks
+followed, the umask's mode, temp files of killed saves removed by the next save). Reading is
 :mod:`mlpcore.io`'s (it builds models, so it sits above :mod:`mlpcore.model`).
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict
 
 import numpy as np
 
+from ._files import atomic_write_bytes, save_target
 from ._validation import check_instance, check_int
 from .layers import has_parameters
 from .schedules import LRScheduler
@@ -90,36 +90,14 @@ def check_suffix(path: Path, func: str) -> None:
                       "is .safetensors", UserWarning, stacklevel=3)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def save(model, path) -> None:
     """Write ``model`` (architecture, weights, loss, optimizer and its state) to ``path``."""
     from safetensors.numpy import save as st_save
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"save: path must be a str or os.PathLike, got {type(path).__name__}")
-    path = Path(path)
-    if not path.parent.exists():
-        raise ValueError(f"save: folder {str(path.parent)!r} does not exist")
-    check_suffix(path, "save")
+    target = save_target(path, "save")
+    check_suffix(Path(path), "save")
     data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(_metadata(model))})
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(target, data)
 
 
 def to_json(value):
@@ -154,20 +132,15 @@ def save_checkpoint(model, path, *, epoch: int, scheduler=None) -> None:
     """
     from safetensors.numpy import save as st_save
 
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"save_checkpoint: path must be a str or os.PathLike, "
-                        f"got {type(path).__name__}")
+    target = save_target(path, "save_checkpoint")
     model._require_compiled("save_checkpoint")
     epoch = check_int(epoch, owner="save_checkpoint", name="epoch", low=0, expected=">= 0")
     if scheduler is not None:
         check_scheduler(scheduler, model, "save_checkpoint")
-    path = Path(path)
-    if not path.parent.exists():
-        raise ValueError(f"save_checkpoint: folder {str(path.parent)!r} does not exist")
     meta = _metadata(model)
     meta["checkpoint"] = _checkpoint_meta(model, epoch, scheduler)
     data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
-    atomic_write_bytes(path, data)
+    atomic_write_bytes(target, data)
 
 
 def _checkpoint_meta(model, epoch: int, scheduler) -> Dict[str, Any]:

@@ -3,12 +3,12 @@ import copy
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import mlpcore as mc
+from helpers import PYTHON_DIR
 from mlpcore import schedules
 
 
@@ -139,8 +139,8 @@ def test_unpickled_in_another_process_trains_on_identically():
     x, y = _data()
     model = _model()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
-    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "python"),
-           "OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    # the child imports the mlpcore this process runs (an installed one in CI)
+    env = {"PYTHONPATH": PYTHON_DIR, "OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", _CHILD], input=pickle.dumps((model, x, y)),
                          capture_output=True, check=True, env=env)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)

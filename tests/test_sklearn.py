@@ -1,5 +1,6 @@
 """mlpcore.sklearn: scikit-learn's estimator checks, equivalence with scikit-learn's own MLP,
 and the ecosystem round trips (Pipeline, GridSearchCV, cross_val_score, clone, joblib)."""
+import os
 import subprocess
 import sys
 import warnings
@@ -28,6 +29,7 @@ from sklearn.utils.estimator_checks import (  # noqa: E402
     parametrize_with_checks,
 )
 
+from helpers import PYTHON_DIR  # noqa: E402
 from mlpcore.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 
 _STOCHASTIC_WEIGHTS = ("mini-batch sgd/adam: a sample weight of 2 is not the same as a repeated "
@@ -351,11 +353,8 @@ def test_import_without_scikit_learn_names_the_package():
 
 
 def _env():
-    import os
-    from pathlib import Path
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1] / "python")
-    return env
+    # the child imports the mlpcore this process runs (an installed one in CI)
+    return dict(os.environ, PYTHONPATH=PYTHON_DIR)
 
 
 def test_partial_fit_with_a_new_batch_size_keeps_weights_and_optimizer_state():

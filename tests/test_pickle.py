@@ -1,5 +1,6 @@
 """pickle, copy and deepcopy of models, layers, optimizers and schedulers (io.model_to_bytes)."""
 import copy
+import os
 import pickle
 import subprocess
 import sys
@@ -140,7 +141,7 @@ def test_unpickled_in_another_process_trains_on_identically():
     model = _model()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0)
     # the child imports the mlpcore this process runs (an installed one in CI)
-    env = {"PYTHONPATH": PYTHON_DIR, "OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR, OMP_NUM_THREADS="2")
     out = subprocess.run([sys.executable, "-c", _CHILD], input=pickle.dumps((model, x, y)),
                          capture_output=True, check=True, env=env)
     model.fit(x, y, epochs=2, batch_size=16, verbose=0)

@@ -20,12 +20,18 @@ import subprocess
 import sys
 import time
 
-# layers, batch size, optimizer, samples: the small workloads of `mlpcore bench`, where the
-# per-step overhead of the native loop shows most
+# layers, batch size, optimizer, samples: the workloads of `mlpcore bench` (smaller data sets)
 WORKLOADS = {
     "tiny": ([2, 16, 16, 2], 32, "sgd", 8192),
     "digits": ([64, 128, 64, 10], 32, "adam", 4096),
     "mnist-shape": ([784, 256, 128, 10], 64, "sgd", 4096),
+    "wide": ([784, 1024, 1024, 10], 256, "sgd", 4096),
+    "big": ([1024, 4096, 4096, 1024], 512, "adam", 2048),  # use --seconds 3 or more
+    "mnist-b256": ([784, 256, 128, 10], 256, "sgd", 8192),
+    # scikit-learn's MLPClassifier defaults (hidden_layer_sizes=(100,), batch_size=200) on
+    # benchmarks/sklearn_fit.py's data sets
+    "sk-digits": ([64, 100, 10], 200, "adam", 1347),
+    "sk-big": ([100, 100, 4], 200, "adam", 8192),
 }
 
 

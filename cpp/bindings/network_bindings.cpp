@@ -224,6 +224,8 @@ void bind_network_class(py::module_& m, const char* name) {
            },
            py::arg("max_norm"), py::arg("max_value"))
       .def_property_readonly("last_grad_norm", &Network<T>::last_grad_norm)
+      .def_property_readonly("last_step_shards", &Network<T>::last_step_shards,
+                             "How many parts the last training step cut its batch into (1 or 2)")
       .def("take_stats",
            [](Network<T>& net) {
              const TrainStats s = net.take_stats();

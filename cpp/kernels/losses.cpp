@@ -56,10 +56,10 @@ inline double elementwise_loss(Loss loss, const LossParams& lp, T o, T t, T* gra
 }
 
 template <typename T>
-double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targets,
-                     T* dout) noexcept {
+double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targets, T* dout,
+                     index_t batch_rows) noexcept {
   double total = 0.0;
-  const double inv_n = 1.0 / double(n);
+  const double inv_n = 1.0 / double(batch_rows);
   for (index_t r = 0; r < n; ++r) {
     const T* x = out + r * k;
     const double w = targets.weights ? double(targets.weights[r]) : 1.0;
@@ -105,11 +105,12 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
 
 template <typename T>
 double loss_forward_backward(Loss loss, const LossParams& lp, const T* out, index_t n, index_t k,
-                             const Targets<T>& targets, T* dout) noexcept {
+                             const Targets<T>& targets, T* dout, index_t batch_rows) noexcept {
   if (n <= 0 || k <= 0) return 0.0;
-  if (loss == Loss::CrossEntropy) return cross_entropy(out, n, k, targets, dout);
-  const index_t count = n * k;
-  const T scale = T(1.0 / double(count));
+  if (batch_rows < n) batch_rows = n;
+  if (loss == Loss::CrossEntropy) return cross_entropy(out, n, k, targets, dout, batch_rows);
+  const index_t count = n * k, batch_count = batch_rows * k;
+  const T scale = T(1.0 / double(batch_count));
   double total = 0.0;
   if (!targets.weights) {
     for (index_t i = 0; i < count; ++i) {
@@ -117,7 +118,7 @@ double loss_forward_backward(Loss loss, const LossParams& lp, const T* out, inde
       total += elementwise_loss(loss, lp, out[i], targets.values[i], &grad);
       if (dout) dout[i] = grad * scale;
     }
-    return total / double(count);
+    return total / double(batch_count);
   }
   for (index_t r = 0; r < n; ++r) {
     const T w = targets.weights[r];
@@ -129,7 +130,7 @@ double loss_forward_backward(Loss loss, const LossParams& lp, const T* out, inde
     }
     total += double(w) * row;
   }
-  return total / double(count);
+  return total / double(batch_count);
 }
 
 template <typename T>
@@ -158,9 +159,11 @@ std::int64_t count_correct(Loss loss, const T* out, index_t n, index_t k,
 }
 
 template double loss_forward_backward<float>(Loss, const LossParams&, const float*, index_t,
-                                             index_t, const Targets<float>&, float*) noexcept;
+                                             index_t, const Targets<float>&, float*,
+                                             index_t) noexcept;
 template double loss_forward_backward<double>(Loss, const LossParams&, const double*, index_t,
-                                              index_t, const Targets<double>&, double*) noexcept;
+                                              index_t, const Targets<double>&, double*,
+                                              index_t) noexcept;
 template std::int64_t count_correct<float>(Loss, const float*, index_t, index_t,
                                            const Targets<float>&) noexcept;
 template std::int64_t count_correct<double>(Loss, const double*, index_t, index_t,

@@ -199,6 +199,8 @@ class Network {
   SentinelReport sentinel_report() const noexcept { return sentinel_; }
   // The pre-clip global gradient norm of the last step, and the epoch statistics so far.
   double last_grad_norm() const noexcept { return last_grad_norm_; }
+  // 2 if the last gradient computation was a sharded step (network_shards.cpp), else 1.
+  int last_step_shards() const noexcept { return last_step_shards_; }
   TrainStats take_stats();
 
   // Names of the state buffers, in buffer order (torch.optim's state keys).
@@ -265,13 +267,34 @@ class Network {
   // One section per kind in network_layers.cpp: plan, forward, backward side by side.
   LayerNeeds plan_layer(std::size_t i, index_t in_width) const;
   void init_layer(std::size_t i) noexcept;  // initial values of non-Dense parameters and buffers
-  // Forward of layer i on n rows of x's batch; returns how many layers it consumed (a Dense
-  // applies the element-wise activation after it in its GEMM epilogue).
-  std::size_t forward_layer(std::size_t i, const T* x, index_t n, bool training) noexcept;
-  // Backward of layer l: its parameter gradients, and with want_din dL/d(its input) (into dx
-  // for layer 0). Returns how many layers it consumed (a Dense applies the derivative of the
-  // activation before it on its dX write-back).
-  std::size_t backward_layer(std::size_t l, const T* x, T* dx, index_t n, bool want_din) noexcept;
+  // Rows r0 .. r0 + n of a batch, and the arena their parameter gradients go to: the whole
+  // batch and its first shard write grads_, the second shard of a sharded step shard_grads_.
+  struct Rows {
+    index_t r0 = 0, n = 0;
+    T* grads = nullptr;
+  };
+  // Input rows a step gathers itself: row r of the batch is src[order[r]], copied to dst (a
+  // sharded step gathers each half on the thread that computes it); x is then dst.
+  struct RowGather {
+    const T* src = nullptr;
+    const std::int64_t* order = nullptr;
+    T* dst = nullptr;
+  };
+  // Forward of layer i on the rows of x's batch; returns how many layers it consumed (a Dense
+  // applies the element-wise activation after it in its GEMM epilogue). Per-feature values
+  // that every row reads (Normalization's rstd) come from prepare_features.
+  std::size_t forward_layer(std::size_t i, const T* x, const Rows& rows, bool training) noexcept;
+  void prepare_features() noexcept;
+  // Backward of layer l: its parameter gradients (into rows.grads), and with want_din
+  // dL/d(its input) (into dx for layer 0). Returns how many layers it consumed (a Dense applies
+  // the derivative of the activation before it on its dX write-back).
+  std::size_t backward_layer(std::size_t l, const T* x, T* dx, const Rows& rows,
+                             bool want_din) noexcept;
+  // Row r0 of a (rows x w) block.
+  static T* at_row(T* base, index_t r0, index_t w) noexcept { return base ? base + r0 * w : base; }
+  static const T* at_row(const T* base, index_t r0, index_t w) noexcept {
+    return base ? base + r0 * w : base;
+  }
   const T* input_of(std::size_t j, const T* x) noexcept { return j == 0 ? x : act(j); }
   T* grad_of(std::size_t j, T* dx) noexcept { return j == 0 ? dx : dact(j); }
 
@@ -292,10 +315,20 @@ class Network {
   T* dbias(std::size_t layer) noexcept { return grads_.data() + slots_[layer].bias; }
   // Returns false (after recording it) if the sentinel found a NaN/Inf.
   bool backward(const T* x, index_t n, T* dx) noexcept;
+  bool backward_rows(const T* x, const Rows& rows, T* dx) noexcept;
+  // Sharded training step (network_shards.cpp): the batch in two fixed halves, each taken
+  // through forward, loss and backward by one thread on its own rows, so that no activation
+  // moves between cores; the two parameter gradients are then added. Chosen from the shapes
+  // alone (shard_step), so the bits do not depend on the thread count.
+  bool shard_step(index_t n) const noexcept;
+  StepResult gradients_sharded(const T* x, index_t n, const Targets<T>& targets, T* dx,
+                               const RowGather* gather);
   bool is_fusable_activation(std::size_t layer) const noexcept;
   // The two halves of a step, under the lock. gradients_locked's finite flag covers the loss
   // (and the sentinel); update_locked measures the gradients.
-  StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx);
+  void gather_rows(const RowGather& g, index_t r0, index_t n) noexcept;
+  StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx,
+                              const RowGather* gather = nullptr);
   bool update_locked() noexcept;
   // Sentinel: records (pass, layer) and returns false if the block holds a NaN/Inf.
   bool sentinel_ok(const T* data, index_t count, Pass pass, std::size_t layer) noexcept;
@@ -318,6 +351,7 @@ class Network {
   bool masks_frozen_ = false;
 
   AlignedBuffer<T> params_, grads_;
+  AlignedBuffer<T> shard_grads_;  // the second shard's parameter gradients (sharded steps)
   std::shared_ptr<AlignedBuffer<T>> state_ = std::make_shared<AlignedBuffer<T>>();
   AlignedBuffer<T> acts_, dacts_;        // per-layer outputs and their gradients
   index_t rows_cap_ = 0;
@@ -338,6 +372,7 @@ class Network {
   bool diagnostics_on_ = false;
   AlignedBuffer<T> params_before_;  // diagnostics: the parameters before the update
   double last_grad_norm_ = 0.0;
+  int last_step_shards_ = 1;
   std::vector<double> layer_grad_sq_;  // per layer, from measure_gradients
   TrainStats stats_;
 

@@ -82,12 +82,16 @@ void dropout_backward(T* din, const T* dout, const T* mask, index_t count) noexc
 
 // ---------------------------------------------------------------------------- Normalization
 // Fixed standardisation (Keras' Normalization): out = (in - mean) * rstd, rstd = 1 / sqrt(var +
-// eps), mean and var non-trainable buffers (set by adapt). rstd is computed per pass into the
-// per-feature scratch, where the backward (din = dout * rstd) reads it.
+// eps), mean and var non-trainable buffers (set by adapt). rstd is computed once per pass
+// (prepare_features) into the per-feature scratch, where every row and the backward read it.
 template <typename T>
-void normalization_forward(T* out, T* rstd, const T* in, const T* mean, const T* var, index_t n,
-                           index_t w, double eps) noexcept {
+void normalization_rstd(T* rstd, const T* var, index_t w, double eps) noexcept {
   for (index_t j = 0; j < w; ++j) rstd[j] = T(1.0 / std::sqrt(double(var[j]) + eps));
+}
+
+template <typename T>
+void normalization_forward(T* out, const T* rstd, const T* in, const T* mean, index_t n,
+                           index_t w) noexcept {
   for (index_t r = 0; r < n; ++r) {
     const T* row = in + r * w;
     T* dst = out + r * w;
@@ -173,12 +177,20 @@ bool Network<T>::is_fusable_activation(std::size_t layer) const noexcept {
 }
 
 template <typename T>
-std::size_t Network<T>::forward_layer(std::size_t i, const T* x, index_t n,
+void Network<T>::prepare_features() noexcept {
+  for (std::size_t i = 0; i < specs_.size(); ++i)
+    if (specs_[i].kind == LayerKind::Normalization)
+      normalization_rstd<T>(feat_aux(i), buffer(i) + widths_[i], widths_[i], specs_[i].eps);
+}
+
+template <typename T>
+std::size_t Network<T>::forward_layer(std::size_t i, const T* x, const Rows& rows,
                                       bool training) noexcept {
   const LayerSpec& s = specs_[i];
-  const T* in = input_of(i, x);
-  T* out = act(i + 1);
+  const index_t n = rows.n, r0 = rows.r0;
+  const T* in = at_row(input_of(i, x), r0, widths_[i]);
   const index_t w = widths_[i + 1];
+  T* out = at_row(act(i + 1), r0, w);
   switch (s.kind) {
     case LayerKind::Dense: {
       gemm::Epilogue<T> ep;
@@ -186,7 +198,7 @@ std::size_t Network<T>::forward_layer(std::size_t i, const T* x, index_t n,
       if (is_fusable_activation(i + 1)) {
         ep.act = specs_[i + 1].act;
         ep.params = specs_[i + 1].params;
-        ep.act_out = act(i + 2);
+        ep.act_out = at_row(act(i + 2), r0, widths_[i + 2]);
       }
       dense_forward<T>(out, in, weight(i), ep, n, s.in_features, s.out_features);
       return ep.act_out ? 2 : 1;
@@ -198,12 +210,14 @@ std::size_t Network<T>::forward_layer(std::size_t i, const T* x, index_t n,
       if (!training || s.p == 0.0)
         std::copy(in, in + n * w, out);
       else
-        dropout_forward<T>(out, aux(i), in, n * w, s.p, !masks_frozen_, dropout_rng_);
+        dropout_forward<T>(out, at_row(aux(i), r0, w), in, n * w, s.p, !masks_frozen_,
+                           dropout_rng_);
       return 1;
     case LayerKind::LayerNorm:
-      layernorm_forward<T>(in, weight(i), bias(i), out, aux(i), aux(i) + rows_cap_, n, w, s.eps);
+      layernorm_forward<T>(in, weight(i), bias(i), out, aux(i) + r0, aux(i) + rows_cap_ + r0, n,
+                           w, s.eps);
       return 1;
-    case LayerKind::BatchNorm: {
+    case LayerKind::BatchNorm: {  // (never sharded: its statistics span the whole batch)
       T* running = buffers_.data() + slots_[i].buffer;
       if (training)
         batchnorm_forward_train<T>(in, weight(i), bias(i), out, feat_aux(i), feat_aux(i) + w,
@@ -213,26 +227,29 @@ std::size_t Network<T>::forward_layer(std::size_t i, const T* x, index_t n,
       return 1;
     }
     case LayerKind::Normalization:
-      normalization_forward<T>(out, feat_aux(i), in, buffer(i), buffer(i) + w, n, w, s.eps);
+      normalization_forward<T>(out, feat_aux(i), in, buffer(i), n, w);
       return 1;
     case LayerKind::ResidualBegin:
       std::copy(in, in + n * w, out);
       return 1;
     case LayerKind::ResidualEnd:
-      residual_add<T>(out, in, input_of(slots_[i].partner, x), n * w);
+      residual_add<T>(out, in, at_row(input_of(slots_[i].partner, x), r0, w), n * w);
       return 1;
   }
   return 1;
 }
 
 template <typename T>
-std::size_t Network<T>::backward_layer(std::size_t l, const T* x, T* dx, index_t n,
+std::size_t Network<T>::backward_layer(std::size_t l, const T* x, T* dx, const Rows& rows,
                                        bool want_din) noexcept {
   const LayerSpec& s = specs_[l];
-  const T* dout = dact(l + 1);
-  const T* in = input_of(l, x);
-  T* din = want_din ? grad_of(l, dx) : nullptr;
+  const index_t n = rows.n, r0 = rows.r0;
   const index_t w = widths_[l + 1];
+  const T* dout = at_row(dact(l + 1), r0, w);
+  const T* in = at_row(input_of(l, x), r0, widths_[l]);
+  T* din = want_din ? at_row(grad_of(l, dx), r0, widths_[l]) : nullptr;
+  T* dweight = rows.grads + slots_[l].weight;
+  T* dbias = rows.grads + slots_[l].bias;
   switch (s.kind) {
     case LayerKind::Dense: {
       gemm::Epilogue<T> ep;
@@ -241,36 +258,37 @@ std::size_t Network<T>::backward_layer(std::size_t l, const T* x, T* dx, index_t
         // din becomes the gradient of the activation's input: that layer is done here too
         ep.deriv_act = specs_[l - 1].act;
         ep.params = specs_[l - 1].params;
-        ep.deriv_z = input_of(l - 1, x);
-        ep.deriv_y = act(l);
-        din = grad_of(l - 1, dx);
+        ep.deriv_z = at_row(input_of(l - 1, x), r0, widths_[l - 1]);
+        ep.deriv_y = at_row(act(l), r0, widths_[l]);
+        din = at_row(grad_of(l - 1, dx), r0, widths_[l - 1]);
         consumed = 2;
       }
-      dense_backward<T>(din, dweight(l), dbias(l), dout, in, weight(l), ep, n, s.in_features,
+      dense_backward<T>(din, dweight, dbias, dout, in, weight(l), ep, n, s.in_features,
                         s.out_features);
       return consumed;
     }
     case LayerKind::Activation:
-      if (din) activation_backward<T>(s.act, s.params, dout, in, act(l + 1), din, n, w);
+      if (din)
+        activation_backward<T>(s.act, s.params, dout, in, at_row(act(l + 1), r0, w), din, n, w);
       return 1;
     case LayerKind::Dropout:
       if (!din) return 1;
       if (s.p == 0.0) std::copy(dout, dout + n * w, din);
-      else dropout_backward<T>(din, dout, aux(l), n * w);
+      else dropout_backward<T>(din, dout, at_row(aux(l), r0, w), n * w);
       return 1;
     case LayerKind::LayerNorm:
-      layernorm_backward<T>(dout, in, weight(l), aux(l), aux(l) + rows_cap_, din, dweight(l),
-                            dbias(l), n, w);
+      layernorm_backward<T>(dout, in, weight(l), aux(l) + r0, aux(l) + rows_cap_ + r0, din,
+                            dweight, dbias, n, w);
       return 1;
     case LayerKind::BatchNorm:
-      batchnorm_backward<T>(dout, in, weight(l), feat_aux(l), feat_aux(l) + w, din, dweight(l),
-                            dbias(l), n, w);
+      batchnorm_backward<T>(dout, in, weight(l), feat_aux(l), feat_aux(l) + w, din, dweight,
+                            dbias, n, w);
       return 1;
     case LayerKind::Normalization:  // no parameters: only the input gradient, if wanted
       if (din) normalization_backward<T>(din, dout, feat_aux(l), n, w);
       return 1;
     case LayerKind::ResidualBegin:  // the gradient through f plus the one through the skip
-      if (din) residual_add<T>(din, dout, dact(slots_[l].partner + 1), n * w);
+      if (din) residual_add<T>(din, dout, at_row(dact(slots_[l].partner + 1), r0, w), n * w);
       return 1;
     case LayerKind::ResidualEnd:  // into f's output; the skip path is added at the begin
       if (din) std::copy(dout, dout + n * w, din);

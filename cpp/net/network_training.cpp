@@ -96,14 +96,25 @@ double Network<T>::penalties(bool add_grad) noexcept {
     if (s.kind != LayerKind::Dense || (s.l1 == 0.0 && s.l2 == 0.0)) continue;
     const T* w = weight(i);
     T* dw = dweight(i);
-    const T l1 = T(s.l1), two_l2 = T(2.0 * s.l2);
-    double abs_sum = 0.0, sq_sum = 0.0;
-    for (index_t k = 0; k < s.in_features * s.out_features; ++k) {
-      abs_sum += std::abs(double(w[k]));
-      sq_sum += double(w[k]) * double(w[k]);
-      if (add_grad) {
-        const T sign = w[k] > T(0) ? T(1) : (w[k] < T(0) ? T(-1) : T(0));
-        dw[k] += l1 * sign + two_l2 * w[k];
+    const index_t n = s.in_features * s.out_features;
+    // Separate passes, each a vectorised loop: the usual L2-only case never computes signs,
+    // and the squares are summed by the ISA-dispatched reduction.
+    double abs_sum = 0.0;
+    const double sq_sum = s.l2 != 0.0 ? sum_of_squares(w, n) : 0.0;
+    if (s.l1 != 0.0) {
+      for (index_t k = 0; k < n; ++k) abs_sum += std::abs(double(w[k]));
+    }
+    if (add_grad) {
+      const T l1 = T(s.l1), two_l2 = T(2.0 * s.l2);
+      if (s.l1 == 0.0) {
+#pragma omp simd
+        for (index_t k = 0; k < n; ++k) dw[k] += two_l2 * w[k];
+      } else {
+#pragma omp simd
+        for (index_t k = 0; k < n; ++k) {
+          const T sign = w[k] > T(0) ? T(1) : (w[k] < T(0) ? T(-1) : T(0));
+          dw[k] += l1 * sign + two_l2 * w[k];
+        }
       }
     }
     total += s.l1 * abs_sum + s.l2 * sq_sum;
@@ -142,9 +153,19 @@ void Network<T>::clip_gradients() noexcept {
 }
 
 template <typename T>
-StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx) {
+void Network<T>::gather_rows(const RowGather& g, index_t r0, index_t n) noexcept {
+  const index_t w = in_features();
+  for (index_t r = r0; r < r0 + n; ++r) copy_row(g.src + g.order[r] * w, w, g.dst + r * w);
+}
+
+template <typename T>
+StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx,
+                                        const RowGather* gather) {
   reserve_rows(n);
   sentinel_ = SentinelReport();
+  last_step_shards_ = shard_step(n) ? 2 : 1;
+  if (last_step_shards_ == 2) return gradients_sharded(x, n, targets, dx, gather);
+  if (gather) gather_rows(*gather, 0, n);
   StepResult r;
   const T* out = forward(x, n, true);
   if (!out) {
@@ -305,6 +326,7 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
     const index_t rows = std::min(batch_size, n_rows - lo);
     Targets<T> t;
     const T* xb;
+    RowGather gather;  // the input rows, gathered by the step itself
     if (order) {
       for (index_t r = 0; r < rows; ++r) {
         const std::int64_t src = order[lo + r];
@@ -313,7 +335,6 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
           result.bad_value = src;
           return result;
         }
-        copy_row(x + src * in_w, in_w, batch_x_.data() + r * in_w);
         if (targets.values)
           copy_row(targets.values + src * out_w, out_w, batch_values_.data() + r * out_w);
         if (targets.labels) batch_labels_[std::size_t(r)] = targets.labels[src];
@@ -321,6 +342,7 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
       }
       if (targets.weights) t.weights = batch_weights_.data();
       xb = batch_x_.data();
+      gather = RowGather{x, order + lo, batch_x_.data()};
       if (targets.values) t.values = batch_values_.data();
       if (targets.labels) t.labels = batch_labels_.data();
     } else {
@@ -343,7 +365,7 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
       result.bad_value = b;
       return result;
     }
-    StepResult r = gradients_locked(xb, rows, t, nullptr);
+    StepResult r = gradients_locked(xb, rows, t, nullptr, order ? &gather : nullptr);
     if (r.finite) r.finite = update_locked();
     if (!r.finite) {
       result.status = BatchStatus::NonFinite;

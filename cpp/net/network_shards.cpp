@@ -1,0 +1,168 @@
+// The sharded training step. A step split at the GEMM level hands each product's rows or
+// columns to the threads in turn, so every activation written by one core is read by the other
+// in the next product: for the layer sizes most MLPs have (a few hundred features, batches of
+// a few hundred rows) those cache-to-cache transfers cost more than the second core saves
+// (benchmarks/README.md, "Where two threads go"). Here the batch is cut once into two halves
+// and each thread takes its half through the forward pass, the loss and the backward pass on
+// its own rows; the weights are only read, and what crosses between the cores is one parameter
+// gradient, added at the end.
+//
+// The cut depends on the shapes alone (shard_step), and one thread runs both halves the same
+// way, so the bits do not depend on the thread count (README: "Same seed, same bits").
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels/denormals.hpp"
+#ifdef MLPCORE_SHARD_TIMING
+#include <cstdio>
+#endif
+#include "net/network.hpp"
+
+namespace mlpcore {
+
+namespace {
+
+constexpr index_t kMinShardRows = 16;  // fewer rows per half: the step is not cut
+// Less work per step (multiply-adds of the forward pass) is done sooner by one thread than the
+// two threads of a parallel region can meet and part.
+constexpr index_t kMinShardWork = index_t(1) << 20;
+
+// One half's results.
+struct ShardResult {
+  double loss = 0.0;
+  std::int64_t correct = 0;
+  bool finite = true;
+};
+
+}  // namespace
+
+template <typename T>
+bool Network<T>::shard_step(index_t n) const noexcept {
+  // Layers that mix rows (BatchNorm's batch statistics) or draw from one random sequence in row
+  // order (Dropout) would change their results if cut; the sentinel reports whole-batch blocks.
+  if (n < 2 * kMinShardRows || sentinel_on_ || has_batchnorm_) return false;
+  index_t work = 0, widths = 0;
+  for (const LayerSpec& s : specs_) {
+    if (s.kind == LayerKind::Dropout && s.p != 0.0) return false;
+    if (s.kind == LayerKind::Dense) work += s.in_features * s.out_features;
+  }
+  for (index_t w : widths_) widths += w;
+  // What crosses between the cores: a cut step moves the parameters (read by both halves
+  // after the update) and one parameter gradient; a step split product by product moves the
+  // activations. Cut when the activations are the larger.
+  return double(n) * double(work) >= double(kMinShardWork) &&
+         double(n) * double(widths) >= double(num_params());
+}
+
+template <typename T>
+StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>& targets,
+                                         T* dx, const RowGather* gather) {
+  const index_t params = num_params();
+  if (shard_grads_.size() < params) shard_grads_.reset(params);
+  prepare_features();
+  const index_t half = (n / 2 + 1) / 2 * 2;  // the first half, rounded up to an even count
+  const Rows parts[2] = {{0, half, grads_.data()}, {half, n - half, shard_grads_.data()}};
+  ShardResult results[2];
+  const std::size_t last = specs_.size();
+  const index_t out_w = widths_[last];
+
+  auto run_shard = [&](int s) {
+    const Rows& rows = parts[s];
+    if (gather) gather_rows(*gather, rows.r0, rows.n);  // on this core, for this core
+    for (std::size_t i = 0; i < last;) i += forward_layer(i, x, rows, true);
+    Targets<T> part;
+    if (targets.values) part.values = targets.values + rows.r0 * out_w;
+    if (targets.labels) part.labels = targets.labels + rows.r0;
+    if (targets.weights) part.weights = targets.weights + rows.r0;
+    const T* out = at_row(act(last), rows.r0, out_w);
+    ShardResult& r = results[s];
+    r.loss = loss_forward_backward<T>(loss_, loss_params_, out, rows.n, out_w, part,
+                                      at_row(dact(last), rows.r0, out_w), n);
+    r.correct = count_correct<T>(loss_, out, rows.n, out_w, part);
+    r.finite = std::isfinite(r.loss);
+    if (r.finite) backward_rows(x, rows, dx);
+  };
+  // The second half's parameter gradients are added to the first's, each thread a fixed range.
+  auto add_ranges = [&](int t, int team) {
+    if (!results[0].finite || !results[1].finite) return;
+    T* g = grads_.data();
+    const T* h = shard_grads_.data();
+    const index_t lo = params * t / team, hi = params * (t + 1) / team;
+#pragma omp simd
+    for (index_t k = lo; k < hi; ++k) g[k] += h[k];
+  };
+
+  int nt = 1;
+#ifdef _OPENMP
+  if (!omp_in_parallel()) nt = std::min(2, omp_get_max_threads());
+#endif
+  if (nt <= 1) {
+#ifdef MLPCORE_SHARD_TIMING
+    const double t0 = omp_get_wtime();
+    run_shard(0);
+    const double t1 = omp_get_wtime();
+    run_shard(1);
+    const double t2 = omp_get_wtime();
+    static double acc[2];
+    static long calls;
+    acc[0] += t1 - t0; acc[1] += t2 - t1;
+    if (++calls % 1400 == 0)
+      fprintf(stderr, "serial shard work %.1f / %.1f us\n", acc[0] / calls * 1e6, acc[1] / calls * 1e6);
+#else
+    run_shard(0);
+    run_shard(1);
+#endif
+    add_ranges(0, 1);
+  } else {
+#pragma omp parallel num_threads(nt)
+    {
+      const DenormalsAsZero denormals;  // same arithmetic mode in every thread
+#ifdef _OPENMP
+      const int t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+      const int t = 0, team = 1;
+#endif
+#ifdef MLPCORE_SHARD_TIMING
+      const double t0 = omp_get_wtime();
+#endif
+      for (int s = t; s < 2; s += team) run_shard(s);
+#ifdef MLPCORE_SHARD_TIMING
+      const double t1 = omp_get_wtime();
+#endif
+#pragma omp barrier
+#ifdef MLPCORE_SHARD_TIMING
+      const double t2 = omp_get_wtime();
+      static double acc[2][2];
+      static long calls;
+      acc[t][0] += t1 - t0; acc[t][1] += t2 - t1;
+      if (t == 0 && ++calls % 1400 == 0)
+        fprintf(stderr, "shard work %.1f / %.1f us, wait %.1f / %.1f us\n", acc[0][0] / calls * 1e6,
+                acc[1][0] / calls * 1e6, acc[0][1] / calls * 1e6, acc[1][1] / calls * 1e6);
+#endif
+      add_ranges(t, team);
+    }
+  }
+
+  StepResult r;
+  r.loss = results[0].loss + results[1].loss;
+  r.correct = results[0].correct + results[1].correct;
+  r.finite = std::isfinite(r.loss);
+  if (!r.finite) {
+    sentinel_.pass = Pass::Loss;
+    return r;
+  }
+  r.loss += penalties(true);
+  r.finite = std::isfinite(r.loss);
+  if (r.finite && diagnostics_on_) accumulate_activation_stats(n);
+  return r;
+}
+
+template class Network<float>;
+template class Network<double>;
+
+}  // namespace mlpcore

@@ -1,0 +1,109 @@
+"""The sharded training step (cpp/net/network_shards.cpp): a batch of at least 32 rows, in a
+network without BatchNorm or active Dropout whose activations outweigh its parameters, is cut
+into two halves taken through forward, loss and backward separately, and the two parameter
+gradients are added. It must give the gradients of the whole batch, and the same bits for any
+thread count."""
+import numpy as np
+import pytest
+
+import mlpcore as mc
+from helpers import dense_arrays, same_bits
+
+
+def _norm(n_features, x):
+    norm = mc.Normalization()
+    norm.adapt(x)
+    return norm
+
+
+def _model(x, dtype, seed=3):
+    """Every kind a sharded step takes: Normalization, Dense + fused and separate activations,
+    LayerNorm, Residual, Dropout(0)."""
+    k = x.shape[1]
+    return mc.Sequential([_norm(k, x), mc.Dense(k, 160), mc.ReLU(), mc.LayerNorm(160),
+                          mc.Residual([mc.Dense(160, 160), mc.Tanh()]), mc.Dropout(0.0),
+                          mc.Dense(160, 96), mc.GELU(), mc.Dense(96, 5)],
+                         dtype=dtype, seed=seed)
+
+
+def _data(n, k=12, classes=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, k)) * 3 + 1
+    return x, rng.integers(0, classes, size=n)
+
+
+def _gradients(model, x, y, **kwargs):
+    loss, dx = model.compute_gradients(x, y, return_input_grad=True, **kwargs)
+    return loss, dx, model.grads_view().copy(), model._net.last_step_shards
+
+
+@pytest.mark.parametrize("n", [32, 33, 64, 147, 200])
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_sharded_gradients_are_those_of_the_whole_batch(n, loss):
+    # detect_anomaly checks whole-batch blocks, so it keeps the step whole: the reference
+    x, labels = _data(n)
+    y = labels if loss == "cross_entropy" else np.eye(5)[labels] * 0.5
+    weights = np.random.default_rng(1).uniform(0.1, 2.0, size=n)
+    results = []
+    for whole in (False, True):
+        model = _model(x, "float64")
+        model.compile(loss=loss, optimizer="adam", detect_anomaly=whole)
+        results.append(_gradients(model, x.astype(np.float64), y, sample_weight=weights))
+    (loss_cut, dx_cut, g_cut, parts_cut), (loss_whole, dx_whole, g_whole, parts_whole) = results
+    assert (parts_cut, parts_whole) == (2, 1)
+    assert loss_cut == pytest.approx(loss_whole, rel=1e-13)
+    # dL/dx is computed row by row: the cut does not change a bit of it
+    np.testing.assert_array_equal(dx_cut, dx_whole)
+    np.testing.assert_allclose(g_cut, g_whole, rtol=1e-11, atol=1e-14)
+    assert np.abs(g_cut).max() > 0
+
+
+@pytest.mark.skipif(not mc.has_openmp(), reason="built without OpenMP")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sharded_training_bits_do_not_depend_on_thread_count(dtype):
+    x, y = _data(300)
+    w = np.random.default_rng(2).uniform(0.5, 1.5, size=300)
+    before = mc.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            mc.set_num_threads(threads)
+            model = _model(x, dtype)
+            model.compile(loss="cross_entropy", optimizer=mc.optim.Adam(lr=1e-2),
+                          metrics=["accuracy"])
+            hist = model.fit(x, y, epochs=3, batch_size=64, sample_weight=w, verbose=0)
+            step_loss = model.train_step(x[:40].astype(dtype), y[:40])
+            results.append(dense_arrays(model) + [model.predict(x),
+                                                  np.array(hist.history["loss"]),
+                                                  np.array(hist.history["accuracy"]),
+                                                  np.array([step_loss])])
+    finally:
+        mc.set_num_threads(before)
+    assert same_bits(results[0], results[1])
+
+
+def test_small_batches_batchnorm_and_dropout_keep_the_whole_batch_step():
+    # the step is cut only where the cut cannot change what the layers compute: with
+    # BatchNorm (batch statistics), active Dropout (one random sequence), fewer than 32 rows or
+    # more parameters than activations,
+    # the step with the anomaly check (always whole) gives the same bits as without it
+    x, y = _data(64)
+    nets = {
+        "batchnorm": lambda: mc.Sequential([mc.Dense(12, 16), mc.BatchNorm1d(16), mc.ReLU(),
+                                            mc.Dense(16, 5)], dtype="float64", seed=0),
+        "dropout": lambda: mc.Sequential([mc.Dense(12, 16), mc.ReLU(), mc.Dropout(0.3),
+                                          mc.Dense(16, 5)], dtype="float64", seed=0),
+        "small": lambda: _model(x, "float64"),
+        # parameters outweigh the 64 rows' activations: split product by product instead
+        "wide": lambda: mc.Sequential([mc.Dense(12, 512), mc.ReLU(), mc.Dense(512, 512),
+                                       mc.ReLU(), mc.Dense(512, 5)], dtype="float64", seed=0),
+    }
+    for name, make in nets.items():
+        rows = 31 if name == "small" else 64
+        results = []
+        for whole in (False, True):
+            model = make()
+            model.compile(loss="cross_entropy", optimizer="sgd", detect_anomaly=whole)
+            results.append(_gradients(model, x[:rows], y[:rows]))
+        assert results[0][3] == results[1][3] == 1, name
+        assert same_bits(list(results[0][1:3]), list(results[1][1:3])), name

@@ -107,3 +107,51 @@ def test_small_batches_batchnorm_and_dropout_keep_the_whole_batch_step():
             results.append(_gradients(model, x[:rows], y[:rows]))
         assert results[0][3] == results[1][3] == 1, name
         assert same_bits(list(results[0][1:3]), list(results[1][1:3])), name
+
+
+OPTIMIZERS = {
+    "sgd-nesterov": lambda: mc.optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda: mc.optim.Adam(lr=1e-2),
+    "adamw": lambda: mc.optim.AdamW(lr=1e-2, weight_decay=1e-2),
+    "rmsprop": lambda: mc.optim.RMSprop(lr=1e-3, momentum=0.5),
+    "adagrad": lambda: mc.optim.Adagrad(lr=1e-2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("clip", [{}, {"clip_norm": 0.05}, {"clip_value": 1e-3}])
+def test_sharded_step_updates_in_its_threads_as_the_separate_update_does(name, clip):
+    # train_step and the native loop apply the rule inside the sharded step's threads, each on
+    # its part of the parameters; compute_gradients + apply_gradients update separately
+    x, y = _data(96)
+    models = []
+    for _ in range(2):
+        model = _model(x, "float32")
+        model.compile(loss="cross_entropy", optimizer=OPTIMIZERS[name](), **clip)
+        models.append(model)
+    fused, separate = models
+    xs = x.astype(np.float32)
+    for step in range(3):
+        rows = slice(step * 8, step * 8 + 80)
+        fused.train_step(xs[rows], y[rows])
+        assert fused._net.last_step_shards == 2
+        separate.compute_gradients(xs[rows], y[rows])
+        separate.apply_gradients()
+    assert same_bits(dense_arrays(fused), dense_arrays(separate))
+    state_f, state_s = fused.optimizer.state_dict(), separate.optimizer.state_dict()
+    assert state_f["step"] == state_s["step"] == 3
+    assert same_bits(list(state_f["state"].values()), list(state_s["state"].values()))
+
+
+def test_sharded_step_refuses_a_non_finite_update_and_changes_nothing():
+    x, y = _data(64)
+    model = _model(x, "float32")
+    model.compile(loss="mse", optimizer="adam")
+    before = dense_arrays(model)
+    target = np.zeros((64, 5), np.float32)
+    target[3, 2] = np.float32(3e38)  # the squared error overflows in one row of the first half
+    with pytest.raises(mc.NonFiniteLossError):
+        model.train_step(x.astype(np.float32), target)
+    assert model._net.last_step_shards == 2
+    assert same_bits(dense_arrays(model), before)
+    assert model.optimizer.state_dict()["step"] == 0

@@ -321,14 +321,17 @@ class Network {
   // moves between cores; the two parameter gradients are then added. Chosen from the shapes
   // alone (shard_step), so the bits do not depend on the thread count.
   bool shard_step(index_t n) const noexcept;
+  // With `updated` (the native loop), the update follows in the same parallel region and
+  // *updated is set; finite then also says the update was applied.
   StepResult gradients_sharded(const T* x, index_t n, const Targets<T>& targets, T* dx,
-                               const RowGather* gather);
+                               const RowGather* gather, bool* updated);
   bool is_fusable_activation(std::size_t layer) const noexcept;
   // The two halves of a step, under the lock. gradients_locked's finite flag covers the loss
   // (and the sentinel); update_locked measures the gradients.
   void gather_rows(const RowGather& g, index_t r0, index_t n) noexcept;
+  // *updated (when given) is set if the step also applied the update (a sharded step).
   StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx,
-                              const RowGather* gather = nullptr);
+                              const RowGather* gather = nullptr, bool* updated = nullptr);
   bool update_locked() noexcept;
   // Sentinel: records (pass, layer) and returns false if the block holds a NaN/Inf.
   bool sentinel_ok(const T* data, index_t count, Pass pass, std::size_t layer) noexcept;
@@ -338,7 +341,13 @@ class Network {
   // Per-layer and global gradient norms; false if any gradient is NaN/Inf.
   bool measure_gradients() noexcept;
   void clip_gradients() noexcept;
-  void apply_rule() noexcept;
+  // update_locked in three parts, so that a sharded step can apply the rule in its threads:
+  // update_begin measures, records, clips and counts the step (false, nothing applied, on a
+  // NaN/Inf); apply_rule applies the element-wise rule to parameters lo .. hi; update_end
+  // finishes the step (momentum flag, diagnostics).
+  bool update_begin() noexcept;
+  void apply_rule(index_t lo, index_t hi) noexcept;
+  void update_end() noexcept;
 
   std::vector<LayerSpec> specs_;
   std::vector<LayerSlots> slots_;

@@ -61,7 +61,7 @@ bool Network<T>::shard_step(index_t n) const noexcept {
 
 template <typename T>
 StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>& targets,
-                                         T* dx, const RowGather* gather) {
+                                         T* dx, const RowGather* gather, bool* updated) {
   const index_t params = num_params();
   if (shard_grads_.size() < params) shard_grads_.reset(params);
   prepare_features();
@@ -87,37 +87,52 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
     r.finite = std::isfinite(r.loss);
     if (r.finite) backward_rows(x, rows, dx);
   };
-  // The second half's parameter gradients are added to the first's, each thread a fixed range.
-  auto add_ranges = [&](int t, int team) {
+  // Thread t's fixed part of the parameter arena (for the sum and the update rule).
+  auto range = [&](int t, int team, index_t* lo, index_t* hi) {
+    *lo = params * t / team;
+    *hi = params * (t + 1) / team;
+  };
+  // The second half's parameter gradients are added to the first's.
+  auto add_part = [&](int t, int team) {
     if (!results[0].finite || !results[1].finite) return;
     T* g = grads_.data();
     const T* h = shard_grads_.data();
-    const index_t lo = params * t / team, hi = params * (t + 1) / team;
+    index_t lo, hi;
+    range(t, team, &lo, &hi);
 #pragma omp simd
     for (index_t k = lo; k < hi; ++k) g[k] += h[k];
   };
+  StepResult r;
+  auto finish = [&] {  // the whole batch's loss, penalties and statistics (one thread)
+    r.loss = results[0].loss + results[1].loss;
+    r.correct = results[0].correct + results[1].correct;
+    r.finite = std::isfinite(r.loss);
+    if (!r.finite) {
+      sentinel_.pass = Pass::Loss;
+      return;
+    }
+    r.loss += penalties(true);
+    r.finite = std::isfinite(r.loss);
+    if (r.finite && diagnostics_on_) accumulate_activation_stats(n);
+  };
+  // With `updated`, the update follows in the same threads: each applies the rule to its own
+  // part of the parameters, the part its core just summed (and will keep the state of).
+  const bool with_update = updated != nullptr;
+  bool apply = false;
 
   int nt = 1;
 #ifdef _OPENMP
   if (!omp_in_parallel()) nt = std::min(2, omp_get_max_threads());
 #endif
   if (nt <= 1) {
-#ifdef MLPCORE_SHARD_TIMING
-    const double t0 = omp_get_wtime();
-    run_shard(0);
-    const double t1 = omp_get_wtime();
-    run_shard(1);
-    const double t2 = omp_get_wtime();
-    static double acc[2];
-    static long calls;
-    acc[0] += t1 - t0; acc[1] += t2 - t1;
-    if (++calls % 1400 == 0)
-      fprintf(stderr, "serial shard work %.1f / %.1f us\n", acc[0] / calls * 1e6, acc[1] / calls * 1e6);
-#else
     run_shard(0);
     run_shard(1);
-#endif
-    add_ranges(0, 1);
+    add_part(0, 1);
+    finish();
+    if (with_update && r.finite && update_begin()) {
+      apply = true;
+      apply_rule(0, params);
+    }
   } else {
 #pragma omp parallel num_threads(nt)
     {
@@ -127,38 +142,29 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
 #else
       const int t = 0, team = 1;
 #endif
-#ifdef MLPCORE_SHARD_TIMING
-      const double t0 = omp_get_wtime();
-#endif
       for (int s = t; s < 2; s += team) run_shard(s);
-#ifdef MLPCORE_SHARD_TIMING
-      const double t1 = omp_get_wtime();
-#endif
 #pragma omp barrier
-#ifdef MLPCORE_SHARD_TIMING
-      const double t2 = omp_get_wtime();
-      static double acc[2][2];
-      static long calls;
-      acc[t][0] += t1 - t0; acc[t][1] += t2 - t1;
-      if (t == 0 && ++calls % 1400 == 0)
-        fprintf(stderr, "shard work %.1f / %.1f us, wait %.1f / %.1f us\n", acc[0][0] / calls * 1e6,
-                acc[1][0] / calls * 1e6, acc[0][1] / calls * 1e6, acc[1][1] / calls * 1e6);
-#endif
-      add_ranges(t, team);
+      add_part(t, team);
+#pragma omp barrier
+      if (t == 0) {
+        finish();
+        apply = with_update && r.finite && update_begin();
+      }
+      if (with_update) {  // the same branch in every thread
+#pragma omp barrier
+        if (apply) {
+          index_t lo, hi;
+          range(t, team, &lo, &hi);
+          apply_rule(lo, hi);
+        }
+      }
     }
   }
-
-  StepResult r;
-  r.loss = results[0].loss + results[1].loss;
-  r.correct = results[0].correct + results[1].correct;
-  r.finite = std::isfinite(r.loss);
-  if (!r.finite) {
-    sentinel_.pass = Pass::Loss;
-    return r;
+  if (with_update) {
+    *updated = true;
+    if (apply) update_end();
+    r.finite = r.finite && apply;
   }
-  r.loss += penalties(true);
-  r.finite = std::isfinite(r.loss);
-  if (r.finite && diagnostics_on_) accumulate_activation_stats(n);
   return r;
 }
 

@@ -9,6 +9,10 @@
 
 #include "kernels/denormals.hpp"
 #include "kernels/reductions.hpp"
+#ifdef MLPCORE_SHARD_TIMING
+#include <omp.h>
+#include <cstdio>
+#endif
 
 namespace mlpcore {
 
@@ -160,11 +164,11 @@ void Network<T>::gather_rows(const RowGather& g, index_t r0, index_t n) noexcept
 
 template <typename T>
 StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx,
-                                        const RowGather* gather) {
+                                        const RowGather* gather, bool* updated) {
   reserve_rows(n);
   sentinel_ = SentinelReport();
   last_step_shards_ = shard_step(n) ? 2 : 1;
-  if (last_step_shards_ == 2) return gradients_sharded(x, n, targets, dx, gather);
+  if (last_step_shards_ == 2) return gradients_sharded(x, n, targets, dx, gather, updated);
   if (gather) gather_rows(*gather, 0, n);
   StepResult r;
   const T* out = forward(x, n, true);
@@ -202,17 +206,15 @@ StepResult Network<T>::compute_gradients(const T* x, index_t n, const Targets<T>
 }
 
 template <typename T>
-void Network<T>::apply_rule() noexcept {
-  ++opt_steps_;
+void Network<T>::apply_rule(index_t lo, index_t hi) noexcept {
   T* state[kMaxOptimizerState] = {nullptr, nullptr, nullptr};
-  for (int k = 0; k < optimizer_state_count(opt_); ++k) state[k] = optimizer_state(k);
-  optimizer_step<T>(opt_, opt_steps_, fresh_momentum_, params_.data(), grads_.data(), state,
-                    num_params());
-  if (opt_.kind == OptKind::SGD && opt_.momentum != 0.0) fresh_momentum_ = false;
+  for (int k = 0; k < optimizer_state_count(opt_); ++k) state[k] = optimizer_state(k) + lo;
+  optimizer_step<T>(opt_, opt_steps_, fresh_momentum_, params_.data() + lo, grads_.data() + lo,
+                    state, hi - lo);
 }
 
 template <typename T>
-bool Network<T>::update_locked() noexcept {
+bool Network<T>::update_begin() noexcept {
   // Measured here, on the gradients the rule will read: after an allreduce or a user's edit
   // the norm (statistics, clipping) is that of what is applied.
   if (!measure_gradients()) return false;
@@ -223,8 +225,14 @@ bool Network<T>::update_locked() noexcept {
     stats_.layer_grad_norm_sum[i] += std::sqrt(layer_grad_sq_[i]);
   clip_gradients();
   if (diagnostics_on_) std::copy(params_.data(), params_.data() + num_params(), params_before_.data());
-  apply_rule();
-  if (!diagnostics_on_) return true;
+  ++opt_steps_;
+  return true;
+}
+
+template <typename T>
+void Network<T>::update_end() noexcept {
+  if (opt_.kind == OptKind::SGD && opt_.momentum != 0.0) fresh_momentum_ = false;
+  if (!diagnostics_on_) return;
   ++stats_.diag_steps;
   for (std::size_t i = 0; i < specs_.size(); ++i) {
     const index_t count = slots_[i].param_count;
@@ -239,6 +247,13 @@ bool Network<T>::update_locked() noexcept {
     stats_.weight_norm_sum[i] += std::sqrt(weight_sq);
     stats_.update_ratio_sum[i] += old > 0.0 ? std::sqrt(change / old) : 0.0;
   }
+}
+
+template <typename T>
+bool Network<T>::update_locked() noexcept {
+  if (!update_begin()) return false;
+  apply_rule(0, num_params());
+  update_end();
   return true;
 }
 
@@ -253,9 +268,10 @@ template <typename T>
 StepResult Network<T>::train_step(const T* x, index_t n, const Targets<T>& targets) {
   std::lock_guard<std::mutex> lock(mutex_);
   const DenormalsAsZero denormals;
-  StepResult r = gradients_locked(x, n, targets, nullptr);
+  bool updated = false;
+  StepResult r = gradients_locked(x, n, targets, nullptr, nullptr, &updated);
   // the loss or a gradient is NaN/Inf: the parameters stay as they are
-  if (r.finite) r.finite = update_locked();
+  if (r.finite && !updated) r.finite = update_locked();
   return r;
 }
 
@@ -365,8 +381,21 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
       result.bad_value = b;
       return result;
     }
-    StepResult r = gradients_locked(xb, rows, t, nullptr, order ? &gather : nullptr);
-    if (r.finite) r.finite = update_locked();
+#ifdef MLPCORE_SHARD_TIMING
+    static double tg, tu, tl; static long steps; static double tprev = omp_get_wtime();
+    const double t0 = omp_get_wtime();
+#endif
+    bool updated = false;
+    StepResult r = gradients_locked(xb, rows, t, nullptr, order ? &gather : nullptr, &updated);
+#ifdef MLPCORE_SHARD_TIMING
+    const double t1 = omp_get_wtime();
+#endif
+    if (r.finite && !updated) r.finite = update_locked();
+#ifdef MLPCORE_SHARD_TIMING
+    const double t2 = omp_get_wtime();
+    tg += t1 - t0; tu += t2 - t1; tl += t0 - tprev; tprev = t2;
+    if (++steps % 1000 == 0) fprintf(stderr, "step: gradients %.1f update %.1f between %.1f us\n", tg / steps * 1e6, tu / steps * 1e6, tl / steps * 1e6);
+#endif
     if (!r.finite) {
       result.status = BatchStatus::NonFinite;
       result.failed_loss = r.loss;

@@ -321,6 +321,8 @@ class Network {
   // moves between cores; the two parameter gradients are then added. Chosen from the shapes
   // alone (shard_step), so the bits do not depend on the thread count.
   bool shard_step(index_t n) const noexcept;
+  bool shard_rows(index_t n) const noexcept;  // the shape part of the rule
+  void forward_rows(const T* x, const Rows& rows, bool training) noexcept;  // no sentinel
   // With `updated` (the native loop), the update follows in the same parallel region and
   // *updated is set; finite then also says the update was applied.
   StepResult gradients_sharded(const T* x, index_t n, const Targets<T>& targets, T* dx,

@@ -42,21 +42,32 @@ struct ShardResult {
 }  // namespace
 
 template <typename T>
-bool Network<T>::shard_step(index_t n) const noexcept {
-  // Layers that mix rows (BatchNorm's batch statistics) or draw from one random sequence in row
-  // order (Dropout) would change their results if cut; the sentinel reports whole-batch blocks.
-  if (n < 2 * kMinShardRows || sentinel_on_ || has_batchnorm_) return false;
+bool Network<T>::shard_rows(index_t n) const noexcept {
+  if (n < 2 * kMinShardRows) return false;
   index_t work = 0, widths = 0;
-  for (const LayerSpec& s : specs_) {
-    if (s.kind == LayerKind::Dropout && s.p != 0.0) return false;
+  for (const LayerSpec& s : specs_)
     if (s.kind == LayerKind::Dense) work += s.in_features * s.out_features;
-  }
   for (index_t w : widths_) widths += w;
   // What crosses between the cores: a cut step moves the parameters (read by both halves
   // after the update) and one parameter gradient; a step split product by product moves the
   // activations. Cut when the activations are the larger.
   return double(n) * double(work) >= double(kMinShardWork) &&
          double(n) * double(widths) >= double(num_params());
+}
+
+template <typename T>
+bool Network<T>::shard_step(index_t n) const noexcept {
+  // Layers that mix rows (BatchNorm's batch statistics) or draw from one random sequence in row
+  // order (Dropout) would change their results if cut; the sentinel reports whole-batch blocks.
+  if (sentinel_on_ || has_batchnorm_) return false;
+  for (const LayerSpec& s : specs_)
+    if (s.kind == LayerKind::Dropout && s.p != 0.0) return false;
+  return shard_rows(n);
+}
+
+template <typename T>
+void Network<T>::forward_rows(const T* x, const Rows& rows, bool training) noexcept {
+  for (std::size_t i = 0; i < specs_.size();) i += forward_layer(i, x, rows, training);
 }
 
 template <typename T>
@@ -74,7 +85,7 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
   auto run_shard = [&](int s) {
     const Rows& rows = parts[s];
     if (gather) gather_rows(*gather, rows.r0, rows.n);  // on this core, for this core
-    for (std::size_t i = 0; i < last;) i += forward_layer(i, x, rows, true);
+    forward_rows(x, rows, true);
     Targets<T> part;
     if (targets.values) part.values = targets.values + rows.r0 * out_w;
     if (targets.labels) part.labels = targets.labels + rows.r0;

@@ -31,7 +31,7 @@ WORKLOADS = {
     # scikit-learn's MLPClassifier defaults (hidden_layer_sizes=(100,), batch_size=200) on
     # benchmarks/sklearn_fit.py's data sets
     "sk-digits": ([64, 100, 10], 200, "adam", 1347),
-    "sk-big": ([100, 100, 4], 200, "adam", 8192),
+    "sk-big": ([100, 100, 4], 200, "adam", 37500),
 }
 
 

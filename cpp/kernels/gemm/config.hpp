@@ -83,6 +83,10 @@ inline constexpr index_t kSmallM = 96;
 // the direct path of direct_simd.inl, with no packing and no threads (AVX-512, 1 thread: 64^3
 // 1.13-1.14x the packed path, 32x64x128 NT 1.08-1.10x; above it mixed, 0.91-1.11x).
 inline constexpr index_t kDirectMaxWork = index_t(1) << 18;
+// The same, for a product that runs on one thread whatever its size (inside a sharded training
+// step's thread, or with one thread set): up to 2^21 (a sharded step of scikit-learn's default
+// shapes per half; lockstep training at 2 threads: sk-digits 1.04-1.09x, sk-big 1.00-1.03x).
+inline constexpr index_t kDirectMaxWorkOneThread = index_t(1) << 21;
 }  // namespace cfg
 
 }  // namespace mlpcore::gemm

@@ -424,8 +424,10 @@ void choose_grid(index_t M, index_t N, int MR, int NR, int nt, double a_cost, do
 // cfg::kDirectMaxWork multiply-adds and K within one K block (so that it sums like the packed
 // path).
 template <typename T>
-bool direct_applies(const KernelSet<T>& ks, index_t M, index_t N, index_t K) noexcept {
-  return ks.direct && M * N * K <= cfg::kDirectMaxWork && K <= ks.blk.kc;
+bool direct_applies(const KernelSet<T>& ks, index_t M, index_t N, index_t K,
+                    bool one_thread) noexcept {
+  const index_t limit = one_thread ? cfg::kDirectMaxWorkOneThread : cfg::kDirectMaxWork;
+  return ks.direct && M * N * K <= limit && K <= ks.blk.kc;
 }
 
 template <typename T>
@@ -444,7 +446,13 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   RegisterEpilogue<T> in_registers;  // bias / ReLU / ReLU' in registers, the rest after
   Epilogue<T> rest;
   split_epilogue(ep, &in_registers, &rest);
-  if (direct_applies(ks, M, N, K) &&
+  // A product that would run on one thread anyway (inside a sharded step's thread, or with
+  // one thread set) takes the direct path up to a larger size: the path never changes a bit.
+  bool one_thread = true;
+#ifdef _OPENMP
+  one_thread = omp_in_parallel() || omp_get_max_threads() == 1;
+#endif
+  if (direct_applies(ks, M, N, K, one_thread) &&
       ks.direct(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, in_registers,
                 ks.pack_b, ks.blk.nr)) {
     if (has_epilogue(&rest)) epilogue_tile(rest, 0, 0, int(M), int(N), C, ldc);

@@ -322,6 +322,7 @@ class Network {
   // alone (shard_step), so the bits do not depend on the thread count.
   bool shard_step(index_t n) const noexcept;
   bool shard_rows(index_t n) const noexcept;  // the shape part of the rule
+  void plan_shards() noexcept;                 // the rule's per-network constants, once
   void forward_rows(const T* x, const Rows& rows, bool training) noexcept;  // no sentinel
   // With `updated` (the native loop), the update follows in the same parallel region and
   // *updated is set; finite then also says the update was applied.
@@ -363,6 +364,8 @@ class Network {
 
   AlignedBuffer<T> params_, grads_;
   AlignedBuffer<T> shard_grads_;  // the second shard's parameter gradients (sharded steps)
+  double dense_work_per_row_ = 0.0, widths_per_row_ = 0.0;  // (plan_shards)
+  bool kinds_allow_shards_ = false, has_normalization_ = false;
   std::shared_ptr<AlignedBuffer<T>> state_ = std::make_shared<AlignedBuffer<T>>();
   AlignedBuffer<T> acts_, dacts_;        // per-layer outputs and their gradients
   index_t rows_cap_ = 0;

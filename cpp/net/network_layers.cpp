@@ -178,6 +178,7 @@ bool Network<T>::is_fusable_activation(std::size_t layer) const noexcept {
 
 template <typename T>
 void Network<T>::prepare_features() noexcept {
+  if (!has_normalization_) return;
   for (std::size_t i = 0; i < specs_.size(); ++i)
     if (specs_[i].kind == LayerKind::Normalization)
       normalization_rstd<T>(feat_aux(i), buffer(i) + widths_[i], widths_[i], specs_[i].eps);

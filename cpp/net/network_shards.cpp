@@ -42,27 +42,32 @@ struct ShardResult {
 }  // namespace
 
 template <typename T>
+void Network<T>::plan_shards() noexcept {
+  // Layers that mix rows (BatchNorm's batch statistics) or draw from one random sequence in row
+  // order (Dropout) would change their results if cut.
+  kinds_allow_shards_ = !has_batchnorm_;
+  dense_work_per_row_ = widths_per_row_ = 0.0;
+  for (const LayerSpec& s : specs_) {
+    if (s.kind == LayerKind::Dropout && s.p != 0.0) kinds_allow_shards_ = false;
+    if (s.kind == LayerKind::Dense) dense_work_per_row_ += double(s.in_features) * s.out_features;
+    if (s.kind == LayerKind::Normalization) has_normalization_ = true;
+  }
+  for (index_t w : widths_) widths_per_row_ += double(w);
+}
+
+template <typename T>
 bool Network<T>::shard_rows(index_t n) const noexcept {
-  if (n < 2 * kMinShardRows) return false;
-  index_t work = 0, widths = 0;
-  for (const LayerSpec& s : specs_)
-    if (s.kind == LayerKind::Dense) work += s.in_features * s.out_features;
-  for (index_t w : widths_) widths += w;
   // What crosses between the cores: a cut step moves the parameters (read by both halves
   // after the update) and one parameter gradient; a step split product by product moves the
   // activations. Cut when the activations are the larger.
-  return double(n) * double(work) >= double(kMinShardWork) &&
-         double(n) * double(widths) >= double(num_params());
+  return n >= 2 * kMinShardRows && double(n) * dense_work_per_row_ >= double(kMinShardWork) &&
+         double(n) * widths_per_row_ >= double(num_params());
 }
 
 template <typename T>
 bool Network<T>::shard_step(index_t n) const noexcept {
-  // Layers that mix rows (BatchNorm's batch statistics) or draw from one random sequence in row
-  // order (Dropout) would change their results if cut; the sentinel reports whole-batch blocks.
-  if (sentinel_on_ || has_batchnorm_) return false;
-  for (const LayerSpec& s : specs_)
-    if (s.kind == LayerKind::Dropout && s.p != 0.0) return false;
-  return shard_rows(n);
+  // (the sentinel reports whole-batch blocks)
+  return kinds_allow_shards_ && !sentinel_on_ && shard_rows(n);
 }
 
 template <typename T>

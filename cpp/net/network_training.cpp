@@ -163,8 +163,9 @@ void Network<T>::gather_rows(const RowGather& g, index_t r0, index_t n) noexcept
   // row kPrefetchAhead rows on while this one is copied (no effect on results).
   constexpr index_t kPrefetchAhead = 8;
   const index_t line = 64 / index_t(sizeof(T)), end = r0 + n;
+  const bool prefetch = w >= line;  // rows of a cache line or more (narrow data sets are small)
   for (index_t r = r0; r < end; ++r) {
-    if (r + kPrefetchAhead < end) {
+    if (prefetch && r + kPrefetchAhead < end) {
       const T* next = g.src + g.order[r + kPrefetchAhead] * w;
       for (index_t k = 0; k < w; k += line) __builtin_prefetch(next + k);
     }

@@ -8,7 +8,13 @@ import pytest
 import mlpcore as mc
 from mlpcore.bench import children, harness
 from mlpcore.bench.numpy_mlp import NumpyMLP
-from mlpcore.bench.workloads import WORKLOADS, initial_params, make_data, theoretical_bytes
+from mlpcore.bench.workloads import (
+    WORKLOADS,
+    initial_params,
+    make_data,
+    model_flops_per_sample,
+    theoretical_bytes,
+)
 
 SIZES = (7, 12, 9, 4)
 
@@ -102,6 +108,32 @@ def test_harness_end_to_end(tmp_path):
     assert memory["mlpcore_peak_increase_bytes_whole_run"] >= memory["mlpcore_peak_increase_bytes"]
     text = harness.format_report(report)
     assert "mc/numpy" in text and "allowed" in text
+    # model GFLOP/s and the share of the FMA peak measured at the children's ISA
+    peak = data["fma_peak"]
+    assert peak["isa"] == mc.kernel_info()["elementwise_isa"]
+    mine = tiny["results"]["mlpcore"]
+    assert mine["model_gflops"] == pytest.approx(
+        mine["samples_per_s"] * model_flops_per_sample(WORKLOADS["tiny"]) / 1e9)
+    if peak["lanes"]:  # an FMA ISA: a peak, and the share of it
+        assert peak["gflops"]["1"] > 0
+        assert mine["peak_share"] == pytest.approx(mine["model_gflops"] / peak["gflops"]["1"])
+        assert "FMA peak" in text and "tiny" in text.split("FMA peak")[1]
+
+
+def test_model_flops_count_every_product_but_the_first_input_gradient():
+    # 2-16-16-2: products 32, 256, 32; forward + weight gradients + input gradients of the
+    # two upper layers, 2 flops per multiply-add
+    assert model_flops_per_sample(WORKLOADS["tiny"]) == 2 * (2 * 320 + 288)
+
+
+def test_fma_peak_probe():
+    gflops, lanes = mc._core.fma_peak_gflops(1, 0.05)
+    assert lanes in (0, 8, 16)
+    assert (gflops > 0) == (lanes > 0)
+    with pytest.raises(ValueError, match="threads"):
+        mc._core.fma_peak_gflops(0)
+    with pytest.raises(ValueError, match="seconds"):
+        mc._core.fma_peak_gflops(1, float("nan"))
 
 
 def test_core_probe_times_every_copy():

@@ -12,6 +12,7 @@
 #include "bindings/checks.hpp"
 #include "kernels/activations.hpp"
 #include "kernels/denormals.hpp"
+#include "kernels/fma_probe.hpp"
 #include "kernels/gemm/gemm.hpp"
 #include "kernels/gemm/ukernel.hpp"
 #include "kernels/isa_regions.hpp"
@@ -353,6 +354,25 @@ Results are bitwise identical for any number of threads.)doc");
   m.def("_set_gemm_isa", &set_gemm_isa, py::arg("name"),
         "Test hook: switch the GEMM micro-kernels ('avx512', 'avx2' or 'portable').");
   m.def("_get_gemm_isa", [] { return std::string(gm::isa_name(gm::isa_active())); });
+  m.def(
+      "fma_peak_gflops",
+      [](int threads, double seconds) {
+        if (threads < 1) throw py::value_error("fma_peak_gflops: threads must be >= 1, got " +
+                                               std::to_string(threads));
+        if (!(seconds > 0.0 && seconds <= 60.0))
+          throw py::value_error("fma_peak_gflops: seconds must lie in (0, 60], got " +
+                                std::to_string(seconds));
+        int lanes = 0;
+        double gflops;
+        {
+          py::gil_scoped_release release;
+          gflops = mlpcore::fma_peak_gflops(threads, seconds, &lanes);
+        }
+        return py::make_tuple(gflops, lanes);
+      },
+      py::arg("threads"), py::arg("seconds") = 0.2,
+      "float32 FMA peak of `threads` threads at the element-wise ISA in use: (GFLOP/s, lanes); "
+      "(0.0, 0) for the baseline kernels. Independent FMA chains, no memory traffic.");
   m.def("_get_elementwise_isa",
         [] { return std::string(mlpcore::elementwise_isa_name(mlpcore::elementwise_isa())); },
         "Test hook: the ISA copy of the element-wise kernels in use ('avx512', 'avx2', 'baseline').");

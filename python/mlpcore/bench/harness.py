@@ -21,9 +21,9 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
-from .._core import kernel_info
+from .._core import fma_peak_gflops, kernel_info
 from .children import NOISY, SLOW_CORES, QuietRunner, child_env, run_json_child
-from .workloads import WORKLOADS, theoretical_bytes, write_inputs
+from .workloads import WORKLOADS, model_flops_per_sample, theoretical_bytes, write_inputs
 
 CONTENDERS = ["mlpcore", "numpy", "sklearn", "torch"]
 SCALING_WORKLOADS = ("wide", "big")   # mlpcore at 1 thread vs --threads
@@ -88,6 +88,7 @@ def run(workloads: List[str], contenders: List[str], repeats: int, threads: int,
     the quietest attempt."""
     contenders = _available(contenders)
     samples: Dict[str, Dict[str, List[dict]]] = {w: {} for w in workloads}
+    peak = measure_fma_peak(sorted({1, threads}), seconds=min(0.5, seconds))
     runner = QuietRunner(noise_retries, record=("samples_per_s",))
     errors: List[str] = []
     with tempfile.TemporaryDirectory(prefix="mlpcore-bench-") as tmp:
@@ -121,6 +122,8 @@ def run(workloads: List[str], contenders: List[str], repeats: int, threads: int,
                           (f"   (CPU used by other processes: {busy:.0%})"
                            if busy is not None else "") + redo, file=log)
     report = _summarize(workloads, contenders, samples, data_info, threads)
+    report["fma_peak"] = peak
+    add_peak_shares(report, threads)
     report["meta"] = _meta(repeats, threads, seconds)
     report["meta"]["noise_retries"] = noise_retries
     report["errors"] = errors
@@ -172,6 +175,32 @@ def _summarize(workloads, contenders, samples, data_info, threads) -> dict:
             out["scaling"][name] = {"threads": threads, "samples_per_s_1t": one,
                                     f"samples_per_s_{threads}t": mc, "speedup": mc / one}
     return out
+
+
+def measure_fma_peak(thread_counts, seconds: float = 0.5) -> dict:
+    """The float32 FMA peak (GFLOP/s) at each thread count, at the ISA mlpcore's children run
+    (independent FMA chains in the native module, as benchmarks/machine.py measures them)."""
+    rates, lanes = {}, 0
+    for t in thread_counts:
+        rates[str(t)], lanes = fma_peak_gflops(t, seconds)
+    return {"isa": kernel_info()["elementwise_isa"], "lanes": lanes, "gflops": rates}
+
+
+def add_peak_shares(report: dict, threads: int) -> None:
+    """mlpcore's model GFLOP/s per workload (model_flops_per_sample x samples/s) and its share
+    of the FMA peak at the same thread count."""
+    peaks = report.get("fma_peak", {}).get("gflops", {})
+    for name, w in report["workloads"].items():
+        flops = model_flops_per_sample(WORKLOADS[name])
+        w["model_flops_per_sample"] = flops
+        for key, t in (("mlpcore", threads), ("mlpcore@1t", 1)):
+            r = w["results"].get(key)
+            peak = peaks.get(str(t))
+            if not r:
+                continue
+            r["model_gflops"] = r["samples_per_s"] * flops / 1e9
+            if peak:
+                r["peak_share"] = r["model_gflops"] / peak
 
 
 def _meta(repeats, threads, seconds) -> dict:
@@ -250,6 +279,23 @@ def format_report(report: dict) -> str:
             t = s["threads"]
             lines.append(f"  {name:<10} 1 thread {s['samples_per_s_1t']:>10,.0f}   {t} threads "
                          f"{s[f'samples_per_s_{t}t']:>10,.0f}   speedup {s['speedup']:.2f}x")
+    peak = report.get("fma_peak")
+    if peak and any(p > 0 for p in peak["gflops"].values()):
+        rates = ", ".join(f"{v:.0f} GFLOP/s on {t} thread{'s' if t != '1' else ''}"
+                          for t, v in peak["gflops"].items())
+        lines.append("")
+        lines.append(f"mlpcore model GFLOP/s (matrix products of forward + backward) against the "
+                     f"float32 FMA peak ({peak['isa']}: {rates})")
+        for name, w in report["workloads"].items():
+            parts = []
+            for key in ("mlpcore", "mlpcore@1t"):
+                r = w["results"].get(key)
+                if r and "peak_share" in r:
+                    t = meta["threads"] if key == "mlpcore" else 1
+                    parts.append(f"{t} thread{'s' if t != 1 else ''} {r['model_gflops']:>7.1f} "
+                                 f"GFLOP/s = {r['peak_share']:>4.0%}")
+            if parts:
+                lines.append(f"  {name:<12} " + "   ".join(parts))
     lines.append("")
     lines.append("mlpcore memory: peak RSS increase over building the model, warm-up and "
                  "calibration fits (~0.1 s) and a fit of up to 10,000 steps (library code paged "

@@ -89,3 +89,11 @@ def theoretical_bytes(w: Workload, itemsize: int = 4) -> dict:
     out = {k: v * itemsize for k, v in parts.items()}
     out["total"] = sum(out.values())
     return out
+
+
+def model_flops_per_sample(w: Workload) -> int:
+    """The matrix products of one training sample, in flops (2 per multiply-add): the forward
+    product of every Dense layer, its weight gradient, and its input gradient except the first
+    layer's (nothing below it wants one). Element-wise work is not counted."""
+    products = [a * b for a, b in zip(w.sizes[:-1], w.sizes[1:])]
+    return 2 * (2 * sum(products) + sum(products[1:]))

@@ -4,8 +4,10 @@
 // a few hundred rows) those cache-to-cache transfers cost more than the second core saves
 // (benchmarks/README.md, "Where two threads go"). Here the batch is cut once into two halves
 // and each thread takes its half through the forward pass, the loss and the backward pass on
-// its own rows; the weights are only read, and what crosses between the cores is one parameter
-// gradient, added at the end.
+// its own rows; the weights are only read. What crosses between the cores is half of one
+// parameter gradient (each thread adds a fixed range of the two) and, in the native loop and
+// train_step, half of the parameters (each thread applies the update rule to its range, whose
+// optimizer state then stays in its cache).
 //
 // The cut depends on the shapes alone (shard_step), and one thread runs both halves the same
 // way, so the bits do not depend on the thread count (README: "Same seed, same bits").
@@ -18,9 +20,6 @@
 #endif
 
 #include "kernels/denormals.hpp"
-#ifdef MLPCORE_SHARD_TIMING
-#include <cstdio>
-#endif
 #include "net/network.hpp"
 
 namespace mlpcore {

@@ -9,10 +9,6 @@
 
 #include "kernels/denormals.hpp"
 #include "kernels/reductions.hpp"
-#ifdef MLPCORE_SHARD_TIMING
-#include <omp.h>
-#include <cstdio>
-#endif
 
 namespace mlpcore {
 
@@ -392,21 +388,9 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
       result.bad_value = b;
       return result;
     }
-#ifdef MLPCORE_SHARD_TIMING
-    static double tg, tu, tl; static long steps; static double tprev = omp_get_wtime();
-    const double t0 = omp_get_wtime();
-#endif
     bool updated = false;
     StepResult r = gradients_locked(xb, rows, t, nullptr, order ? &gather : nullptr, &updated);
-#ifdef MLPCORE_SHARD_TIMING
-    const double t1 = omp_get_wtime();
-#endif
     if (r.finite && !updated) r.finite = update_locked();
-#ifdef MLPCORE_SHARD_TIMING
-    const double t2 = omp_get_wtime();
-    tg += t1 - t0; tu += t2 - t1; tl += t0 - tprev; tprev = t2;
-    if (++steps % 1000 == 0) fprintf(stderr, "step: gradients %.1f update %.1f between %.1f us\n", tg / steps * 1e6, tu / steps * 1e6, tl / steps * 1e6);
-#endif
     if (!r.finite) {
       result.status = BatchStatus::NonFinite;
       result.failed_loss = r.loss;

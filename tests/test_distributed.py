@@ -212,6 +212,52 @@ def test_dropout_differs_per_rank_reproducibly_and_batchnorm_stays_replicated(tm
     np.testing.assert_array_equal(a["params"], b["params"])
 
 
+@pytest.fixture(scope="module")
+def sync_bn_single_process():
+    out = {}
+    for optimizer, clip, batch, _ in mpi_worker.SYNC_CONFIGS:
+        model, history = mpi_worker.train_sync_bn(optimizer, clip, batch, False)
+        out.update(mpi_worker.sync_bn_results(model, history, f"{optimizer}-{clip}-"))
+    return out
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_synchronized_batchnorm_matches_one_process(ranks, sync_bn_single_process, tmp_path):
+    """BatchNorm1d(synchronized=True): N ranks give one process's weights, running statistics
+    and losses on the same global batches (with 3 ranks and batch 17 the last batch of 2 rows
+    leaves rank 0 an empty shard, and its running statistics come from the last rank)."""
+    _run(ranks, "sync-bn", tmp_path / "a.npz")
+    _run(ranks, "sync-bn", tmp_path / "b.npz")
+    first, second = np.load(tmp_path / "a.npz"), np.load(tmp_path / "b.npz")
+    for optimizer, clip, _, tolerance in mpi_worker.SYNC_CONFIGS:
+        p = f"{optimizer}-{clip}-"
+        assert first[f"{p}replicas_identical"], p
+        np.testing.assert_array_equal(first[f"{p}weights"], second[f"{p}weights"])
+        ref = sync_bn_single_process[f"{p}weights"]
+        assert _max_relative(first[f"{p}weights"], ref) <= tolerance, p
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(first[f"{p}{key}"], sync_bn_single_process[f"{p}{key}"],
+                                       rtol=1e-10, err_msg=f"{p}{key}")
+
+
+def test_local_batchnorm_differs_from_one_process(sync_bn_single_process, tmp_path):
+    """The same network with per-rank statistics (the default, as DDP) does not match one
+    process, so the test above proves the synchronisation."""
+    _run(2, "local-bn", tmp_path / "local.npz")
+    local = np.load(tmp_path / "local.npz")["weights"]
+    assert _max_relative(local, sync_bn_single_process["sgd-None-weights"]) > 1e-3
+
+
+def test_a_failing_rank_stops_every_rank_inside_synchronized_batchnorm():
+    """Rank 1 raises before its pass while rank 0 waits in a BatchNorm allreduce: rank 1 makes
+    the step's remaining statistic reductions (NaN), so both stop with the shared error."""
+    proc = _run(2, "sync-bn-fail", check=False)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} stopped: rank 1 failed at epoch 1, step 3: ValueError: injected " \
+               "failure" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_cli_ranks(tmp_path):
     _mpiexec()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(mc.__file__).parents[1]),

@@ -6,6 +6,7 @@
 
 #include "bindings/kinds.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -31,6 +32,43 @@ bool python_signal_pending(void*) {
 }
 const StopCheck kPythonSignals{python_signal_pending, nullptr};
 
+// A Python callable as the network's StatReducer (synchronised BatchNorm): fn(values, kind)
+// sums a float64 view of the statistics over the replicas in place. Its first exception is kept
+// and raised once the pass is over; from then on the values are NaN (and fn is still called,
+// so that every replica makes the same collective calls and the NaN reaches them all).
+struct PyStatReducer {
+  py::object fn;
+  py::object error = py::none();
+};
+
+void reduce_in_python(void* ctx, double* values, index_t count, int kind) {
+  auto* r = static_cast<PyStatReducer*>(ctx);
+  py::gil_scoped_acquire gil;
+  if (!r->error.is_none()) std::fill(values, values + count, std::nan(""));
+  try {
+    const py::capsule no_owner(values, [](void*) {});
+    r->fn(py::array_t<double>({py::ssize_t(count)}, {py::ssize_t(sizeof(double))}, values,
+                              no_owner),
+          kind);
+  } catch (py::error_already_set& e) {
+    if (r->error.is_none()) r->error = e.value();
+    std::fill(values, values + count, std::nan(""));
+  }
+}
+
+// Raises the exception a Python StatReducer met during the last native call, if any.
+template <typename T>
+void raise_reducer_error(Network<T>& net) {
+  const StatReducer& reducer = net.stat_reducer();
+  if (reducer.reduce != reduce_in_python) return;
+  auto* r = static_cast<PyStatReducer*>(reducer.ctx);
+  if (r->error.is_none()) return;
+  const py::object error = r->error;
+  r->error = py::none();
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(error.ptr())), error.ptr());
+  throw py::error_already_set();
+}
+
 // A NumPy view of native memory that keeps the network alive while the view exists.
 template <typename T>
 py::array view_of(const NetPtr<T>& net, T* data, std::vector<py::ssize_t> shape) {
@@ -43,7 +81,8 @@ py::array_t<T, py::array::c_style> checked_inputs(Network<T>& net, const py::han
                                                   const char* func, bool training = false) {
   auto x = require_array<T>(obj, func, "x", 2);
   if (x.shape(0) < 1) throw py::value_error(std::string(func) + ": x is an empty batch (0 rows)");
-  if (training && net.has_batchnorm() && x.shape(0) == 1)
+  // (a replica's shard of one row is fine when the statistics are those of every replica)
+  if (training && net.has_local_batchnorm() && x.shape(0) == 1)
     throw py::value_error(std::string(func) + ": BatchNorm1d needs more than 1 sample per batch "
                           "in training, got a batch of 1");
   if (x.shape(1) != net.in_features())
@@ -248,6 +287,20 @@ void bind_network_class(py::module_& m, const char* name) {
       .def("regularization_loss", &Network<T>::regularization_loss)
       .def("set_sentinel", &Network<T>::set_sentinel, py::arg("on"))
       .def("set_diagnostics", &Network<T>::set_diagnostics, py::arg("on"))
+      .def("set_stat_reducer",
+           [](Network<T>& net, const py::object& fn, const std::vector<bool>& layers) {
+             if (fn.is_none()) return net.set_stat_reducer(StatReducer{}, {}, nullptr);
+             if (!PyCallable_Check(fn.ptr()))
+               throw py::type_error("set_stat_reducer: fn must be a callable or None, got " +
+                                    std::string(py::str(py::type::of(fn).attr("__name__"))));
+             auto ctx = std::make_shared<PyStatReducer>();
+             ctx->fn = fn;
+             net.set_stat_reducer(StatReducer{reduce_in_python, ctx.get()}, layers, ctx);
+           },
+           py::arg("fn"), py::arg("layers") = std::vector<bool>{},
+           "Synchronised BatchNorm: fn(values: float64 array, kind: int) sums the statistics "
+           "of the BatchNorm layers flagged in `layers` over the replicas, in place, during "
+           "training passes. None turns it off.")
       .def("sentinel_report",
            [](Network<T>& net) {
              const SentinelReport r = net.sentinel_report();
@@ -265,6 +318,7 @@ void bind_network_class(py::module_& m, const char* name) {
                py::gil_scoped_release release;
                ok = net.forward_for_custom(x.data(), x.shape(0), out_ptr);
              }
+             raise_reducer_error(net);
              if (!ok) return py::none();
              return out;
            })
@@ -285,6 +339,7 @@ void bind_network_class(py::module_& m, const char* name) {
                py::gil_scoped_release release;
                r = net.backward_from(x.data(), x.shape(0), dout.data(), dx);
              }
+             raise_reducer_error(net);
              return py::make_tuple(r.loss, r.finite, dx_obj);
            },
            py::arg("x"), py::arg("dout"), py::arg("want_dx") = false)
@@ -316,6 +371,7 @@ void bind_network_class(py::module_& m, const char* name) {
                py::gil_scoped_release release;
                r = net.train_step(x.data(), x.shape(0), y.targets);
              }
+             raise_reducer_error(net);
              return step_tuple(r);
            },
            py::arg("x"), py::arg("y"), py::arg("sample_weight") = py::none())
@@ -333,6 +389,7 @@ void bind_network_class(py::module_& m, const char* name) {
                py::gil_scoped_release release;
                r = net.compute_gradients(x.data(), x.shape(0), y.targets, dx);
              }
+             raise_reducer_error(net);
              return py::make_tuple(r.loss, r.correct, r.finite, dx_obj);
            },
            py::arg("x"), py::arg("y"), py::arg("want_dx") = false,
@@ -370,6 +427,7 @@ void bind_network_class(py::module_& m, const char* name) {
                r = net.train_batches(x.data(), x.shape(0), y.targets, order, batch_size,
                                      first_batch, n_batches, &kPythonSignals);
              }
+             raise_reducer_error(net);
              // interrupted between batches: the model holds the last completed step
              if (r.status == BatchStatus::Stopped) throw py::error_already_set();
              if (r.status == BatchStatus::BadIndex)

@@ -10,6 +10,7 @@
 
 #include "kernels/activations.hpp"
 #include "kernels/losses.hpp"
+#include "kernels/normalization.hpp"
 #include "kernels/optim.hpp"
 #include "kernels/random.hpp"
 #include "net/aligned_buffer.hpp"
@@ -170,6 +171,8 @@ class Network {
   T* buffers() noexcept { return buffers_.data(); }
   index_t buffer_offset(std::size_t layer) const { return slots_.at(layer).buffer; }
   bool has_batchnorm() const noexcept { return has_batchnorm_; }
+  // A BatchNorm layer normalises with this batch's statistics alone (not synchronised).
+  bool has_local_batchnorm() const noexcept { return has_batchnorm_ && !all_batchnorm_synced_; }
 
   // Dropout masks are drawn from this generator; its state is part of an exact resume.
   void seed_dropout(std::uint64_t seed) noexcept { dropout_rng_.reseed(seed); }
@@ -197,6 +200,13 @@ class Network {
   void set_sentinel(bool on) noexcept { sentinel_on_ = on; }
   void set_diagnostics(bool on);
   SentinelReport sentinel_report() const noexcept { return sentinel_; }
+  // Synchronised BatchNorm (data-parallel training): the BatchNorm layers flagged in `layers`
+  // (one entry per layer) normalise training batches with the statistics of every replica's
+  // rows, summed by `reducer` during the passes (a default StatReducer turns it off). `owner`
+  // keeps the reducer's context alive while it is installed.
+  void set_stat_reducer(const StatReducer& reducer, const std::vector<bool>& layers,
+                        std::shared_ptr<void> owner);
+  const StatReducer& stat_reducer() const noexcept { return stat_reducer_; }
   // The pre-clip global gradient norm of the last step, and the epoch statistics so far.
   double last_grad_norm() const noexcept { return last_grad_norm_; }
   // 2 if the last gradient computation was a sharded step (network_shards.cpp), else 1.
@@ -309,6 +319,10 @@ class Network {
   T* aux(std::size_t layer) noexcept { return aux_.data() + slots_[layer].aux * rows_cap_; }
   T* buffer(std::size_t layer) noexcept { return buffers_.data() + slots_[layer].buffer; }
   T* feat_aux(std::size_t layer) noexcept { return feat_aux_.data() + slots_[layer].feat_aux; }
+  // The reducer of layer i's training statistics, or null (local statistics).
+  const StatReducer* stat_sync(std::size_t i) const noexcept {
+    return stat_reducer_.reduce && stat_sync_[i] ? &stat_reducer_ : nullptr;
+  }
   T* weight(std::size_t layer) noexcept { return params_.data() + slots_[layer].weight; }
   T* bias(std::size_t layer) noexcept { return params_.data() + slots_[layer].bias; }
   T* dweight(std::size_t layer) noexcept { return grads_.data() + slots_[layer].weight; }
@@ -383,6 +397,11 @@ class Network {
   ClipConfig clip_;
   bool sentinel_on_ = false;
   SentinelReport sentinel_;
+  StatReducer stat_reducer_;
+  std::vector<char> stat_sync_;       // per layer: BatchNorm synchronised over replicas
+  bool all_batchnorm_synced_ = false;
+  std::vector<double> stat_scratch_;  // the reducer's values (2 x widest layer + 1)
+  std::shared_ptr<void> stat_owner_;
   bool diagnostics_on_ = false;
   AlignedBuffer<T> params_before_;  // diagnostics: the parameters before the update
   double last_grad_norm_ = 0.0;

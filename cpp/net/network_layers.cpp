@@ -222,7 +222,8 @@ std::size_t Network<T>::forward_layer(std::size_t i, const T* x, const Rows& row
       T* running = buffers_.data() + slots_[i].buffer;
       if (training)
         batchnorm_forward_train<T>(in, weight(i), bias(i), out, feat_aux(i), feat_aux(i) + w,
-                                   running, running + w, n, w, s.eps, s.momentum);
+                                   running, running + w, n, w, s.eps, s.momentum, stat_sync(i),
+                                   stat_scratch_.data());
       else
         batchnorm_forward_eval<T>(in, weight(i), bias(i), out, running, running + w, n, w, s.eps);
       return 1;
@@ -283,7 +284,7 @@ std::size_t Network<T>::backward_layer(std::size_t l, const T* x, T* dx, const R
       return 1;
     case LayerKind::BatchNorm:
       batchnorm_backward<T>(dout, in, weight(l), feat_aux(l), feat_aux(l) + w, din, dweight,
-                            dbias, n, w);
+                            dbias, n, w, stat_sync(l), stat_scratch_.data());
       return 1;
     case LayerKind::Normalization:  // no parameters: only the input gradient, if wanted
       if (din) normalization_backward<T>(din, dout, feat_aux(l), n, w);

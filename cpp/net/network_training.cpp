@@ -54,6 +54,26 @@ void Network<T>::set_diagnostics(bool on) {
 }
 
 template <typename T>
+void Network<T>::set_stat_reducer(const StatReducer& reducer, const std::vector<bool>& layers,
+                                  std::shared_ptr<void> owner) {
+  if (reducer.reduce && layers.size() != specs_.size())
+    throw std::invalid_argument("set_stat_reducer: one flag per layer expected");
+  std::lock_guard<std::mutex> lock(mutex_);
+  index_t widest = 0;
+  stat_sync_.assign(specs_.size(), 0);
+  for (std::size_t i = 0; reducer.reduce && i < specs_.size(); ++i) {
+    stat_sync_[i] = layers[i] && specs_[i].kind == LayerKind::BatchNorm;
+    if (stat_sync_[i]) widest = std::max(widest, widths_[i + 1]);
+  }
+  all_batchnorm_synced_ = reducer.reduce != nullptr;
+  for (std::size_t i = 0; i < specs_.size(); ++i)
+    if (specs_[i].kind == LayerKind::BatchNorm && !stat_sync_[i]) all_batchnorm_synced_ = false;
+  stat_scratch_.assign(std::size_t(2 * widest + 1), 0.0);
+  stat_reducer_ = reducer;
+  stat_owner_ = std::move(owner);
+}
+
+template <typename T>
 void Network<T>::accumulate_activation_stats(index_t n) noexcept {
   for (std::size_t i = 0; i < specs_.size(); ++i) {
     const LayerSpec& s = specs_[i];

@@ -21,6 +21,8 @@ Choices (documented in the README):
   optimizer's hyper-parameters (so learning-rate callbacks act on every rank).
 * BatchNorm1d normalises with each rank's local batch statistics (as DDP); the running
   statistics are averaged across ranks after every epoch so the replicas stay identical.
+  ``BatchNorm1d(synchronized=True)`` uses the global batch's statistics instead: its sums are
+  allreduced during the passes (:class:`_StatSync`), so N ranks train like one process.
 """
 from __future__ import annotations
 
@@ -233,8 +235,14 @@ def _set_hyper(model, hyper: Dict[str, Any]) -> None:
 
 def _average_batchnorm(model, comm: Communicator) -> None:
     for layer in model.flat_layers:
-        if isinstance(layer, BatchNorm1d):
-            for view in (layer.running_mean, layer.running_var):
+        if not isinstance(layer, BatchNorm1d):
+            continue
+        for view in (layer.running_mean, layer.running_var):
+            if layer.synchronized:
+                # every rank computed the same statistics, except a rank whose shard of a
+                # step was empty (it skipped that forward pass); the last rank never has one
+                comm.broadcast_(view, comm.size - 1)
+            else:
                 comm.allreduce_(view)
                 view /= comm.size
 
@@ -242,6 +250,46 @@ def _average_batchnorm(model, comm: Communicator) -> None:
 def _shard(start: int, stop: int, comm: Communicator):
     rows = stop - start
     return start + rows * comm.rank // comm.size, start + rows * (comm.rank + 1) // comm.size
+
+
+class _StatSync:
+    """The reducer fit installs for BatchNorm1d(synchronized=True) layers (see
+    ``Sequential.set_batchnorm_reducer``). It counts its calls in a step, so that a rank whose
+    step ended early (an exception, a non-finite loss, an empty shard) makes the step's
+    remaining calls itself and no rank waits forever in an allreduce."""
+
+    def __init__(self, model, comm: Communicator) -> None:
+        widths = [layer.num_features for layer in model.flat_layers
+                  if isinstance(layer, BatchNorm1d) and layer.synchronized]
+        # a step's calls: (count, kind) per layer forward, then per layer backward in reverse
+        self.calls = [c for w in widths for c in ((w + 1, 0), (w, 1))]
+        self.calls += [(2 * w + 1, 2) for w in reversed(widths)]
+        self.comm, self.scale, self.done = comm, 1.0, 0
+
+    def __bool__(self) -> bool:
+        return bool(self.calls)
+
+    def start(self, scale: float) -> None:
+        """A new step; scale = this rank's share of the global batch's rows."""
+        self.scale, self.done = scale, 0
+
+    def __call__(self, values: np.ndarray, kind: int) -> None:
+        self.done += 1
+        if kind == 2:
+            # dy is this rank's mean-loss gradient, rows_global / rows_local times the global
+            # one: bring the sums to the global scale, add them, and take them back.
+            values[:-1] *= self.scale
+            self.comm.allreduce_(values)
+            if self.scale:
+                values[:-1] /= self.scale
+        else:
+            self.comm.allreduce_(values)
+
+    def finish(self, fill: float) -> None:
+        """The calls this rank's step did not make, with every value ``fill`` (0: an empty
+        shard adds nothing; NaN: a failed step poisons every rank's step)."""
+        for count, kind in self.calls[self.done:]:
+            self(np.full(count, fill), kind)
 
 
 # --- fit ----------------------------------------------------------------------------------------
@@ -280,14 +328,36 @@ def fit_distributed(model, data, comm: Communicator, *, epochs: int, initial_epo
     the History (the same on every rank)."""
     if data.diagnostics:
         raise ValueError("fit: diagnostics=True is not supported with distributed=True")
+    sync = _StatSync(model, comm)
     # Every rank must run the same steps (else collectives would pair up wrongly and hang).
     plans = comm.allgather_object((data.x.shape[0], data.batch_size, epochs, initial_epoch,
-                                   bool(shuffle), model.num_params))
+                                   bool(shuffle), model.num_params, sync.calls))
     if any(plan != plans[0] for plan in plans):
         raise ValueError("fit(distributed=True): every rank must pass the same data and "
                          "settings (rows, batch_size, epochs, initial_epoch, shuffle, model "
-                         f"size); got {plans} by rank")
+                         f"size, synchronised BatchNorm widths); got {plans} by rank")
+    if sync and model.detect_anomaly:
+        raise ValueError("fit(distributed=True): BatchNorm1d(synchronized=True) cannot be "
+                         "combined with detect_anomaly=True (a pass stopped by the sentinel "
+                         "would leave the other ranks waiting)")
+    rows = data.x.shape[0]
+    if sync and (data.batch_size == 1 or rows % data.batch_size == 1):
+        raise ValueError(f"fit(distributed=True): {rows} rows in batches of {data.batch_size} "
+                         "leave a global batch of 1 sample, and BatchNorm1d needs more than 1 "
+                         "sample per batch in training; choose another batch_size")
     broadcast_model(model, comm)
+    if sync:
+        model.set_batchnorm_reducer(sync)
+    try:
+        return _fit_loop(model, data, comm, sync, epochs=epochs, initial_epoch=initial_epoch,
+                         shuffle=shuffle, callbacks=callbacks, verbose=verbose)
+    finally:
+        if sync:
+            model.set_batchnorm_reducer(None)
+
+
+def _fit_loop(model, data, comm: Communicator, sync: _StatSync, *, epochs: int,
+              initial_epoch: int, shuffle: bool, callbacks, verbose: int):
     root_settings = comm.broadcast_object(
         (verbose, CallbackList(callbacks, model=model).wants_batch_hooks()))
     verbose, per_batch = root_settings
@@ -305,7 +375,7 @@ def fit_distributed(model, data, comm: Communicator, *, epochs: int, initial_epo
             order = _core.shuffled_indices(int(model.rng.integers(2**63)), n, out=order)
         logs = None
         try:
-            logs = _fit_epoch(model, data, epoch, order, cbs, comm, root, per_batch)
+            logs = _fit_epoch(model, data, epoch, order, cbs, comm, root, per_batch, sync)
         finally:
             cbs._on_epoch_done(epoch, logs)
         root.run(cbs.on_epoch_end, epoch, logs)
@@ -317,7 +387,7 @@ def fit_distributed(model, data, comm: Communicator, *, epochs: int, initial_epo
 
 
 def _fit_epoch(model, data, epoch: int, order, cbs: CallbackList, comm: Communicator,
-               root: _Root, per_batch: bool) -> Dict[str, float]:
+               root: _Root, per_batch: bool, sync: _StatSync) -> Dict[str, float]:
     x, y, w, batch_size = data.x, data.y, data.weights, data.batch_size
     n = x.shape[0]
     grads = model.grads_view()
@@ -331,20 +401,25 @@ def _fit_epoch(model, data, epoch: int, order, cbs: CallbackList, comm: Communic
             root.run(cbs.on_train_batch_begin, batch, None)
         start, stop = batch * batch_size, min(n, (batch + 1) * batch_size)
         lo, hi = _shard(start, stop, comm)
-        error = None
+        error, fill = None, 0.0
+        sync.start((hi - lo) / (stop - start))
         try:
             if hi > lo:
                 rows = order[lo:hi] if order is not None else slice(lo, hi)
                 loss, correct = model.compute_gradients(
                     x[rows], y[rows], sample_weight=None if w is None else w[rows],
                     return_correct=True)
-                grads *= (hi - lo) / (stop - start)
+                if np.isfinite(loss):
+                    grads *= (hi - lo) / (stop - start)
+                else:  # the backward pass did not run: the arena holds the last step's
+                    grads[...] = fill = np.nan
                 local += (loss * (hi - lo), correct)
             else:  # fewer rows than ranks: this rank adds nothing to the sum
                 grads[...] = 0
         except Exception as exc:  # poison the sum so every rank stops after the allreduce
             error = exc
-            grads[...] = np.nan
+            grads[...] = fill = np.nan
+        sync.finish(fill)
         comm.allreduce_(grads)
         try:
             model.apply_gradients()

@@ -365,22 +365,36 @@ class LayerNorm(_Norm):
 class BatchNorm1d(_Norm):
     """Batch normalisation of each feature (torch.nn.BatchNorm1d): batch statistics in training
     (which update ``running_mean`` / ``running_var`` with ``momentum``, the variance unbiased),
-    running statistics in predict/evaluate. Training batches need more than one sample."""
+    running statistics in predict/evaluate. Training batches need more than one sample.
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+    ``synchronized=True`` (Keras' name; torch's SyncBatchNorm) matters only in data-parallel
+    training (``fit(..., distributed=True)``): the batch statistics, and their gradients, are
+    then those of the whole global batch, summed over the ranks during each pass, so N ranks
+    train like one process on the same batches. By default each rank normalises with its own
+    shard's statistics, as PyTorch's DDP does. One process: no difference."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *,
+                 synchronized: bool = False) -> None:
         super().__init__(num_features, eps, "BatchNorm1d")
         momentum = check_finite(momentum, owner="BatchNorm1d", name="momentum")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"BatchNorm1d: momentum must lie in [0, 1], got {momentum}")
+        if not isinstance(synchronized, (bool, np.bool_)):
+            raise TypeError(f"BatchNorm1d: synchronized must be a bool, got "
+                            f"{type(synchronized).__name__}")
         self.momentum = momentum
+        self.synchronized = bool(synchronized)
 
     def _spec(self) -> _core.LayerSpec:
         return _core.LayerSpec(kind=_core.LayerKind.BatchNorm, in_features=self.num_features,
                                eps=self.eps, momentum=self.momentum)
 
     def get_config(self) -> Dict[str, Any]:
-        return {"type": "BatchNorm1d", "num_features": self.num_features, "eps": self.eps,
-                "momentum": self.momentum}
+        config = {"type": "BatchNorm1d", "num_features": self.num_features, "eps": self.eps,
+                  "momentum": self.momentum}
+        if self.synchronized:  # (left out otherwise: files from before it load unchanged)
+            config["synchronized"] = True
+        return config
 
     def buffers(self) -> Dict[str, np.ndarray]:
         return {"running_mean": self.running_mean, "running_var": self.running_var}

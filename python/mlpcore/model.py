@@ -17,8 +17,8 @@ from ._validation import (as_inputs, as_sample_weight, as_targets, check_int,
                           check_positive_finite_or_none, require)
 from .custom_loss import custom_batches, custom_evaluate, custom_step
 from .errors import NonFiniteLossError
-from .layers import (Dense, Dropout, Layer, Residual, Sigmoid, Softmax, flatten_layers,
-                     has_parameters, layer_from_config)
+from .layers import (BatchNorm1d, Dense, Dropout, Layer, Residual, Sigmoid, Softmax,
+                     flatten_layers, has_parameters, layer_from_config)
 from .losses import LossInfo, get_loss
 from .metrics import accuracy, check_metrics, regression_metrics
 from .optim import Optimizer, get_optimizer
@@ -411,6 +411,19 @@ class Sequential(Trainer):
             loss, correct, _, dx = self._net.compute_gradients(x, y, bool(return_input_grad), w)
         out = (loss, *((dx,) if return_input_grad else ()), *((correct,) if return_correct else ()))
         return out if len(out) > 1 else loss
+
+    def set_batchnorm_reducer(self, fn) -> None:
+        """Synchronised BatchNorm for a hand-written data-parallel loop (``fit(...,
+        distributed=True)`` installs one itself). During training passes every
+        ``BatchNorm1d(synchronized=True)`` calls ``fn(values, kind)``, which must sum the
+        float64 array ``values`` over the replicas in place: kind 0 holds the per-feature sums
+        of x and then the row count, kind 1 the squared deviations from the global mean, kind 2
+        the backward sums of dy and dy * xhat and then the row count. Every replica makes the
+        same calls in the same order. An exception raised by ``fn`` is raised by the training
+        call once its pass is over. ``None`` turns it off."""
+        flags = [isinstance(layer, BatchNorm1d) and layer.synchronized
+                 for layer in self._plan_layers]
+        self._net.set_stat_reducer(fn, flags)
 
     def apply_gradients(self) -> None:
         """One optimizer update from the gradients now in :meth:`grads_view` (after

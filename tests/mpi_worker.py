@@ -181,7 +181,7 @@ def main(argv):
             return 3
         print(f"rank {comm.rank} finished without an error", flush=True)
         return 0
-    elif mode in ("nan-in-fit", "killed-in-fit"):
+    elif mode in ("nan-in-fit", "killed-in-fit", "nan-loss-in-fit"):
         model = build("sgd", None)
         if comm.rank == 1:
             original, calls = model.compute_gradients, [0]
@@ -190,6 +190,10 @@ def main(argv):
                 calls[0] += 1
                 if calls[0] == 3 and mode == "killed-in-fit":
                     os.kill(os.getpid(), signal.SIGKILL)
+                if calls[0] == 3 and mode == "nan-loss-in-fit":
+                    # a loss that overflowed: the native step returns before its backward
+                    # pass, so the gradient arena still holds the previous step's values
+                    return float("nan"), 0
                 out = original(x, y, **kwargs)
                 if calls[0] == 3:  # a gradient overflowed on this rank only
                     model.grads_view()[0] = np.inf

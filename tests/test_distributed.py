@@ -159,6 +159,16 @@ def test_a_nan_on_one_rank_stops_every_rank():
                "epoch 1, step 3" in proc.stdout
 
 
+def test_a_nan_loss_on_one_rank_stops_every_rank():
+    """A non-finite loss leaves the previous step's gradients in the arena: the rank sends
+    NaN instead, so no stale gradient is applied anywhere."""
+    proc = _run(2, "nan-loss-in-fit", check=False)
+    assert proc.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} stopped: fit: the loss or a gradient became non-finite at " \
+               "epoch 1, step 3" in proc.stdout, proc.stdout + proc.stderr
+
+
 def test_a_killed_rank_ends_the_job():
     """The launcher ends the job when a rank dies (rank 0 is then inside an allreduce)."""
     proc = _run(2, "killed-in-fit", check=False)

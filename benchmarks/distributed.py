@@ -177,7 +177,26 @@ def report(name: str, steps: int) -> None:
     latency, bandwidth = fit_latency_bandwidth(runs[("weak", 2)]["probe"])
     print(f"allreduce on this host (2 ranks, shared memory): latency {latency * 1e6:.0f} us, "
           f"bandwidth {bandwidth / 1e9:.2f} GB/s")
+    parts(runs[("strong", 2)], two_threads, latency, bandwidth)
     project(name, runs[("weak", 1)], latency)
+
+
+def parts(ranks2: dict, threads2: dict, latency: float, bandwidth: float) -> None:
+    """Where a step goes at equal global batch, 2 ranks x 1 thread against 1 process x 2
+    threads, and the best ratio the parts allow on a machine whose cores are all computing:
+    the ranks' compute and update (each rank updates the whole arena) plus the probe's fastest
+    allreduce of the gradients, none of which a busy core can overlap with another."""
+    ms = {k: ranks2[k] * 1e3 for k in ("compute_s", "update_s", "allreduce_s", "wait_s")}
+    fastest_reduce = (latency + ranks2["gradient_bytes"] / bandwidth) * 1e3
+    floor = ms["compute_s"] + ms["update_s"] + fastest_reduce
+    print(f"step parts, 2 ranks x 1 thread (slowest rank): compute {ms['compute_s']:.1f} ms, "
+          f"update {ms['update_s']:.1f} ms, allreduce {ms['allreduce_s']:.1f} ms (fastest "
+          f"probe: {fastest_reduce:.1f} ms), waiting {ms['wait_s']:.1f} ms; 1 process x 2 "
+          f"threads: compute {threads2['compute_s'] * 1e3:.1f} ms, update "
+          f"{threads2['update_s'] * 1e3:.1f} ms, step {threads2['step_s'] * 1e3:.1f} ms")
+    print(f"ceiling of 2 ranks / 1 process at equal global batch without overlap: "
+          f"{threads2['step_s'] * 1e3:.1f} / {floor:.1f} ms = "
+          f"{threads2['step_s'] * 1e3 / floor:.2f}x")
 
 
 def project(name: str, one: dict, latency: float) -> None:

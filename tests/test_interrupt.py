@@ -39,11 +39,12 @@ CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("what", ["fit", "predict"])
-def test_ctrl_c_stops_a_long_native_call(what, tmp_path):
+# (at 2 threads predict cuts the rows between the threads; the caller's thread asks for signals)
+@pytest.mark.parametrize("what, threads", [("fit", 1), ("predict", 1), ("predict", 2)])
+def test_ctrl_c_stops_a_long_native_call(what, threads, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     child = subprocess.Popen([sys.executable, str(script), what], stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -180,6 +180,7 @@ template <typename T>
 bool Network<T>::predict(const T* x, index_t n, T* out, const StopCheck* stop) {
   std::lock_guard<std::mutex> lock(mutex_);
   const DenormalsAsZero denormals;
+  if (const int nt = predict_threads(n); nt > 1) return predict_sharded(x, n, out, stop, nt);
   const index_t chunk = std::max(rows_cap_, std::min(n, kInferenceChunk));
   reserve_rows(chunk);
   StopPoller poller(stop);

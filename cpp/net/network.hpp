@@ -253,7 +253,7 @@ class Network {
   StepResult backward_from(const T* x, index_t n, const T* dout, T* dx);
 
   // Network outputs (n x out) for n inputs, computed in chunks.
-  // False if `stop` asked to stop (out then holds a prefix of the rows).
+  // False if `stop` asked to stop (out then holds some of the rows).
   bool predict(const T* x, index_t n, T* out, const StopCheck* stop = nullptr);
 
   // Forward pass on one batch, keeping every layer's output: outs[j] (n x width of layer j's
@@ -338,6 +338,12 @@ class Network {
   bool shard_rows(index_t n) const noexcept;  // the shape part of the rule
   void plan_shards() noexcept;                 // the rule's per-network constants, once
   void forward_rows(const T* x, const Rows& rows, bool training) noexcept;  // no sentinel
+  // Inference over many rows at nt > 1 threads: each thread takes its own chunks through every
+  // layer (its products on one thread), so no activation crosses between the cores. A row's
+  // outputs do not depend on the chunk or thread that computes it. predict_threads: the
+  // threads predict uses for n rows (1: the chunks in turn, each product split over threads).
+  int predict_threads(index_t n) const noexcept;
+  bool predict_sharded(const T* x, index_t n, T* out, const StopCheck* stop, int nt);
   // With `updated` (the native loop), the update follows in the same parallel region and
   // *updated is set; finite then also says the update was applied.
   StepResult gradients_sharded(const T* x, index_t n, const Targets<T>& targets, T* dx,

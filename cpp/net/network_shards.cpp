@@ -183,6 +183,62 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
   return r;
 }
 
+namespace {
+// Rows each thread of a sharded predict takes at least (fewer: each core packing every weight
+// matrix for a few rows costs more than splitting the products).
+constexpr index_t kMinPredictRowsPerThread = 128;
+constexpr index_t kPredictChunk = 512;  // rows per chunk, as the serial predict's
+}  // namespace
+
+template <typename T>
+int Network<T>::predict_threads(index_t n) const noexcept {
+  int nt = 1;
+#ifdef _OPENMP
+  if (!omp_in_parallel()) nt = std::min(2, omp_get_max_threads());
+#endif
+  return nt > 1 && n >= nt * kMinPredictRowsPerThread ? nt : 1;
+}
+
+template <typename T>
+bool Network<T>::predict_sharded(const T* x, index_t n, T* out, const StopCheck* stop, int nt) {
+  const index_t per_thread = (n + nt - 1) / nt;
+  const index_t chunk = std::min(kPredictChunk, (per_thread + 7) / 8 * 8);
+  reserve_rows(nt * chunk);
+  prepare_features();
+  const index_t chunks = (n + chunk - 1) / chunk;
+  const index_t in_w = in_features(), out_w = out_features();
+  const std::size_t last = specs_.size();
+  StopPoller poller(stop);
+  bool stopped = false;  // written by thread 0 only, read by all after each chunk
+#pragma omp parallel num_threads(nt)
+  {
+    const DenormalsAsZero denormals;  // same arithmetic mode in every thread
+#ifdef _OPENMP
+    const int t = omp_get_thread_num();
+#else
+    const int t = 0;
+#endif
+    const index_t r0 = index_t(t) * chunk;  // this thread's rows of the workspace
+    for (index_t k = t; k < chunks; k += nt) {
+      // Thread 0 is the caller's: only it may ask Python about signals.
+      if (t == 0 && poller.stop()) {
+#pragma omp atomic write
+        stopped = true;
+      }
+      bool stop_now;
+#pragma omp atomic read
+      stop_now = stopped;
+      if (stop_now) break;
+      const index_t start = k * chunk, rows = std::min(chunk, n - start);
+      // the input pointer is set so that workspace row r0 reads input row `start`
+      forward_rows(x + (start - r0) * in_w, Rows{r0, rows, grads_.data()}, false);
+      const T* y = at_row(act(last), r0, out_w);
+      std::copy(y, y + rows * out_w, out + start * out_w);
+    }
+  }
+  return !stopped;
+}
+
 template class Network<float>;
 template class Network<double>;
 

@@ -278,7 +278,10 @@ def _rng_from_state(state) -> np.random.Generator:
     if not (isinstance(cls, type) and issubclass(cls, np.random.BitGenerator)):
         raise ValueError(f"unknown random bit generator {name!r:.40}")
     bit_generator = cls()
-    bit_generator.state = _from_json(state)
+    try:
+        bit_generator.state = _from_json(state)
+    except (IndexError, AttributeError) as exc:  # numpy indexes what it is given as a dict
+        raise ValueError(f"invalid {name} state: {exc}") from None
     return np.random.Generator(bit_generator)
 
 

@@ -156,6 +156,8 @@ def _checkpoint_with(where: str, entry) -> Callable[[Path], Path]:
         meta = json.loads(header["__metadata__"]["mlpcore"])
         if where == "scheduler":
             meta["checkpoint"]["scheduler"] = {"type": "StepLR", "base_lrs": entry}
+        elif where == "rng-inner":  # the {"state", "inc"} dict of PCG64
+            meta["checkpoint"]["rng"]["state"] = entry
         else:
             meta["checkpoint"]["rng"]["state"]["state"] = entry
         header["__metadata__"]["mlpcore"] = json.dumps(meta)
@@ -237,6 +239,11 @@ CASES: List[Case] = [
     Case("checkpoint-U500000000-rng",
          _checkpoint_with("rng", {"__ndarray__": [0], "dtype": "U500000000"}),
          ValueError, "checkpoint.rng", dangerous=True, func="load_checkpoint"),
+    Case("checkpoint-rng-state-array",  # numpy's state setter indexes it: IndexError
+         _checkpoint_with("rng-inner", {"__ndarray__": [1, 2], "dtype": "int64"}),
+         ValueError, "checkpoint.rng", func="load_checkpoint"),
+    Case("checkpoint-rng-state-list", _checkpoint_with("rng-inner", [1, 2]),
+         ValueError, "checkpoint.rng", func="load_checkpoint"),
     Case("checkpoint-object-dtype",
          _checkpoint_with("scheduler", {"__ndarray__": [0], "dtype": "O"}),
          ValueError, "checkpoint.scheduler", func="load_checkpoint"),

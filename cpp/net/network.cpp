@@ -195,6 +195,17 @@ bool Network<T>::predict(const T* x, index_t n, T* out, const StopCheck* stop) {
 }
 
 template <typename T>
+bool Network<T>::predict_if_free(const T* x, index_t n, T* out) {
+  std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return false;
+  const DenormalsAsZero denormals;
+  reserve_rows(std::max(rows_cap_, n));
+  const T* y = forward(x, n, false);
+  std::copy(y, y + n * out_features(), out);
+  return true;
+}
+
+template <typename T>
 void Network<T>::forward_collect(const T* x, index_t n, const std::vector<T*>& outs) {
   std::lock_guard<std::mutex> lock(mutex_);
   const DenormalsAsZero denormals;

@@ -255,6 +255,12 @@ class Network {
   // Network outputs (n x out) for n inputs, computed in chunks.
   // False if `stop` asked to stop (out then holds some of the rows).
   bool predict(const T* x, index_t n, T* out, const StopCheck* stop = nullptr);
+  // The same for a call too short to be worth releasing the GIL: runs only if no other call
+  // holds the network (the caller then keeps the GIL, which a running call may need for its
+  // signal checks: waiting for it here could deadlock). False if it did not run.
+  bool predict_if_free(const T* x, index_t n, T* out);
+  // Multiply-adds of the Dense layers per input row (the size of a forward pass).
+  double dense_work_per_row() const noexcept { return dense_work_per_row_; }
 
   // Forward pass on one batch, keeping every layer's output: outs[j] (n x width of layer j's
   // output) receives a copy of act(j + 1). For inspection (diagnose), not for speed.

@@ -138,6 +138,29 @@ void column_block(int nv, bool trans_a, index_t M, index_t w, index_t K, const S
     rows_block<S, Rows, NV, false>(trans_a, M, w, K, A, lda, col, rs, C, ldc, accumulate, ep);
 }
 
+// C in column blocks of NV vectors, each by row tiles of Rows rows. op(B) is read from B (row
+// stride rs) or, if set, from the packed micro-panels `panels` (NR = nr columns each).
+template <class S, int NV, int Rows>
+void column_blocks(bool trans_a, index_t M, index_t N, index_t K, const ScalarOf<S>* A,
+                   index_t lda, const ScalarOf<S>* B, const ScalarOf<S>* panels, index_t rs,
+                   index_t nr, ScalarOf<S>* C, index_t ldc, bool accumulate,
+                   const RegisterEpilogue<ScalarOf<S>>& ep) noexcept {
+  using T = ScalarOf<S>;
+  constexpr index_t chunk = NV * S::W;
+  for (index_t j0 = 0; j0 < N; j0 += chunk) {
+    const index_t w = N - j0 < chunk ? N - j0 : chunk;
+    const int nv = int((w + S::W - 1) / S::W);
+    const T* col[NV];  // where each vector of columns starts (unused ones repeat the first)
+    for (int v = 0; v < NV; ++v) {
+      const index_t j = j0 + (v < nv ? v : 0) * S::W;
+      col[v] = panels ? panels + j / nr * nr * K + j % nr : B + j;
+    }
+    const RegisterEpilogue<T> e = ep.at(0, j0, ldc);  // shifted to the column block
+    column_block<S, Rows, NV>(nv, trans_a, M, w, K, A, lda, col, rs, C + j0, ldc, accumulate,
+                              e);
+  }
+}
+
 // The whole product. pack_b / nr: the packed path's B packer and its micro-panel width.
 template <class S, int kMaxVectors, int kRows>
 bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const ScalarOf<S>* A,
@@ -168,19 +191,13 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const S
       rs = N;
     }
   }
-  constexpr int NV = kMaxVectors;
-  constexpr index_t chunk = NV * S::W;
-  for (index_t j0 = 0; j0 < N; j0 += chunk) {
-    const index_t w = N - j0 < chunk ? N - j0 : chunk;
-    const int nv = int((w + S::W - 1) / S::W);
-    const T* col[NV];  // where each vector of columns starts (unused ones repeat the first)
-    for (int v = 0; v < NV; ++v) {
-      const index_t j = j0 + (v < nv ? v : 0) * S::W;
-      col[v] = panels ? panels + j / nr * nr * K + j % nr : B + j;
-    }
-    const RegisterEpilogue<T> e = ep.at(0, j0, ldc);  // shifted to the column block
-    column_block<S, kRows, NV>(nv, trans_a, M, w, K, A, lda, col, rs, C + j0, ldc, accumulate,
-                               e);
-  }
+  // One row (a single sample) has one FMA chain per vector of columns: twice as many vectors
+  // keep both FMA units busy through the FMA latency (same arithmetic per element).
+  if (M == 1)
+    column_blocks<S, 2 * kMaxVectors, 1>(trans_a, M, N, K, A, lda, B, panels, rs, nr, C, ldc,
+                                         accumulate, ep);
+  else
+    column_blocks<S, kMaxVectors, kRows>(trans_a, M, N, K, A, lda, B, panels, rs, nr, C, ldc,
+                                         accumulate, ep);
   return true;
 }

@@ -55,12 +55,43 @@ def test_kernel_info_reports_the_caches_and_their_source():
                                "set by _set_cache_sizes"}
 
 
+def cache_blocks(blocking):
+    """The cache blocks of every ISA and dtype, without the L2-derived in-place limit."""
+    return {isa: {dtype: {k: v for k, v in blk.items() if k != "b_in_place_bytes"}
+                  for dtype, blk in per_dtype.items()} for isa, per_dtype in blocking.items()}
+
+
 def test_tuning_machine_caches_keep_the_tuned_blocking(restore_caches):
     # 48 KiB L1d with 1 or 2 MiB of L2 is what the constants were tuned on; larger caches
     # do not grow the blocks past them (that was measured no better)
-    tuned = blocking_for(48 * K, M)
-    assert blocking_for(48 * K, 2 * M) == tuned
-    assert blocking_for(64 * K, 8 * M) == tuned
+    tuned = cache_blocks(blocking_for(48 * K, M))
+    assert cache_blocks(blocking_for(48 * K, 2 * M)) == tuned
+    assert cache_blocks(blocking_for(64 * K, 8 * M)) == tuned
+
+
+def test_b_read_in_place_only_while_it_fits_half_of_l2(restore_caches):
+    for l2 in (256 * K, 2 * M):
+        for per_dtype in blocking_for(48 * K, l2).values():
+            assert all(blk["b_in_place_bytes"] == l2 // 2 for blk in per_dtype.values())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("isa", usable_isas())
+def test_b_in_place_or_packed_gives_the_same_bits(isa, dtype, restore_caches):
+    # 16 rows x (512 x 512) B: read in place under an 8 MiB L2, packed under 256 KiB (same L1d,
+    # so the same K blocks); both must sum every element alike, with the fused bias + ReLU too
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((16, 512)).astype(dtype)
+    b = rng.standard_normal((512, 512)).astype(dtype)
+    model = mc.Sequential([mc.Dense(512, 512), mc.ReLU(), mc.Dense(512, 8)], dtype=dtype, seed=3)
+    with kernel_isa(isa):
+        results = []
+        for l2 in (8 * M, 256 * K):
+            core._set_cache_sizes(48 * K, l2, 0)
+            results.append((mc.matmul(a, b), model.predict(a)))
+    for got, want in zip(results[1], results[0]):
+        np.testing.assert_array_equal(got, want)
+    assert_close(results[0][0], a, b)
 
 
 def test_smaller_caches_shrink_the_blocks_in_whole_tiles(restore_caches):

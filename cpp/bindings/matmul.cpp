@@ -152,6 +152,7 @@ py::dict blocking_dict(const gm::Blocking& blk) {
   d["mc"] = blk.mc;
   d["kc"] = blk.kc;
   d["nc"] = blk.nc;
+  d["b_in_place_bytes"] = blk.b_in_place_bytes;
   return d;
 }
 

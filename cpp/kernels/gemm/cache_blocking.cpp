@@ -228,6 +228,8 @@ Blocking derive_blocking(const Blocking& tuned, int elem_bytes, const CacheSizes
   if (caches.l3 > 0)
     b.mc = round_down(std::min(tuned.mc, caches.l3 / 2 / (b.kc * elem_bytes)), tuned.mr,
                       4 * tuned.mr);
+  // B read in place for small M only while it can stay in L2 between calls
+  b.b_in_place_bytes = caches.l2 / 2;
   return b;
 }
 

@@ -19,7 +19,7 @@
 // Small-matrix paths (chosen by shape only): up to cfg::kDirectMaxWork multiply-adds with the
 // AVX-512 or AVX2 kernels, the direct path of direct_simd.inl (no packing of op(A), no threads).
 // Below cfg::kParallelMinWork multiply-adds everything runs on the calling thread, and when op(B)
-// has contiguous rows (NN, TN) and M <= cfg::kSmallM (small batches) B is not packed at all: the
+// has contiguous rows (NN, TN), M <= cfg::kSmallM (small batches) and B fits in half of L2 (or M < 8), B is not packed at all: the
 // micro-kernel reads it in place with row stride ldb (masked loads at the right edge) and only
 // the small A operand is packed. All paths sum like the micro-kernel with the same KC blocking,
 // so they give identical results.
@@ -461,8 +461,12 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   // K in equal blocks of at most KC (2048 as 6 x 344, not 5 x 384 + 128: a short last block
   // spends more of its time loading and storing C). A function of K alone, like KC.
   ks.blk.kc = balanced_block(K, ks.blk.kc, 4);
-  // Shape-only decision: read op(B) in place (no B packing) for small M and contiguous B rows.
-  const bool b_in_place = !trans_b && M <= cfg::kSmallM;
+  // Read op(B) in place (no B packing) for small M and contiguous B rows, unless B is too large
+  // to stay in L2 and M large enough for packing to pay (config.hpp). Packed or in place, every
+  // element is summed in the same order.
+  const bool b_in_place = !trans_b && M <= cfg::kSmallM &&
+                          (M < cfg::kInPlaceAnyBMaxM ||
+                           K * N * index_t(sizeof(T)) <= ks.blk.b_in_place_bytes);
   const Problem<T> pb{trans_a, trans_b, M,  N,  K,  A, lda, B, ldb, C, ldc, accumulate,
                       ep,      in_registers, rest, b_in_place};
 

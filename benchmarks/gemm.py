@@ -4,8 +4,9 @@ Every measurement runs in its own child process, started as the training benchma
 own (mlpcore.bench.children); contenders alternate, the whole set is repeated and medians are
 reported. Threads are set through the environment of the child: OMP_NUM_THREADS for mlpcore,
 OPENBLAS_NUM_THREADS for NumPy. In the NumPy child OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are
-unset (they pick slower kernels on a current NumPy); the OpenBLAS kernel actually used is reported
-from threadpoolctl when it is installed.
+unset (they pick slower kernels on a current NumPy) unless MLPCORE_GEMM_ISA is set, so that
+`MLPCORE_GEMM_ISA=avx2 OPENBLAS_CORETYPE=Haswell` compares both on AVX2; the OpenBLAS kernel
+actually used is reported from threadpoolctl when it is installed.
 
 Host noise: before every child a core probe runs one copy per thread; a child started while the
 cores ran 15% slower than their best probe, or during which other processes took a quarter of the

@@ -169,6 +169,7 @@ def test_library_pages_are_faulted_in_before_the_peak_reset():
 
 
 def test_child_env_pins_each_contenders_threads(monkeypatch):
+    monkeypatch.delenv("MLPCORE_GEMM_ISA", raising=False)
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     blas = children.child_env("numpy", 3)
@@ -185,6 +186,15 @@ def test_child_env_pins_each_contenders_threads(monkeypatch):
         ("2", "1", "2")
     caller = children.child_env("numpy", None)  # thread counts left as the caller set them
     assert caller["OMP_NUM_THREADS"] == "7" and "OPENBLAS_CORETYPE" not in caller
+
+
+def test_child_env_keeps_the_blas_core_type_when_mlpcore_is_restricted_too(monkeypatch):
+    # MLPCORE_GEMM_ISA=avx2 beside OPENBLAS_CORETYPE=Haswell: both libraries on AVX2
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    monkeypatch.setenv("MLPCORE_GEMM_ISA", "avx2")
+    for contender in ("numpy", "sklearn", "mlpcore"):
+        env = children.child_env(contender, 2)
+        assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["MLPCORE_GEMM_ISA"] == "avx2"
 
 
 def test_run_json_child_reads_the_last_line_and_names_a_failure():

@@ -24,7 +24,8 @@ import time
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 # Set in some environments; they pick slower OpenBLAS kernels on a current NumPy, so BLAS children
-# run without them.
+# run without them, unless MLPCORE_GEMM_ISA restricts mlpcore too: then both libraries are meant
+# to run the same ISA (MLPCORE_GEMM_ISA=avx2 beside OPENBLAS_CORETYPE=Haswell).
 SLOW_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 BLAS_CONTENDERS = ("numpy", "sklearn")
 NOISY = 0.25  # a child run is "noisy" when other processes took this share of all CPUs
@@ -42,13 +43,14 @@ PKG_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 def child_env(contender: str, threads: Optional[int]) -> Dict[str, str]:
     """This process's environment with the thread counts of a ``contender`` child.
 
-    ``numpy``/``sklearn``: BLAS and OpenMP at ``threads``, without the slow-kernel variables;
+    ``numpy``/``sklearn``: BLAS and OpenMP at ``threads``, without the slow-kernel variables
+    (kept when ``MLPCORE_GEMM_ISA`` is set: an ISA-restricted comparison);
     ``torch``: its OpenMP/MKL pools at ``threads``, OpenBLAS idle; ``mlpcore``: OpenMP at
     ``threads``, NumPy's BLAS idle, mlpcore importable. ``threads=None`` keeps the thread
     variables as they are (the caller set them).
     """
     env = dict(os.environ)
-    if contender in BLAS_CONTENDERS:
+    if contender in BLAS_CONTENDERS and not env.get("MLPCORE_GEMM_ISA"):
         for key in SLOW_BLAS_VARS:
             env.pop(key, None)
     if contender == "mlpcore":

@@ -102,16 +102,20 @@ def test_smaller_caches_shrink_the_blocks_in_whole_tiles(restore_caches):
             for dtype, blk in per_dtype.items():
                 assert blk["kc"] % 16 == 0 and blk["nc"] % blk["nr"] == 0, (isa, dtype)
                 assert blk["mc"] % blk["mr"] == 0, (isa, dtype)
+                item = np.dtype(dtype).itemsize
                 if l3:
-                    item = np.dtype(dtype).itemsize
                     assert blk["mc"] * blk["kc"] * item <= l3 // 2, (isa, dtype, l3)
+                if l2 < M:  # below the tuning machine's L2: the B block in 5/8 of it
+                    assert blk["kc"] * blk["nc"] * item <= l2 * 5 // 8, (isa, dtype, l2)
                 if previous is not None:
                     before = previous[isa][dtype]
                     assert blk["kc"] >= before["kc"] and blk["mr"] == before["mr"], (isa, dtype)
         previous = blocking
-    # the Zen 3 case of issue 14: the AVX2 float32 A and B micro-panels fit its 32 KiB L1d
+    # the Zen 3 case of issue 14: the AVX2 float32 A and B micro-panels fit its 32 KiB L1d,
+    # and the B block its 512 KiB L2 with room for the A micro-panels and C
     avx2 = blocking_for(32 * K, 512 * K)["avx2"]["float32"]
     assert (avx2["mr"] + avx2["nr"]) * avx2["kc"] * 4 <= 32 * K
+    assert avx2["kc"] * avx2["nc"] * 4 <= 512 * K * 5 // 8
     tuned = blocking_for(48 * K, M)["avx2"]["float32"]
     assert avx2["kc"] < tuned["kc"]
 

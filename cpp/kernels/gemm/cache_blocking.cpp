@@ -7,7 +7,11 @@
 //       so KC is proportional to the L1d size. The share is the tuned one: KC = tuned KC x L1d /
 //       48 KiB, never above the tuned KC (larger K blocks measured no better), a multiple of 16.
 //   NC: the B block keeps the tuned share of L2: bytes = tuned bytes x L2 / 1 MiB, never above
-//       the tuned bytes, and NC never above the tuned NC; a multiple of NR.
+//       the tuned bytes, and NC never above the tuned NC; a multiple of NR. Below 1 MiB of L2
+//       the block takes at most 5/8 of it (the AVX-512 share, 576 of 1024 KiB): the AVX2 block
+//       was tuned on a 2 MiB L2 and scaled down would not fit a 512 KiB one (590 KiB). Smaller
+//       NC costs nothing measurable here (AVX2 1024^3, NC 768 / 384 / 192: 0.98x / 0.98x /
+//       0.98x OpenBLAS Haswell, all within noise): B is packed once per K block either way.
 //   MC: the tuned MC, but the A block at most half of L3 when L3 is known; a multiple of MR.
 // On a 48 KiB L1d with 1 MiB or more of L2 (and an L3 large enough for the tuned A block, or
 // unknown) this gives the tuned constants of config.hpp exactly. Only KC changes results (it
@@ -222,7 +226,8 @@ Blocking derive_blocking(const Blocking& tuned, int elem_bytes, const CacheSizes
   // NC: the B block's share of L2
   const index_t tuned_b_bytes = tuned.kc * tuned.nc * elem_bytes;
   const index_t l2 = std::min(caches.l2, cfg::kTunedL2);
-  const index_t b_bytes = tuned_b_bytes * l2 / cfg::kTunedL2;
+  index_t b_bytes = tuned_b_bytes * l2 / cfg::kTunedL2;
+  if (caches.l2 < cfg::kTunedL2) b_bytes = std::min(b_bytes, caches.l2 / 8 * 5);
   b.nc = round_down(std::min(tuned.nc, b_bytes / (b.kc * elem_bytes)), tuned.nr, 4 * tuned.nr);
   // MC: the A block in at most half of L3 when L3 is known
   if (caches.l3 > 0)

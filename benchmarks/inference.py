@@ -4,6 +4,7 @@ The same float32 network (the bench workloads' widths, ReLU between Dense layers
 weights) answers batches of 1, 16, 256 and 4096 rows in each contender:
 
 * mlpcore    ``model.predict(x)``
+* mlpcore-frozen ``model.freeze().predict(x)`` (Dense weights packed once)
 * onnxruntime ``InferenceSession.run`` on the file ``mlpcore.onnx.export`` writes, with
   ``intra_op_num_threads`` set to the thread count (inter-op 1, sequential execution)
 * torch      ``net(torch.from_numpy(x))`` under ``torch.inference_mode()``, ``set_num_threads``
@@ -40,14 +41,14 @@ except ImportError:  # a source checkout without PYTHONPATH=python
 from mlpcore.bench.children import child_env, run_json_child  # noqa: E402
 
 BATCHES = (1, 16, 256, 4096)
-CONTENDERS = ("mlpcore", "onnxruntime", "torch", "numpy")
+CONTENDERS = ("mlpcore", "mlpcore-frozen", "onnxruntime", "torch", "numpy")
 
 
 # --- child: one contender, one thread count, every batch size -------------------------------
 def _predictor(contender: str, files: dict, threads: int):
     weights = np.load(files["weights"])
     params = [(weights[f"W{i}"], weights[f"b{i}"]) for i in range(len(weights.files) // 2)]
-    if contender == "mlpcore":
+    if contender in ("mlpcore", "mlpcore-frozen"):
         import mlpcore as mc
         mc.set_num_threads(threads)
         layers = []
@@ -57,7 +58,7 @@ def _predictor(contender: str, files: dict, threads: int):
         dense = [layer for layer in model.layers if isinstance(layer, mc.Dense)]
         for layer, (w, b) in zip(dense, params):
             layer.weight, layer.bias = w, b
-        return model.predict
+        return model.freeze().predict if contender == "mlpcore-frozen" else model.predict
     if contender == "onnxruntime":
         import onnxruntime as ort
         options = ort.SessionOptions()
@@ -206,7 +207,9 @@ def _report(raw, args, contenders) -> None:
             others = 0.0
             head = "batch | " + " | ".join(f"{c} median/p99 us" for c in contenders) + \
                 " | " + " | ".join(f"{c} rows/s" for c in contenders) + \
-                " | mlpcore/ort median | mlpcore/ort rows/s"
+                " | mlpcore/ort median | mlpcore/ort rows/s" + \
+                (" | frozen/ort median | frozen/ort rows/s" if "mlpcore-frozen" in contenders
+                 else "")
             print(head)
             for batch in args.batches:
                 cells = {c: raw[(name, threads, c)] for c in contenders}
@@ -214,14 +217,15 @@ def _report(raw, args, contenders) -> None:
                        f"{_median(cells[c], batch, 'p99_us'):.1f}" for c in contenders]
                 thr = [f"{_median(cells[c], batch, 'rows_per_s'):.3g}" for c in contenders]
                 ratio = ""
-                if "mlpcore" in cells and "onnxruntime" in cells:
-                    lat_r = statistics.median(
-                        a[str(batch)]["median_us"] / b[str(batch)]["median_us"]
-                        for a, b in zip(cells["mlpcore"], cells["onnxruntime"]))
-                    thr_r = statistics.median(
-                        a[str(batch)]["rows_per_s"] / b[str(batch)]["rows_per_s"]
-                        for a, b in zip(cells["mlpcore"], cells["onnxruntime"]))
-                    ratio = f" | {lat_r:.2f}x | {thr_r:.2f}x"
+                for mine in ("mlpcore", "mlpcore-frozen"):
+                    if mine in cells and "onnxruntime" in cells:
+                        lat_r = statistics.median(
+                            a[str(batch)]["median_us"] / b[str(batch)]["median_us"]
+                            for a, b in zip(cells[mine], cells["onnxruntime"]))
+                        thr_r = statistics.median(
+                            a[str(batch)]["rows_per_s"] / b[str(batch)]["rows_per_s"]
+                            for a, b in zip(cells[mine], cells["onnxruntime"]))
+                        ratio += f" | {lat_r:.2f}x | {thr_r:.2f}x"
                 sums = {round(cells[c][0][str(batch)]["checksum"], 1) for c in contenders}
                 flag = "" if len(sums) == 1 or _close(sums) else "  (outputs differ!)"
                 others = max([others] + [r.get("others_cpu_share", 0.0) for c in contenders

@@ -486,6 +486,20 @@ void bind_network_class(py::module_& m, const char* name) {
              return out;
            },
            py::arg("x"), py::arg("out") = py::none())
+      .def("prepack_weights",
+           [](Network<T>& net) {
+             bool ok;
+             {
+               py::gil_scoped_release release;
+               ok = net.prepack_weights();
+             }
+             if (!ok) throw std::bad_alloc();
+             return net.prepacked_bytes();
+           },
+           "Packs every Dense weight once for the running GEMM; inference then reads the packed "
+           "copies until a training step drops them. Returns the packed bytes.")
+      .def("drop_prepacked_weights", &Network<T>::drop_prepacked_weights)
+      .def_property_readonly("prepacked_bytes", &Network<T>::prepacked_bytes)
       .def("forward_collect",
            [](Network<T>& net, const py::handle& x_obj) {
              auto x = checked_inputs(net, x_obj, "forward_collect");

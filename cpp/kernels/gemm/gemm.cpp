@@ -186,6 +186,9 @@ struct Problem {
   RegisterEpilogue<T> reg;  // the part of ep applied by the micro-kernels (at C's origin)
   Epilogue<T> rest;         // the part applied by epilogue_tile afterwards
   bool b_in_place;          // op(B) rows contiguous and M small: the micro-kernel reads B directly
+  const T* b_pre = nullptr;  // op(B) packed beforehand (prepack_b): K block at pc starts at
+  index_t b_pre_ld = 0;      // b_pre + pc * b_pre_ld, its column panel jc at + jc * kc
+  bool needs_b_buffer() const noexcept { return !b_in_place && !b_pre; }
 };
 
 // ---------------------------------------------------------------- macro-kernel
@@ -247,7 +250,10 @@ void multiply_packed_a(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic,
   const bool last_k = pc + kc >= pb.K;
   for (index_t jc = n0; jc < n1; jc += nc_max) {
     const index_t nc = std::min(nc_max, n1 - jc);
-    if (pb.b_in_place) {
+    if (pb.b_pre) {
+      macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, pb.b_pre + pc * pb.b_pre_ld + jc * kc,
+                   NR * kc, index_t(NR), accumulate, last_k);
+    } else if (pb.b_in_place) {
       macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, pb.B + pc * pb.ldb + jc, NR, pb.ldb,
                    accumulate, last_k);
     } else {
@@ -272,10 +278,10 @@ void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index
   const index_t nc_max = balanced_block(n1 - n0, NC, NR);
   const index_t kc_max = std::min(KC, K);
   T* a_pack = static_cast<T*>(grow(tl_pack.a, tl_pack.a_bytes, sizeof(T) * mc_max * kc_max));
-  T* b_pack = pb.b_in_place ? nullptr
-                            : static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes,
-                                                   sizeof(T) * nc_max * kc_max));
-  if (!a_pack || (!pb.b_in_place && !b_pack)) {
+  T* b_pack = !pb.needs_b_buffer() ? nullptr
+                                    : static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes,
+                                                           sizeof(T) * nc_max * kc_max));
+  if (!a_pack || (pb.needs_b_buffer() && !b_pack)) {
     region_reference(pb, m0, m1, n0, n1);
     return;
   }
@@ -433,7 +439,7 @@ bool direct_applies(const KernelSet<T>& ks, index_t M, index_t N, index_t K,
 template <typename T>
 void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,
               const T* B, index_t ldb, T* C, index_t ldc, bool accumulate,
-              const Epilogue<T>* ep) noexcept {
+              const Epilogue<T>* ep, const PrepackedB<T>* pre = nullptr) noexcept {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -441,7 +447,8 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
     if (has_epilogue(ep)) epilogue_reference(M, N, C, ldc, *ep);
     return;
   }
-  KernelSet<T> ks = kernel_set<T>(isa_active());
+  const Isa isa = isa_active();
+  KernelSet<T> ks = kernel_set<T>(isa);
   // small product: no packing, no threads (same arithmetic as the packed path of the same ISA)
   RegisterEpilogue<T> in_registers;  // bias / ReLU / ReLU' in registers, the rest after
   Epilogue<T> rest;
@@ -467,8 +474,17 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   const bool b_in_place = !trans_b && M <= cfg::kSmallM &&
                           (M < cfg::kInPlaceAnyBMaxM ||
                            K * N * index_t(sizeof(T)) <= ks.blk.b_in_place_bytes);
-  const Problem<T> pb{trans_a, trans_b, M,  N,  K,  A, lda, B, ldb, C, ldc, accumulate,
-                      ep,      in_registers, rest, b_in_place};
+  Problem<T> pb{trans_a, trans_b, M,  N,  K,  A, lda, B, ldb, C, ldc, accumulate,
+                ep,      in_registers, rest, b_in_place};
+  // B packed beforehand for this ISA and K split replaces packing it here (where B would be
+  // read in place, that stays faster: 784 x 256 weights, one row, 12.1 us in place against
+  // 18.3 us from the packed copy)
+  if (pre && !b_in_place && !trans_b && pre->isa == int(isa) && pre->kc == ks.blk.kc &&
+      pre->nr == ks.blk.nr && pre->K == K && pre->N == N && !pre->data.empty()) {
+    pb.b_in_place = false;
+    pb.b_pre = pre->data.data();
+    pb.b_pre_ld = pre->n_padded;
+  }
 
   int nt = 1;
 #ifdef _OPENMP
@@ -481,7 +497,7 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   const int MR = ks.blk.mr, NR = ks.blk.nr;
   int tm = 1, tn = 1;
   const double a_cost = trans_a ? kStridedCopyCost : kGatherCost;
-  const double b_cost = b_in_place ? 0.0 : trans_b ? kGatherCost : kRowCopyCost;
+  const double b_cost = !pb.needs_b_buffer() ? 0.0 : trans_b ? kGatherCost : kRowCopyCost;
   choose_grid(M, N, MR, NR, nt, a_cost, b_cost, &tm, &tn);
   const index_t pm = (M + MR - 1) / MR, pn = (N + NR - 1) / NR;
 #ifdef _OPENMP
@@ -490,7 +506,7 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   // not 1 x nt or nt x 1, every thread packs privately (gemm_region).
   const index_t KC = ks.blk.kc, kc_max = std::min(KC, K);
   const bool big = M * N * K >= cfg::kSharedPackMinWork;
-  const bool share_a = big && tm == 1, share_b = big && tn == 1 && !b_in_place;
+  const bool share_a = big && tm == 1, share_b = big && tn == 1 && pb.needs_b_buffer();
   const index_t row_blocks =  // the most row blocks of any thread on an nt x 1 grid
       share_b ? ((pm + tm - 1) / tm * MR + ks.blk.mc - 1) / ks.blk.mc : 0;
   T* shared = nullptr;
@@ -528,7 +544,7 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
       }
     } else {
       T* own = nullptr;  // this thread's buffer for the operand it packs alone
-      if (sharing && share_a && !b_in_place) {
+      if (sharing && share_a && pb.needs_b_buffer()) {
         own = static_cast<T*>(grow(tl_pack.b, tl_pack.b_bytes, sizeof(T) * chunk * kc_max));
       } else if (sharing && share_b) {
         const index_t mc_max = shared_b_row_block(m1 - m0, row_blocks, MR);
@@ -536,7 +552,7 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
       }
       bool any_failed = false;
       if (sharing) {  // the same branch in every thread: all meet at the barrier
-        if (!own && !(share_a && b_in_place)) {
+        if (!own && !(share_a && !pb.needs_b_buffer())) {
 #pragma omp atomic write
           own_failed = true;
         }
@@ -570,6 +586,49 @@ void gemm_fused(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, con
                 const Epilogue<T>& ep) noexcept {
   gemm_run<T>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, false, &ep);
 }
+
+template <typename T>
+bool prepack_b(index_t K, index_t N, const T* B, index_t ldb, PrepackedB<T>* out) noexcept {
+  out->data.clear();
+  if (K <= 0 || N <= 0) return true;
+  const Isa isa = isa_active();
+  const KernelSet<T> ks = kernel_set<T>(isa);
+  const index_t kc = balanced_block(K, ks.blk.kc, 4);  // gemm_run's K split
+  const index_t nr = ks.blk.nr, n_padded = (N + nr - 1) / nr * nr;
+  try {
+    out->data.assign(static_cast<std::size_t>(K * n_padded), T(0));
+  } catch (...) {
+    return false;
+  }
+  for (index_t pc = 0; pc < K; pc += kc) {
+    ks.pack_b(false, B, ldb, pc, 0, std::min(kc, K - pc), N, out->data.data() + pc * n_padded);
+  }
+  out->isa = int(isa);
+  out->K = K;
+  out->N = N;
+  out->kc = kc;
+  out->nr = int(nr);
+  out->n_padded = n_padded;
+  return true;
+}
+
+template <typename T>
+void gemm_fused_prepacked(index_t M, index_t N, index_t K, const T* A, index_t lda, const T* B,
+                          index_t ldb, const PrepackedB<T>& pre, T* C, index_t ldc,
+                          const Epilogue<T>& ep) noexcept {
+  gemm_run<T>(false, false, M, N, K, A, lda, B, ldb, C, ldc, false, &ep, &pre);
+}
+
+template bool prepack_b<float>(index_t, index_t, const float*, index_t,
+                               PrepackedB<float>*) noexcept;
+template bool prepack_b<double>(index_t, index_t, const double*, index_t,
+                                PrepackedB<double>*) noexcept;
+template void gemm_fused_prepacked<float>(index_t, index_t, index_t, const float*, index_t,
+                                          const float*, index_t, const PrepackedB<float>&, float*,
+                                          index_t, const Epilogue<float>&) noexcept;
+template void gemm_fused_prepacked<double>(index_t, index_t, index_t, const double*, index_t,
+                                           const double*, index_t, const PrepackedB<double>&,
+                                           double*, index_t, const Epilogue<double>&) noexcept;
 
 template void gemm_fused<float>(bool, bool, index_t, index_t, index_t, const float*, index_t,
                                 const float*, index_t, float*, index_t,

@@ -9,6 +9,8 @@
 // Each output element is summed over K in one fixed order whatever the thread count, so results
 // are bitwise identical for 1 and N threads.
 #pragma once
+#include <vector>
+
 #include "../activations.hpp"
 #include "../common.hpp"
 
@@ -48,6 +50,29 @@ template <typename T>
 void gemm_fused(bool trans_a, bool trans_b, index_t M, index_t N, index_t K,
                 const T* A, index_t lda, const T* B, index_t ldb,
                 T* C, index_t ldc, const Epilogue<T>& ep) noexcept;
+
+// op(B) (K x N, not transposed) packed once for the running ISA's blocking and K split, for a B
+// that many products read unchanged (the weights of a frozen model: mc.Sequential.freeze). A
+// product given it skips packing B and sums every element as gemm_fused does with B itself;
+// if the ISA or the blocking changed since (the ISA switch, the cache-size hook), it packs B
+// as usual.
+template <typename T>
+struct PrepackedB {
+  std::vector<T> data;  // K blocks one after the other; in each, NR-column panels of kc rows
+  int isa = -1;
+  int nr = 0;
+  index_t K = 0, N = 0, kc = 0, n_padded = 0;
+};
+
+// False (and out empty) if the copy could not be allocated.
+template <typename T>
+bool prepack_b(index_t K, index_t N, const T* B, index_t ldb, PrepackedB<T>* out) noexcept;
+
+// gemm_fused(false, false, ...) with B also given packed.
+template <typename T>
+void gemm_fused_prepacked(index_t M, index_t N, index_t K, const T* A, index_t lda, const T* B,
+                          index_t ldb, const PrepackedB<T>& pre, T* C, index_t ldc,
+                          const Epilogue<T>& ep) noexcept;
 
 // The epilogue as a separate pass over an M x N block of C (the test reference of the fused
 // write-back; gemm_reference followed by this is the oracle of gemm_fused).

@@ -179,6 +179,17 @@ bool StopPoller::stop() noexcept {
 template <typename T>
 bool Network<T>::predict(const T* x, index_t n, T* out, const StopCheck* stop) {
   std::lock_guard<std::mutex> lock(mutex_);
+  return predict_locked(x, n, out, stop);
+}
+
+template <typename T>
+bool Network<T>::predict_if_free(const T* x, index_t n, T* out) {
+  std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
+  return lock.owns_lock() && predict_locked(x, n, out, nullptr);
+}
+
+template <typename T>
+bool Network<T>::predict_locked(const T* x, index_t n, T* out, const StopCheck* stop) {
   const DenormalsAsZero denormals;
   if (const int nt = predict_threads(n); nt > 1) return predict_sharded(x, n, out, stop, nt);
   const index_t chunk = std::max(rows_cap_, std::min(n, kInferenceChunk));
@@ -191,17 +202,6 @@ bool Network<T>::predict(const T* x, index_t n, T* out, const StopCheck* stop) {
     const T* y = forward(x + start * in_w, rows, false);
     std::copy(y, y + rows * out_w, out + start * out_w);
   }
-  return true;
-}
-
-template <typename T>
-bool Network<T>::predict_if_free(const T* x, index_t n, T* out) {
-  std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);
-  if (!lock.owns_lock()) return false;
-  const DenormalsAsZero denormals;
-  reserve_rows(std::max(rows_cap_, n));
-  const T* y = forward(x, n, false);
-  std::copy(y, y + n * out_features(), out);
   return true;
 }
 

@@ -357,6 +357,8 @@ class Network {
   // outputs do not depend on the chunk or thread that computes it. predict_threads: the
   // threads predict uses for n rows (1: the chunks in turn, each product split over threads).
   int predict_threads(index_t n) const noexcept;
+  // predict's body, with mutex_ held by the caller.
+  bool predict_locked(const T* x, index_t n, T* out, const StopCheck* stop);
   bool predict_sharded(const T* x, index_t n, T* out, const StopCheck* stop, int nt);
   // With `updated` (the native loop), the update follows in the same parallel region and
   // *updated is set; finite then also says the update was applied.

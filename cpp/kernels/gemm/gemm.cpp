@@ -75,6 +75,11 @@ index_t balanced_block(index_t extent, index_t cap, index_t unit) noexcept {
   return round_up((extent + blocks - 1) / blocks, unit);
 }
 
+// The K block of a product with K summed terms: K in equal blocks of at most KC (2048 as
+// 6 x 344, not 5 x 384 + 128: a short last block spends more of its time loading and storing
+// C). A function of K and the blocking alone, like KC; gemm_run and prepack_b must agree on it.
+index_t k_block(index_t K, const Blocking& blk) noexcept { return balanced_block(K, blk.kc, 4); }
+
 // ---------------------------------------------------------------- epilogue on one C tile
 template <typename T, Act A>
 void forward_rows(const Epilogue<T>& ep, index_t i0, index_t j0, int m, int n, T* C,
@@ -465,9 +470,7 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
     if (has_epilogue(&rest)) epilogue_tile(rest, 0, 0, int(M), int(N), C, ldc);
     return;
   }
-  // K in equal blocks of at most KC (2048 as 6 x 344, not 5 x 384 + 128: a short last block
-  // spends more of its time loading and storing C). A function of K alone, like KC.
-  ks.blk.kc = balanced_block(K, ks.blk.kc, 4);
+  ks.blk.kc = k_block(K, ks.blk);
   // Read op(B) in place (no B packing) for small M and contiguous B rows, unless B is too large
   // to stay in L2 and M large enough for packing to pay (config.hpp). Packed or in place, every
   // element is summed in the same order.
@@ -596,8 +599,8 @@ bool prepack_b(index_t K, index_t N, const T* B, index_t ldb, PrepackedB<T>* out
   if (K <= 0 || N <= 0) return true;
   const Isa isa = isa_active();
   const KernelSet<T> ks = kernel_set<T>(isa);
-  const index_t kc = balanced_block(K, ks.blk.kc, 4);  // gemm_run's K split
-  const index_t nr = ks.blk.nr, n_padded = (N + nr - 1) / nr * nr;
+  const index_t kc = k_block(K, ks.blk);
+  const index_t nr = ks.blk.nr, n_padded = round_up(N, nr);
   try {
     out->data.assign(static_cast<std::size_t>(K * n_padded), T(0));
   } catch (...) {

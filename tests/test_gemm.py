@@ -570,3 +570,52 @@ def test_narrow_tiles_give_the_same_bits_as_full_tiles(isa, dtype):
         for n in (1, 7, 10, 16):
             np.testing.assert_array_equal(mc.matmul(a, np.ascontiguousarray(b[:, :n])),
                                           wide[:, :n], err_msg=f"M={M} K={K} n={n}")
+
+
+@pytest.mark.skipif(not DIRECT_ISAS, reason="needs AVX-512 or AVX2")
+@pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_narrow_direct_products_are_the_columns_of_wide_ones(direct_isa, dtype, ta, tb):
+    # Fewer columns than a vector's lanes (an output layer) are computed transposed when A is
+    # given transposed (a weight gradient), C's rows becoming the lanes, and with taller row
+    # tiles otherwise; each element keeps its order of FMAs, so the narrow product equals the
+    # same columns of a wide one bit for bit. M crosses the 256-row blocks of the transposed
+    # form; K below and above a vector (copies of B^T in plain rows or micro-panels).
+    lanes = (64 if direct_isa == "avx512" else 32) // np.dtype(dtype).itemsize
+    rng = np.random.default_rng(21)
+    for M, K in [(lanes, 3), (100, 37), (300, 20)]:
+        a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+        wide_b = rng.standard_normal((3 * lanes, K) if tb else (K, 3 * lanes)).astype(dtype)
+        with kernel_isa(direct_isa):
+            wide = core._gemm(a, wide_b, ta, tb)
+            for n in (1, 3, lanes - 1):
+                b = np.ascontiguousarray(wide_b[:n] if tb else wide_b[:, :n])
+                c = core._gemm(a, b, ta, tb)
+                np.testing.assert_array_equal(c, wide[:, :n], err_msg=f"M={M} K={K} n={n}")
+                acc = rng.standard_normal((M, n)).astype(dtype)
+                got = core._gemm(a, b, ta, tb, acc.copy(), True)
+                np.testing.assert_array_equal(got, acc + wide[:, :n])
+
+
+@pytest.mark.skipif(not DIRECT_ISAS, reason="needs AVX-512 or AVX2")
+@pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta", [False, True])
+def test_narrow_direct_products_apply_the_epilogue_exactly(direct_isa, dtype, ta):
+    # The transposed form writes C back row by row with the row tiles' vector operations:
+    # bias, ReLU (NaN kept) and ReLU's derivative give what the separate pass gives.
+    rng = np.random.default_rng(22)
+    M, K, n = 130, 24, 3
+    a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+    b = rng.standard_normal((K, n)).astype(dtype)
+    bias = np.array([np.nan, -0.0, 0.5], dtype)
+    with kernel_isa(direct_isa):
+        plain, _ = core._gemm_fused(a, b, ta)
+        z, y = core._gemm_fused(a, b, ta, bias=bias, act=ACTS["ReLU"], act_out=True)
+        np.testing.assert_array_equal(z, plain + bias)
+        np.testing.assert_array_equal(y, np.where((z > 0) | np.isnan(z), z, dtype(0)))
+        zsave = rng.standard_normal((M, n)).astype(dtype)
+        zsave[0] = [np.nan, -0.0, 0.0]
+        dx, _ = core._gemm_fused(a, b, ta, deriv_z=zsave, deriv_act=ACTS["ReLU"])
+        np.testing.assert_array_equal(dx, plain * (zsave > 0).astype(dtype))

@@ -95,6 +95,7 @@ Network<T>::Network(std::vector<LayerSpec> specs) : specs_(std::move(specs)) {
   aux_per_row_ = n_aux;
   for (std::size_t i = 0; i < L; ++i) init_layer(i);
   layer_grad_sq_.assign(L, 0.0);
+  part_grad_sq_.assign(2 * L, 0.0);
   stats_.resize(L);
   plan_shards();
 }

@@ -377,14 +377,22 @@ class Network {
   void accumulate_activation_stats(index_t n) noexcept;
   // L1/L2 penalties: their value, and (when add_grad) their gradient added to the weights'.
   double penalties(bool add_grad) noexcept;
-  // Per-layer and global gradient norms; false if any gradient is NaN/Inf.
+  // Their gradient for the arena's parameters lo .. hi - 1 only (the same operations per element).
+  void add_penalty_grads(index_t lo, index_t hi) noexcept;
+  // Per-layer and global gradient norms; false if any gradient is NaN/Inf. Each layer's sum of
+  // squares is taken over the two halves of the parameter arena separately, then added, so
+  // that a sharded step's threads can each measure their half (measure_part) with the same
+  // result; measured_gradients adds the halves' sums.
   bool measure_gradients() noexcept;
+  void measure_part(int part) noexcept;
+  bool measured_gradients() noexcept;
   void clip_gradients() noexcept;
   // update_locked in three parts, so that a sharded step can apply the rule in its threads:
   // update_begin measures, records, clips and counts the step (false, nothing applied, on a
   // NaN/Inf); apply_rule applies the element-wise rule to parameters lo .. hi; update_end
   // finishes the step (momentum flag, diagnostics).
   bool update_begin() noexcept;
+  void update_begin_measured() noexcept;  // update_begin after measure_gradients() held
   void apply_rule(index_t lo, index_t hi) noexcept;
   void update_end() noexcept;
 
@@ -430,6 +438,7 @@ class Network {
   double last_grad_norm_ = 0.0;
   int last_step_shards_ = 1;
   std::vector<double> layer_grad_sq_;  // per layer, from measure_gradients
+  std::vector<double> part_grad_sq_;   // per layer, per half of the arena (measure_part)
   TrainStats stats_;
 
   std::mutex mutex_;  // one call at a time per network; calls run with the GIL released

@@ -102,23 +102,28 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
     r.finite = std::isfinite(r.loss);
     if (r.finite) backward_rows(x, rows, dx);
   };
-  // Thread t's fixed part of the parameter arena (for the sum and the update rule).
-  auto range = [&](int t, int team, index_t* lo, index_t* hi) {
-    *lo = params * t / team;
-    *hi = params * (t + 1) / team;
+  // Part t of 2 of the parameter arena, fixed whatever the thread count: thread t (or the one
+  // thread, part after part) sums the halves' gradients there, adds the penalties' gradients
+  // and takes each layer's sum of squares over it, then applies the update rule to it.
+  auto range = [&](int t, index_t* lo, index_t* hi) {
+    *lo = params * t / 2;
+    *hi = params * (t + 1) / 2;
   };
-  // The second half's parameter gradients are added to the first's.
-  auto add_part = [&](int t, int team) {
+  auto sum_part = [&](int t) {
     if (!results[0].finite || !results[1].finite) return;
     T* g = grads_.data();
     const T* h = shard_grads_.data();
     index_t lo, hi;
-    range(t, team, &lo, &hi);
+    range(t, &lo, &hi);
 #pragma omp simd
     for (index_t k = lo; k < hi; ++k) g[k] += h[k];
+    add_penalty_grads(lo, hi);
+    measure_part(t);
   };
+  double penalty = 0.0;  // the penalties' value (weights only read during the step)
   StepResult r;
-  auto finish = [&] {  // the whole batch's loss, penalties and statistics (one thread)
+  bool measured_ok = false;
+  auto finish = [&] {  // the whole batch's loss and statistics, the norms (one thread)
     r.loss = results[0].loss + results[1].loss;
     r.correct = results[0].correct + results[1].correct;
     r.finite = std::isfinite(r.loss);
@@ -126,14 +131,19 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
       sentinel_.pass = Pass::Loss;
       return;
     }
-    r.loss += penalties(true);
+    r.loss += penalty;
     r.finite = std::isfinite(r.loss);
     if (r.finite && diagnostics_on_) accumulate_activation_stats(n);
+    measured_ok = measured_gradients();
   };
   // With `updated`, the update follows in the same threads: each applies the rule to its own
   // part of the parameters, the part its core just summed (and will keep the state of).
   const bool with_update = updated != nullptr;
   bool apply = false;
+  auto begin_update = [&] {  // (one thread)
+    apply = with_update && r.finite && measured_ok;
+    if (apply) update_begin_measured();
+  };
 
   int nt = 1;
 #ifdef _OPENMP
@@ -142,12 +152,12 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
   if (nt <= 1) {
     run_shard(0);
     run_shard(1);
-    add_part(0, 1);
+    penalty = penalties(false);
+    sum_part(0);
+    sum_part(1);
     finish();
-    if (with_update && r.finite && update_begin()) {
-      apply = true;
-      apply_rule(0, params);
-    }
+    begin_update();
+    if (apply) apply_rule(0, params);
   } else {
 #pragma omp parallel num_threads(nt)
     {
@@ -158,19 +168,22 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
       const int t = 0, team = 1;
 #endif
       for (int s = t; s < 2; s += team) run_shard(s);
+      if (t == team - 1) penalty = penalties(false);  // while the other half may still run
 #pragma omp barrier
-      add_part(t, team);
+      for (int s = t; s < 2; s += team) sum_part(s);
 #pragma omp barrier
       if (t == 0) {
         finish();
-        apply = with_update && r.finite && update_begin();
+        begin_update();
       }
       if (with_update) {  // the same branch in every thread
 #pragma omp barrier
         if (apply) {
-          index_t lo, hi;
-          range(t, team, &lo, &hi);
-          apply_rule(lo, hi);
+          for (int s = t; s < 2; s += team) {
+            index_t lo, hi;
+            range(s, &lo, &hi);
+            apply_rule(lo, hi);
+          }
         }
       }
     }

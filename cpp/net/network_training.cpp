@@ -108,6 +108,25 @@ void Network<T>::accumulate_activation_stats(index_t n) noexcept {
   }
 }
 
+namespace {
+// A Dense layer's penalty gradient on its weights k0 .. k1 - 1.
+template <typename T>
+void add_layer_penalty_grads(const LayerSpec& s, const T* w, T* dw, index_t k0,
+                             index_t k1) noexcept {
+  const T l1 = T(s.l1), two_l2 = T(2.0 * s.l2);
+  if (s.l1 == 0.0) {
+#pragma omp simd
+    for (index_t k = k0; k < k1; ++k) dw[k] += two_l2 * w[k];
+  } else {
+#pragma omp simd
+    for (index_t k = k0; k < k1; ++k) {
+      const T sign = w[k] > T(0) ? T(1) : (w[k] < T(0) ? T(-1) : T(0));
+      dw[k] += l1 * sign + two_l2 * w[k];
+    }
+  }
+}
+}  // namespace
+
 template <typename T>
 double Network<T>::penalties(bool add_grad) noexcept {
   double total = 0.0;
@@ -124,31 +143,51 @@ double Network<T>::penalties(bool add_grad) noexcept {
     if (s.l1 != 0.0) {
       for (index_t k = 0; k < n; ++k) abs_sum += std::abs(double(w[k]));
     }
-    if (add_grad) {
-      const T l1 = T(s.l1), two_l2 = T(2.0 * s.l2);
-      if (s.l1 == 0.0) {
-#pragma omp simd
-        for (index_t k = 0; k < n; ++k) dw[k] += two_l2 * w[k];
-      } else {
-#pragma omp simd
-        for (index_t k = 0; k < n; ++k) {
-          const T sign = w[k] > T(0) ? T(1) : (w[k] < T(0) ? T(-1) : T(0));
-          dw[k] += l1 * sign + two_l2 * w[k];
-        }
-      }
-    }
+    if (add_grad) add_layer_penalty_grads(s, w, dw, 0, n);
     total += s.l1 * abs_sum + s.l2 * sq_sum;
   }
   return total;
 }
 
 template <typename T>
+void Network<T>::add_penalty_grads(index_t lo, index_t hi) noexcept {
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    const LayerSpec& s = specs_[i];
+    if (s.kind != LayerKind::Dense || (s.l1 == 0.0 && s.l2 == 0.0)) continue;
+    // the layer's weights are arena positions first .. first + n - 1
+    const index_t first = slots_[i].weight, n = s.in_features * s.out_features;
+    const index_t a = std::max(lo, first), b = std::min(hi, first + n);
+    if (a < b) add_layer_penalty_grads(s, weight(i), dweight(i), a - first, b - first);
+  }
+}
+
+template <typename T>
+void Network<T>::measure_part(int part) noexcept {
+  const index_t params = num_params();
+  const index_t lo = params * part / 2, hi = params * (part + 1) / 2;
+  const std::size_t layers = specs_.size();
+  for (std::size_t i = 0; i < layers; ++i) {
+    // a layer's parameters (weight then bias) are adjacent in the arena
+    const index_t a = std::max(lo, slots_[i].weight);
+    const index_t b = std::min(hi, slots_[i].weight + slots_[i].param_count);
+    part_grad_sq_[2 * i + part] =
+        slots_[i].param_count > 0 && a < b ? sum_of_squares(grads_.data() + a, b - a) : 0.0;
+  }
+}
+
+template <typename T>
 bool Network<T>::measure_gradients() noexcept {
+  measure_part(0);
+  measure_part(1);
+  return measured_gradients();
+}
+
+template <typename T>
+bool Network<T>::measured_gradients() noexcept {
   double total = 0.0;
   for (std::size_t i = 0; i < specs_.size(); ++i) {
     if (slots_[i].param_count == 0) continue;
-    // a layer's parameters (weight then bias) are adjacent in the arena
-    layer_grad_sq_[i] = sum_of_squares(dweight(i), slots_[i].param_count);
+    layer_grad_sq_[i] = part_grad_sq_[2 * i] + part_grad_sq_[2 * i + 1];
     total += layer_grad_sq_[i];
   }
   last_grad_norm_ = std::sqrt(total);
@@ -245,6 +284,12 @@ bool Network<T>::update_begin() noexcept {
   // Measured here, on the gradients the rule will read: after an allreduce or a user's edit
   // the norm (statistics, clipping) is that of what is applied.
   if (!measure_gradients()) return false;
+  update_begin_measured();
+  return true;
+}
+
+template <typename T>
+void Network<T>::update_begin_measured() noexcept {
   prepacked_.clear();  // the weights change from here on
   ++stats_.steps;
   stats_.grad_norm_sum += last_grad_norm_;
@@ -254,7 +299,6 @@ bool Network<T>::update_begin() noexcept {
   clip_gradients();
   if (diagnostics_on_) std::copy(params_.data(), params_.data() + num_params(), params_before_.data());
   ++opt_steps_;
-  return true;
 }
 
 template <typename T>

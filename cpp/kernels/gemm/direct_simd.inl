@@ -161,6 +161,90 @@ void column_blocks(bool trans_a, index_t M, index_t N, index_t K, const ScalarOf
   }
 }
 
+// B^T (N x K, row stride ldb) as the K x N rows the row tiles read: from K = W (one vector) on,
+// into the packed path's K x NR micro-panels by its packer (which transposes blocks; a scalar
+// transpose cost more than the product itself at 32 x 32 x 32; *panels set, *rs = nr); for
+// smaller K, where those blocks would be mostly padding, into plain K x N rows (*rows set,
+// *rs = N). False if the scratch buffer could not be allocated.
+template <class S>
+bool copy_transposed(Scratch& scratch, const ScalarOf<S>* B, index_t ldb, index_t K, index_t N,
+                     PackB<ScalarOf<S>> pack_b, index_t nr, const ScalarOf<S>** panels,
+                     const ScalarOf<S>** rows, index_t* rs) noexcept {
+  using T = ScalarOf<S>;
+  const bool pack = K >= S::W;
+  const index_t width = pack ? (N + nr - 1) / nr * nr : N;
+  T* buf = static_cast<T*>(scratch.get(std::size_t(width * K) * sizeof(T)));
+  if (!buf) return false;
+  if (pack) {
+    pack_b(true, B, ldb, 0, 0, K, N, buf);
+    *panels = buf;
+    *rs = nr;
+  } else {
+    for (index_t j = 0; j < N; ++j)
+      for (index_t p = 0; p < K; ++p) buf[p * N + j] = B[j * ldb + p];
+    *rows = buf;
+    *rs = N;
+  }
+  return true;
+}
+
+thread_local Scratch copied_a;       // op(A)^T of a narrow product, one row block at a time
+thread_local Scratch transposed_c;   // C^T of a narrow product, one row block at a time
+
+// Rows per block of a narrow product: op(A)^T's copy (K x 256) stays within L2 and C^T's
+// (N x 256) within L1.
+constexpr index_t kNarrowRows = 256;
+
+// A narrow C (N < W columns: a classifier's or regressor's output layer) fills N of a vector's
+// W lanes, and a row tile of it has too few FMA chains. It is computed transposed instead,
+// C^T = op(B)^T op(A)^T, by the same row tiles: C's rows become the lanes, its columns the
+// broadcast rows. Every element is still summed from zero in increasing p with one FMA per step
+// (a * b and b * a are the same number), and C's rows then get the accumulation and the epilogue
+// with the row tiles' own vector operations, so the result has the bits of the direct path.
+template <class S, int kMaxVectors, int kRows>
+bool direct_narrow(bool trans_a, bool trans_b, index_t M, index_t N, index_t K,
+                   const ScalarOf<S>* A, index_t lda, const ScalarOf<S>* B, index_t ldb,
+                   ScalarOf<S>* C, index_t ldc, bool accumulate,
+                   const RegisterEpilogue<ScalarOf<S>>& ep, PackB<ScalarOf<S>> pack_b,
+                   index_t nr) noexcept {
+  using T = ScalarOf<S>;
+  using V = typename S::vec;
+  const index_t block = M < kNarrowRows ? M : kNarrowRows;
+  T* ct = static_cast<T*>(transposed_c.get(std::size_t(N * block) * sizeof(T)));
+  if (!ct) return false;
+  const RegisterEpilogue<T> none;
+  const typename S::mask mask = S::make_mask(int(N));
+  alignas(64) T row[S::W] = {};
+  for (index_t i0 = 0; i0 < M; i0 += block) {
+    const index_t m = M - i0 < block ? M - i0 : block;
+    // op(A)^T's rows i0 .. i0 + m - 1 as K x m: A itself when transposed, else a copy
+    const T* panels = nullptr;
+    const T* at_rows = A + i0;
+    index_t rs = lda;
+    if (!trans_a && !copy_transposed<S>(copied_a, A + i0 * lda, lda, K, m, pack_b, nr, &panels,
+                                        &at_rows, &rs))
+      return false;  // (only the first block can fail: the buffer does not grow after it)
+    // C^T (N x m) = op(B)^T (N x K: element (j, p) is op(B)'s (p, j)) op(A)^T
+    if (N == 1)
+      column_blocks<S, 2 * kMaxVectors, 1>(!trans_b, N, m, K, B, ldb, at_rows, panels, rs, nr,
+                                           ct, m, false, none);
+    else
+      column_blocks<S, kMaxVectors, kRows>(!trans_b, N, m, K, B, ldb, at_rows, panels, rs, nr,
+                                           ct, m, false, none);
+    for (index_t i = 0; i < m; ++i) {  // C's row i0 + i: row_tile's write-back, N lanes
+      for (index_t j = 0; j < N; ++j) row[j] = ct[j * m + i];
+      const index_t at = (i0 + i) * ldc;
+      V out = S::maskz_load(mask, row);
+      if (accumulate) out = S::add(S::maskz_load(mask, C + at), out);
+      if (ep.bias) out = S::add(out, S::maskz_load(mask, ep.bias));
+      if (ep.relu_deriv_z) out = S::mul(out, S::step(S::maskz_load(mask, ep.relu_deriv_z + at)));
+      S::mask_store(C + at, mask, out);
+      if (ep.relu_out) S::mask_store(ep.relu_out + at, mask, S::relu(out));
+    }
+  }
+  return true;
+}
+
 // The whole product. pack_b / nr: the packed path's B packer and its micro-panel width.
 template <class S, int kMaxVectors, int kRows>
 bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const ScalarOf<S>* A,
@@ -168,34 +252,25 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const S
             bool accumulate, const RegisterEpilogue<ScalarOf<S>>& ep,
             PackB<ScalarOf<S>> pack_b, index_t nr) noexcept {
   using T = ScalarOf<S>;
-  // op(B) = B^T is copied once. From K = W (one vector) on, into the packed path's K x NR
-  // micro-panels by its packer (which transposes blocks; a scalar transpose cost more than the
-  // product itself at 32 x 32 x 32); for smaller K, where those blocks would be mostly padding,
-  // into plain K x N rows.
   if (nr % S::W != 0) return false;  // a vector of columns must not straddle two micro-panels
+  // op(A)^T is read in place only when A is given transposed (a weight gradient X^T dZ): a copy
+  // of A cost more than the narrow product saves (2.5 times the product at 200 x 100 x 4)
+  if (trans_a && N < S::W && M >= S::W)
+    return direct_narrow<S, kMaxVectors, kRows>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C,
+                                                ldc, accumulate, ep, pack_b, nr);
+  // op(B) = B^T is copied once (out of memory: the caller takes the packed path)
   const T* panels = nullptr;
   index_t rs = ldb;
-  if (trans_b) {
-    const bool pack = K >= S::W;
-    const index_t width = pack ? (N + nr - 1) / nr * nr : N;
-    T* buf = static_cast<T*>(copied_b.get(std::size_t(width * K) * sizeof(T)));
-    if (!buf) return false;  // out of memory: the caller takes the packed path
-    if (pack) {
-      pack_b(true, B, ldb, 0, 0, K, N, buf);
-      panels = buf;
-      rs = nr;
-    } else {
-      for (index_t j = 0; j < N; ++j)
-        for (index_t p = 0; p < K; ++p) buf[p * N + j] = B[j * ldb + p];
-      B = buf;
-      rs = N;
-    }
-  }
+  if (trans_b && !copy_transposed<S>(copied_b, B, ldb, K, N, pack_b, nr, &panels, &B, &rs))
+    return false;
   // One row (a single sample) has one FMA chain per vector of columns: twice as many vectors
   // keep both FMA units busy through the FMA latency (same arithmetic per element).
   if (M == 1)
     column_blocks<S, 2 * kMaxVectors, 1>(trans_a, M, N, K, A, lda, B, panels, rs, nr, C, ldc,
                                          accumulate, ep);
+  else if (N <= S::W)  // one vector of columns: twice the rows for as many FMA chains
+    column_blocks<S, 1, 2 * kRows>(trans_a, M, N, K, A, lda, B, panels, rs, nr, C, ldc,
+                                   accumulate, ep);
   else
     column_blocks<S, kMaxVectors, kRows>(trans_a, M, N, K, A, lda, B, panels, rs, nr, C, ldc,
                                          accumulate, ep);

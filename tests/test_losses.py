@@ -190,3 +190,33 @@ def test_keras_categorical_crossentropy_takes_logits_and_one_hot_targets(rng):
         losses.append(model.evaluate(x, y)["loss"])
     assert losses[0] == pytest.approx(losses[2], rel=1e-12)
     assert losses[1] == losses[2]
+
+
+def test_float32_softmax_exponential_is_within_a_few_ulp():
+    # float32 cross-entropy computes exp(x - max) with its own vectorised exponential (within 2
+    # ulp of the exact value): the gradient (softmax - one_hot) / n against float64 NumPy, over
+    # 70 classes (more than one 64-column chunk) and logits spread over the whole float range
+    # down to where the exponential underflows
+    rng = np.random.default_rng(5)
+    n, k = 400, 70
+    logits = rng.uniform(-95.0, 5.0, size=(n, k)).astype(np.float32)
+    logits[:40] = rng.uniform(-1.0, 1.0, size=(40, k))  # every class contributes
+    labels = rng.integers(0, k, size=n)
+    model = identity_model(k, "float32")
+    model.compile(loss="cross_entropy", optimizer="sgd")
+    loss, grad = model.compute_gradients(logits, labels, return_input_grad=True)
+    z = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=1, keepdims=True)  # rounded to float32 as the model does
+    e = np.exp(shifted.astype(np.float64))
+    softmax = e / e.sum(axis=1, keepdims=True)
+    want = softmax.copy()
+    want[np.arange(n), labels] -= 1.0
+    want /= n
+    others = np.ones((n, k), bool)
+    others[np.arange(n), labels] = False
+    # 5 ulp: the exponential, then two roundings; (p - 1) / n for the label's column cancels,
+    # so there the error is that of p, a few ulp of 1, over n
+    np.testing.assert_allclose(grad[others], want[others], rtol=6e-7, atol=1e-36)
+    np.testing.assert_allclose(grad[~others], want[~others], rtol=0, atol=1e-6 / n)
+    lse = np.log(e.sum(axis=1)) + z.max(axis=1)
+    assert loss == pytest.approx(np.mean(lse - z[np.arange(n), labels]), rel=1e-6)

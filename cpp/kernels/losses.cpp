@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 namespace mlpcore {
 
@@ -55,6 +57,64 @@ inline double elementwise_loss(Loss loss, const LossParams& lp, T o, T t, T* gra
   return 0.0;
 }
 
+// exp(x) for a float x <= 0 (a logit minus its row's largest), within 1.3 ulp (every float in
+// [-87, 0] checked against double exp: at most 1.21; libm: 0.50), in plain float
+// arithmetic that the compiler vectorises: libm's expf is one call per element, 12% of a
+// 10-class step. The same operations whatever the vector width (and no contraction: the build
+// has -ffp-contract=off), so the same bits on every build. NaN stays NaN; below -87.3, where
+// the result would be under the smallest normal float, it is 0.
+inline float exp_of_nonpositive(float x) noexcept {
+  constexpr float kLow = -87.3f;
+  const float xc = x > kLow ? x : kLow;  // (NaN -> kLow here, restored below)
+  // x = n ln2 + r with |r| <= ln2 / 2; ln2 in two parts so that n * ln2_hi is exact
+  // adding 1.5 * 2^23 rounds to an integer n, held in the sum's low mantissa bits
+  constexpr float kShifter = 12582912.0f;
+  const float shifted = xc * 1.44269504088896341f + kShifter;
+  const float n = shifted - kShifter;
+  const float r = (xc - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+  // e^r by its Taylor series to r^7 (truncation below 6e-9 relative)
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  std::int32_t shifted_bits;  // 0x4B400000 + n (an int from the bits: no conversion to trap)
+  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+  const std::int32_t bits = (shifted_bits - 0x4B400000 + 127) * (std::int32_t(1) << 23);  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const float e = p * scale;
+  const float kept = x > kLow ? e : 0.0f;
+  return x != x ? x : kept;
+}
+
+// exp(x[c] - xmax) for c < k into out (when given), and their sum in double, in column order.
+inline double shifted_exps(const float* x, index_t k, float xmax, float* out) noexcept {
+  double sum = 0.0;
+  float chunk[64];
+  for (index_t c0 = 0; c0 < k; c0 += 64) {
+    const index_t m = std::min<index_t>(64, k - c0);
+    float* e = out ? out + c0 : chunk;
+#pragma omp simd
+    for (index_t c = 0; c < m; ++c) e[c] = exp_of_nonpositive(x[c0 + c] - xmax);
+    for (index_t c = 0; c < m; ++c) sum += double(e[c]);
+  }
+  return sum;
+}
+
+inline double shifted_exps(const double* x, index_t k, double xmax, double* out) noexcept {
+  double sum = 0.0;
+  for (index_t c = 0; c < k; ++c) {
+    const double e = std::exp(x[c] - xmax);
+    if (out) out[c] = e;
+    sum += e;
+  }
+  return sum;
+}
+
 template <typename T>
 double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targets, T* dout,
                      index_t batch_rows) noexcept {
@@ -68,12 +128,7 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
     // exp(x - max) once, in the model's precision (no overflow: every argument is <= 0); kept
     // in dout to become the softmax, the sum accumulated in double
     T* g = dout ? dout + r * k : nullptr;
-    double sum_exp = 0.0;
-    for (index_t c = 0; c < k; ++c) {
-      const T e = std::exp(x[c] - xmax);
-      if (g) g[c] = e;
-      sum_exp += double(e);
-    }
+    const double sum_exp = shifted_exps(x, k, xmax, g);
     const double lse = double(xmax) + std::log(sum_exp);
     const double inv_sum = 1.0 / sum_exp;
     if (targets.labels) {

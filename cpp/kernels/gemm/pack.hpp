@@ -117,9 +117,32 @@ inline void pack_b_panel(bool trans_b, const T* B, index_t ldb, index_t p0, inde
   }
 }
 
+// Rows of B per band of the in-place copy below.
+constexpr index_t kPackBandRows = 8;
+
 template <typename T>
 inline void pack_b(bool trans_b, const T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
                    index_t nc, int NR, T* dst) noexcept {
+  if (!trans_b) {
+    // Full micro-panels band by band: kPackBandRows rows of B, each read left to right (a few
+    // sequential streams the hardware prefetcher follows), land as a contiguous run in every
+    // panel. Panel by panel, each row of a panel came from its own page, a cache miss the
+    // prefetcher never sees coming when B is not in cache (half the time of a 16-row product
+    // on AVX2). The same copy either way.
+    const index_t full = nc / NR * NR;
+    for (index_t pb = 0; pb < kc; pb += kPackBandRows) {
+      const index_t pe = std::min(kc, pb + kPackBandRows);
+      for (index_t jr = 0; jr < full; jr += NR) {
+        const T* src = B + (p0 + pb) * ldb + j0 + jr;
+        T* d = dst + jr * kc + pb * NR;
+        for (index_t p = pb; p < pe; ++p, src += ldb, d += NR)
+          std::memcpy(d, src, sizeof(T) * NR);
+      }
+    }
+    if (full < nc)
+      pack_b_panel(false, B, ldb, p0, j0 + full, int(nc - full), kc, NR, dst + full * kc);
+    return;
+  }
   for (index_t jr = 0; jr < nc; jr += NR) {
     const int n = static_cast<int>(std::min<index_t>(NR, nc - jr));
     pack_b_panel(trans_b, B, ldb, p0, j0 + jr, n, kc, NR, dst + jr * kc);

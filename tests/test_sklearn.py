@@ -373,3 +373,23 @@ def test_partial_fit_with_a_new_batch_size_keeps_weights_and_optimizer_state():
     assert est.model_.optimizer.step_count == steps + 1
     assert est.t_ == 90 and est.n_iter_ == 2
     assert max(np.abs(a - b).max() for a, b in zip(est.coefs_, before)) < 0.01
+
+
+@pytest.mark.parametrize("labels", [np.array([3, 1, 2, 3, 7, 1]),
+                                    np.array(["b", "a", "c", "a", "b", "c"], dtype=object),
+                                    np.array([2.0, -1.0, 2.0, 0.0, -1.0, 0.0])])
+def test_one_hot_targets_are_label_binarizers(labels):
+    # the multiclass targets are built without LabelBinarizer.transform's sparse matrix; they
+    # must be what it gives, for fit and for partial_fit on a subset of the classes
+    from sklearn.preprocessing import LabelBinarizer
+
+    est = MLPClassifier(hidden_layer_sizes=(3,), max_iter=1)
+    X = np.random.default_rng(0).normal(size=(len(labels), 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, labels)
+    want = LabelBinarizer().fit(labels).transform(labels).astype(np.float64)
+    got = est._one_hot(labels)
+    assert got.dtype == np.float64
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(est._one_hot(labels[2:4]), want[2:4])

@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import _core
+
 
 # --- scalars ---------------------------------------------------------------------------------
 def is_int(value) -> bool:
@@ -184,7 +186,7 @@ def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x") -
     if arr.shape[0] == 0:
         raise ValueError(f"{func}: {name} is empty (0 samples)")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    if not np.isfinite(arr).all():
+    if not _core._all_finite(arr):  # (native: no temporary the size of x)
         raise ValueError(f"{func}: {name} contains NaN or Inf (first at index "
                          f"[{_first_non_finite(arr)}])")
     return arr

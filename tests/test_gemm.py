@@ -484,12 +484,13 @@ DIRECT_ISAS = [name for name in ("avx512", "avx2") if name in ISAS]  # ISAs with
 @pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("form", ["NN", "TN", "NT"])
-@pytest.mark.parametrize("k, n", [(3, 70), (24, 40), (60, 130)])
+@pytest.mark.parametrize("k, n", [(3, 70), (24, 40), (60, 130), (50, 128), (40, 64)])
 def test_direct_small_path_matches_the_packed_path_bitwise(direct_isa, dtype, form, k, n):
     # A 32-row product takes the direct (unpacked) path; the same rows inside a 4096-row product
     # take the packed path. Both sum each element from zero with one FMA per k step, so the
     # rows must agree bit for bit. The direct path copies B^T into plain rows for K below a
-    # vector's width (3) and into micro-panels otherwise; N covers several column blocks, full
+    # vector's width (3) and into micro-panels otherwise, and B into longer rows when its rows
+    # are a multiple of 512 bytes (128 floats, 64 doubles); N covers several column blocks, full
     # and partial.
     assert 32 * n * k <= INFO["direct_max_work"]
     with kernel_isa(direct_isa):

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <cstddef>
+#include <cstring>
 #include <new>
 #include <utility>
 

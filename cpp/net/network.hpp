@@ -384,6 +384,11 @@ class Network {
   // that a sharded step's threads can each measure their half (measure_part) with the same
   // result; measured_gradients adds the halves' sums.
   bool measure_gradients() noexcept;
+  // Part 0 or 1 of the parameter arena: positions *lo .. *hi - 1 (fixed by its size alone).
+  void arena_part(int part, index_t* lo, index_t* hi) const noexcept {
+    *lo = num_params() * part / 2;
+    *hi = num_params() * (part + 1) / 2;
+  }
   void measure_part(int part) noexcept;
   bool measured_gradients() noexcept;
   void clip_gradients() noexcept;

@@ -102,19 +102,15 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
     r.finite = std::isfinite(r.loss);
     if (r.finite) backward_rows(x, rows, dx);
   };
-  // Part t of 2 of the parameter arena, fixed whatever the thread count: thread t (or the one
-  // thread, part after part) sums the halves' gradients there, adds the penalties' gradients
-  // and takes each layer's sum of squares over it, then applies the update rule to it.
-  auto range = [&](int t, index_t* lo, index_t* hi) {
-    *lo = params * t / 2;
-    *hi = params * (t + 1) / 2;
-  };
+  // Part t of the parameter arena (arena_part, fixed whatever the thread count): thread t (or
+  // the one thread, part after part) sums the halves' gradients there, adds the penalties'
+  // gradients and takes each layer's sum of squares over it, then applies the update rule to it.
   auto sum_part = [&](int t) {
     if (!results[0].finite || !results[1].finite) return;
     T* g = grads_.data();
     const T* h = shard_grads_.data();
     index_t lo, hi;
-    range(t, &lo, &hi);
+    arena_part(t, &lo, &hi);
 #pragma omp simd
     for (index_t k = lo; k < hi; ++k) g[k] += h[k];
     add_penalty_grads(lo, hi);
@@ -181,7 +177,7 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
         if (apply) {
           for (int s = t; s < 2; s += team) {
             index_t lo, hi;
-            range(s, &lo, &hi);
+            arena_part(s, &lo, &hi);
             apply_rule(lo, hi);
           }
         }

@@ -163,8 +163,8 @@ void Network<T>::add_penalty_grads(index_t lo, index_t hi) noexcept {
 
 template <typename T>
 void Network<T>::measure_part(int part) noexcept {
-  const index_t params = num_params();
-  const index_t lo = params * part / 2, hi = params * (part + 1) / 2;
+  index_t lo, hi;
+  arena_part(part, &lo, &hi);
   const std::size_t layers = specs_.size();
   for (std::size_t i = 0; i < layers; ++i) {
     // a layer's parameters (weight then bias) are adjacent in the arena

@@ -190,24 +190,23 @@ bool copy_transposed(Scratch& scratch, const ScalarOf<S>* B, index_t ldb, index_
   return true;
 }
 
-thread_local Scratch copied_a;       // op(A)^T of a narrow product, one row block at a time
-thread_local Scratch transposed_c;   // C^T of a narrow product, one row block at a time
+thread_local Scratch transposed_c;  // C^T of a narrow product, one row block at a time
 
-// Rows per block of a narrow product: op(A)^T's copy (K x 256) stays within L2 and C^T's
-// (N x 256) within L1.
+// Rows per block of a narrow product: C^T's block (N x 256) stays within L1.
 constexpr index_t kNarrowRows = 256;
 
 // A narrow C (N < W columns: a classifier's or regressor's output layer) fills N of a vector's
-// W lanes, and a row tile of it has too few FMA chains. It is computed transposed instead,
-// C^T = op(B)^T op(A)^T, by the same row tiles: C's rows become the lanes, its columns the
-// broadcast rows. Every element is still summed from zero in increasing p with one FMA per step
-// (a * b and b * a are the same number), and C's rows then get the accumulation and the epilogue
-// with the row tiles' own vector operations, so the result has the bits of the direct path.
+// W lanes, and a row tile of it has too few FMA chains. With A given transposed (K x M: a weight
+// gradient X^T dZ), C is computed transposed instead, C^T = op(B)^T A, by the same row tiles
+// reading A's rows in place: C's rows become the lanes, its columns the broadcast rows. Every
+// element is still summed from zero in increasing p with one FMA per step (a * b and b * a are
+// the same number), and C's rows then get the accumulation and the epilogue with the row tiles'
+// own vector operations, so the result has the bits of the direct path. (For an A not given
+// transposed, copying it to A^T cost 2.5 times the product at 200 x 100 x 4.)
 template <class S, int kMaxVectors, int kRows>
-bool direct_narrow(bool trans_a, bool trans_b, index_t M, index_t N, index_t K,
-                   const ScalarOf<S>* A, index_t lda, const ScalarOf<S>* B, index_t ldb,
-                   ScalarOf<S>* C, index_t ldc, bool accumulate,
-                   const RegisterEpilogue<ScalarOf<S>>& ep, PackB<ScalarOf<S>> pack_b,
+bool direct_narrow(bool trans_b, index_t M, index_t N, index_t K, const ScalarOf<S>* A,
+                   index_t lda, const ScalarOf<S>* B, index_t ldb, ScalarOf<S>* C, index_t ldc,
+                   bool accumulate, const RegisterEpilogue<ScalarOf<S>>& ep,
                    index_t nr) noexcept {
   using T = ScalarOf<S>;
   using V = typename S::vec;
@@ -219,19 +218,13 @@ bool direct_narrow(bool trans_a, bool trans_b, index_t M, index_t N, index_t K,
   alignas(64) T row[S::W] = {};
   for (index_t i0 = 0; i0 < M; i0 += block) {
     const index_t m = M - i0 < block ? M - i0 : block;
-    // op(A)^T's rows i0 .. i0 + m - 1 as K x m: A itself when transposed, else a copy
-    const T* panels = nullptr;
-    const T* at_rows = A + i0;
-    index_t rs = lda;
-    if (!trans_a && !copy_transposed<S>(copied_a, A + i0 * lda, lda, K, m, pack_b, nr, &panels,
-                                        &at_rows, &rs))
-      return false;  // (only the first block can fail: the buffer does not grow after it)
-    // C^T (N x m) = op(B)^T (N x K: element (j, p) is op(B)'s (p, j)) op(A)^T
+    // C^T (N x m) = op(B)^T (N x K: element (j, p) is op(B)'s (p, j)) times A's columns
+    // i0 .. i0 + m - 1 (K rows of stride lda)
     if (N == 1)
-      column_blocks<S, 2 * kMaxVectors, 1>(!trans_b, N, m, K, B, ldb, at_rows, panels, rs, nr,
+      column_blocks<S, 2 * kMaxVectors, 1>(!trans_b, N, m, K, B, ldb, A + i0, nullptr, lda, nr,
                                            ct, m, false, none);
     else
-      column_blocks<S, kMaxVectors, kRows>(!trans_b, N, m, K, B, ldb, at_rows, panels, rs, nr,
+      column_blocks<S, kMaxVectors, kRows>(!trans_b, N, m, K, B, ldb, A + i0, nullptr, lda, nr,
                                            ct, m, false, none);
     for (index_t i = 0; i < m; ++i) {  // C's row i0 + i: row_tile's write-back, N lanes
       for (index_t j = 0; j < N; ++j) row[j] = ct[j * m + i];
@@ -257,11 +250,9 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const S
             PackB<ScalarOf<S>> pack_b, index_t nr) noexcept {
   using T = ScalarOf<S>;
   if (nr % S::W != 0) return false;  // a vector of columns must not straddle two micro-panels
-  // op(A)^T is read in place only when A is given transposed (a weight gradient X^T dZ): a copy
-  // of A cost more than the narrow product saves (2.5 times the product at 200 x 100 x 4)
   if (trans_a && N < S::W && M >= S::W)
-    return direct_narrow<S, kMaxVectors, kRows>(trans_a, trans_b, M, N, K, A, lda, B, ldb, C,
-                                                ldc, accumulate, ep, pack_b, nr);
+    return direct_narrow<S, kMaxVectors, kRows>(trans_b, M, N, K, A, lda, B, ldb, C, ldc,
+                                                accumulate, ep, nr);
   // op(B) = B^T is copied once (out of memory: the caller takes the packed path)
   const T* panels = nullptr;
   index_t rs = ldb;

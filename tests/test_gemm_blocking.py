@@ -55,10 +55,12 @@ def test_kernel_info_reports_the_caches_and_their_source():
                                "set by _set_cache_sizes"}
 
 
-def cache_blocks(blocking):
-    """The cache blocks of every ISA and dtype, without the L2-derived in-place limit."""
+def cache_blocks(blocking, order="a_panel_in_l1"):
+    """The cache blocks of every ISA and dtype in one loop order, without the L2-derived
+    in-place limit."""
     return {isa: {dtype: {k: v for k, v in blk.items() if k != "b_in_place_bytes"}
-                  for dtype, blk in per_dtype.items()} for isa, per_dtype in blocking.items()}
+                  for dtype, blk in per_dtype.items() if blk["loop_order"] == order}
+            for isa, per_dtype in blocking.items()}
 
 
 def test_tuning_machine_caches_keep_the_tuned_blocking(restore_caches):
@@ -67,6 +69,18 @@ def test_tuning_machine_caches_keep_the_tuned_blocking(restore_caches):
     tuned = cache_blocks(blocking_for(48 * K, M))
     assert cache_blocks(blocking_for(48 * K, 2 * M)) == tuned
     assert cache_blocks(blocking_for(64 * K, 8 * M)) == tuned
+    # in BLIS's order the A block grows with L2 up to the tuned MC, and KC stays the tuned one
+    small, large = (cache_blocks(blocking_for(48 * K, l2), "b_panel_in_l1") for l2 in (M, 8 * M))
+    for isa, per_dtype in small.items():
+        for dtype, blk in per_dtype.items():
+            assert large[isa][dtype]["kc"] == blk["kc"]
+            assert blk["mc"] <= large[isa][dtype]["mc"] <= 1008
+
+
+def test_each_isa_reports_its_loop_order():
+    orders = {isa: {blk["loop_order"] for blk in per_dtype.values()}
+              for isa, per_dtype in mc.kernel_info()["blocking"].items()}
+    assert orders["avx2"] == {"b_panel_in_l1"} and orders["portable"] == {"a_panel_in_l1"}
 
 
 def test_b_read_in_place_only_while_it_fits_half_of_l2(restore_caches):
@@ -103,19 +117,24 @@ def test_smaller_caches_shrink_the_blocks_in_whole_tiles(restore_caches):
                 assert blk["kc"] % 16 == 0 and blk["nc"] % blk["nr"] == 0, (isa, dtype)
                 assert blk["mc"] % blk["mr"] == 0, (isa, dtype)
                 item = np.dtype(dtype).itemsize
-                if l3:
-                    assert blk["mc"] * blk["kc"] * item <= l3 // 2, (isa, dtype, l3)
-                if l2 < M:  # below the tuning machine's L2: the B block in 5/8 of it
-                    assert blk["kc"] * blk["nc"] * item <= l2 * 5 // 8, (isa, dtype, l2)
+                if blk["loop_order"] == "b_panel_in_l1":  # A block in L2, B block in L3
+                    assert blk["mc"] * blk["kc"] * item <= l2 * 9 // 32, (isa, dtype, l2)
+                    if l3:
+                        assert blk["kc"] * blk["nc"] * item <= l3 // 4, (isa, dtype, l3)
+                else:
+                    if l3:
+                        assert blk["mc"] * blk["kc"] * item <= l3 // 2, (isa, dtype, l3)
+                    if l2 < M:  # below the tuning machine's L2: the B block in 5/8 of it
+                        assert blk["kc"] * blk["nc"] * item <= l2 * 5 // 8, (isa, dtype, l2)
                 if previous is not None:
                     before = previous[isa][dtype]
                     assert blk["kc"] >= before["kc"] and blk["mr"] == before["mr"], (isa, dtype)
         previous = blocking
     # the Zen 3 case of issue 14: the AVX2 float32 A and B micro-panels fit its 32 KiB L1d,
-    # and the B block its 512 KiB L2 with room for the A micro-panels and C
-    avx2 = blocking_for(32 * K, 512 * K)["avx2"]["float32"]
+    # and the A block its 512 KiB L2 with room for the B block's stream and C
+    avx2 = blocking_for(32 * K, 512 * K, 32 * M)["avx2"]["float32"]
     assert (avx2["mr"] + avx2["nr"]) * avx2["kc"] * 4 <= 32 * K
-    assert avx2["kc"] * avx2["nc"] * 4 <= 512 * K * 5 // 8
+    assert avx2["mc"] * avx2["kc"] * 4 <= 512 * K * 9 // 32
     tuned = blocking_for(48 * K, M)["avx2"]["float32"]
     assert avx2["kc"] < tuned["kc"]
 

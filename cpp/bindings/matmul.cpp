@@ -153,6 +153,7 @@ py::dict blocking_dict(const gm::Blocking& blk) {
   d["kc"] = blk.kc;
   d["nc"] = blk.nc;
   d["b_in_place_bytes"] = blk.b_in_place_bytes;
+  d["loop_order"] = blk.b_panel_in_l1 ? "b_panel_in_l1" : "a_panel_in_l1";
   return d;
 }
 

@@ -14,8 +14,14 @@
 //       0.98x OpenBLAS Haswell, all within noise): B is packed once per K block either way.
 //   MC: the tuned MC, but the A block at most half of L3 when L3 is known; a multiple of MR.
 // On a 48 KiB L1d with 1 MiB or more of L2 (and an L3 large enough for the tuned A block, or
-// unknown) this gives the tuned constants of config.hpp exactly. Only KC changes results (it
-// sets the K split); none of this depends on the number of threads.
+// unknown) this gives the tuned constants of config.hpp exactly.
+// In BLIS's order (Blocking::b_panel_in_l1: the KC x NR B micro-panel stays in L1 while A
+// micro-panels stream from L2, the A block in L2, the B block in L3):
+//   KC: as above (the L1 share is the B micro-panel's now: 16 KiB float32 at KC 256).
+//   MC: the A block takes 9/32 of L2 (Zen 3, 512 KiB: 144 rows float32 at KC 256; 72, 96 and
+//       144 rows measured alike there), a multiple of MR, at most the tuned MC.
+//   NC: at most the tuned NC, the B block at most a quarter of L3 when L3 is known.
+// Only KC changes results (it sets the K split); none of this depends on the number of threads.
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
@@ -220,9 +226,19 @@ bool set_cache_sizes(index_t l1d, index_t l2, index_t l3) noexcept {
 
 Blocking derive_blocking(const Blocking& tuned, int elem_bytes, const CacheSizes& caches) noexcept {
   Blocking b = tuned;
-  // KC: the A micro-panel's share of L1 (see the model at the top)
+  // KC: the L1-resident micro-panel's share of L1 (see the model at the top)
   const index_t l1 = std::min(caches.l1d, cfg::kTunedL1d);
   b.kc = round_down(tuned.kc * l1 / cfg::kTunedL1d, 16, 32);
+  // B read in place for small M only while it can stay in L2 between calls
+  b.b_in_place_bytes = caches.l2 / 2;
+  if (tuned.b_panel_in_l1) {
+    b.mc = round_down(std::min(tuned.mc, caches.l2 / 32 * 9 / (b.kc * elem_bytes)), tuned.mr,
+                      4 * tuned.mr);
+    b.nc = tuned.nc;
+    if (caches.l3 > 0) b.nc = std::min(b.nc, caches.l3 / 4 / (b.kc * elem_bytes));
+    b.nc = round_down(b.nc, tuned.nr, 4 * tuned.nr);
+    return b;
+  }
   // NC: the B block's share of L2
   const index_t tuned_b_bytes = tuned.kc * tuned.nc * elem_bytes;
   const index_t l2 = std::min(caches.l2, cfg::kTunedL2);
@@ -233,8 +249,6 @@ Blocking derive_blocking(const Blocking& tuned, int elem_bytes, const CacheSizes
   if (caches.l3 > 0)
     b.mc = round_down(std::min(tuned.mc, caches.l3 / 2 / (b.kc * elem_bytes)), tuned.mr,
                       4 * tuned.mr);
-  // B read in place for small M only while it can stay in L2 between calls
-  b.b_in_place_bytes = caches.l2 / 2;
   return b;
 }
 

@@ -199,7 +199,9 @@ struct Problem {
 // ---------------------------------------------------------------- macro-kernel
 // C block (mc x nc at (ic, jc)) (+)= packed A block (mc x kc) * B block (kc x nc).
 // b_panel: first micro-panel of B; consecutive NR-column micro-panels are b_panel_stride apart,
-// rows of a micro-panel rsb apart.
+// rows of a micro-panel rsb apart. The tiles are visited row of tiles by row of tiles (the A
+// micro-panel stays in L1) or, in BLIS's order (ks.blk.b_panel_in_l1), column by column (the B
+// micro-panel stays in L1); each tile is computed the same way in either order.
 template <typename T>
 void macro_kernel(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic, index_t jc,
                   index_t mc, index_t nc, index_t kc, const T* a_pack, const T* b_panel,
@@ -209,18 +211,21 @@ void macro_kernel(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic, inde
   const bool rest = last_k && has_epilogue(&pb.rest);
   T* const C = pb.C;
   const index_t ldc = pb.ldc;
-  for (index_t ir = 0; ir < mc; ir += MR) {
+  auto tile = [&](index_t ir, index_t jr, index_t jp) {
     const int m = static_cast<int>(std::min<index_t>(MR, mc - ir));
-    const T* a = a_pack + ir * kc;
-    T* c_row = C + (ic + ir) * ldc + jc;
-    for (index_t jr = 0, jp = 0; jr < nc; jr += NR, ++jp) {
-      const int n = static_cast<int>(std::min<index_t>(NR, nc - jr));
-      const RegisterEpilogue<T> tile_reg = reg ? pb.reg.at(ic + ir, jc + jr, ldc)
-                                               : RegisterEpilogue<T>();
-      ks.ukernel(kc, a, b_panel + jp * b_panel_stride, rsb, c_row + jr, ldc, m, n, accumulate,
-                 reg ? &tile_reg : nullptr);
-      if (rest) epilogue_tile(pb.rest, ic + ir, jc + jr, m, n, C, ldc);
-    }
+    const int n = static_cast<int>(std::min<index_t>(NR, nc - jr));
+    const RegisterEpilogue<T> tile_reg = reg ? pb.reg.at(ic + ir, jc + jr, ldc)
+                                             : RegisterEpilogue<T>();
+    ks.ukernel(kc, a_pack + ir * kc, b_panel + jp * b_panel_stride, rsb,
+               C + (ic + ir) * ldc + jc + jr, ldc, m, n, accumulate, reg ? &tile_reg : nullptr);
+    if (rest) epilogue_tile(pb.rest, ic + ir, jc + jr, m, n, C, ldc);
+  };
+  if (ks.blk.b_panel_in_l1) {
+    for (index_t jr = 0, jp = 0; jr < nc; jr += NR, ++jp)
+      for (index_t ir = 0; ir < mc; ir += MR) tile(ir, jr, jp);
+  } else {
+    for (index_t ir = 0; ir < mc; ir += MR)
+      for (index_t jr = 0, jp = 0; jr < nc; jr += NR, ++jp) tile(ir, jr, jp);
   }
 }
 
@@ -244,27 +249,62 @@ void region_reference(const Problem<T>& pb, index_t m0, index_t m1, index_t n0,
   }
 }
 
+// Where the micro-kernels read the B block (kc x nc at (pc, jc)) from: the copy packed beforehand,
+// op(B) in place, or b_pack, packed here.
+template <typename T>
+struct BBlock {
+  const T* panel;         // first NR-column micro-panel
+  index_t panel_stride;   // from one micro-panel to the next
+  index_t rsb;            // from one row of a micro-panel to the next
+};
+
+template <typename T>
+BBlock<T> b_block(const Problem<T>& pb, const KernelSet<T>& ks, index_t pc, index_t kc,
+                  index_t jc, index_t nc, T* b_pack) noexcept {
+  const index_t NR = ks.blk.nr;
+  if (pb.b_pre) return {pb.b_pre + pc * pb.b_pre_ld + jc * kc, NR * kc, NR};
+  if (pb.b_in_place) return {pb.B + pc * pb.ldb + jc, NR, pb.ldb};
+  ks.pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc, kc, nc, b_pack);
+  return {b_pack, NR * kc, NR};
+}
+
 // C rows [ic, ic + mc), columns [n0, n1) (+)= the packed A block (mc x kc at K offset pc) times
 // op(B)'s rows [pc, pc + kc): B packed block by block into b_pack, or read in place.
 template <typename T>
 void multiply_packed_a(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic, index_t mc,
                        index_t pc, index_t kc, index_t n0, index_t n1, index_t nc_max,
                        const T* a_pack, T* b_pack) noexcept {
-  const int NR = ks.blk.nr;
   const bool accumulate = pc == 0 ? pb.accumulate : true;
   const bool last_k = pc + kc >= pb.K;
   for (index_t jc = n0; jc < n1; jc += nc_max) {
     const index_t nc = std::min(nc_max, n1 - jc);
-    if (pb.b_pre) {
-      macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, pb.b_pre + pc * pb.b_pre_ld + jc * kc,
-                   NR * kc, index_t(NR), accumulate, last_k);
-    } else if (pb.b_in_place) {
-      macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, pb.B + pc * pb.ldb + jc, NR, pb.ldb,
-                   accumulate, last_k);
-    } else {
-      ks.pack_b(pb.trans_b, pb.B, pb.ldb, pc, jc, kc, nc, b_pack);
-      macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, b_pack, NR * kc, index_t(NR), accumulate,
-                   last_k);
+    const BBlock<T> b = b_block(pb, ks, pc, kc, jc, nc, b_pack);
+    macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, b.panel, b.panel_stride, b.rsb, accumulate,
+                 last_k);
+  }
+}
+
+// BLIS's order on the rectangle [m0, m1) x [n0, n1) (ks.blk.b_panel_in_l1): each B block
+// (kc x nc) is packed once and multiplied by the A blocks (mc x kc, L2-sized) of every row block.
+// The K blocks of a tile are summed in the same order as in gemm_region's other order.
+template <typename T>
+void gemm_region_b_outer(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index_t m1,
+                         index_t n0, index_t n1, index_t mc_max, index_t nc_max, T* a_pack,
+                         T* b_pack) noexcept {
+  const index_t K = pb.K, KC = ks.blk.kc;
+  for (index_t jc = n0; jc < n1; jc += nc_max) {
+    const index_t nc = std::min(nc_max, n1 - jc);
+    for (index_t pc = 0; pc < K; pc += KC) {
+      const index_t kc = std::min(KC, K - pc);
+      const bool accumulate = pc == 0 ? pb.accumulate : true;
+      const bool last_k = pc + kc >= K;
+      const BBlock<T> b = b_block(pb, ks, pc, kc, jc, nc, b_pack);
+      for (index_t ic = m0; ic < m1; ic += mc_max) {
+        const index_t mc = std::min(mc_max, m1 - ic);
+        ks.pack_a(pb.trans_a, pb.A, pb.lda, ic, pc, mc, kc, a_pack);
+        macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, b.panel, b.panel_stride, b.rsb,
+                     accumulate, last_k);
+      }
     }
   }
 }
@@ -288,6 +328,10 @@ void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index
                                                            sizeof(T) * nc_max * kc_max));
   if (!a_pack || (pb.needs_b_buffer() && !b_pack)) {
     region_reference(pb, m0, m1, n0, n1);
+    return;
+  }
+  if (ks.blk.b_panel_in_l1) {
+    gemm_region_b_outer(pb, ks, m0, m1, n0, n1, mc_max, nc_max, a_pack, b_pack);
     return;
   }
   for (index_t ic = m0; ic < m1; ic += mc_max) {
@@ -511,7 +555,8 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   // thread grows its own buffer for the other operand; where any allocation fails, or the grid is
   // not 1 x nt or nt x 1, every thread packs privately (gemm_region).
   const index_t KC = ks.blk.kc, kc_max = std::min(KC, K);
-  const bool big = M * N * K >= cfg::kSharedPackMinWork;
+  // (not in BLIS's order, where each thread packs an L2-sized A block of its own: see config.hpp)
+  const bool big = M * N * K >= cfg::kSharedPackMinWork && !ks.blk.b_panel_in_l1;
   const bool share_a = big && tm == 1, share_b = big && tn == 1 && pb.needs_b_buffer();
   const index_t row_blocks =  // the most row blocks of any thread on an nt x 1 grid
       share_b ? ((pm + tm - 1) / tm * MR + ks.blk.mc - 1) / ks.blk.mc : 0;

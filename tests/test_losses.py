@@ -5,7 +5,7 @@ import pytest
 
 import mlpcore as mc
 import reference
-from helpers import identity_model
+from helpers import identity_model, kernel_isa, usable_isas
 
 
 def loss_and_grad(name, out, target, **compile_kw):
@@ -192,13 +192,14 @@ def test_keras_categorical_crossentropy_takes_logits_and_one_hot_targets(rng):
     assert losses[1] == losses[2]
 
 
-def test_float32_softmax_exponential_is_within_a_few_ulp():
+@pytest.mark.parametrize("n, k", [(400, 70), (203, 10)])
+def test_float32_softmax_exponential_is_within_a_few_ulp(n, k):
     # float32 cross-entropy computes exp(x - max) with its own vectorised exponential (within 2
     # ulp of the exact value): the gradient (softmax - one_hot) / n against float64 NumPy, over
-    # 70 classes (more than one 64-column chunk) and logits spread over the whole float range
-    # down to where the exponential underflows
+    # 70 classes (more than one 64-column chunk, rows one at a time) or 10 (rows in blocks of 8,
+    # then the rest one at a time) and logits spread over the whole float range down to where
+    # the exponential underflows
     rng = np.random.default_rng(5)
-    n, k = 400, 70
     logits = rng.uniform(-95.0, 5.0, size=(n, k)).astype(np.float32)
     logits[:40] = rng.uniform(-1.0, 1.0, size=(40, k))  # every class contributes
     labels = rng.integers(0, k, size=n)
@@ -220,3 +221,43 @@ def test_float32_softmax_exponential_is_within_a_few_ulp():
     np.testing.assert_allclose(grad[~others], want[~others], rtol=0, atol=1e-6 / n)
     lse = np.log(e.sum(axis=1)) + z.max(axis=1)
     assert loss == pytest.approx(np.mean(lse - z[np.arange(n), labels]), rel=1e-6)
+
+
+def _loss_results(name, dtype, out, target, weights):
+    # (bce takes probabilities: a Sigmoid after the identity layer)
+    model = identity_model(out.shape[1], dtype, last=mc.Sigmoid() if name == "bce" else None)
+    model.compile(loss=name, optimizer="sgd")
+    loss, grad = model.compute_gradients(out, target, sample_weight=weights,
+                                         return_input_grad=True)
+    scores = model.evaluate(out, target, sample_weight=weights)  # the loss without gradients
+    return loss, grad.tobytes(), scores
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name, probabilities", [
+    ("mse", False), ("mae", False), ("huber", False), ("bce", False), ("bce_with_logits", False),
+    ("cross_entropy", False), ("cross_entropy", True)])
+def test_every_isa_copy_of_the_losses_gives_the_same_bits(name, probabilities, dtype):
+    # the losses run in the element-wise copy of the active ISA (kernels/isa_regions.hpp):
+    # value, gradient, evaluate's loss and accuracy agree bit for bit across the copies, for
+    # class counts below, at and above the 8-row blocks' limit of 64 and batches that are and
+    # are not a multiple of the block
+    rng = np.random.default_rng(11)
+    isas = usable_isas()
+    for n, k in [(1, 1), (9, 4), (16, 10), (37, 64), (21, 65), (13, 130)]:
+        out = rng.normal(0, 3, size=(n, k))
+        if probabilities:
+            target = rng.random((n, k))
+            target /= target.sum(axis=1, keepdims=True)
+        else:
+            target = targets_for(name, rng, n, k)
+        weights = rng.random(n) + 0.5
+        for w in (None, weights):
+            results = {}
+            for isa in isas:
+                with kernel_isa(isa):
+                    results[isa] = _loss_results(name, dtype, out, target, w)
+            first = results[isas[0]]
+            assert np.isfinite(first[0]), (n, k)
+            for isa in isas[1:]:
+                assert results[isa] == first, (name, n, k, isa, w is None)

@@ -1,14 +1,16 @@
 // One ISA copy of every element-wise family (activations' array forms, optimizer rules,
-// reductions; isa_regions.hpp): included once by
+// reductions, losses; isa_regions.hpp): included once by
 // elementwise_avx2.cpp and once by elementwise_avx512.cpp, each compiled with its ISA's flags,
 // with MLPCORE_COPY(family) naming the copy's namespace (e.g. optim_avx2). The baseline copies
-// are in optim.cpp and reductions.cpp, which dispatch. Not a stand-alone header.
+// are in the families' own files (optim.cpp, reductions.cpp, ...), which dispatch. Not a stand-alone header.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "activations.hpp"
 #include "denormals.hpp"
+#include "losses.hpp"
 #include "optim.hpp"
 #include "reductions.hpp"
 
@@ -47,5 +49,19 @@ template double sum_of_squares<double>(const double*, index_t) noexcept;
 template bool all_finite<float>(const float*, index_t) noexcept;
 template bool all_finite<double>(const double*, index_t) noexcept;
 }  // namespace MLPCORE_COPY(reductions)
+
+namespace MLPCORE_COPY(losses) {
+#include "losses_rules.inl"
+
+template double forward_backward<float>(Loss, const LossParams&, const float*, index_t, index_t,
+                                        const Targets<float>&, float*, index_t) noexcept;
+template double forward_backward<double>(Loss, const LossParams&, const double*, index_t,
+                                         index_t, const Targets<double>&, double*,
+                                         index_t) noexcept;
+template std::int64_t correct<float>(Loss, const float*, index_t, index_t,
+                                     const Targets<float>&) noexcept;
+template std::int64_t correct<double>(Loss, const double*, index_t, index_t,
+                                      const Targets<double>&) noexcept;
+}  // namespace MLPCORE_COPY(losses)
 
 }  // namespace mlpcore

@@ -1,0 +1,274 @@
+// The losses' rules (losses.hpp), one copy per ISA (isa_regions.hpp): included in namespace
+// losses_baseline by losses.cpp, which dispatches, and in losses_avx2 / losses_avx512 by
+// elementwise_copy.inl. Element-wise or in an order fixed here, with no contraction, so every
+// copy gives the same bits. Not a stand-alone header.
+
+template <typename T>
+inline T sign_of(T d) noexcept {
+  return d > T(0) ? T(1) : (d < T(0) ? T(-1) : T(0));
+}
+
+// Element-wise losses: value and derivative of one element (before the mean's 1/N).
+template <typename T>
+inline double elementwise_loss(Loss loss, const LossParams& lp, T o, T t, T* grad) noexcept {
+  switch (loss) {
+    case Loss::MSE: {
+      const T d = o - t;
+      *grad = T(2) * d;
+      return double(d) * double(d);
+    }
+    case Loss::MAE: {
+      const T d = o - t;
+      *grad = sign_of(d);
+      return std::abs(double(d));
+    }
+    case Loss::Huber: {
+      const T d = o - t;
+      const T delta = T(lp.huber_delta);
+      const T ad = std::abs(d);
+      if (ad < delta) {
+        *grad = d;
+        return 0.5 * double(d) * double(d);
+      }
+      *grad = delta * sign_of(d);
+      return double(delta) * (double(ad) - 0.5 * double(delta));
+    }
+    case Loss::BCE: {
+      const double log_p = std::max(std::log(double(o)), -100.0);
+      const double log_1mp = std::max(std::log1p(-double(o)), -100.0);
+      *grad = T((double(o) - double(t)) / std::max((1.0 - double(o)) * double(o), 1e-12));
+      return -(double(t) * log_p + (1.0 - double(t)) * log_1mp);
+    }
+    case Loss::BCEWithLogits: {
+      const double x = double(o);
+      const double s = x >= 0 ? 1.0 / (1.0 + std::exp(-x)) : std::exp(x) / (1.0 + std::exp(x));
+      *grad = T(s - double(t));
+      return std::max(x, 0.0) - x * double(t) + std::log1p(std::exp(-std::abs(x)));
+    }
+    case Loss::CrossEntropy: break;  // row-wise, handled by the caller
+  }
+  *grad = T(0);
+  return 0.0;
+}
+
+// exp(x) for a float x <= 0 (a logit minus its row's largest), within 1.3 ulp (every float in
+// [-87, 0] checked against double exp: at most 1.21; libm: 0.50), in plain float
+// arithmetic that the compiler vectorises: libm's expf is one call per element, 12% of a
+// 10-class step. The same operations whatever the vector width (and no contraction: the build
+// has -ffp-contract=off), so the same bits on every build. NaN stays NaN; below -87.3, where
+// the result would be under the smallest normal float, it is 0.
+inline float exp_of_nonpositive(float x) noexcept {
+  constexpr float kLow = -87.3f;
+  const float xc = x > kLow ? x : kLow;  // (NaN -> kLow here, restored below)
+  // x = n ln2 + r with |r| <= ln2 / 2; ln2 in two parts so that n * ln2_hi is exact
+  // adding 1.5 * 2^23 rounds to an integer n, held in the sum's low mantissa bits
+  constexpr float kShifter = 12582912.0f;
+  const float shifted = xc * 1.44269504088896341f + kShifter;
+  const float n = shifted - kShifter;
+  const float r = (xc - n * 0.693145751953125f) - n * 1.42860682030941723212e-6f;
+  // e^r by its Taylor series to r^7 (truncation below 6e-9 relative)
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  std::int32_t shifted_bits;  // 0x4B400000 + n (an int from the bits: no conversion to trap)
+  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+  const std::int32_t bits = (shifted_bits - 0x4B400000 + 127) * (std::int32_t(1) << 23);  // 2^n
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const float e = p * scale;
+  const float kept = x > kLow ? e : 0.0f;
+  return x != x ? x : kept;
+}
+
+// exp(x[c] - xmax) for c < k into out (when given), and their sum in double, in column order.
+inline double shifted_exps(const float* x, index_t k, float xmax, float* out) noexcept {
+  double sum = 0.0;
+  float chunk[64];
+  for (index_t c0 = 0; c0 < k; c0 += 64) {
+    const index_t m = std::min<index_t>(64, k - c0);
+    float* e = out ? out + c0 : chunk;
+#pragma omp simd
+    for (index_t c = 0; c < m; ++c) e[c] = exp_of_nonpositive(x[c0 + c] - xmax);
+    for (index_t c = 0; c < m; ++c) sum += double(e[c]);
+  }
+  return sum;
+}
+
+inline double shifted_exps(const double* x, index_t k, double xmax, double* out) noexcept {
+  double sum = 0.0;
+  for (index_t c = 0; c < k; ++c) {
+    const double e = std::exp(x[c] - xmax);
+    if (out) out[c] = e;
+    sum += e;
+  }
+  return sum;
+}
+
+// exp(x[c] - xmax) for c < k into out, as shifted_exps computes them (their sum left to the
+// caller).
+inline void shifted_exps_only(const float* x, index_t k, float xmax, float* out) noexcept {
+#pragma omp simd
+  for (index_t c = 0; c < k; ++c) out[c] = exp_of_nonpositive(x[c] - xmax);
+}
+
+inline void shifted_exps_only(const double* x, index_t k, double xmax, double* out) noexcept {
+  for (index_t c = 0; c < k; ++c) out[c] = std::exp(x[c] - xmax);
+}
+
+// Where std::max_element finds the largest of x[0 .. k) (its first column; a NaN counts only in
+// column 0). Written with selects: in a row of a few logits, the branches of the plain loop
+// mispredict at half of the columns.
+template <typename T>
+inline index_t first_max(const T* x, index_t k) noexcept {
+  T m = x[0];
+  index_t at = 0;
+  for (index_t c = 1; c < k; ++c) {
+    const bool more = m < x[c];
+    m = more ? x[c] : m;
+    at = more ? c : at;
+  }
+  return at;
+}
+
+// Rows of at most this many logits are taken kRowBlock at a time, in steps over the block: a
+// single row's steps (its maximum, exponentials, their sum in double, the log) wait on each
+// other, while the rows of a block do not, so their latencies overlap.
+constexpr index_t kBlockMaxColumns = 64;
+constexpr index_t kRowBlock = 8;  // (the sums below are written out for 8)
+
+// The loss of one row and, with g (its exponentials, shifted by xmax, on entry), its gradient.
+template <typename T>
+inline double cross_entropy_row(const T* x, index_t k, T xmax, double sum_exp, index_t r,
+                                const Targets<T>& targets, T* g, double inv_n) noexcept {
+  const double w = targets.weights ? double(targets.weights[r]) : 1.0;
+  const double row_scale = w * inv_n;
+  const double lse = double(xmax) + std::log(sum_exp);
+  const double inv_sum = 1.0 / sum_exp;
+  if (targets.labels) {
+    const std::int64_t label = targets.labels[r];
+    if (g) {
+      const T scale = T(inv_sum * row_scale);
+      for (index_t c = 0; c < k; ++c) g[c] *= scale;
+      g[label] -= T(row_scale);
+    }
+    return w * (lse - double(x[label]));
+  }
+  const T* t = targets.values + r * k;
+  double t_sum = 0.0, row = 0.0;
+  for (index_t c = 0; c < k; ++c) {
+    row += double(t[c]) * (lse - double(x[c]));
+    t_sum += double(t[c]);
+  }
+  if (g) {
+    for (index_t c = 0; c < k; ++c)
+      g[c] = T((double(g[c]) * inv_sum * t_sum - double(t[c])) * row_scale);
+  }
+  return w * row;
+}
+
+template <typename T>
+double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targets, T* dout,
+                     index_t batch_rows) noexcept {
+  double total = 0.0;
+  const double inv_n = 1.0 / double(batch_rows);
+  index_t r = 0;
+  if (dout && k <= kBlockMaxColumns) {
+    // the same operations on each row as below, the rows of a block side by side
+    for (; r + kRowBlock <= n; r += kRowBlock) {
+      T xmax[kRowBlock];
+      double sum[kRowBlock];
+      for (index_t b = 0; b < kRowBlock; ++b) {
+        const T* x = out + (r + b) * k;
+        xmax[b] = x[first_max(x, k)];
+        shifted_exps_only(x, k, xmax[b], dout + (r + b) * k);
+        sum[b] = 0.0;
+      }
+      // each row's sum in column order, the rows' chains side by side (scalar loads: a vector
+      // across rows would be a gather, slower than the chains it saves)
+      const T* e = dout + r * k;
+      for (index_t c = 0; c < k; ++c) {
+        sum[0] += double(e[c]);
+        sum[1] += double(e[k + c]);
+        sum[2] += double(e[2 * k + c]);
+        sum[3] += double(e[3 * k + c]);
+        sum[4] += double(e[4 * k + c]);
+        sum[5] += double(e[5 * k + c]);
+        sum[6] += double(e[6 * k + c]);
+        sum[7] += double(e[7 * k + c]);
+      }
+      for (index_t b = 0; b < kRowBlock; ++b)
+        total += cross_entropy_row(out + (r + b) * k, k, xmax[b], sum[b], r + b, targets,
+                                   dout + (r + b) * k, inv_n);
+    }
+  }
+  for (; r < n; ++r) {
+    const T* x = out + r * k;
+    const T xmax = x[first_max(x, k)];
+    // exp(x - max) once, in the model's precision (no overflow: every argument is <= 0); kept
+    // in dout to become the softmax, the sum accumulated in double
+    T* g = dout ? dout + r * k : nullptr;
+    const double sum_exp = shifted_exps(x, k, xmax, g);
+    total += cross_entropy_row(x, k, xmax, sum_exp, r, targets, g, inv_n);
+  }
+  return total * inv_n;
+}
+
+template <typename T>
+double forward_backward(Loss loss, const LossParams& lp, const T* out, index_t n, index_t k,
+                             const Targets<T>& targets, T* dout, index_t batch_rows) noexcept {
+  if (n <= 0 || k <= 0) return 0.0;
+  if (batch_rows < n) batch_rows = n;
+  if (loss == Loss::CrossEntropy) return cross_entropy(out, n, k, targets, dout, batch_rows);
+  const index_t count = n * k, batch_count = batch_rows * k;
+  const T scale = T(1.0 / double(batch_count));
+  double total = 0.0;
+  if (!targets.weights) {
+    for (index_t i = 0; i < count; ++i) {
+      T grad;
+      total += elementwise_loss(loss, lp, out[i], targets.values[i], &grad);
+      if (dout) dout[i] = grad * scale;
+    }
+    return total / double(batch_count);
+  }
+  for (index_t r = 0; r < n; ++r) {
+    const T w = targets.weights[r];
+    double row = 0.0;
+    for (index_t i = r * k; i < (r + 1) * k; ++i) {
+      T grad;
+      row += elementwise_loss(loss, lp, out[i], targets.values[i], &grad);
+      if (dout) dout[i] = grad * (w * scale);
+    }
+    total += double(w) * row;
+  }
+  return total / double(batch_count);
+}
+
+template <typename T>
+std::int64_t correct(Loss loss, const T* out, index_t n, index_t k,
+                           const Targets<T>& targets) noexcept {
+  std::int64_t correct = 0;
+  if (loss == Loss::CrossEntropy) {
+    for (index_t r = 0; r < n; ++r) {
+      const T* x = out + r * k;
+      const index_t predicted = first_max(x, k);
+      index_t truth;
+      if (targets.labels) {
+        truth = index_t(targets.labels[r]);
+      } else {
+        const T* t = targets.values + r * k;
+        truth = first_max(t, k);
+      }
+      correct += predicted == truth;
+    }
+    return correct;
+  }
+  const T cut = loss == Loss::BCEWithLogits ? T(0) : T(0.5);
+  for (index_t i = 0; i < n * k; ++i)
+    correct += (out[i] > cut) == (targets.values[i] > T(0.5));
+  return correct;
+}

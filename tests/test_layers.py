@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from helpers import identity_dense, numeric_gradient, relative_error
+from helpers import identity_dense, kernel_isa, numeric_gradient, relative_error, usable_isas
 
 TOLERANCE = 1e-6
 
@@ -327,3 +327,35 @@ def test_normalization_saved_with_the_model(rng, tmp_path):
     copy = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(copy.layers[0].variance, norm.variance)
     np.testing.assert_array_equal(copy.predict(x), model.predict(x))
+
+
+def _norm_results(norm, dtype, x, y):
+    # the identity Dense is exact on every ISA, so only the normalisation's copy can differ
+    model = mc.Sequential([identity_dense(x.shape[1]), norm()], dtype=dtype, seed=0)
+    rng = np.random.default_rng(3)
+    norm_layer = model.layers[1]
+    norm_layer.weight = rng.normal(size=x.shape[1])
+    norm_layer.bias = rng.normal(size=x.shape[1])
+    model.compile(loss="mse", optimizer=mc.optim.SGD(lr=0.0))  # (the weights stay as they are)
+    loss, dx = model.compute_gradients(x, y, return_input_grad=True)
+    grads = (norm_layer.weight_grad.tobytes(), norm_layer.bias_grad.tobytes(), dx.tobytes())
+    model.train_step(x, y)  # BatchNorm: the running statistics, then evaluation with them
+    return loss, grads, model.predict(x).tobytes(), model.evaluate(x, y)["loss"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("norm", [lambda: mc.LayerNorm(13), lambda: mc.BatchNorm1d(13)],
+                         ids=["layernorm", "batchnorm"])
+def test_every_isa_copy_of_the_normalisation_layers_gives_the_same_bits(norm, dtype, rng):
+    # forward in training and evaluation, the backward pass and the running statistics run in
+    # the element-wise copy of the active ISA (kernels/isa_regions.hpp): the same bits in each
+    x = rng.normal(1, 2, size=(21, 13))
+    y = rng.normal(size=(21, 13))
+    isas = usable_isas()
+    results = {}
+    for isa in isas:
+        with kernel_isa(isa):
+            results[isa] = _norm_results(norm, dtype, x, y)
+    assert np.isfinite(results[isas[0]][0])
+    for isa in isas[1:]:
+        assert results[isa] == results[isas[0]], isa

@@ -1,5 +1,5 @@
 // One ISA copy of every element-wise family (activations' array forms, optimizer rules,
-// reductions, losses; isa_regions.hpp): included once by
+// reductions, losses, normalisation layers; isa_regions.hpp): included once by
 // elementwise_avx2.cpp and once by elementwise_avx512.cpp, each compiled with its ISA's flags,
 // with MLPCORE_COPY(family) naming the copy's namespace (e.g. optim_avx2). The baseline copies
 // are in the families' own files (optim.cpp, reductions.cpp, ...), which dispatch. Not a stand-alone header.
@@ -11,6 +11,7 @@
 #include "activations.hpp"
 #include "denormals.hpp"
 #include "losses.hpp"
+#include "normalization.hpp"
 #include "optim.hpp"
 #include "reductions.hpp"
 
@@ -63,5 +64,26 @@ template std::int64_t correct<float>(Loss, const float*, index_t, index_t,
 template std::int64_t correct<double>(Loss, const double*, index_t, index_t,
                                       const Targets<double>&) noexcept;
 }  // namespace MLPCORE_COPY(losses)
+
+namespace MLPCORE_COPY(normalization) {
+#include "normalization_rules.inl"
+
+#define MLPCORE_INSTANTIATE(T)                                                                  \
+  template void layernorm_forward<T>(const T*, const T*, const T*, T*, T*, T*, index_t,       \
+                                     index_t, double) noexcept;                               \
+  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*,   \
+                                      T*, T*, index_t, index_t) noexcept;                     \
+  template void batchnorm_forward_train<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,  \
+                                           index_t, index_t, double, double,                  \
+                                           const StatReducer*, double*) noexcept;             \
+  template void batchnorm_forward_eval<T>(const T*, const T*, const T*, T*, const T*,         \
+                                          const T*, index_t, index_t, double) noexcept;       \
+  template void batchnorm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*,   \
+                                      T*, T*, index_t, index_t, const StatReducer*,           \
+                                      double*) noexcept;
+MLPCORE_INSTANTIATE(float)
+MLPCORE_INSTANTIATE(double)
+#undef MLPCORE_INSTANTIATE
+}  // namespace MLPCORE_COPY(normalization)
 
 }  // namespace mlpcore

@@ -1,7 +1,8 @@
-// Element-wise kernels (activations' array forms, optimizer rules, reductions, losses) compiled
-// once per x86 ISA: each family's rules live in a *_rules.inl that is included in one namespace
-// per copy,
-//   baseline  in the family's own file (activations.cpp, optim.cpp, reductions.cpp, losses.cpp),
+// Element-wise kernels (activations' array forms, optimizer rules, reductions, losses,
+// normalisation layers) compiled once per x86 ISA: each family's rules live in a *_rules.inl
+// that is included in one namespace per copy,
+//   baseline  in the family's own file (activations.cpp, optim.cpp, reductions.cpp, losses.cpp,
+//             normalization.cpp),
 //   AVX2+FMA  in elementwise_avx2.cpp   (compiled with -mavx2 -mfma),
 //   AVX-512   in elementwise_avx512.cpp (compiled with -mavx512f/dq/vl/bw),
 // per-file flags (gemm.cmake / CMakeLists.txt) so GCC and Clang build every copy alike.

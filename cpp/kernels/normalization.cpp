@@ -1,5 +1,6 @@
 #include "normalization.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "isa_regions.hpp"

@@ -2,7 +2,8 @@
 // reductions, losses, normalisation layers; isa_regions.hpp): included once by
 // elementwise_avx2.cpp and once by elementwise_avx512.cpp, each compiled with its ISA's flags,
 // with MLPCORE_COPY(family) naming the copy's namespace (e.g. optim_avx2). The baseline copies
-// are in the families' own files (optim.cpp, reductions.cpp, ...), which dispatch. Not a stand-alone header.
+// are in the families' own files (optim.cpp, reductions.cpp, ...), which dispatch. Not a
+// stand-alone header.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>

@@ -160,7 +160,8 @@ void batchnorm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T*
       mean[c] = T(mu[j]);
       rstd[c] = T(rs[j]);
       const double unbiased = total > 1.0 ? sq[j] / (total - 1.0) : var;
-      if (std::isfinite(mu[j]) && std::isfinite(unbiased)) {  // a failed step leaves them as they were
+      // a failed step leaves them as they were
+      if (std::isfinite(mu[j]) && std::isfinite(unbiased)) {
         running_mean[c] = T((1.0 - momentum) * double(running_mean[c]) + momentum * mu[j]);
         running_var[c] = T((1.0 - momentum) * double(running_var[c]) + momentum * unbiased);
       }

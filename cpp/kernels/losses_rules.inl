@@ -86,31 +86,7 @@ inline float exp_of_nonpositive(float x) noexcept {
 }
 
 // exp(x[c] - xmax) for c < k into out (when given), and their sum in double, in column order.
-inline double shifted_exps(const float* x, index_t k, float xmax, float* out) noexcept {
-  double sum = 0.0;
-  float chunk[64];
-  for (index_t c0 = 0; c0 < k; c0 += 64) {
-    const index_t m = std::min<index_t>(64, k - c0);
-    float* e = out ? out + c0 : chunk;
-#pragma omp simd
-    for (index_t c = 0; c < m; ++c) e[c] = exp_of_nonpositive(x[c0 + c] - xmax);
-    for (index_t c = 0; c < m; ++c) sum += double(e[c]);
-  }
-  return sum;
-}
-
-inline double shifted_exps(const double* x, index_t k, double xmax, double* out) noexcept {
-  double sum = 0.0;
-  for (index_t c = 0; c < k; ++c) {
-    const double e = std::exp(x[c] - xmax);
-    if (out) out[c] = e;
-    sum += e;
-  }
-  return sum;
-}
-
-// exp(x[c] - xmax) for c < k into out, as shifted_exps computes them (their sum left to the
-// caller).
+// exp(x[c] - xmax) for c < k into out.
 inline void shifted_exps_only(const float* x, index_t k, float xmax, float* out) noexcept {
 #pragma omp simd
   for (index_t c = 0; c < k; ++c) out[c] = exp_of_nonpositive(x[c] - xmax);
@@ -118,6 +94,20 @@ inline void shifted_exps_only(const float* x, index_t k, float xmax, float* out)
 
 inline void shifted_exps_only(const double* x, index_t k, double xmax, double* out) noexcept {
   for (index_t c = 0; c < k; ++c) out[c] = std::exp(x[c] - xmax);
+}
+
+// The same into out (when given), and their sum in double, in column order.
+template <typename T>
+inline double shifted_exps(const T* x, index_t k, T xmax, T* out) noexcept {
+  double sum = 0.0;
+  T chunk[64];
+  for (index_t c0 = 0; c0 < k; c0 += 64) {
+    const index_t m = std::min<index_t>(64, k - c0);
+    T* e = out ? out + c0 : chunk;
+    shifted_exps_only(x + c0, m, xmax, e);
+    for (index_t c = 0; c < m; ++c) sum += double(e[c]);
+  }
+  return sum;
 }
 
 // Where std::max_element finds the largest of x[0 .. k) (its first column; a NaN counts only in
@@ -220,7 +210,7 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
 
 template <typename T>
 double forward_backward(Loss loss, const LossParams& lp, const T* out, index_t n, index_t k,
-                             const Targets<T>& targets, T* dout, index_t batch_rows) noexcept {
+                        const Targets<T>& targets, T* dout, index_t batch_rows) noexcept {
   if (n <= 0 || k <= 0) return 0.0;
   if (batch_rows < n) batch_rows = n;
   if (loss == Loss::CrossEntropy) return cross_entropy(out, n, k, targets, dout, batch_rows);
@@ -250,8 +240,8 @@ double forward_backward(Loss loss, const LossParams& lp, const T* out, index_t n
 
 template <typename T>
 std::int64_t correct(Loss loss, const T* out, index_t n, index_t k,
-                           const Targets<T>& targets) noexcept {
-  std::int64_t correct = 0;
+                     const Targets<T>& targets) noexcept {
+  std::int64_t count = 0;
   if (loss == Loss::CrossEntropy) {
     for (index_t r = 0; r < n; ++r) {
       const T* x = out + r * k;
@@ -263,12 +253,12 @@ std::int64_t correct(Loss loss, const T* out, index_t n, index_t k,
         const T* t = targets.values + r * k;
         truth = first_max(t, k);
       }
-      correct += predicted == truth;
+      count += predicted == truth;
     }
-    return correct;
+    return count;
   }
   const T cut = loss == Loss::BCEWithLogits ? T(0) : T(0.5);
   for (index_t i = 0; i < n * k; ++i)
-    correct += (out[i] > cut) == (targets.values[i] > T(0.5));
-  return correct;
+    count += (out[i] > cut) == (targets.values[i] > T(0.5));
+  return count;
 }

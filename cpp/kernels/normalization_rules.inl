@@ -7,8 +7,8 @@
 // by side so that their chains overlap (each row's sums keep their order).
 constexpr index_t kRowsTogether = 4;
 
-// Sums over columns of f(row, c) for rows r0 .. r0 + kRowsTogether - 1 into out[0..4), each in
-// column order.
+// Sums over columns of f(b, c) for the rows b = 0 .. 3 of a block into out[0..4), each in
+// column order (written out: a loop over b would be vectorised into gathers).
 template <typename F>
 inline void row_sums4(index_t cols, F f, double* out) noexcept {
   double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
@@ -24,9 +24,21 @@ inline void row_sums4(index_t cols, F f, double* out) noexcept {
   out[3] = s3;
 }
 
+// The same for one row.
+template <typename F>
+inline double row_sum(index_t cols, F f) noexcept {
+  double s = 0.0;
+  for (index_t c = 0; c < cols; ++c) s += f(c);
+  return s;
+}
+
 template <typename T>
 void layernorm_forward(const T* x, const T* gamma, const T* beta, T* y, T* mean, T* rstd,
                        index_t rows, index_t cols, double eps) noexcept {
+  auto value = [&](index_t r, index_t c) { return double(x[r * cols + c]); };
+  auto square_dev = [&](index_t r, index_t c, double mu) {
+    return (value(r, c) - mu) * (value(r, c) - mu);
+  };
   auto finish_row = [&](index_t r, double mu, double sq) {
     const T* xr = x + r * cols;
     const double rs = 1.0 / std::sqrt(sq / double(cols) + eps);
@@ -37,23 +49,15 @@ void layernorm_forward(const T* x, const T* gamma, const T* beta, T* y, T* mean,
   };
   index_t r = 0;
   for (; r + kRowsTogether <= rows; r += kRowsTogether) {
-    const T* xb = x + r * cols;
     double sum[kRowsTogether], mu[kRowsTogether], sq[kRowsTogether];
-    row_sums4(cols, [&](index_t b, index_t c) { return double(xb[b * cols + c]); }, sum);
+    row_sums4(cols, [&](index_t b, index_t c) { return value(r + b, c); }, sum);
     for (index_t b = 0; b < kRowsTogether; ++b) mu[b] = sum[b] / double(cols);
-    row_sums4(cols, [&](index_t b, index_t c) {
-      return (double(xb[b * cols + c]) - mu[b]) * (double(xb[b * cols + c]) - mu[b]);
-    }, sq);
+    row_sums4(cols, [&](index_t b, index_t c) { return square_dev(r + b, c, mu[b]); }, sq);
     for (index_t b = 0; b < kRowsTogether; ++b) finish_row(r + b, mu[b], sq[b]);
   }
   for (; r < rows; ++r) {
-    const T* xr = x + r * cols;
-    double sum = 0.0;
-    for (index_t c = 0; c < cols; ++c) sum += double(xr[c]);
-    const double mu = sum / double(cols);
-    double sq = 0.0;
-    for (index_t c = 0; c < cols; ++c) sq += (double(xr[c]) - mu) * (double(xr[c]) - mu);
-    finish_row(r, mu, sq);
+    const double mu = row_sum(cols, [&](index_t c) { return value(r, c); }) / double(cols);
+    finish_row(r, mu, row_sum(cols, [&](index_t c) { return square_dev(r, c, mu); }));
   }
 }
 
@@ -66,14 +70,12 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, 
     return (double(x[r * cols + c]) - double(mean[r])) * double(rstd[r]);
   };
   auto dxhat_of = [&](index_t r, index_t c) { return double(dy[r * cols + c]) * double(gamma[c]); };
-  auto param_grads = [&](index_t r) {
+  auto finish_row = [&](index_t r, double sum_dxhat, double sum_dxhat_xhat) {
     const T* dyr = dy + r * cols;
     for (index_t c = 0; c < cols; ++c) {
       dgamma[c] += T(double(dyr[c]) * xhat_of(r, c));
       dbeta[c] += dyr[c];
     }
-  };
-  auto input_grad = [&](index_t r, double sum_dxhat, double sum_dxhat_xhat) {
     if (!dx) return;
     T* dxr = dx + r * cols;
     const double n = double(cols), rs = double(rstd[r]);
@@ -87,20 +89,11 @@ void layernorm_backward(const T* dy, const T* x, const T* gamma, const T* mean, 
     row_sums4(cols, [&](index_t b, index_t c) {
       return dxhat_of(r + b, c) * xhat_of(r + b, c);
     }, sum_dxhat_xhat);
-    for (index_t b = 0; b < kRowsTogether; ++b) {
-      param_grads(r + b);
-      input_grad(r + b, sum_dxhat[b], sum_dxhat_xhat[b]);
-    }
+    for (index_t b = 0; b < kRowsTogether; ++b) finish_row(r + b, sum_dxhat[b], sum_dxhat_xhat[b]);
   }
-  for (; r < rows; ++r) {
-    double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
-    for (index_t c = 0; c < cols; ++c) {
-      sum_dxhat += dxhat_of(r, c);
-      sum_dxhat_xhat += dxhat_of(r, c) * xhat_of(r, c);
-    }
-    param_grads(r);
-    input_grad(r, sum_dxhat, sum_dxhat_xhat);
-  }
+  for (; r < rows; ++r)
+    finish_row(r, row_sum(cols, [&](index_t c) { return dxhat_of(r, c); }),
+               row_sum(cols, [&](index_t c) { return dxhat_of(r, c) * xhat_of(r, c); }));
 }
 
 // BatchNorm's per-feature sums run down the rows; they are taken kColumnChunk features at a

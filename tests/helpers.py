@@ -1,6 +1,7 @@
 """Builders and checks shared by several test files (the plain NumPy references of the
 kernels are in reference.py)."""
 import contextlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,18 @@ def kernel_isa(name):
 
 def usable_isas():
     return list(mc.kernel_info()["available"])
+
+
+# --- resident memory --------------------------------------------------------------------------
+def rss_bytes():
+    """This process's resident memory (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# Resident memory shows what was freed only in a normal build: the sanitizer job's ASan keeps
+# freed blocks resident in its quarantine (to catch uses after free).
+needs_resident_memory = pytest.mark.skipif(
+    not os.path.exists("/proc/self/statm") or os.environ.get("MLPCORE_SANITIZED") == "1",
+    reason="needs /proc, and a build without ASan's quarantine")
+

@@ -7,7 +7,7 @@ import pytest
 
 import mlpcore as mc
 from mlpcore import _core
-from helpers import dense_arrays, same_bits
+from helpers import dense_arrays, needs_resident_memory, rss_bytes, same_bits
 
 
 def make_model(seed=0, dtype="float32", loss="cross_entropy", opt=None):
@@ -149,22 +149,16 @@ def test_one_model_shared_by_threads_stays_consistent():
     assert all(np.isfinite(w).all() for w in dense_arrays(model))
 
 
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        import os
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="needs /proc")
+@needs_resident_memory
 def test_resident_memory_stays_flat_over_many_steps():
     x, y = make_data(512)
     model = make_model()
     model.fit(x, y, epochs=2, batch_size=32, verbose=0)  # workspaces sized here
-    before = _rss_bytes()
+    before = rss_bytes()
     model.fit(x, y, epochs=640, batch_size=32, verbose=0)  # 10,240 steps
     for _ in range(200):
         model.train_step(x[:32], y[:32])
-    growth = _rss_bytes() - before
+    growth = rss_bytes() - before
     assert growth < 4 * 2**20, f"resident memory grew by {growth / 2**20:.1f} MiB"
 
 

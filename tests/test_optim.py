@@ -2,14 +2,14 @@
 single-tensor algorithm, defaults, hyper-parameter changes between steps, argument checking,
 state_dict round trips, and train_step == compute_gradients + optimizer.step()."""
 import math
-import os
 
 import numpy as np
 import pytest
 
 import mlpcore as mc
 from mlpcore import optim
-from helpers import dense_arrays, dense_layers, kernel_isa, usable_isas
+from helpers import (dense_arrays, dense_layers, kernel_isa, needs_resident_memory, rss_bytes,
+                     usable_isas)
 
 N_STEPS = 6
 TOL = {"float64": dict(rtol=1e-12, atol=1e-14), "float32": dict(rtol=2e-5, atol=2e-6)}
@@ -668,12 +668,7 @@ def test_every_isa_copy_of_the_update_gives_the_same_bits(case, dtype, widths):
             np.testing.assert_array_equal(first_state[name], state[name], err_msg=f"{case} {isa}")
 
 
-def _rss_bytes():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+@needs_resident_memory
 def test_replaced_optimizer_state_is_freed_but_old_views_stay_valid():
     """compile() with another rule replaces the state arena; the old one used to stay allocated
     for the model's lifetime (+156 MiB after 200 compiles). A view taken before keeps its own."""
@@ -687,11 +682,11 @@ def test_replaced_optimizer_state_is_freed_but_old_views_stay_valid():
     model.train_step(x, x)
     np.testing.assert_array_equal(old_view, saved)  # still readable, untouched by SGD
     del old_view
-    before = _rss_bytes()
+    before = rss_bytes()
     for i in range(100):  # ~0.5 MiB per arena: 100 MiB if each stayed allocated
         model.compile(loss="mse", optimizer=optim.Adam() if i % 2 else optim.SGD(momentum=0.9))
         model.train_step(x, x)
-    assert _rss_bytes() - before < 16 * 2**20
+    assert rss_bytes() - before < 16 * 2**20
 
 
 @pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW, optim.RMSprop,

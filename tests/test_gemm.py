@@ -477,6 +477,28 @@ def test_out_writes_in_bounds_only(isa, dtype):
         assert_close_gemm(window, a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("form", ["NN", "TN", "NT"])
+def test_partial_vectors_write_only_their_lanes(isa, dtype, form):
+    # Every width left over after whole vectors (1 .. 15 columns past a multiple of 16): the
+    # partial last vector of a row is stored lane group by lane group on AVX2, so the last row
+    # must end exactly at the buffer's end, and each element must be the product's.
+    rng = np.random.default_rng(11)
+    guard = 40
+    # direct path, narrow direct path (TN), packed path (K beyond one K block)
+    for M, K in [(3, 21), (37, 21), (40, 700)]:
+        for N in range(1, 18):
+            a = rng.standard_normal((K, M) if form[0] == "T" else (M, K)).astype(dtype)
+            b = rng.standard_normal((N, K) if form[1] == "T" else (K, N)).astype(dtype)
+            a = a.T if form[0] == "T" else a
+            b = b.T if form[1] == "T" else b
+            buf = np.full(M * N + guard, -12345.0, dtype)
+            out = buf[:M * N].reshape(M, N)
+            mc.matmul(a, b, out=out)
+            assert (buf[M * N:] == -12345.0).all(), (M, N)
+            assert_close_gemm(out, a, b)
+
+
 DIRECT_ISAS = [name for name in ("avx512", "avx2") if name in ISAS]  # ISAs with a direct path
 
 

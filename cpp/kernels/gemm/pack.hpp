@@ -62,6 +62,28 @@ inline void gather_rows(const T* src, index_t ld, int rows, index_t kc, T* dst, 
   }
 }
 
+// Rows of the source per band of copy_full_panels.
+constexpr index_t kPackBandRows = 8;
+
+// The full micro-panels (W wide, `full` a multiple of W) of a source whose k steps are its rows,
+// each a contiguous run (B not transposed, A transposed), copied band by band: kPackBandRows
+// rows, each read left to right (a few sequential streams the hardware prefetcher follows), land
+// as a contiguous run in every panel. Panel by panel, each row of a panel came from its own page,
+// a cache miss the prefetcher never sees coming when the source is not in cache (half the time
+// of a 16-row product on AVX2). The same copy either way.
+template <typename T>
+inline void copy_full_panels(const T* src, index_t ld, index_t kc, index_t full, int W,
+                             T* dst) noexcept {
+  for (index_t pb = 0; pb < kc; pb += kPackBandRows) {
+    const index_t pe = std::min(kc, pb + kPackBandRows);
+    for (index_t j = 0; j < full; j += W) {
+      const T* s = src + pb * ld + j;
+      T* d = dst + j * kc + pb * W;
+      for (index_t p = pb; p < pe; ++p, s += ld, d += W) std::memcpy(d, s, sizeof(T) * W);
+    }
+  }
+}
+
 template <typename T>
 inline void pack_a_panel(bool trans_a, const T* A, index_t lda, index_t i0, index_t p0, int m,
                          index_t kc, int MR, T* dst) noexcept {
@@ -86,6 +108,15 @@ inline void pack_a_panel(bool trans_a, const T* A, index_t lda, index_t i0, inde
 template <typename T>
 inline void pack_a(bool trans_a, const T* A, index_t lda, index_t i0, index_t p0, index_t mc,
                    index_t kc, int MR, T* dst) noexcept {
+  // A transposed: its k steps are rows, copied band by band like B's (784 x 256 x 256 TN
+  // float32 on a Zen 3: packing 9% -> 4% of the product, 0.91x -> 0.96x OpenBLAS)
+  if (trans_a) {
+    const index_t full = mc / MR * MR;
+    copy_full_panels(A + p0 * lda + i0, lda, kc, full, MR, dst);
+    if (full < mc)
+      pack_a_panel(true, A, lda, i0 + full, p0, int(mc - full), kc, MR, dst + full * kc);
+    return;
+  }
   for (index_t ir = 0; ir < mc; ir += MR) {
     const int m = static_cast<int>(std::min<index_t>(MR, mc - ir));
     pack_a_panel(trans_a, A, lda, i0 + ir, p0, m, kc, MR, dst + ir * kc);
@@ -117,28 +148,12 @@ inline void pack_b_panel(bool trans_b, const T* B, index_t ldb, index_t p0, inde
   }
 }
 
-// Rows of B per band of the in-place copy below.
-constexpr index_t kPackBandRows = 8;
-
 template <typename T>
 inline void pack_b(bool trans_b, const T* B, index_t ldb, index_t p0, index_t j0, index_t kc,
                    index_t nc, int NR, T* dst) noexcept {
   if (!trans_b) {
-    // Full micro-panels band by band: kPackBandRows rows of B, each read left to right (a few
-    // sequential streams the hardware prefetcher follows), land as a contiguous run in every
-    // panel. Panel by panel, each row of a panel came from its own page, a cache miss the
-    // prefetcher never sees coming when B is not in cache (half the time of a 16-row product
-    // on AVX2). The same copy either way.
     const index_t full = nc / NR * NR;
-    for (index_t pb = 0; pb < kc; pb += kPackBandRows) {
-      const index_t pe = std::min(kc, pb + kPackBandRows);
-      for (index_t jr = 0; jr < full; jr += NR) {
-        const T* src = B + (p0 + pb) * ldb + j0 + jr;
-        T* d = dst + jr * kc + pb * NR;
-        for (index_t p = pb; p < pe; ++p, src += ldb, d += NR)
-          std::memcpy(d, src, sizeof(T) * NR);
-      }
-    }
+    copy_full_panels(B + p0 * ldb + j0, ldb, kc, full, NR, dst);
     if (full < nc)
       pack_b_panel(false, B, ldb, p0, j0 + full, int(nc - full), kc, NR, dst + full * kc);
     return;

@@ -41,6 +41,22 @@ inline void gather_rows(const T* src, index_t ld, int rows, index_t kc, T* dst, 
       for (index_t p = kc4; p < kc; ++p)
         for (int q = 0; q < 4; ++q) d[p * S + q] = s0[q * ld + p];
     }
+    // A pair of rows left (rows 4-5 of AVX2's 6-row A panels): 2x4 interleaves, not scalars.
+    if (r + 2 <= rows) {
+      const float* s0 = reinterpret_cast<const float*>(src) + r * ld;
+      float* d = reinterpret_cast<float*>(dst) + r;
+      for (index_t p = 0; p < kc4; p += 4) {
+        const __m128 x0 = _mm_loadu_ps(s0 + p), x1 = _mm_loadu_ps(s0 + ld + p);
+        const __m128 lo = _mm_unpacklo_ps(x0, x1), hi = _mm_unpackhi_ps(x0, x1);
+        _mm_storel_pi(reinterpret_cast<__m64*>(d + p * S), lo);
+        _mm_storeh_pi(reinterpret_cast<__m64*>(d + (p + 1) * S), lo);
+        _mm_storel_pi(reinterpret_cast<__m64*>(d + (p + 2) * S), hi);
+        _mm_storeh_pi(reinterpret_cast<__m64*>(d + (p + 3) * S), hi);
+      }
+      for (index_t p = kc4; p < kc; ++p)
+        for (int q = 0; q < 2; ++q) d[p * S + q] = s0[q * ld + p];
+      r += 2;
+    }
   } else {
     const index_t kc2 = kc / 2 * 2;
     for (; r + 2 <= rows; r += 2) {

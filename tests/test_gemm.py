@@ -532,6 +532,29 @@ def test_direct_small_path_matches_the_packed_path_bitwise(direct_isa, dtype, fo
 @pytest.mark.skipif(not DIRECT_ISAS, reason="needs AVX-512 or AVX2")
 @pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", ["NN", "TN"])
+@pytest.mark.parametrize("n", [5, 8, 40])
+def test_direct_path_row_tails_match_the_packed_path_bitwise(direct_isa, dtype, form, n):
+    # Every row count up to 30: the direct path's row tiles of every height (a short last
+    # tile is merged with the full one before it and split in two), for one vector of
+    # columns (taller tiles) and several. All rows, nothing beyond them, the packed path's bits.
+    k = 24
+    with kernel_isa(direct_isa):
+        rng = np.random.default_rng(7)
+        big = rng.standard_normal((4096, k)).astype(dtype)
+        b = rng.standard_normal((k, n)).astype(dtype)
+        large = mc.matmul(big, b)
+        for m in range(1, 31):
+            a = big[:m] if form == "NN" else np.ascontiguousarray(big[:m].T).T
+            out = np.full((m + 1, n), 7.0, dtype)
+            mc.matmul(a, b, out=out[:m])
+            np.testing.assert_array_equal(out[:m], large[:m], err_msg=f"{m} rows")
+            assert (out[m] == 7.0).all(), f"{m} rows: the row after C was written"
+
+
+@pytest.mark.skipif(not DIRECT_ISAS, reason="needs AVX-512 or AVX2")
+@pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_direct_path_epilogue_in_registers_matches_the_packed_path_bitwise(direct_isa, dtype):
     # The direct path applies bias, ReLU and ReLU's derivative in registers; the packed path in
     # a separate pass over each tile. Same rows, same bits, NaN, +-0 and Inf included.

@@ -113,10 +113,10 @@ void rows_block(bool trans_a, index_t M, index_t w, index_t K, const ScalarOf<S>
                 index_t ldc, bool accumulate, const RegisterEpilogue<ScalarOf<S>>& ep) noexcept {
   typename S::mask mask[NV];
   for (int v = 0; v < NV; ++v) mask[v] = S::make_mask(int(w) - v * S::W);
-  // A last tile of r <= Rows / 2 rows has few FMA chains and waits on their latency (32 rows
-  // in tiles of 6: the 2-row tile took a quarter of the time of a 6-row one): the last full
-  // tile and those rows go as two tiles of about (Rows + r) / 2 rows instead. A tile of any
-  // height sums each element the same way, so the bits do not change.
+  // A last tile of r <= Rows / 2 rows has too few FMA chains to cover the FMA latency (32 rows
+  // in tiles of 6 left 2 rows: 4 chains on AVX2, which needs 8): the last full tile and those
+  // rows go as two tiles of about (Rows + r) / 2 rows instead. A tile of any height sums each
+  // element the same way, so the bits do not change.
   const index_t r = M % Rows;
   const bool split_tail = Rows >= 3 && M > Rows && r != 0 && r <= Rows / 2;  // (halves < Rows)
   const index_t full_end = split_tail ? M - r - Rows : M - r;

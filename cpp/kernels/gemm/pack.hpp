@@ -18,8 +18,8 @@
 namespace mlpcore::gemm {
 
 // dst[p * S + r] = src[r * ld + p] for r < rows, p < kc: interleaves `rows` rows of a row-major
-// matrix into k-major micro-panel order. SSE2 (x86-64 baseline) 4x4 / 2x2 transposes for the
-// full blocks, scalar loops for the rest.
+// matrix into k-major micro-panel order. SSE2 (x86-64 baseline) 4x4 / 2x2 transposes (and 2x4
+// for a float pair of rows left) for the full blocks, scalar loops for the rest.
 template <typename T>
 inline void gather_rows(const T* src, index_t ld, int rows, index_t kc, T* dst, int S) noexcept {
   int r = 0;

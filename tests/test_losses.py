@@ -261,3 +261,49 @@ def test_every_isa_copy_of_the_losses_gives_the_same_bits(name, probabilities, d
             assert np.isfinite(first[0]), (n, k)
             for isa in isas[1:]:
                 assert results[isa] == first, (name, n, k, isa, w is None)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("soft, weighted", [(False, False), (False, True), (True, True)])
+def test_cross_entropy_rows_in_blocks_and_alone_give_the_same_bits(dtype, soft, weighted):
+    # Up to 64 classes, rows are taken 8 at a time (exponentials and the labels' scaling as one
+    # run over the block) and the rows after the last whole block one by one: the same row,
+    # placed once in a block and once at the tail of the same batch, gets the same gradient
+    # bits.
+    rng = np.random.default_rng(31)
+    for k in (1, 3, 10, 64):
+        n = 17  # rows 0-15 in two blocks, row 16 alone
+        logits = rng.normal(0, 4, size=(n, k))
+        logits[16] = logits[3]
+        if soft:
+            target = rng.random((n, k))
+            target /= target.sum(axis=1, keepdims=True)
+            target[16] = target[3]
+        else:
+            target = rng.integers(0, k, size=n)
+            target[16] = target[3]
+        weights = rng.random(n) + 0.5 if weighted else None
+        if weighted:
+            weights[16] = weights[3]
+        model = identity_model(k, dtype)
+        model.compile(loss="cross_entropy", optimizer="sgd")
+        loss, grad = model.compute_gradients(logits, target, sample_weight=weights,
+                                             return_input_grad=True)
+        assert grad[16].tobytes() == grad[3].tobytes(), k
+        assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cross_entropy_accuracy_takes_the_first_largest_logit(dtype):
+    # correct predictions: the row's first largest logit (NumPy's argmax) against the label,
+    # rows in blocks of 8 and then one by one, logits with many ties
+    rng = np.random.default_rng(32)
+    for k in (2, 10, 70):
+        n = 37
+        logits = rng.integers(-2, 3, size=(n, k)).astype(dtype)
+        labels = rng.integers(0, k, size=n)
+        labels[:20] = np.argmax(logits[:20], axis=1)
+        model = identity_model(k, dtype)
+        model.compile(loss="cross_entropy", optimizer="sgd")
+        want = np.mean(np.argmax(logits, axis=1) == labels)
+        assert model.evaluate(logits, labels)["accuracy"] == want, k

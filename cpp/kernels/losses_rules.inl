@@ -85,7 +85,6 @@ inline float exp_of_nonpositive(float x) noexcept {
   return x != x ? x : kept;
 }
 
-// exp(x[c] - xmax) for c < k into out (when given), and their sum in double, in column order.
 // exp(x[c] - xmax) for c < k into out.
 inline void shifted_exps_only(const float* x, index_t k, float xmax, float* out) noexcept {
 #pragma omp simd
@@ -94,6 +93,18 @@ inline void shifted_exps_only(const float* x, index_t k, float xmax, float* out)
 
 inline void shifted_exps_only(const double* x, index_t k, double xmax, double* out) noexcept {
   for (index_t c = 0; c < k; ++c) out[c] = std::exp(x[c] - xmax);
+}
+
+// exp(x[i] - shift[i]) for i < count into out: the same per element.
+inline void shifted_exps_only(const float* x, index_t count, const float* shift,
+                              float* out) noexcept {
+#pragma omp simd
+  for (index_t i = 0; i < count; ++i) out[i] = exp_of_nonpositive(x[i] - shift[i]);
+}
+
+inline void shifted_exps_only(const double* x, index_t count, const double* shift,
+                              double* out) noexcept {
+  for (index_t i = 0; i < count; ++i) out[i] = std::exp(x[i] - shift[i]);
 }
 
 // The same into out (when given), and their sum in double, in column order.
@@ -110,6 +121,12 @@ inline double shifted_exps(const T* x, index_t k, T xmax, T* out) noexcept {
   return sum;
 }
 
+// Rows of at most this many logits are taken kRowBlock at a time, in steps over the block: a
+// single row's steps (its maximum, exponentials, their sum in double, the log) wait on each
+// other, while the rows of a block do not, so their latencies overlap.
+constexpr index_t kBlockMaxColumns = 64;
+constexpr index_t kRowBlock = 8;  // (the sums below are written out for 8)
+
 // Where std::max_element finds the largest of x[0 .. k) (its first column; a NaN counts only in
 // column 0). Written with selects: in a row of a few logits, the branches of the plain loop
 // mispredict at half of the columns.
@@ -125,40 +142,67 @@ inline index_t first_max(const T* x, index_t k) noexcept {
   return at;
 }
 
-// Rows of at most this many logits are taken kRowBlock at a time, in steps over the block: a
-// single row's steps (its maximum, exponentials, their sum in double, the log) wait on each
-// other, while the rows of a block do not, so their latencies overlap.
-constexpr index_t kBlockMaxColumns = 64;
-constexpr index_t kRowBlock = 8;  // (the sums below are written out for 8)
+// first_max of each of kRowBlock rows of k (x's rows k apart), the rows' chains side by side.
+template <typename T>
+inline void first_max_rows(const T* x, index_t k, index_t* at) noexcept {
+  T m[kRowBlock];
+#pragma GCC unroll 8
+  for (index_t b = 0; b < kRowBlock; ++b) {
+    m[b] = x[b * k];
+    at[b] = 0;
+  }
+  for (index_t c = 1; c < k; ++c) {
+#pragma GCC unroll 8
+    for (index_t b = 0; b < kRowBlock; ++b) {
+      const T v = x[b * k + c];
+      const bool more = m[b] < v;
+      m[b] = more ? v : m[b];
+      at[b] = more ? c : at[b];
+    }
+  }
+}
+
+// What a row's loss and gradient are made of: its weight w, w / n, log-sum-exp, 1 / sum.
+struct RowTerms {
+  double w, row_scale, lse, inv_sum;
+};
+
+template <typename T>
+inline RowTerms row_terms(T xmax, double sum_exp, index_t r, const Targets<T>& targets,
+                          double inv_n) noexcept {
+  const double w = targets.weights ? double(targets.weights[r]) : 1.0;
+  return {w, w * inv_n, double(xmax) + std::log(sum_exp), 1.0 / sum_exp};
+}
+
+// With a label, a row's exponentials become its gradient times this, before the label's column
+// takes row_scale off.
+inline double label_grad_scale(const RowTerms& rt) noexcept { return rt.inv_sum * rt.row_scale; }
 
 // The loss of one row and, with g (its exponentials, shifted by xmax, on entry), its gradient.
 template <typename T>
 inline double cross_entropy_row(const T* x, index_t k, T xmax, double sum_exp, index_t r,
                                 const Targets<T>& targets, T* g, double inv_n) noexcept {
-  const double w = targets.weights ? double(targets.weights[r]) : 1.0;
-  const double row_scale = w * inv_n;
-  const double lse = double(xmax) + std::log(sum_exp);
-  const double inv_sum = 1.0 / sum_exp;
+  const RowTerms rt = row_terms(xmax, sum_exp, r, targets, inv_n);
   if (targets.labels) {
     const std::int64_t label = targets.labels[r];
     if (g) {
-      const T scale = T(inv_sum * row_scale);
+      const T scale = T(label_grad_scale(rt));
       for (index_t c = 0; c < k; ++c) g[c] *= scale;
-      g[label] -= T(row_scale);
+      g[label] -= T(rt.row_scale);
     }
-    return w * (lse - double(x[label]));
+    return rt.w * (rt.lse - double(x[label]));
   }
   const T* t = targets.values + r * k;
   double t_sum = 0.0, row = 0.0;
   for (index_t c = 0; c < k; ++c) {
-    row += double(t[c]) * (lse - double(x[c]));
+    row += double(t[c]) * (rt.lse - double(x[c]));
     t_sum += double(t[c]);
   }
   if (g) {
     for (index_t c = 0; c < k; ++c)
-      g[c] = T((double(g[c]) * inv_sum * t_sum - double(t[c])) * row_scale);
+      g[c] = T((double(g[c]) * rt.inv_sum * t_sum - double(t[c])) * rt.row_scale);
   }
-  return w * row;
+  return rt.w * row;
 }
 
 template <typename T>
@@ -169,15 +213,20 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
   index_t r = 0;
   if (dout && k <= kBlockMaxColumns) {
     // the same operations on each row as below, the rows of a block side by side
+    T shift[kRowBlock * kBlockMaxColumns];  // per element: its row's maximum, then its scale
     for (; r + kRowBlock <= n; r += kRowBlock) {
       T xmax[kRowBlock];
       double sum[kRowBlock];
+      index_t at[kRowBlock];
+      first_max_rows(out + r * k, k, at);
       for (index_t b = 0; b < kRowBlock; ++b) {
-        const T* x = out + (r + b) * k;
-        xmax[b] = x[first_max(x, k)];
-        shifted_exps_only(x, k, xmax[b], dout + (r + b) * k);
+        xmax[b] = out[(r + b) * k + at[b]];
+        for (index_t c = 0; c < k; ++c) shift[b * k + c] = xmax[b];
         sum[b] = 0.0;
       }
+      // the block's rows are contiguous: their exponentials as one run of independent vectors
+      // (row by row, a row of 10 was one vector's dependent chain and two scalar ones)
+      shifted_exps_only(out + r * k, kRowBlock * k, shift, dout + r * k);
       // each row's sum in column order, the rows' chains side by side (scalar loads: a vector
       // across rows would be a gather, slower than the chains it saves)
       const T* e = dout + r * k;
@@ -191,9 +240,25 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
         sum[6] += double(e[6 * k + c]);
         sum[7] += double(e[7 * k + c]);
       }
-      for (index_t b = 0; b < kRowBlock; ++b)
-        total += cross_entropy_row(out + (r + b) * k, k, xmax[b], sum[b], r + b, targets,
-                                   dout + (r + b) * k, inv_n);
+      if (!targets.labels) {
+        for (index_t b = 0; b < kRowBlock; ++b)
+          total += cross_entropy_row(out + (r + b) * k, k, xmax[b], sum[b], r + b, targets,
+                                     dout + (r + b) * k, inv_n);
+        continue;
+      }
+      // cross_entropy_row's label branch, its scaling as one run over the block
+      T row_scale[kRowBlock];
+      for (index_t b = 0; b < kRowBlock; ++b) {
+        const RowTerms rt = row_terms(xmax[b], sum[b], r + b, targets, inv_n);
+        const T scale = T(label_grad_scale(rt));
+        for (index_t c = 0; c < k; ++c) shift[b * k + c] = scale;
+        row_scale[b] = T(rt.row_scale);
+        total += rt.w * (rt.lse - double(out[(r + b) * k + targets.labels[r + b]]));
+      }
+      T* g = dout + r * k;
+#pragma omp simd
+      for (index_t i = 0; i < kRowBlock * k; ++i) g[i] *= shift[i];
+      for (index_t b = 0; b < kRowBlock; ++b) g[b * k + targets.labels[r + b]] -= row_scale[b];
     }
   }
   for (; r < n; ++r) {
@@ -243,7 +308,15 @@ std::int64_t correct(Loss loss, const T* out, index_t n, index_t k,
                      const Targets<T>& targets) noexcept {
   std::int64_t count = 0;
   if (loss == Loss::CrossEntropy) {
-    for (index_t r = 0; r < n; ++r) {
+    index_t r = 0;
+    if (targets.labels) {
+      for (; r + kRowBlock <= n; r += kRowBlock) {
+        index_t at[kRowBlock];
+        first_max_rows(out + r * k, k, at);
+        for (index_t b = 0; b < kRowBlock; ++b) count += at[b] == index_t(targets.labels[r + b]);
+      }
+    }
+    for (; r < n; ++r) {
       const T* x = out + r * k;
       const index_t predicted = first_max(x, k);
       index_t truth;

@@ -107,7 +107,7 @@ inline void shifted_exps_only(const double* x, index_t count, const double* shif
   for (index_t i = 0; i < count; ++i) out[i] = std::exp(x[i] - shift[i]);
 }
 
-// The same into out (when given), and their sum in double, in column order.
+// exp(x[c] - xmax) for c < k into out (when given), and their sum in double, in column order.
 template <typename T>
 inline double shifted_exps(const T* x, index_t k, T xmax, T* out) noexcept {
   double sum = 0.0;

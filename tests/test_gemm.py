@@ -346,6 +346,46 @@ def test_shared_packing_bitwise_identical_1_and_2_threads(isa, dtype, restore_th
         np.testing.assert_array_equal(d, c * (deriv_z > 0))
 
 
+# In BLIS's order a thread done with its own rectangle takes units (an A block's rows times a
+# few column micro-panels) of another's; the test hook pauses one thread after it publishes each
+# block, so that the other surely does. Shapes: both grids, B packed and read in place, several
+# column blocks (N past NC) and K blocks, partial tiles.
+HELP_SHAPES = DET_SHAPES + [(30, 9000, 200, "NT"), (12, 9000, 300, "NN"), (1000, 200, 300, "TN")]
+HELP_CASES = [(isa, dtype) for isa in ISAS for dtype in DTYPES
+              if INFO["blocking"][isa][np.dtype(dtype).name]["loop_order"] == "b_panel_in_l1"]
+
+
+@pytest.mark.skipif(not INFO["openmp"], reason="built without OpenMP")
+@pytest.mark.skipif(not HELP_CASES, reason="no ISA here uses BLIS's loop order")
+@pytest.mark.parametrize("slowed", [0, 1])
+@pytest.mark.parametrize("isa_name, dtype", HELP_CASES)
+def test_units_taken_over_from_a_slowed_thread_give_the_same_bits(isa_name, dtype, slowed,
+                                                                  restore_threads):
+    before = core._get_gemm_isa()
+    core._set_gemm_isa(isa_name)
+    rng = np.random.default_rng(13)
+    try:
+        for M, N, K, layout in HELP_SHAPES:
+            a, b = operands(rng, M, N, K, layout, dtype)
+            bias = rng.standard_normal(N).astype(dtype)
+            results = []
+            for n in (1, 2):
+                set_threads(n)
+                core._set_gemm_help_delay(slowed if n == 2 else -1, 3000)
+                helped = core._gemm_units_helped()
+                c = mc.matmul(a, b)
+                z, y = core._gemm_fused(np.ascontiguousarray(a), np.ascontiguousarray(b), False,
+                                        False, bias=bias, act=ACTS["GELU"], act_out=True)
+                if n == 2:
+                    assert core._gemm_units_helped() > helped, (M, N, K, layout)
+                results.append((c.tobytes(), z.tobytes(), y.tobytes()))
+            assert results[0] == results[1], (M, N, K, layout)
+            assert_close_gemm(np.frombuffer(results[1][0], dtype).reshape(M, N), a, b)
+    finally:
+        core._set_gemm_help_delay(-1, 0)
+        core._set_gemm_isa(before)
+
+
 @pytest.mark.skipif(not INFO["openmp"], reason="built without OpenMP")
 @pytest.mark.parametrize("limit", [{"OMP_THREAD_LIMIT": "1"}, {"OMP_DYNAMIC": "true"}])
 def test_fewer_threads_than_asked_still_compute_all_of_c(limit):

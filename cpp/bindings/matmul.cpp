@@ -357,6 +357,20 @@ Results are bitwise identical for any number of threads.)doc");
         "Test hook: switch the GEMM micro-kernels ('avx512', 'avx2' or 'portable').");
   m.def("_get_gemm_isa", [] { return std::string(gm::isa_name(gm::isa_active())); });
   m.def(
+      "_set_gemm_help_delay",
+      [](int thread, int microseconds) {
+        if (microseconds < 0 || microseconds > 1000000)
+          throw py::value_error(
+              "_set_gemm_help_delay: microseconds must lie in [0, 1000000], got " +
+              std::to_string(microseconds));
+        gm::set_help_test_delay(thread, microseconds);
+      },
+      py::arg("thread"), py::arg("microseconds"),
+      "Test hook: the GEMM thread numbered `thread` pauses after publishing each block of its "
+      "rectangle, so that the others help with it (a negative thread: none).");
+  m.def("_gemm_units_helped", &gm::units_helped,
+        "GEMM work units computed by a thread other than their owner, since the process started.");
+  m.def(
       "fma_peak_gflops",
       [](int threads, double seconds) {
         if (threads < 1) throw py::value_error("fma_peak_gflops: threads must be >= 1, got " +

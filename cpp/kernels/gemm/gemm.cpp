@@ -13,8 +13,9 @@
 // over the same KC blocks, in the same order, whichever thread computes it, so results do not
 // depend on the thread count. From cfg::kSharedPackMinWork multiply-adds, on a 1 x nt grid the
 // threads pack each A block together and take column chunks from a shared counter, and on an
-// nt x 1 grid they pack each B block together (gemm_region_shared_a / _b). Packing buffers are
-// thread_local, allocated once and grown when needed.
+// nt x 1 grid they pack each B block together (gemm_region_shared_a / _b). In BLIS's order each
+// thread packs for its own rectangle, and one done with it takes over units of another's
+// (gemm_region_b_outer). Packing buffers are thread_local, allocated once and grown when needed.
 //
 // Small-matrix paths (chosen by shape only): up to cfg::kDirectMaxWork multiply-adds with the
 // AVX-512 or AVX2 kernels, the direct path of direct_simd.inl (no packing of op(A), no threads).
@@ -27,7 +28,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <cstdlib>
+#include <memory>
+#include <new>
+#include <thread>
 
 #include "../activations.hpp"
 #include "../denormals.hpp"
@@ -284,35 +290,158 @@ void multiply_packed_a(const Problem<T>& pb, const KernelSet<T>& ks, index_t ic,
   }
 }
 
-// BLIS's order on the rectangle [m0, m1) x [n0, n1) (ks.blk.b_panel_in_l1): each B block
-// (kc x nc) is packed once and multiplied by the A blocks (mc x kc, L2-sized) of every row block.
-// The K blocks of a tile are summed in the same order as in gemm_region's other order.
+// ---------------------------------------------------------------- BLIS's order, with help
+// A rectangle in BLIS's order (ks.blk.b_panel_in_l1) is walked one (jc, pc) block at a time:
+// its B block (kc x nc) is packed once, then multiplied by the A blocks (mc x kc, L2-sized) of
+// every row block. A block's work is cut into units (one A block's rows times a group of
+// kHelpPanels column micro-panels) claimed from the rectangle's RegionWork: the owner claims them
+// in order, and a thread that has finished its own rectangle claims what is left. On a shared
+// host one core is often slower than the other for a while; the faster one then takes over part
+// of the slower one's block instead of waiting at the end of the product. A tile is computed by
+// one unit, over the same K blocks in the same order, whoever claims it: the bits stay the same.
+inline constexpr index_t kHelpPanels = 4;
+
+// One (jc, pc) block of a rectangle, as its units need it.
 template <typename T>
-void gemm_region_b_outer(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index_t m1,
-                         index_t n0, index_t n1, index_t mc_max, index_t nc_max, T* a_pack,
-                         T* b_pack) noexcept {
-  const index_t K = pb.K, KC = ks.blk.kc;
-  for (index_t jc = n0; jc < n1; jc += nc_max) {
-    const index_t nc = std::min(nc_max, n1 - jc);
-    for (index_t pc = 0; pc < K; pc += KC) {
-      const index_t kc = std::min(KC, K - pc);
-      const bool accumulate = pc == 0 ? pb.accumulate : true;
-      const bool last_k = pc + kc >= K;
-      const BBlock<T> b = b_block(pb, ks, pc, kc, jc, nc, b_pack);
-      for (index_t ic = m0; ic < m1; ic += mc_max) {
-        const index_t mc = std::min(mc_max, m1 - ic);
-        ks.pack_a(pb.trans_a, pb.A, pb.lda, ic, pc, mc, kc, a_pack);
-        macro_kernel(pb, ks, ic, jc, mc, nc, kc, a_pack, b.panel, b.panel_stride, b.rsb,
-                     accumulate, last_k);
-      }
+struct UnitBlock {
+  index_t m0 = 0, m1 = 0, mc_max = 0;  // the rectangle's rows and the A block height
+  index_t jc = 0, nc = 0, pc = 0, kc = 0;
+  index_t groups = 0;                  // column groups; units = row blocks x groups
+  BBlock<T> b{};
+};
+
+// What threads share about one rectangle. The claim word holds the published block's number,
+// its count of units and the next unclaimed unit; the owner writes `block` and resets `done`
+// before it publishes the block (release), and moves on only when all its units are done.
+template <typename T>
+struct alignas(64) RegionWork {
+  static constexpr std::uint64_t kFinished = ~std::uint64_t(0);
+  static constexpr int kUnitBits = 22;  // units per block, and the next unit
+  static constexpr std::uint64_t kUnitMask = (std::uint64_t(1) << kUnitBits) - 1;
+  static constexpr index_t kMaxUnits = index_t(kUnitMask);
+  std::atomic<std::uint64_t> claim{0};  // 0: no block published yet
+  std::atomic<index_t> done{0};         // units of the published block completed
+  UnitBlock<T> block;
+};
+
+// Claims the next unit of `w`'s published block into *unit; false if none is left now.
+template <typename T>
+bool claim_unit(RegionWork<T>& w, index_t* unit) noexcept {
+  using W = RegionWork<T>;
+  std::uint64_t v = w.claim.load(std::memory_order_relaxed);
+  for (;;) {
+    if (v == W::kFinished || v == 0) return false;
+    const std::uint64_t next = v & W::kUnitMask, units = (v >> W::kUnitBits) & W::kUnitMask;
+    if (next >= units) return false;
+    if (w.claim.compare_exchange_weak(v, v + 1, std::memory_order_acquire,
+                                      std::memory_order_relaxed)) {
+      *unit = index_t(next);
+      return true;
     }
   }
 }
 
-// The serial blocked algorithm on the rectangle [m0, m1) x [n0, n1) of C.
+// The A block a thread packed last (a unit packs A only if its block differs).
+struct PackedA {
+  const void* region = nullptr;
+  index_t pc = -1, ic = -1;
+};
+
+template <typename T>
+void run_unit(const Problem<T>& pb, const KernelSet<T>& ks, const void* region,
+              const UnitBlock<T>& blk, index_t unit, T* a_pack, PackedA* packed) noexcept {
+  const index_t NR = ks.blk.nr;
+  const index_t ic = blk.m0 + unit / blk.groups * blk.mc_max;
+  const index_t mc = std::min(blk.mc_max, blk.m1 - ic);
+  const index_t jr = unit % blk.groups * kHelpPanels * NR;
+  const index_t cols = std::min(kHelpPanels * NR, blk.nc - jr);
+  if (packed->region != region || packed->pc != blk.pc || packed->ic != ic) {
+    ks.pack_a(pb.trans_a, pb.A, pb.lda, ic, blk.pc, mc, blk.kc, a_pack);
+    *packed = {region, blk.pc, ic};
+  }
+  macro_kernel(pb, ks, ic, blk.jc + jr, mc, cols, blk.kc, a_pack,
+               blk.b.panel + jr / NR * blk.b.panel_stride, blk.b.panel_stride, blk.b.rsb,
+               blk.pc == 0 ? pb.accumulate : true, blk.pc + blk.kc >= pb.K);
+}
+
+std::atomic<int> g_help_test_thread{-1}, g_help_test_us{0};
+std::atomic<std::uint64_t> g_units_helped{0};
+
+inline void spin_pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// The rectangle [m0, m1) x [n0, n1) in BLIS's order; with `work`, open to other threads' help.
+template <typename T>
+void gemm_region_b_outer(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index_t m1,
+                         index_t n0, index_t n1, index_t mc_max, index_t nc_max, T* a_pack,
+                         T* b_pack, RegionWork<T>* work) noexcept {
+  using W = RegionWork<T>;
+  const index_t K = pb.K, KC = ks.blk.kc, NR = ks.blk.nr;
+  const index_t row_blocks = (m1 - m0 + mc_max - 1) / mc_max;
+  UnitBlock<T> local;
+  UnitBlock<T>& blk = work ? work->block : local;
+  PackedA packed;
+  std::uint64_t number = 0;
+  for (index_t jc = n0; jc < n1; jc += nc_max) {
+    const index_t nc = std::min(nc_max, n1 - jc);
+    const index_t groups = (nc + kHelpPanels * NR - 1) / (kHelpPanels * NR);
+    const index_t units = row_blocks * groups;
+    for (index_t pc = 0; pc < K; pc += KC) {
+      const index_t kc = std::min(KC, K - pc);
+      blk = {m0, m1, mc_max, jc, nc, pc, kc, groups, b_block(pb, ks, pc, kc, jc, nc, b_pack)};
+      if (!work || units > W::kMaxUnits) {
+        for (index_t u = 0; u < units; ++u) run_unit(pb, ks, &blk, blk, u, a_pack, &packed);
+        continue;
+      }
+      // block numbers 1, 2, ... wrap before all ones (kFinished); 0 is "none yet"
+      number = number % ((std::uint64_t(1) << (64 - 2 * W::kUnitBits)) - 2) + 1;
+      work->done.store(0, std::memory_order_relaxed);
+      work->claim.store(number << (2 * W::kUnitBits) | std::uint64_t(units) << W::kUnitBits,
+                        std::memory_order_release);
+#ifdef _OPENMP
+      if (g_help_test_thread.load(std::memory_order_relaxed) == omp_get_thread_num())
+        std::this_thread::sleep_for(std::chrono::microseconds(g_help_test_us.load()));
+#endif
+      for (index_t u; claim_unit(*work, &u);) {
+        run_unit(pb, ks, work, blk, u, a_pack, &packed);
+        work->done.fetch_add(1, std::memory_order_release);
+      }
+      while (work->done.load(std::memory_order_acquire) < units) spin_pause();
+    }
+  }
+}
+
+// A thread done with its own rectangle: units of the others' published blocks, until every
+// other rectangle is finished. a_pack holds an A block of any rectangle.
+template <typename T>
+void help_others(const Problem<T>& pb, const KernelSet<T>& ks, RegionWork<T>* works, int nt,
+                 int t, T* a_pack) noexcept {
+  PackedA packed;
+  for (;;) {
+    bool all_finished = true;
+    for (int r = 0; r < nt; ++r) {
+      if (r == t || works[r].claim.load(std::memory_order_acquire) == RegionWork<T>::kFinished)
+        continue;
+      all_finished = false;
+      for (index_t u; claim_unit(works[r], &u);) {
+        run_unit(pb, ks, &works[r], works[r].block, u, a_pack, &packed);
+        works[r].done.fetch_add(1, std::memory_order_release);
+        g_units_helped.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    if (all_finished) return;
+    spin_pause();
+  }
+}
+
+// The serial blocked algorithm on the rectangle [m0, m1) x [n0, n1) of C (in BLIS's order, open
+// to help through `work` if given).
 template <typename T>
 void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index_t m1, index_t n0,
-                 index_t n1) noexcept {
+                 index_t n1, RegionWork<T>* work = nullptr) noexcept {
   if (m0 >= m1 || n0 >= n1) return;
   const int MR = ks.blk.mr, NR = ks.blk.nr;
   const index_t MC = ks.blk.mc, KC = ks.blk.kc, NC = ks.blk.nc;
@@ -331,7 +460,7 @@ void gemm_region(const Problem<T>& pb, const KernelSet<T>& ks, index_t m0, index
     return;
   }
   if (ks.blk.b_panel_in_l1) {
-    gemm_region_b_outer(pb, ks, m0, m1, n0, n1, mc_max, nc_max, a_pack, b_pack);
+    gemm_region_b_outer(pb, ks, m0, m1, n0, n1, mc_max, nc_max, a_pack, b_pack, work);
     return;
   }
   for (index_t ic = m0; ic < m1; ic += mc_max) {
@@ -571,6 +700,9 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   const bool sharing = shared != nullptr;
   const index_t chunk = column_chunk(N, tm * tn, ks.blk.nc, NR);  // (1 x nt grid)
   std::atomic<index_t> next_chunk{0};
+  // Private packing in BLIS's order: each rectangle open to help (one RegionWork per thread)
+  std::unique_ptr<RegionWork<T>[]> works;
+  if (!sharing && ks.blk.b_panel_in_l1) works.reset(new (std::nothrow) RegionWork<T>[tm * tn]);
   bool own_failed = false;  // some thread could not grow its own buffer
 #pragma omp parallel num_threads(tm * tn)
   {
@@ -611,7 +743,14 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
 #pragma omp atomic read
         any_failed = own_failed;
       }
-      if (!sharing || any_failed) gemm_region(pb, ks, m0, m1, n0, n1);
+      if (works) {
+        gemm_region(pb, ks, m0, m1, n0, n1, &works[t]);
+        works[t].claim.store(RegionWork<T>::kFinished, std::memory_order_release);
+        // an A block of any rectangle (balanced_block never exceeds this)
+        const index_t mc_any = round_up(std::min(ks.blk.mc, M), MR);
+        T* a_any = static_cast<T*>(grow(tl_pack.a, tl_pack.a_bytes, sizeof(T) * mc_any * kc_max));
+        if (a_any) help_others(pb, ks, works.get(), tm * tn, t, a_any);
+      } else if (!sharing || any_failed) gemm_region(pb, ks, m0, m1, n0, n1);
       else if (share_a) gemm_region_shared_a(pb, ks, shared, own, t, tm * tn, chunk, &next_chunk);
       else gemm_region_shared_b(pb, ks, shared, own, t, tm * tn, m0, m1, row_blocks);
     }
@@ -624,6 +763,13 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
 }
 
 }  // namespace
+
+void set_help_test_delay(int thread, int microseconds) noexcept {
+  g_help_test_us.store(microseconds);
+  g_help_test_thread.store(thread);
+}
+
+std::uint64_t units_helped() noexcept { return g_units_helped.load(); }
 
 template <typename T>
 void gemm(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,

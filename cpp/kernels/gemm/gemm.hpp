@@ -9,6 +9,8 @@
 // Each output element is summed over K in one fixed order whatever the thread count, so results
 // are bitwise identical for 1 and N threads.
 #pragma once
+
+#include <cstdint>
 #include <vector>
 
 #include "../activations.hpp"
@@ -78,5 +80,12 @@ void gemm_fused_prepacked(index_t M, index_t N, index_t K, const T* A, index_t l
 // write-back; gemm_reference followed by this is the oracle of gemm_fused).
 template <typename T>
 void epilogue_reference(index_t M, index_t N, T* C, index_t ldc, const Epilogue<T>& ep) noexcept;
+
+// Threads' help in BLIS's order (gemm.cpp). Test hook: the thread numbered `thread` pauses
+// `microseconds` after publishing each block of its rectangle (a negative thread: none), so that
+// the others take units of it. units_helped: units computed by a thread other than their owner,
+// since the start of the process.
+void set_help_test_delay(int thread, int microseconds) noexcept;
+std::uint64_t units_helped() noexcept;
 
 }  // namespace mlpcore::gemm

@@ -114,6 +114,39 @@ def test_step_refuses_non_finite_gradients():
     assert model.optimizer.step_count == 0
 
 
+def build_large(rule, clip, dtype):
+    """~53,000 parameters: the update measures and applies in two threads' parts."""
+    cls, hyper = RULES[rule]
+    model = mc.Sequential([mc.Dense(5, 300, l2=1e-2), mc.Tanh(), mc.Dense(300, 170),
+                           mc.Dense(170, 3)], dtype=dtype, seed=7)
+    model.compile(loss="cross_entropy", optimizer=cls(**hyper), **CLIPS[clip])
+    return model
+
+
+@pytest.mark.skipif(not mc.has_openmp(), reason="built without OpenMP")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("clip", ["norm", "off"])
+@pytest.mark.parametrize("rule", list(RULES))
+def test_update_in_threads_gives_the_bits_of_one_thread(rule, clip, dtype):
+    # 9-row batches stay whole (not sharded); the separate update runs in 1 or 2 threads
+    models = []
+    for threads in (1, 2):
+        mc.set_num_threads(threads)
+        model = build_large(rule, clip, dtype)
+        for x, y in batches():
+            model.train_step(x, y)
+            assert model._net.last_step_shards == 1
+        norm = model.last_grad_norm
+        x, y = batches(1)[0]
+        model.compute_gradients(x, y)
+        model.layers[0].weight_grad[0, 0] = np.nan  # refused in either: nothing changes
+        with pytest.raises(mc.NonFiniteLossError):
+            model.optimizer.step()
+        models.append((model, norm))
+    assert models[0][1] == models[1][1]
+    assert_same_state(models[0][0], models[1][0])
+
+
 @pytest.mark.parametrize("key, value, message", [
     ("lr", math.nan, "Invalid learning rate: nan"),
     ("lr", -10.0, "Invalid learning rate: -10"),

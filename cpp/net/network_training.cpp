@@ -7,12 +7,20 @@
 #include <stdexcept>
 #include <string>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include "kernels/denormals.hpp"
 #include "kernels/reductions.hpp"
 
 namespace mlpcore {
 
 namespace {
+// Fewer parameters are measured and updated by the calling thread alone (a parallel region's
+// meeting costs more than half of the work).
+constexpr index_t kParallelUpdateMin = index_t(1) << 15;
+
 // One row of the batch gather. Short rows are copied inline: a library call per sample costs
 // more than the copy for narrow inputs.
 template <typename T>
@@ -323,8 +331,44 @@ void Network<T>::update_end() noexcept {
 
 template <typename T>
 bool Network<T>::update_locked() noexcept {
-  if (!update_begin()) return false;
-  apply_rule(0, num_params());
+  int nt = 1;
+#ifdef _OPENMP
+  if (!omp_in_parallel() && num_params() >= kParallelUpdateMin)
+    nt = std::min(2, omp_get_max_threads());
+#endif
+  if (nt <= 1) {
+    if (!update_begin()) return false;
+    apply_rule(0, num_params());
+    update_end();
+    return true;
+  }
+  // As in a sharded step: each thread measures its part of the arena, then (after one thread
+  // has checked and recorded the norms) applies the rule to the same part, in one region.
+  bool ok = false;
+#pragma omp parallel num_threads(nt)
+  {
+    const DenormalsAsZero denormals;  // same arithmetic mode in every thread
+#ifdef _OPENMP
+    const int t = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+    const int t = 0, team = 1;
+#endif
+    for (int s = t; s < 2; s += team) measure_part(s);
+#pragma omp barrier
+    if (t == 0) {
+      ok = measured_gradients();
+      if (ok) update_begin_measured();
+    }
+#pragma omp barrier
+    if (ok) {
+      for (int s = t; s < 2; s += team) {
+        index_t lo, hi;
+        arena_part(s, &lo, &hi);
+        apply_rule(lo, hi);
+      }
+    }
+  }
+  if (!ok) return false;
   update_end();
   return true;
 }

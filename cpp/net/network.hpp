@@ -399,6 +399,7 @@ class Network {
   bool update_begin() noexcept;
   void update_begin_measured() noexcept;  // update_begin after measure_gradients() held
   void apply_rule(index_t lo, index_t hi) noexcept;
+  void apply_rule_part(int part) noexcept;  // apply_rule on arena_part(part)
   void update_end() noexcept;
 
   std::vector<LayerSpec> specs_;

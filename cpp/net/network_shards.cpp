@@ -15,11 +15,8 @@
 #include <cmath>
 #include <limits>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "kernels/denormals.hpp"
+#include "net/arena_threads.hpp"
 #include "net/network.hpp"
 
 namespace mlpcore {
@@ -141,10 +138,7 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
     if (apply) update_begin_measured();
   };
 
-  int nt = 1;
-#ifdef _OPENMP
-  if (!omp_in_parallel()) nt = std::min(2, omp_get_max_threads());
-#endif
+  const int nt = arena_threads();
   if (nt <= 1) {
     run_shard(0);
     run_shard(1);
@@ -158,11 +152,8 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
 #pragma omp parallel num_threads(nt)
     {
       const DenormalsAsZero denormals;  // same arithmetic mode in every thread
-#ifdef _OPENMP
-      const int t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-      const int t = 0, team = 1;
-#endif
+      const Seat me = seat();
+      const int t = me.t, team = me.team;
       for (int s = t; s < 2; s += team) run_shard(s);
       if (t == team - 1) penalty = penalties(false);  // while the other half may still run
 #pragma omp barrier
@@ -174,13 +165,8 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
       }
       if (with_update) {  // the same branch in every thread
 #pragma omp barrier
-        if (apply) {
-          for (int s = t; s < 2; s += team) {
-            index_t lo, hi;
-            arena_part(s, &lo, &hi);
-            apply_rule(lo, hi);
-          }
-        }
+        if (apply)
+          for (int s = t; s < 2; s += team) apply_rule_part(s);
       }
     }
   }
@@ -201,10 +187,7 @@ constexpr index_t kPredictChunk = 512;  // rows per chunk, as the serial predict
 
 template <typename T>
 int Network<T>::predict_threads(index_t n) const noexcept {
-  int nt = 1;
-#ifdef _OPENMP
-  if (!omp_in_parallel()) nt = std::min(2, omp_get_max_threads());
-#endif
+  const int nt = arena_threads();
   return nt > 1 && n >= nt * kMinPredictRowsPerThread ? nt : 1;
 }
 
@@ -222,11 +205,7 @@ bool Network<T>::predict_sharded(const T* x, index_t n, T* out, const StopCheck*
 #pragma omp parallel num_threads(nt)
   {
     const DenormalsAsZero denormals;  // same arithmetic mode in every thread
-#ifdef _OPENMP
-    const int t = omp_get_thread_num();
-#else
-    const int t = 0;
-#endif
+    const int t = seat().t;
     const index_t r0 = index_t(t) * chunk;  // this thread's rows of the workspace
     for (index_t k = t; k < chunks; k += nt) {
       // Thread 0 is the caller's: only it may ask Python about signals.

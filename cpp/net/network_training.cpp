@@ -7,12 +7,9 @@
 #include <stdexcept>
 #include <string>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "kernels/denormals.hpp"
 #include "kernels/reductions.hpp"
+#include "net/arena_threads.hpp"
 
 namespace mlpcore {
 
@@ -288,6 +285,13 @@ void Network<T>::apply_rule(index_t lo, index_t hi) noexcept {
 }
 
 template <typename T>
+void Network<T>::apply_rule_part(int part) noexcept {
+  index_t lo, hi;
+  arena_part(part, &lo, &hi);
+  apply_rule(lo, hi);
+}
+
+template <typename T>
 bool Network<T>::update_begin() noexcept {
   // Measured here, on the gradients the rule will read: after an allreduce or a user's edit
   // the norm (statistics, clipping) is that of what is applied.
@@ -331,11 +335,7 @@ void Network<T>::update_end() noexcept {
 
 template <typename T>
 bool Network<T>::update_locked() noexcept {
-  int nt = 1;
-#ifdef _OPENMP
-  if (!omp_in_parallel() && num_params() >= kParallelUpdateMin)
-    nt = std::min(2, omp_get_max_threads());
-#endif
+  const int nt = num_params() >= kParallelUpdateMin ? arena_threads() : 1;
   if (nt <= 1) {
     if (!update_begin()) return false;
     apply_rule(0, num_params());
@@ -348,25 +348,16 @@ bool Network<T>::update_locked() noexcept {
 #pragma omp parallel num_threads(nt)
   {
     const DenormalsAsZero denormals;  // same arithmetic mode in every thread
-#ifdef _OPENMP
-    const int t = omp_get_thread_num(), team = omp_get_num_threads();
-#else
-    const int t = 0, team = 1;
-#endif
-    for (int s = t; s < 2; s += team) measure_part(s);
+    const Seat me = seat();
+    for (int s = me.t; s < 2; s += me.team) measure_part(s);
 #pragma omp barrier
-    if (t == 0) {
+    if (me.t == 0) {
       ok = measured_gradients();
       if (ok) update_begin_measured();
     }
 #pragma omp barrier
-    if (ok) {
-      for (int s = t; s < 2; s += team) {
-        index_t lo, hi;
-        arena_part(s, &lo, &hi);
-        apply_rule(lo, hi);
-      }
-    }
+    if (ok)
+      for (int s = me.t; s < 2; s += me.team) apply_rule_part(s);
   }
   if (!ok) return false;
   update_end();

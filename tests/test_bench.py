@@ -130,8 +130,9 @@ def test_fma_peak_probe():
     gflops, lanes = mc._core.fma_peak_gflops(1, 0.05)
     assert lanes in (0, 8, 16)
     assert (gflops > 0) == (lanes > 0)
-    with pytest.raises(ValueError, match="threads"):
-        mc._core.fma_peak_gflops(0)
+    for bad in (0, 100_000, 2**31 - 1):  # (the two large ones crashed the process)
+        with pytest.raises(ValueError, match=r"threads must lie in \[1, 1024\]"):
+            mc._core.fma_peak_gflops(bad, 0.01)
     with pytest.raises(ValueError, match="seconds"):
         mc._core.fma_peak_gflops(1, float("nan"))
 

@@ -59,3 +59,41 @@ def test_ctrl_c_stops_a_long_native_call(what, threads, tmp_path):
         child.kill()
     assert out.split() == ["interrupted", "True", "(4,", "10)"], (out, err)
     print(f"{what}: returned {waited:.3f} s after SIGINT")
+
+
+# A handler that calls into the model whose fit is running (the fit holds the network's lock on
+# the same thread): the call raises RuntimeError instead of waiting for itself forever.
+REENTRY = textwrap.dedent("""
+    import signal, sys
+    import numpy as np
+    import mlpcore as mc
+    what = sys.argv[1]
+    rng = np.random.default_rng(0)
+    x = rng.random((100_000, 64)).astype(np.float32)  # epochs of a good part of a second,
+    y = (x[:, 0] > 0.5).astype(np.int64)                 # polled for signals inside
+    model = mc.Sequential([mc.Dense(64, 512), mc.ReLU(), mc.Dense(512, 2)], seed=0)
+    model.compile(loss="cross_entropy")
+    calls = {"predict": lambda: model.predict(x[:2]), "evaluate": lambda: model.evaluate(x, y)}
+    signal.signal(signal.SIGALRM, lambda *args: calls[what]())
+    signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+    try:
+        model.fit(x, y, epochs=5, batch_size=32, verbose=0)
+        print("finished", flush=True)
+    except RuntimeError as e:
+        print("busy" if "busy with a call on this thread" in str(e) else repr(e), flush=True)
+    signal.setitimer(signal.ITIMER_REAL, 0, 0)
+    print(round(model.evaluate(x, y)["accuracy"], 1) > 0.5, flush=True)  # usable afterwards
+""")
+
+
+@pytest.mark.parametrize("what", ["predict", "evaluate"])
+def test_a_handler_calling_into_the_running_model_raises(what, tmp_path):
+    script = tmp_path / "reentry.py"
+    script.write_text(REENTRY)
+    child = subprocess.Popen([sys.executable, str(script), what], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = child.communicate(timeout=120)  # a hang guard: it used to wait forever
+    finally:
+        child.kill()
+    assert out.split() == ["busy", "True"], (out, err)

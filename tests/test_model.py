@@ -116,8 +116,10 @@ def test_results_do_not_depend_on_thread_count(dtype):
 def test_thread_settings():
     mc.set_num_threads(1)
     assert mc.get_num_threads() == 1
-    with pytest.raises(ValueError, match="n must be >= 1"):
-        mc.set_num_threads(0)
+    for bad in (0, 1025, 2**31 - 1):  # (a team of 2^31 - 1 took seconds to start)
+        with pytest.raises(ValueError, match=r"n must lie in \[1, 1024\], got " + str(bad)):
+            mc.set_num_threads(bad)
+    assert mc.get_num_threads() == 1
 
 
 # --- bad input -------------------------------------------------------------------------------

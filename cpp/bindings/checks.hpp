@@ -12,6 +12,21 @@ namespace mlpcore::bindings {
 
 namespace py = pybind11;
 
+// Threads a caller may ask for (set_num_threads, fma_peak_gflops): a team larger than any
+// machine only costs its creation (seconds for 2^31 - 1).
+inline constexpr int kMaxThreads = 1024;
+
+// A thread count from Python, checked: ValueError naming `func` and `arg` outside [1, kMaxThreads].
+inline void check_threads(int n, const char* func, const char* arg) {
+  if (n < 1 || n > kMaxThreads)
+    throw py::value_error(std::string(func) + ": " + arg + " must lie in [1, " +
+                          std::to_string(kMaxThreads) + "], got " + std::to_string(n));
+}
+
+// True in a child forked from a process whose OpenMP pool had started (module.cpp): its
+// parallel regions must stay on one thread.
+bool in_forked_child() noexcept;
+
 template <typename T>
 std::string dtype_name() {
   return py::str(py::dtype::of<T>()).cast<std::string>();

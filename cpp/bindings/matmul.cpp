@@ -373,8 +373,8 @@ Results are bitwise identical for any number of threads.)doc");
   m.def(
       "fma_peak_gflops",
       [](int threads, double seconds) {
-        if (threads < 1) throw py::value_error("fma_peak_gflops: threads must be >= 1, got " +
-                                               std::to_string(threads));
+        mlpcore::bindings::check_threads(threads, "fma_peak_gflops", "threads");
+        if (mlpcore::bindings::in_forked_child()) threads = 1;  // (its pool is gone)
         if (!(seconds > 0.0 && seconds <= 60.0))
           throw py::value_error("fma_peak_gflops: seconds must lie in (0, 60], got " +
                                 std::to_string(seconds));

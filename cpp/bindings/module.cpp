@@ -9,6 +9,7 @@
 #endif
 #include <pthread.h>
 
+#include "bindings/checks.hpp"
 #include "bindings/kinds.hpp"
 #include "bindings/matmul.hpp"
 #include "kernels/denormals.hpp"
@@ -32,11 +33,15 @@ void after_fork_in_child() noexcept {
 #endif
 }
 
-bool in_forked_child() noexcept { return g_threads_before_fork.load() > 0; }
+}  // namespace
+
+bool mlpcore::bindings::in_forked_child() noexcept { return g_threads_before_fork.load() > 0; }
+
+namespace {
 
 void set_num_threads(int n) {
-  if (n < 1) throw py::value_error("set_num_threads: n must be >= 1, got " + std::to_string(n));
-  if (in_forked_child() && n > 1) {
+  mlpcore::bindings::check_threads(n, "set_num_threads", "n");
+  if (mlpcore::bindings::in_forked_child() && n > 1) {
     if (PyErr_WarnEx(PyExc_RuntimeWarning,
                      "set_num_threads: this process was forked from one that used OpenMP, whose "
                      "threads cannot be used after fork; mlpcore stays on 1 thread here (start "

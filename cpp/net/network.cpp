@@ -111,8 +111,8 @@ void Network<T>::reserve_rows(index_t rows) {
 }
 
 template <typename T>
-void Network<T>::set_loss(Loss loss, const LossParams& params) noexcept {
-  std::lock_guard<std::mutex> lock(mutex_);
+void Network<T>::set_loss(Loss loss, const LossParams& params) {
+  const CallLock lock(*this);
   loss_ = loss;
   loss_params_ = params;
 }
@@ -121,7 +121,7 @@ template <typename T>
 void Network<T>::set_optimizer(const OptConfig& cfg) {
   const std::string invalid = invalid_optimizer_config(cfg);
   if (!invalid.empty()) throw std::invalid_argument(invalid);
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   const char* old_names[kMaxOptimizerState];
   const char* new_names[kMaxOptimizerState];
   const int old_count = has_optimizer_ ? mlpcore::optimizer_state_names(opt_, old_names) : 0;
@@ -179,7 +179,7 @@ bool StopPoller::stop() noexcept {
 
 template <typename T>
 bool Network<T>::predict(const T* x, index_t n, T* out, const StopCheck* stop) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   return predict_locked(x, n, out, stop);
 }
 
@@ -208,7 +208,7 @@ bool Network<T>::predict_locked(const T* x, index_t n, T* out, const StopCheck* 
 
 template <typename T>
 void Network<T>::forward_collect(const T* x, index_t n, const std::vector<T*>& outs) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   const DenormalsAsZero denormals;
   reserve_rows(n);
   forward(x, n, false);
@@ -221,7 +221,7 @@ void Network<T>::forward_collect(const T* x, index_t n, const std::vector<T*>& o
 template <typename T>
 StepResult Network<T>::evaluate(const T* x, index_t n, const Targets<T>& targets,
                                 const StopCheck* stop, bool* stopped) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   const DenormalsAsZero denormals;
   const index_t chunk = std::max(rows_cap_, std::min(n, kInferenceChunk));
   reserve_rows(chunk);

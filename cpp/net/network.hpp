@@ -2,10 +2,13 @@
 // arena and per-batch workspaces. Every method takes raw pointers; validation of user input
 // happens in the bindings before any of these is called.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "kernels/activations.hpp"
@@ -181,7 +184,7 @@ class Network {
   // Test hook: reuse the last dropout masks instead of drawing new ones (for gradient checks).
   void freeze_dropout_masks(bool frozen) noexcept { masks_frozen_ = frozen; }
 
-  void set_loss(Loss loss, const LossParams& params) noexcept;
+  void set_loss(Loss loss, const LossParams& params);
   Loss loss() const noexcept { return loss_; }
 
   // Installs the optimizer. State is kept when the rule is unchanged (e.g. a new learning rate)
@@ -190,10 +193,10 @@ class Network {
   void set_optimizer(const OptConfig& cfg);
   const OptConfig& optimizer() const noexcept { return opt_; }
   int optimizer_state_buffers() const noexcept { return optimizer_state_count(opt_); }
-  void set_clipping(const ClipConfig& clip) noexcept;
+  void set_clipping(const ClipConfig& clip);
   // The L1/L2 penalty of the current weights (what evaluate adds to the loss).
   double regularization_loss() {
-    std::lock_guard<std::mutex> lock(mutex_);
+    const CallLock lock(*this);
     return penalties(false);
   }
   // Opt-in checks: the sentinel tests every layer's output and gradient for NaN/Inf and
@@ -266,7 +269,7 @@ class Network {
   // passes then read those copies, which training drops (update_begin). For a network whose
   // weights no longer change (a frozen model's private copy). False if memory ran out (then
   // nothing is packed). The packed bytes, 0 when none.
-  bool prepack_weights() noexcept;
+  bool prepack_weights();
   void drop_prepacked_weights() noexcept { prepacked_.clear(); }
   std::size_t prepacked_bytes() const noexcept;
 
@@ -447,7 +450,34 @@ class Network {
   std::vector<double> part_grad_sq_;   // per layer, per half of the arena (measure_part)
   TrainStats stats_;
 
-  std::mutex mutex_;  // one call at a time per network; calls run with the GIL released
+  // One call at a time per network (calls run with the GIL released). Python code runs while a
+  // native loop holds the lock (signal handlers, asked between batches); a handler calling into
+  // the same network would wait for itself forever, so a call from the thread that holds the
+  // lock throws instead (RuntimeError in Python).
+  class CallLock {
+   public:
+    explicit CallLock(Network& net) : net_(net) {
+      const std::thread::id me = std::this_thread::get_id();
+      if (net.lock_owner_.load(std::memory_order_relaxed) == me)
+        throw std::runtime_error(
+            "the network is busy with a call on this thread (a signal handler or callback "
+            "called into the model while its fit, predict or evaluate was running); call it "
+            "once that call has returned");
+      net.mutex_.lock();
+      net.lock_owner_.store(me, std::memory_order_relaxed);
+    }
+    ~CallLock() {
+      net_.lock_owner_.store(std::thread::id(), std::memory_order_relaxed);
+      net_.mutex_.unlock();
+    }
+    CallLock(const CallLock&) = delete;
+    CallLock& operator=(const CallLock&) = delete;
+
+   private:
+    Network& net_;
+  };
+  std::mutex mutex_;
+  std::atomic<std::thread::id> lock_owner_{};  // the thread holding mutex_ (none: default id)
 };
 
 }  // namespace mlpcore

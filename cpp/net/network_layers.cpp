@@ -305,8 +305,8 @@ std::size_t Network<T>::backward_layer(std::size_t l, const T* x, T* dx, const R
 }
 
 template <typename T>
-bool Network<T>::prepack_weights() noexcept {
-  std::lock_guard<std::mutex> lock(mutex_);
+bool Network<T>::prepack_weights() {
+  const CallLock lock(*this);
   std::vector<gemm::PrepackedB<T>> packed;
   try {
     packed.resize(specs_.size());

@@ -31,14 +31,14 @@ void copy_row(const T* src, index_t n, T* dst) noexcept {
 }  // namespace
 
 template <typename T>
-void Network<T>::set_clipping(const ClipConfig& clip) noexcept {
-  std::lock_guard<std::mutex> lock(mutex_);
+void Network<T>::set_clipping(const ClipConfig& clip) {
+  const CallLock lock(*this);
   clip_ = clip;
 }
 
 template <typename T>
 TrainStats Network<T>::take_stats() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   TrainStats out = stats_;
   stats_ = TrainStats();
   stats_.resize(specs_.size());
@@ -53,7 +53,7 @@ void TrainStats::resize(std::size_t layers) {
 
 template <typename T>
 void Network<T>::set_diagnostics(bool on) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   diagnostics_on_ = on;
   if (on && params_before_.size() != num_params()) params_before_.reset(num_params());
 }
@@ -63,7 +63,7 @@ void Network<T>::set_stat_reducer(const StatReducer& reducer, const std::vector<
                                   std::shared_ptr<void> owner) {
   if (reducer.reduce && layers.size() != specs_.size())
     throw std::invalid_argument("set_stat_reducer: one flag per layer expected");
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   index_t widest = 0;
   stat_sync_.assign(specs_.size(), 0);
   for (std::size_t i = 0; reducer.reduce && i < specs_.size(); ++i) {
@@ -269,7 +269,7 @@ StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>&
 
 template <typename T>
 StepResult Network<T>::compute_gradients(const T* x, index_t n, const Targets<T>& targets, T* dx) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   const DenormalsAsZero denormals;
   StepResult r = gradients_locked(x, n, targets, dx);
   if (r.finite) r.finite = measure_gradients();  // last_grad_norm for callers that read it now
@@ -366,14 +366,14 @@ bool Network<T>::update_locked() noexcept {
 
 template <typename T>
 bool Network<T>::update() {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   const DenormalsAsZero denormals;
   return update_locked();
 }
 
 template <typename T>
 StepResult Network<T>::train_step(const T* x, index_t n, const Targets<T>& targets) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   const DenormalsAsZero denormals;
   bool updated = false;
   StepResult r = gradients_locked(x, n, targets, nullptr, nullptr, &updated);
@@ -384,7 +384,7 @@ StepResult Network<T>::train_step(const T* x, index_t n, const Targets<T>& targe
 
 template <typename T>
 bool Network<T>::forward_for_custom(const T* x, index_t n, T* out) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   const DenormalsAsZero denormals;
   reserve_rows(n);
   sentinel_ = SentinelReport();
@@ -396,7 +396,7 @@ bool Network<T>::forward_for_custom(const T* x, index_t n, T* out) {
 
 template <typename T>
 StepResult Network<T>::backward_from(const T* x, index_t n, const T* dout, T* dx) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   const DenormalsAsZero denormals;
   StepResult r;
   if (n > rows_cap_) {  // forward_for_custom was not called with this batch
@@ -419,7 +419,7 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
                                          const std::int64_t* order, index_t batch_size,
                                          index_t first_batch, index_t n_batches,
                                          const StopCheck* stop) {
-  std::lock_guard<std::mutex> lock(mutex_);
+  const CallLock lock(*this);
   const DenormalsAsZero denormals;
   BatchRunResult result;
   const index_t in_w = in_features(), out_w = out_features();

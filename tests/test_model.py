@@ -542,3 +542,13 @@ def test_predict_fast_path_keeps_the_checks():
         model.predict(x)
     with pytest.raises(ValueError, match="3 features"):
         model.predict(np.ones((4, 5), np.float32))
+
+
+def test_parameters_beyond_memory_are_refused_before_allocating(monkeypatch):
+    import mlpcore._validation as validation
+
+    monkeypatch.setattr(validation, "physical_memory", lambda: 2**20)  # 1 MiB
+    with pytest.raises(MemoryError, match=r"need 7.6 GiB|need 0.0 GiB") as info:
+        mc.Sequential([mc.Dense(8, 1000), mc.ReLU(), mc.Dense(1000, 1000)])
+    assert "largest layer: Dense(in_features=1000, out_features=1000" in str(info.value)
+    mc.Sequential([mc.Dense(8, 10)])  # 90 parameters fit

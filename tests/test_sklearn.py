@@ -393,3 +393,118 @@ def test_one_hot_targets_are_label_binarizers(labels):
     assert got.dtype == np.float64
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(est._one_hot(labels[2:4]), want[2:4])
+
+
+# --- hostile input (a red-team pass) ---------------------------------------------------------
+_X = np.random.RandomState(0).randn(40, 3)
+_YR = 2 * _X[:, 0] + 1
+_YC = (_X[:, 0] > 0).astype(int)
+
+
+def test_a_network_beyond_memory_is_refused_before_any_allocation(monkeypatch):
+    import mlpcore._validation as validation
+
+    monkeypatch.setattr(validation, "physical_memory", lambda: 2**30)
+    # 5e8 parameters: about 12 GiB to train, refused against the 1 GiB given above
+    with pytest.raises(ValueError, match=r"hidden_layer_sizes=\(100000000,\).*500,000,001 "
+                                         r"parameters.*more than this machine's 1.0 GiB"):
+        MLPRegressor(hidden_layer_sizes=(10**8,), max_iter=1).fit(_X, _YR)
+
+
+@pytest.mark.parametrize("sizes", [(2.5,), (True,), (np.nan,), ("8",)])
+def test_hidden_layer_sizes_must_be_integers(sizes):
+    with pytest.raises(TypeError, match="hidden_layer_sizes must hold integers"):
+        MLPRegressor(hidden_layer_sizes=sizes, max_iter=1).fit(_X, _YR)
+
+
+@pytest.mark.parametrize("scale", [1e307, 1e-320])
+def test_equal_sample_weights_of_any_size_give_the_unweighted_fit(scale):
+    # the weights' sum overflowed (1e307) or their mean's inverse did (1e-320)
+    args = dict(max_iter=20, random_state=0, hidden_layer_sizes=(8,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = MLPRegressor(**args).fit(_X, _YR)
+        weighted = MLPRegressor(**args).fit(_X, _YR, sample_weight=np.full(40, scale))
+        both = MLPClassifier(**args, class_weight={0: 1e200, 1: 1e200})
+        both.fit(_X, _YC, sample_weight=np.full(40, 1e200))
+        unweighted = MLPClassifier(**args).fit(_X, _YC)
+    np.testing.assert_allclose(weighted.coefs_[0], plain.coefs_[0], rtol=1e-6)
+    np.testing.assert_allclose(both.coefs_[0], unweighted.coefs_[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, fit_weight, pattern", [
+    ({}, -np.ones(40), "sample_weight must be non-negative, got a minimum of -1.0"),
+    ({"class_weight": {0: -1, 1: 1}}, None, "class_weight must be non-negative"),
+    ({"class_weight": {0: np.nan, 1: 1}}, None, "class_weight must be finite, got nan"),
+    ({"class_weight": {0: 0, 1: 0}}, None, "class_weight must have a positive sum"),
+])
+def test_bad_weights_are_named(kwargs, fit_weight, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        MLPClassifier(max_iter=1, **kwargs).fit(_X, _YC, sample_weight=fit_weight)
+
+
+@pytest.mark.parametrize("change", [{"hidden_layer_sizes": (7, 3)}, {"activation": "tanh"},
+                                    {"dtype": "float64"}, {"dropout": 0.5},
+                                    {"batch_norm": True}])
+def test_warm_start_and_partial_fit_refuse_a_changed_architecture(change):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPRegressor(max_iter=2, warm_start=True, random_state=0).fit(_X, _YR)
+        model.set_params(max_iter=3, learning_rate_init=0.01)  # not the architecture: trains on
+        model.fit(_X, _YR)
+        assert model.n_iter_ == 5
+        model.set_params(**change)
+        name = next(iter(change))
+        with pytest.raises(ValueError, match=f"fit with warm_start=True .*{name}="):
+            model.fit(_X, _YR)
+        online = MLPClassifier().partial_fit(_X, _YC, classes=[0, 1])
+        online.set_params(**change)
+        with pytest.raises(ValueError, match=f"partial_fit .*{name}="):
+            online.partial_fit(_X, _YC)
+
+
+@pytest.mark.parametrize("call", ["fit_x", "fit_y", "predict", "fit_sparse"])
+def test_values_beyond_float32_are_named_not_reported_as_inf(call):
+    from scipy import sparse
+
+    model = MLPRegressor(max_iter=1)
+    big = _X * 1e300
+    with warnings.catch_warnings(), pytest.raises(ValueError) as info:
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if call == "fit_x":
+            model.fit(big, _YR)
+        elif call == "fit_y":
+            model.fit(_X, _YR * 1e38)
+        elif call == "predict":
+            model.fit(_X, _YR).predict(big)
+        else:
+            model.fit(sparse.csr_matrix(big), _YR)
+    name = "y" if call == "fit_y" else "X"
+    assert str(info.value).startswith(f"{name} holds values beyond the range of float32")
+
+
+def test_wide_sparse_input_is_predicted_in_chunks_with_the_dense_results():
+    from scipy import sparse
+
+    rng = np.random.RandomState(0)
+    n, d = 300, 2**16  # a chunk of 64 MiB holds 85 rows of this width: four chunks
+    X = sparse.random(n, d, density=5 / d, format="csr", random_state=rng)
+    y = rng.randint(0, 3, n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPClassifier(hidden_layer_sizes=(4,), max_iter=1, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(model.predict_proba(X), model.predict_proba(X.toarray()))
+
+
+def test_lbfgs_refuses_a_sparse_x_too_large_to_densify(monkeypatch):
+    from scipy import sparse
+
+    import mlpcore.sklearn as mcsk
+
+    monkeypatch.setattr(mcsk, "_LBFGS_SPARSE_MAX_BYTES", 500)
+    X = sparse.csr_matrix(_X)  # 40 x 3 float32: 480 bytes dense
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPRegressor(solver="lbfgs", max_iter=2).fit(X, _YR)
+    with pytest.raises(ValueError, match=r"solver='lbfgs' .*shape \(80, 3\).*use solver='adam'"):
+        MLPRegressor(solver="lbfgs", max_iter=2).fit(sparse.vstack([X, X]), np.r_[_YR, _YR])

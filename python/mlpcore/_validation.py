@@ -8,11 +8,33 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from typing import Any, Optional
 
 import numpy as np
 
 from . import _core
+
+
+# --- memory ----------------------------------------------------------------------------------
+def physical_memory() -> Optional[int]:
+    """Bytes of RAM of this machine (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name
+        return None
+
+
+def beyond_memory(n_bytes: int) -> Optional[int]:
+    """The machine's RAM in bytes if an allocation of ``n_bytes`` is larger, else None.
+    Overcommit grants such a request, and the first touch of its pages has the kernel kill the
+    process (or a neighbour): it must be refused before it is made."""
+    total = physical_memory()
+    return total if total is not None and n_bytes > total else None
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:,.1f} GiB"
 
 
 # --- scalars ---------------------------------------------------------------------------------

@@ -14,11 +14,11 @@ import numpy.random  # noqa: F401
 
 from . import _core, saving
 from ._validation import (as_inputs, as_sample_weight, as_targets, check_int,
-                          check_positive_finite_or_none, require)
+                          beyond_memory, check_positive_finite_or_none, gib, require)
 from .custom_loss import custom_batches, custom_evaluate, custom_step
 from .errors import NonFiniteLossError
 from .layers import (BatchNorm1d, Dense, Dropout, Layer, Residual, Sigmoid, Softmax,
-                     flatten_layers, has_parameters, layer_from_config)
+                     _Parametrised, flatten_layers, has_parameters, layer_from_config)
 from .frozen import FrozenModel
 from .losses import PROBABILITY_LOSSES, LossInfo, get_loss, probabilities
 from .metrics import accuracy, check_metrics, regression_metrics
@@ -68,6 +68,7 @@ class Sequential(Trainer):
                       kind="an int or None")
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+        _check_memory(plan, self.dtype)
         native = _core.Network32 if self.dtype == np.float32 else _core.Network64
         self._net = native([spec for _, spec in plan])
         # what predict's fast path compares with (plain attributes: a property costs a native
@@ -537,6 +538,19 @@ class Sequential(Trainer):
     def to_torch(self):
         """The equivalent torch.nn.Sequential (needs PyTorch); see :mod:`mlpcore.torch_interop`."""
         return to_torch(self)
+
+
+def _check_memory(plan, dtype) -> None:
+    """MemoryError, naming the largest layer, for parameters and gradients beyond this
+    machine's RAM (the native allocation would be granted, then killed when touched)."""
+    sized = [layer for layer, _ in plan if isinstance(layer, _Parametrised)]
+    n_bytes = 2 * sum(layer.num_params for layer in sized) * np.dtype(dtype).itemsize
+    total = beyond_memory(n_bytes) if sized else None
+    if total is not None:
+        largest = max(sized, key=lambda layer: layer.num_params)
+        raise MemoryError(f"Sequential: the parameters and their gradients need {gib(n_bytes)}, "
+                          f"more than this machine's {gib(total)} of memory "
+                          f"(the largest layer: {largest!r}, {largest.num_params:,} parameters)")
 
 
 def _warn_double_squashing(loss_name: str, last, given) -> None:

@@ -38,7 +38,9 @@ silu, elu and selu. ``model_`` is the trained :class:`mlpcore.Sequential`. ``sol
 runs scipy's L-BFGS-B over the full batch with mlpcore computing loss and gradients.
 
 Sparse input is accepted and densified one batch at a time (training then steps batch by batch
-from Python, slower than the native epochs on dense input).
+from Python, slower than the native epochs on dense input), predict and validation scoring a
+chunk of rows at a time (at most 64 MiB of dense copies); ``solver="lbfgs"`` densifies all of
+X and refuses a sparse X whose dense copy would pass 1 GiB.
 """
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "pip install 'scikit-learn>=1.6'") from exc
 
 from . import _core, optim
+from ._validation import beyond_memory, gib
 from .callbacks import Callback
 from .errors import NonFiniteLossError
 from .layers import BatchNorm1d, Dense, Dropout, get_activation, layer_from_config
@@ -81,7 +84,11 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 
 _ACTIVATIONS = {"identity", "logistic", "tanh", "relu",  # scikit-learn's
                 "leaky_relu", "gelu", "silu", "elu", "selu"}  # mlpcore's extras
-_SPARSE_PREDICT_ROWS = 4096  # rows densified at a time in predict
+_SPARSE_PREDICT_ROWS = 4096  # rows densified at a time in predict and validation scoring, at most
+_SPARSE_CHUNK_BYTES = 64 * 2**20  # ... and fewer for wide data: the dense copies of one chunk
+_LBFGS_SPARSE_MAX_BYTES = 2**30  # lbfgs densifies all of a sparse X: up to this size
+# Parameters that shape the network: warm_start and partial_fit cannot change them
+_ARCHITECTURE = ("hidden_layer_sizes", "activation", "dropout", "batch_norm", "dtype")
 
 
 class _EpochEnd(Callback):
@@ -107,6 +114,31 @@ def _threads(n_threads):
         yield
     finally:
         _core.set_num_threads(old)
+
+
+def _as_dtype(a, dtype, name: str) -> np.ndarray:
+    """``a`` as a C-contiguous array of the network's dtype; a finite value beyond that dtype's
+    range (float64 data, a float32 network) is a ValueError naming ``name``, not an infinity."""
+    with np.errstate(over="raise"):
+        try:
+            return np.ascontiguousarray(a, dtype=dtype)
+        except FloatingPointError:
+            raise ValueError(f"{name} holds values beyond the range of {np.dtype(dtype).name} "
+                             f"(largest magnitude {np.abs(a).max():.3g}): scale the data or use "
+                             "dtype='float64'") from None
+
+
+def _normalized_weights(w: np.ndarray, name: str):
+    """(w / max(w), max(w)) for finite non-negative weights (dividing first: sums of huge
+    weights would overflow); ValueError naming ``name`` otherwise."""
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} must be finite, got {w[~np.isfinite(w)][0]}")
+    if (w < 0).any():
+        raise ValueError(f"{name} must be non-negative, got a minimum of {w.min()}")
+    peak = float(w.max())
+    if not peak > 0:
+        raise ValueError(f"{name} must have a positive sum")
+    return w / peak, peak
 
 
 def _snapshot(model):
@@ -150,7 +182,7 @@ class _BaseMLP(BaseEstimator):
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "batch_norm": ["boolean"],
         "dtype": [StrOptions({"float32", "float64"})],
-        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "n_threads": [Interval(Integral, 1, 1024, closed="both"), None],
         "optimizer": [StrOptions({"adamw"}), None],
     }
 
@@ -189,9 +221,47 @@ class _BaseMLP(BaseEstimator):
     def _hidden_sizes(self):
         sizes = self.hidden_layer_sizes
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
+        for size in sizes:
+            if isinstance(size, (bool, np.bool_)) or not isinstance(size, Integral):
+                raise TypeError(f"hidden_layer_sizes must hold integers, got {size!r} "
+                                f"({type(size).__name__}) in {self.hidden_layer_sizes!r}")
         if any(int(s) <= 0 for s in sizes):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {sizes}.")
         return [int(s) for s in sizes]
+
+    def _architecture(self) -> dict:
+        return {"hidden_layer_sizes": tuple(self._hidden_sizes()), "activation": self.activation,
+                "dropout": float(self.dropout), "batch_norm": bool(self.batch_norm),
+                "dtype": self.dtype}
+
+    def _check_architecture(self, incremental: bool) -> None:
+        """warm_start and partial_fit train the fitted network on: refuse parameters that
+        would shape another one (else the fit would silently ignore them)."""
+        built = getattr(self, "_built_architecture", None)
+        if built is None:
+            return
+        now = self._architecture()
+        changed = [name for name in _ARCHITECTURE if built[name] != now[name]]
+        if changed:
+            how = "partial_fit" if incremental else "fit with warm_start=True"
+            raise ValueError(f"{how} trains the fitted network on, built with "
+                             + ", ".join(f"{k}={built[k]!r}" for k in changed) + "; now "
+                             + ", ".join(f"{k}={now[k]!r}" for k in changed)
+                             + ". Fit with warm_start=False (or a clone) for a new network.")
+
+    def _check_network_memory(self, layer_units) -> None:
+        """ValueError naming hidden_layer_sizes for a network beyond this machine's memory: the
+        initial weights (drawn in float64), the parameters, their gradients and two optimizer
+        states would be granted by overcommit and killed when touched."""
+        pairs = list(zip(layer_units[:-1], layer_units[1:]))
+        n_params = sum(a * b + b for a, b in pairs)
+        n_bytes = n_params * (8 + 4 * np.dtype(self.dtype).itemsize)
+        total = beyond_memory(n_bytes)
+        if total is not None:
+            raise ValueError(f"hidden_layer_sizes={self.hidden_layer_sizes!r}: the network for "
+                             f"{layer_units[0]} features has {n_params:,} parameters and needs "
+                             f"about {gib(n_bytes)} to train, more than this machine's "
+                             f"{gib(total)} of memory")
 
     def _grad_scale(self) -> float:
         """mlpcore's loss (and gradient) divided by scikit-learn's for this output layer."""
@@ -249,7 +319,9 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(layer_units)
         self.out_activation_ = self._out_activation()
         self._l2 = self._l2_for(batch_size)
+        self._check_network_memory(layer_units)
         self._build(layer_units, rs, self._l2)
+        self._built_architecture = self._architecture()
         if self.solver == "lbfgs":
             return
         self.loss_curve_ = []
@@ -329,6 +401,8 @@ class _BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight=None, incremental=False):
         hidden = self._hidden_sizes()
         first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
+        if not first_pass:
+            self._check_architecture(incremental)
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
@@ -363,24 +437,30 @@ class _BaseMLP(BaseEstimator):
                              "dropout=0 and batch_norm=False (or solver='adam' / 'sgd')")
 
     def _sample_weight(self, sample_weight, X, y):
+        """The weights scaled to mean 1 (see above), and their sum as given (lbfgs divides the
+        penalty by it; infinite if it overflows, as scikit-learn's would)."""
+        scale = 1.0
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            sample_weight, scale = _normalized_weights(
+                _check_sample_weight(sample_weight, X, dtype=np.float64), "sample_weight")
         class_weight = getattr(self, "class_weight", None)
         if class_weight is not None:
-            cw = compute_sample_weight(class_weight, y)
+            cw, cw_scale = _normalized_weights(compute_sample_weight(class_weight, y),
+                                               "class_weight")
             sample_weight = cw if sample_weight is None else sample_weight * cw
+            scale *= cw_scale
         if sample_weight is None:
             return None, float(X.shape[0])
         total = float(sample_weight.sum())
         if not total > 0:
-            raise ValueError("sample_weight must have a positive sum")
-        return sample_weight * (len(sample_weight) / total), total
+            raise ValueError("sample_weight (times class_weight) must have a positive sum")
+        return sample_weight * (len(sample_weight) / total), total * scale
 
     def _native_targets(self, Y):
         """Y (n, k) as mlpcore's loss reads it: class indices for softmax, else float rows."""
         if self.out_activation_ == "softmax":
             return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
-        return np.ascontiguousarray(Y, dtype=self.model_.dtype)
+        return _as_dtype(Y, self.model_.dtype, "y")
 
     def _fit_stochastic(self, X, Y, sample_weight, rs, incremental, batch_size):
         if self.early_stopping and incremental:
@@ -423,7 +503,7 @@ class _BaseMLP(BaseEstimator):
                 if end_epoch(self._sparse_epoch(X, T, w, batch_size)):
                     break
         else:
-            X = np.ascontiguousarray(X, dtype=model.dtype)
+            X = _as_dtype(X, model.dtype, "X")
             model.fit(X, T, epochs=epochs, batch_size=batch_size, shuffle=bool(self.shuffle),
                       verbose=0, sample_weight=w, callbacks=[_EpochEnd(end_epoch)])
         if self.early_stopping:
@@ -437,7 +517,7 @@ class _BaseMLP(BaseEstimator):
         total = 0.0
         for start in range(0, n, batch_size):
             rows = order[start:start + batch_size]
-            xb = np.ascontiguousarray(X[rows].toarray(), dtype=model.dtype)
+            xb = _as_dtype(X[rows].toarray(), model.dtype, "X")
             total += model.train_step(xb, T[rows], None if w is None else w[rows]) * len(rows)
         return total / n
 
@@ -510,7 +590,15 @@ class _BaseMLP(BaseEstimator):
         model = self.model_
         dense_views = [(layer.weight, layer.weight_grad, layer.bias, layer.bias_grad)
                        for layer in self._dense_layers()]
-        X = np.ascontiguousarray(X.toarray() if sp.issparse(X) else X, dtype=model.dtype)
+        if sp.issparse(X):
+            dense_bytes = X.shape[0] * X.shape[1] * np.dtype(model.dtype).itemsize
+            if dense_bytes > _LBFGS_SPARSE_MAX_BYTES:
+                raise ValueError(f"solver='lbfgs' trains on all of X at once: the sparse X of "
+                                 f"shape {X.shape} would take {gib(dense_bytes)} dense (at most "
+                                 f"{gib(_LBFGS_SPARSE_MAX_BYTES)}); use solver='adam' or 'sgd', "
+                                 "which densify one batch at a time")
+            X = X.toarray()
+        X = _as_dtype(X, model.dtype, "X")
         T = self._native_targets(Y)
         w = None if sample_weight is None else sample_weight.astype(model.dtype)
         c = self._grad_scale()
@@ -543,17 +631,20 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "model_")
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
                           dtype=(np.float64, np.float32))
-        model = self.model_
         with _threads(self.n_threads):
-            if sp.issparse(X):
-                X = X.tocsr()
-                parts = [model.predict(np.ascontiguousarray(X[i:i + _SPARSE_PREDICT_ROWS]
-                                                            .toarray(), dtype=model.dtype))
-                         for i in range(0, X.shape[0], _SPARSE_PREDICT_ROWS)]
-                out = np.concatenate(parts)
-            else:
-                out = model.predict(np.ascontiguousarray(X, dtype=model.dtype))
-        return out.astype(np.float64)
+            return self._raw_predict(X)
+
+    def _raw_predict(self, X) -> np.ndarray:
+        """The network's outputs as float64; a sparse X densified a chunk of rows at a time."""
+        model = self.model_
+        if not sp.issparse(X):
+            return model.predict(_as_dtype(X, model.dtype, "X")).astype(np.float64)
+        X = X.tocsr()
+        per_row = X.shape[1] * (X.dtype.itemsize + np.dtype(model.dtype).itemsize)
+        rows = max(1, min(_SPARSE_PREDICT_ROWS, _SPARSE_CHUNK_BYTES // max(per_row, 1)))
+        parts = [model.predict(_as_dtype(X[i:i + rows].toarray(), model.dtype, "X"))
+                 for i in range(0, X.shape[0], rows)]
+        return np.concatenate(parts).astype(np.float64)
 
     def _is_classifier(self) -> bool:
         return isinstance(self, ClassifierMixin)
@@ -664,12 +755,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.nan
         y_true = self._label_binarizer.inverse_transform(Y)
         return accuracy_score(y_true, self._labels(proba), sample_weight=sample_weight)
-
-    def _raw_predict(self, X) -> np.ndarray:
-        model = self.model_
-        if sp.issparse(X):
-            X = X.toarray()
-        return model.predict(np.ascontiguousarray(X, dtype=model.dtype)).astype(np.float64)
 
     def _proba(self, logits: np.ndarray) -> np.ndarray:
         if self.out_activation_ == "softmax":
@@ -805,10 +890,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return X, np.asarray(y, dtype=np.float64)
 
     def _validation_score(self, X, Y, sample_weight) -> float:
-        model = self.model_
-        if sp.issparse(X):
-            X = X.toarray()
-        pred = model.predict(np.ascontiguousarray(X, dtype=model.dtype)).astype(np.float64)
+        pred = self._raw_predict(X)
         if not np.isfinite(pred).all():
             return np.nan
         return r2_score(Y, pred, sample_weight=sample_weight)

@@ -528,6 +528,21 @@ def test_resave_keeps_the_replaced_files_mode(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o640
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_a_write_protected_model_file_is_not_replaced(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    build().save(path)
+    before = path.read_bytes()
+    path.chmod(0o444)
+    if os.geteuid() == 0:  # root writes anywhere: the access check answers as for a user
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if (
+            mode & os.W_OK and Path(p) == path.resolve()) else real(p, mode, **kw))
+    with pytest.raises(PermissionError, match="m.safetensors' is write-protected"):
+        build(seed=3).save(path)
+    assert path.read_bytes() == before
+
+
 def _temp_name(path, pid, tag=None):
     from mlpcore import _files
     tag = _files.HOST_TAG if tag is None else tag

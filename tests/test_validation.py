@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 
+import mlpcore as mc
 from mlpcore import _validation as v
 
 
@@ -90,3 +91,16 @@ def test_choices_instances_and_lists():
         v.check_list_of(1, int, owner="f", name="xs", expected="a list of ints", item="an int")
     with pytest.raises(TypeError, match=r"^f: xs\[1\] must be an int, got str$"):
         v.check_list_of([1, "2"], int, owner="f", name="xs", expected="ints", item="an int")
+
+
+@pytest.mark.parametrize("name", ["x", "y", "sample_weight"])
+def test_finite_values_beyond_float32_are_named_not_reported_as_inf(name):
+    # a float32 model: finite float64 data past 3.4e38 used to become Inf in the cast, and was
+    # reported as "NaN or Inf" (x) or as a non-finite loss (y, sample_weight)
+    model = mc.Sequential([mc.Dense(3, 4), mc.ReLU(), mc.Dense(4, 1)], seed=0)
+    model.compile(loss="mse")
+    args = {"x": np.ones((10, 3)), "y": np.ones(10), "sample_weight": np.ones(10)}
+    args[name] = args[name] * 1e39
+    with pytest.raises(ValueError, match=rf"fit: {name} holds values beyond the range of "
+                                         r"float32 \(largest magnitude 1e\+39\)"):
+        model.fit(args["x"], args["y"], sample_weight=args["sample_weight"], epochs=1, verbose=0)

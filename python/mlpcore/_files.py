@@ -328,6 +328,11 @@ def save_target(path, func: str) -> Path:
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{func}: {name!r} is {_kind_of(st.st_mode)}; models are saved only "
                          "to regular files (which a save replaces)")
+    # The rename needs only the folder's permission: a file its owner write-protected would be
+    # replaced where open(path, "wb") refuses
+    if not os.access(target, os.W_OK):
+        raise PermissionError(errno.EACCES, f"{func}: {name!r} is write-protected; make it "
+                              "writable or save to another path", name)
     return target
 
 

@@ -175,6 +175,20 @@ def _as_numeric_array(value, func: str, name: str) -> np.ndarray:
     return arr
 
 
+def cast_checked(arr, dtype, name: str, func: Optional[str] = None) -> np.ndarray:
+    """``arr`` as a C-contiguous array of ``dtype``; a finite value beyond that dtype's range
+    (float64 data for a float32 model) is a ValueError naming ``name``, not an infinity."""
+    with np.errstate(over="raise"):
+        try:
+            return np.ascontiguousarray(arr, dtype=dtype)
+        except FloatingPointError:
+            where = f"{func}: " if func else ""
+            raise ValueError(f"{where}{name} holds values beyond the range of "
+                             f"{np.dtype(dtype).name} (largest magnitude "
+                             f"{np.abs(arr).max():.3g}): scale the data or use "
+                             "dtype='float64'") from None
+
+
 def _first_non_finite(arr: np.ndarray) -> str:
     bad = np.argwhere(~np.isfinite(arr))[0]
     return ", ".join(str(int(i)) for i in bad)
@@ -207,7 +221,7 @@ def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x") -
                          f"model's first layer expects, got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{func}: {name} is empty (0 samples)")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = cast_checked(arr, dtype, name, func)
     if not _core._all_finite(arr):  # (native: no temporary the size of x)
         raise ValueError(f"{func}: {name} contains NaN or Inf (first at index "
                          f"[{_first_non_finite(arr)}])")
@@ -228,7 +242,7 @@ def as_targets(y, loss, n_rows: int, n_outputs: int, dtype: np.dtype, func: str,
         raise ValueError(f"{func}: {name} contains NaN or Inf (first at index "
                          f"[{_first_non_finite(arr)}])")
     if loss.custom is not None:  # a custom loss receives the targets as given, in float
-        return np.ascontiguousarray(arr, dtype=dtype)
+        return cast_checked(arr, dtype, name, func)
     if loss.takes_labels and arr.ndim == 1:
         return _as_labels(arr, n_outputs, func, name)
     if arr.ndim == 1:
@@ -244,7 +258,7 @@ def as_targets(y, loss, n_rows: int, n_outputs: int, dtype: np.dtype, func: str,
                          f"in [{arr.min()}, {arr.max()}]")
     if loss.takes_labels and ((arr < 0).any()):
         raise ValueError(f"{func}: class probabilities in {name} must be non-negative")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return cast_checked(arr, dtype, name, func)
 
 
 def _as_labels(arr: np.ndarray, n_classes: int, func: str, name: str) -> np.ndarray:
@@ -272,4 +286,4 @@ def as_sample_weight(w, n_rows: int, dtype: np.dtype, func: str,
                          f"got {arr.shape}")
     if not np.isfinite(arr).all() or (arr < 0).any():
         raise ValueError(f"{func}: {name} must be finite and non-negative")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return cast_checked(arr, dtype, name, func)

@@ -18,7 +18,7 @@ from ._validation import (as_inputs, as_sample_weight, as_targets, check_int,
 from .custom_loss import custom_batches, custom_evaluate, custom_step
 from .errors import NonFiniteLossError
 from .layers import (BatchNorm1d, Dense, Dropout, Layer, Residual, Sigmoid, Softmax,
-                     _Parametrised, flatten_layers, has_parameters, layer_from_config)
+                     flatten_layers, has_parameters, layer_from_config)
 from .frozen import FrozenModel
 from .losses import PROBABILITY_LOSSES, LossInfo, get_loss, probabilities
 from .metrics import accuracy, check_metrics, regression_metrics
@@ -540,10 +540,15 @@ class Sequential(Trainer):
         return to_torch(self)
 
 
+_NATIVE_MAX_ELEMENTS = 2**48  # kMaxElements (cpp/kernels/common.hpp)
+
+
 def _check_memory(plan, dtype) -> None:
     """MemoryError, naming the largest layer, for parameters and gradients beyond this
     machine's RAM (the native allocation would be granted, then killed when touched)."""
-    sized = [layer for layer, _ in plan if isinstance(layer, _Parametrised)]
+    sized = [layer for layer, _ in plan if layer is not None and has_parameters(layer)]
+    if any(layer.num_params > _NATIVE_MAX_ELEMENTS for layer in sized):
+        return  # no machine holds it: the native constructor's ValueError names the layer
     n_bytes = 2 * sum(layer.num_params for layer in sized) * np.dtype(dtype).itemsize
     total = beyond_memory(n_bytes) if sized else None
     if total is not None:

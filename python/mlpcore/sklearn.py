@@ -74,7 +74,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "pip install 'scikit-learn>=1.6'") from exc
 
 from . import _core, optim
-from ._validation import beyond_memory, gib
+from ._validation import beyond_memory, cast_checked, gib
 from .callbacks import Callback
 from .errors import NonFiniteLossError
 from .layers import BatchNorm1d, Dense, Dropout, get_activation, layer_from_config
@@ -114,18 +114,6 @@ def _threads(n_threads):
         yield
     finally:
         _core.set_num_threads(old)
-
-
-def _as_dtype(a, dtype, name: str) -> np.ndarray:
-    """``a`` as a C-contiguous array of the network's dtype; a finite value beyond that dtype's
-    range (float64 data, a float32 network) is a ValueError naming ``name``, not an infinity."""
-    with np.errstate(over="raise"):
-        try:
-            return np.ascontiguousarray(a, dtype=dtype)
-        except FloatingPointError:
-            raise ValueError(f"{name} holds values beyond the range of {np.dtype(dtype).name} "
-                             f"(largest magnitude {np.abs(a).max():.3g}): scale the data or use "
-                             "dtype='float64'") from None
 
 
 def _normalized_weights(w: np.ndarray, name: str):
@@ -460,7 +448,7 @@ class _BaseMLP(BaseEstimator):
         """Y (n, k) as mlpcore's loss reads it: class indices for softmax, else float rows."""
         if self.out_activation_ == "softmax":
             return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
-        return _as_dtype(Y, self.model_.dtype, "y")
+        return cast_checked(Y, self.model_.dtype, "y")
 
     def _fit_stochastic(self, X, Y, sample_weight, rs, incremental, batch_size):
         if self.early_stopping and incremental:
@@ -503,7 +491,7 @@ class _BaseMLP(BaseEstimator):
                 if end_epoch(self._sparse_epoch(X, T, w, batch_size)):
                     break
         else:
-            X = _as_dtype(X, model.dtype, "X")
+            X = cast_checked(X, model.dtype, "X")
             model.fit(X, T, epochs=epochs, batch_size=batch_size, shuffle=bool(self.shuffle),
                       verbose=0, sample_weight=w, callbacks=[_EpochEnd(end_epoch)])
         if self.early_stopping:
@@ -517,7 +505,7 @@ class _BaseMLP(BaseEstimator):
         total = 0.0
         for start in range(0, n, batch_size):
             rows = order[start:start + batch_size]
-            xb = _as_dtype(X[rows].toarray(), model.dtype, "X")
+            xb = cast_checked(X[rows].toarray(), model.dtype, "X")
             total += model.train_step(xb, T[rows], None if w is None else w[rows]) * len(rows)
         return total / n
 
@@ -598,7 +586,7 @@ class _BaseMLP(BaseEstimator):
                                  f"{gib(_LBFGS_SPARSE_MAX_BYTES)}); use solver='adam' or 'sgd', "
                                  "which densify one batch at a time")
             X = X.toarray()
-        X = _as_dtype(X, model.dtype, "X")
+        X = cast_checked(X, model.dtype, "X")
         T = self._native_targets(Y)
         w = None if sample_weight is None else sample_weight.astype(model.dtype)
         c = self._grad_scale()
@@ -638,11 +626,11 @@ class _BaseMLP(BaseEstimator):
         """The network's outputs as float64; a sparse X densified a chunk of rows at a time."""
         model = self.model_
         if not sp.issparse(X):
-            return model.predict(_as_dtype(X, model.dtype, "X")).astype(np.float64)
+            return model.predict(cast_checked(X, model.dtype, "X")).astype(np.float64)
         X = X.tocsr()
         per_row = X.shape[1] * (X.dtype.itemsize + np.dtype(model.dtype).itemsize)
         rows = max(1, min(_SPARSE_PREDICT_ROWS, _SPARSE_CHUNK_BYTES // max(per_row, 1)))
-        parts = [model.predict(_as_dtype(X[i:i + rows].toarray(), model.dtype, "X"))
+        parts = [model.predict(cast_checked(X[i:i + rows].toarray(), model.dtype, "X"))
                  for i in range(0, X.shape[0], rows)]
         return np.concatenate(parts).astype(np.float64)
 

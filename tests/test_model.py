@@ -1,9 +1,15 @@
 """Sequential: zero-copy views, explicit gradient path, reproducibility, thread independence and
 clear errors on bad input."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
 import mlpcore as mc
+from helpers import PYTHON_DIR
 from mlpcore._validation import as_inputs
 
 
@@ -552,3 +558,52 @@ def test_parameters_beyond_memory_are_refused_before_allocating(monkeypatch):
         mc.Sequential([mc.Dense(8, 1000), mc.ReLU(), mc.Dense(1000, 1000)])
     assert "largest layer: Dense(in_features=1000, out_features=1000" in str(info.value)
     mc.Sequential([mc.Dense(8, 10)])  # 90 parameters fit
+
+
+# --- another thread during fit -----------------------------------------------------------------
+# Every weight starts equal and SGD on equal inputs keeps them equal at every step, so a copy
+# taken while a step writes (a torn copy) holds two different values.
+CONCURRENT = textwrap.dedent("""
+    import sys, tempfile, threading
+    import numpy as np
+    import mlpcore as mc
+    model = mc.Sequential([mc.Dense(64, 256, init=np.full((64, 256), 0.01)),
+                           mc.Dense(256, 1, init=np.full((256, 1), 0.01))], seed=0)
+    model.compile(loss="mse", optimizer="sgd")
+    x = np.ones((40_000, 64), np.float32)  # epochs long enough to ask for signals inside
+    y = np.ones((40_000, 1), np.float32)
+    done = threading.Event()
+    def train():
+        while not done.is_set():
+            model.fit(x, y, epochs=1, batch_size=64, verbose=0, shuffle=False)
+    trainer = threading.Thread(target=train)
+    trainer.start()
+    torn = 0
+    with tempfile.TemporaryDirectory() as folder:
+        for i in range(1000):
+            w = model.get_weights()[0]
+            torn += int(w.min() != w.max())
+            if i % 100 == 0:
+                path = folder + "/m.safetensors"
+                model.save(path)
+                w = mc.load(path).get_weights()[0]
+                torn += int(w.min() != w.max())
+    # calls that take the network's lock used to wait for it holding the GIL, which the fit
+    # takes to ask for signals: a deadlock
+    for i in range(200):
+        model._net.regularization_loss()
+        model._net.take_stats()
+    done.set()
+    trainer.join()
+    print("torn", torn)
+""")
+
+
+def test_copies_and_calls_from_another_thread_during_fit(tmp_path):
+    script = tmp_path / "concurrent.py"
+    script.write_text(CONCURRENT)
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=PYTHON_DIR)
+    # a hang guard, not a speed test: the deadlock waited forever
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, env=env)
+    assert done.stdout.split() == ["torn", "0"], (done.stdout, done.stderr)

@@ -32,6 +32,11 @@ bool python_signal_pending(void*) {
 }
 const StopCheck kPythonSignals{python_signal_pending, nullptr};
 
+// Every call that takes a network's lock releases the GIL first: a thread holding the lock
+// (a fit in another thread) takes the GIL to ask for signals, and one waiting for the lock with
+// the GIL held would then wait for it forever.
+[[maybe_unused]] constexpr bool kReleaseBeforeLocking = true;
+
 // Multiply-adds of a predict call that runs without releasing the GIL (a few microseconds).
 constexpr double kKeepGilWork = double(1 << 19);
 
@@ -254,6 +259,7 @@ void bind_network_class(py::module_& m, const char* name) {
            [](Network<T>& net, Loss loss, double huber_delta) {
              LossParams lp;
              lp.huber_delta = huber_delta;
+             py::gil_scoped_release release;  // (see kReleaseBeforeLocking)
              net.set_loss(loss, lp);
            },
            py::arg("loss"), py::arg("huber_delta") = 1.0)
@@ -262,6 +268,7 @@ void bind_network_class(py::module_& m, const char* name) {
              ClipConfig c;
              c.max_norm = max_norm;
              c.max_value = max_value;
+             py::gil_scoped_release release;  // (see kReleaseBeforeLocking)
              net.set_clipping(c);
            },
            py::arg("max_norm"), py::arg("max_value"))
@@ -270,7 +277,11 @@ void bind_network_class(py::module_& m, const char* name) {
                              "How many parts the last training step cut its batch into (1 or 2)")
       .def("take_stats",
            [](Network<T>& net) {
-             const TrainStats s = net.take_stats();
+             TrainStats s;
+             {
+               py::gil_scoped_release release;  // (see kReleaseBeforeLocking)
+               s = net.take_stats();
+             }
              py::dict d;
              d["steps"] = s.steps;
              d["grad_norm_sum"] = s.grad_norm_sum;
@@ -287,9 +298,27 @@ void bind_network_class(py::module_& m, const char* name) {
            },
            "Per-step statistics accumulated since the last call (steps, pre-clip gradient "
            "norms), then reset.")
-      .def("regularization_loss", &Network<T>::regularization_loss)
+      .def("regularization_loss", &Network<T>::regularization_loss,
+           py::call_guard<py::gil_scoped_release>())
+      .def(
+          "locked",
+          [](Network<T>& net, const py::function& fn) {
+            py::object result;
+            {
+              py::gil_scoped_release release;  // (while waiting for a step in another thread)
+              net.with_lock([&] {
+                py::gil_scoped_acquire gil;
+                result = fn();
+              });
+            }
+            return result;
+          },
+          py::arg("fn"),
+          "fn() called holding the network's lock (no step of another thread runs meanwhile); "
+          "calling into this network from fn raises RuntimeError.")
       .def("set_sentinel", &Network<T>::set_sentinel, py::arg("on"))
-      .def("set_diagnostics", &Network<T>::set_diagnostics, py::arg("on"))
+      .def("set_diagnostics", &Network<T>::set_diagnostics, py::arg("on"),
+           py::call_guard<py::gil_scoped_release>())
       .def("set_stat_reducer",
            [](Network<T>& net, const py::object& fn, const std::vector<bool>& layers) {
              if (fn.is_none()) return net.set_stat_reducer(StatReducer{}, {}, nullptr);
@@ -356,6 +385,7 @@ void bind_network_class(py::module_& m, const char* name) {
       .def("set_optimizer",
            [](Network<T>& net, const OptConfig& cfg) {
              try {
+               py::gil_scoped_release release;  // (see kReleaseBeforeLocking)
                net.set_optimizer(cfg);
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());

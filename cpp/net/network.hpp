@@ -194,6 +194,13 @@ class Network {
   const OptConfig& optimizer() const noexcept { return opt_; }
   int optimizer_state_buffers() const noexcept { return optimizer_state_count(opt_); }
   void set_clipping(const ClipConfig& clip);
+  // Runs f holding the network's lock: copies of its arrays taken in f are of one state, not
+  // torn by a step running in another thread.
+  template <typename F>
+  void with_lock(F&& f) {
+    const CallLock lock(*this);
+    f();
+  }
   // The L1/L2 penalty of the current weights (what evaluate adds to the loss).
   double regularization_loss() {
     const CallLock lock(*this);

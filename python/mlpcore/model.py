@@ -294,7 +294,13 @@ class Sequential(Trainer):
         """Copies of every layer array a saved file holds, in plan order (Keras style): per
         layer with parameters its weight and bias, then BatchNorm1d's running mean and
         variance."""
-        return [view.copy() for view in saving.layer_arrays(self).values()]
+        views = list(saving.layer_arrays(self).values())
+        return self._locked(lambda: [view.copy() for view in views])
+
+    def _locked(self, fn):
+        """``fn()`` with no training step of another thread running (the network's lock held):
+        copies taken there are of one state. Calling into the network from ``fn`` raises."""
+        return self._net.locked(fn)
 
     def set_weights(self, weights) -> None:
         """Write arrays shaped as :meth:`get_weights` returns them; all are checked (count,

@@ -51,11 +51,12 @@ def layer_arrays(model) -> Dict[str, np.ndarray]:
 
 
 def _tensors(model) -> Dict[str, np.ndarray]:
-    tensors = {k: np.ascontiguousarray(v) for k, v in layer_arrays(model).items()}
-    if model.optimizer is not None:
-        for name, buf in model.optimizer.state.items():
-            tensors[f"optimizer.{name}"] = np.ascontiguousarray(buf)
-    return tensors
+    """Copies of every array a file stores, taken with no training step of another thread
+    running (a fit there cannot tear them)."""
+    views = dict(layer_arrays(model))
+    if model.optimizer is not None:  # (syncs the optimizer: before the lock is taken)
+        views.update({f"optimizer.{name}": buf for name, buf in model.optimizer.state.items()})
+    return model._locked(lambda: {k: np.array(v, order="C") for k, v in views.items()})
 
 
 def _metadata(model) -> Dict[str, Any]:

@@ -32,10 +32,9 @@ bool python_signal_pending(void*) {
 }
 const StopCheck kPythonSignals{python_signal_pending, nullptr};
 
-// Every call that takes a network's lock releases the GIL first: a thread holding the lock
-// (a fit in another thread) takes the GIL to ask for signals, and one waiting for the lock with
-// the GIL held would then wait for it forever.
-[[maybe_unused]] constexpr bool kReleaseBeforeLocking = true;
+// Lock order: every call that takes a network's lock releases the GIL first. A thread holding
+// the lock (a fit in another thread) takes the GIL to ask for signals, and one waiting for the
+// lock with the GIL held would then wait for it forever.
 
 // Multiply-adds of a predict call that runs without releasing the GIL (a few microseconds).
 constexpr double kKeepGilWork = double(1 << 19);
@@ -259,7 +258,7 @@ void bind_network_class(py::module_& m, const char* name) {
            [](Network<T>& net, Loss loss, double huber_delta) {
              LossParams lp;
              lp.huber_delta = huber_delta;
-             py::gil_scoped_release release;  // (see kReleaseBeforeLocking)
+             py::gil_scoped_release release;  // (lock order: see the top)
              net.set_loss(loss, lp);
            },
            py::arg("loss"), py::arg("huber_delta") = 1.0)
@@ -268,7 +267,7 @@ void bind_network_class(py::module_& m, const char* name) {
              ClipConfig c;
              c.max_norm = max_norm;
              c.max_value = max_value;
-             py::gil_scoped_release release;  // (see kReleaseBeforeLocking)
+             py::gil_scoped_release release;  // (lock order: see the top)
              net.set_clipping(c);
            },
            py::arg("max_norm"), py::arg("max_value"))
@@ -279,7 +278,7 @@ void bind_network_class(py::module_& m, const char* name) {
            [](Network<T>& net) {
              TrainStats s;
              {
-               py::gil_scoped_release release;  // (see kReleaseBeforeLocking)
+               py::gil_scoped_release release;  // (lock order: see the top)
                s = net.take_stats();
              }
              py::dict d;
@@ -385,7 +384,7 @@ void bind_network_class(py::module_& m, const char* name) {
       .def("set_optimizer",
            [](Network<T>& net, const OptConfig& cfg) {
              try {
-               py::gil_scoped_release release;  // (see kReleaseBeforeLocking)
+               py::gil_scoped_release release;  // (lock order: see the top)
                net.set_optimizer(cfg);
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());

@@ -74,7 +74,13 @@ REENTRY = textwrap.dedent("""
     model = mc.Sequential([mc.Dense(64, 512), mc.ReLU(), mc.Dense(512, 2)], seed=0)
     model.compile(loss="cross_entropy")
     calls = {"predict": lambda: model.predict(x[:2]), "evaluate": lambda: model.evaluate(x, y)}
-    signal.signal(signal.SIGALRM, lambda *args: calls[what]())
+    def handler(*args):  # every 50 ms until a call lands inside the fit's native loop
+        try:
+            calls[what]()
+        except RuntimeError:
+            signal.setitimer(signal.ITIMER_REAL, 0, 0)
+            raise
+    signal.signal(signal.SIGALRM, handler)
     signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
     try:
         model.fit(x, y, epochs=5, batch_size=32, verbose=0)
@@ -82,7 +88,7 @@ REENTRY = textwrap.dedent("""
     except RuntimeError as e:
         print("busy" if "busy with a call on this thread" in str(e) else repr(e), flush=True)
     signal.setitimer(signal.ITIMER_REAL, 0, 0)
-    print(round(model.evaluate(x, y)["accuracy"], 1) > 0.5, flush=True)  # usable afterwards
+    print(bool(np.isfinite(model.evaluate(x, y)["loss"])), flush=True)  # usable afterwards
 """)
 
 

@@ -76,6 +76,7 @@ bool has_openmp() {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "mlpcore native core: layers, activations, losses, backprop, optimizers, GEMM";
   pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  m.attr("_max_elements") = py::int_(mlpcore::kMaxElements);  // (sizes past it: ValueError)
   m.def("_threads_before_fork", [] { return g_threads_before_fork.load(); },
         "In a forked child: the OpenMP thread count of the parent (now 1 here); 0 otherwise.");
   m.def("set_num_threads", &set_num_threads, py::arg("n"),

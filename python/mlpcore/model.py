@@ -546,17 +546,14 @@ class Sequential(Trainer):
         return to_torch(self)
 
 
-_NATIVE_MAX_ELEMENTS = 2**48  # kMaxElements (cpp/kernels/common.hpp)
-
-
 def _check_memory(plan, dtype) -> None:
     """MemoryError, naming the largest layer, for parameters and gradients beyond this
     machine's RAM (the native allocation would be granted, then killed when touched)."""
     sized = [layer for layer, _ in plan if layer is not None and has_parameters(layer)]
-    if any(layer.num_params > _NATIVE_MAX_ELEMENTS for layer in sized):
+    if any(layer.num_params > _core._max_elements for layer in sized):
         return  # no machine holds it: the native constructor's ValueError names the layer
     n_bytes = 2 * sum(layer.num_params for layer in sized) * np.dtype(dtype).itemsize
-    total = beyond_memory(n_bytes) if sized else None
+    total = beyond_memory(n_bytes)
     if total is not None:
         largest = max(sized, key=lambda layer: layer.num_params)
         raise MemoryError(f"Sequential: the parameters and their gradients need {gib(n_bytes)}, "

@@ -74,7 +74,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "pip install 'scikit-learn>=1.6'") from exc
 
 from . import _core, optim
-from ._validation import beyond_memory, cast_checked, gib
+from ._validation import beyond_memory, cast_checked, gib, is_int
 from .callbacks import Callback
 from .errors import NonFiniteLossError
 from .layers import BatchNorm1d, Dense, Dropout, get_activation, layer_from_config
@@ -87,8 +87,6 @@ _ACTIVATIONS = {"identity", "logistic", "tanh", "relu",  # scikit-learn's
 _SPARSE_PREDICT_ROWS = 4096  # rows densified at a time in predict and validation scoring, at most
 _SPARSE_CHUNK_BYTES = 64 * 2**20  # ... and fewer for wide data: the dense copies of one chunk
 _LBFGS_SPARSE_MAX_BYTES = 2**30  # lbfgs densifies all of a sparse X: up to this size
-# Parameters that shape the network: warm_start and partial_fit cannot change them
-_ARCHITECTURE = ("hidden_layer_sizes", "activation", "dropout", "batch_norm", "dtype")
 
 
 class _EpochEnd(Callback):
@@ -210,7 +208,7 @@ class _BaseMLP(BaseEstimator):
         sizes = self.hidden_layer_sizes
         sizes = list(sizes) if hasattr(sizes, "__iter__") else [sizes]
         for size in sizes:
-            if isinstance(size, (bool, np.bool_)) or not isinstance(size, Integral):
+            if not is_int(size):
                 raise TypeError(f"hidden_layer_sizes must hold integers, got {size!r} "
                                 f"({type(size).__name__}) in {self.hidden_layer_sizes!r}")
         if any(int(s) <= 0 for s in sizes):
@@ -218,6 +216,7 @@ class _BaseMLP(BaseEstimator):
         return [int(s) for s in sizes]
 
     def _architecture(self) -> dict:
+        """The parameters that shape the network (warm_start and partial_fit keep it)."""
         return {"hidden_layer_sizes": tuple(self._hidden_sizes()), "activation": self.activation,
                 "dropout": float(self.dropout), "batch_norm": bool(self.batch_norm),
                 "dtype": self.dtype}
@@ -229,7 +228,7 @@ class _BaseMLP(BaseEstimator):
         if built is None:
             return
         now = self._architecture()
-        changed = [name for name in _ARCHITECTURE if built[name] != now[name]]
+        changed = [name for name in built if built[name] != now[name]]
         if changed:
             how = "partial_fit" if incremental else "fit with warm_start=True"
             raise ValueError(f"{how} trains the fitted network on, built with "

@@ -80,3 +80,26 @@ def test_model_with_custom_loss_saves_weights_and_loads_uncompiled(tmp_path, rng
     loaded = mc.load(tmp_path / "m.safetensors")
     assert loaded.loss is None
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("target", ["prediction", "target"])
+def test_a_loss_cannot_write_into_the_targets_or_the_network_output(rng, target):
+    """y may be the caller's own array and the output is the buffer the backward pass reads:
+    both reach the loss read-only, so a loss that writes in place fails loudly instead."""
+    x = rng.normal(size=(16, 4))
+    y = rng.normal(size=(16, 2))
+    y_before = y.copy()
+
+    def in_place(pred, tgt):
+        arrays = {"prediction": pred, "target": tgt}
+        arrays[target] -= 1.0
+        return mse_loss(pred, tgt)
+
+    model = make(in_place)
+    with pytest.raises(ValueError, match="read-only"):
+        model.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0)
+    np.testing.assert_array_equal(y, y_before)
+    if target == "target":  # (evaluate's prediction is a fresh array of the loss's own)
+        with pytest.raises(ValueError, match="read-only"):
+            model.evaluate(x, y)
+        np.testing.assert_array_equal(y, y_before)

@@ -240,9 +240,13 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temp_files(tmp_path, monke
         def interrupt(*args, **kwargs):
             raise KeyboardInterrupt
         monkeypatch.setattr(mc_io.os, "fsync", interrupt)
-    with pytest.raises(expected):
+    with pytest.raises(expected) as excinfo:
         other.save(path)
     monkeypatch.undo()
+    if failure != "interrupt":  # the error names the user's file, not the temporary one
+        message = str(excinfo.value)
+        assert repr(str(path)) in message and "previous file is unchanged" in message
+        assert ".tmp" not in message and excinfo.value.errno == 28
 
     assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
     assert path.read_bytes() == good_bytes
@@ -257,9 +261,29 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temp_files(tmp_path, monke
 
 def test_first_save_that_fails_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(mc_io.os, "replace", _raise)
-    with pytest.raises(_Boom):
+    with pytest.raises(_Boom, match="nothing was written"):
         build().save(tmp_path / "new.safetensors")
     assert os.listdir(tmp_path) == []
+
+
+def test_a_save_that_cannot_create_its_temporary_file_names_the_target(tmp_path, monkeypatch):
+    import mlpcore._files as files
+
+    path = tmp_path / "model.safetensors"
+    build().save(path)
+    before = path.read_bytes()
+
+    def refuse(target):  # a folder the user may not write to
+        raise PermissionError(13, "Permission denied", str(target.parent / ".model.x.tmp"))
+
+    monkeypatch.setattr(files, "_create_temp", refuse)
+    with pytest.raises(PermissionError) as excinfo:
+        build(seed=1).save(path)
+    message = str(excinfo.value)
+    assert repr(str(path)) in message and "Permission denied" in message
+    assert "previous file is unchanged" in message and ".tmp" not in message
+    assert excinfo.value.filename == str(path)
+    assert path.read_bytes() == before
 
 
 _KILL_SCRIPT = textwrap.dedent("""
@@ -359,6 +383,42 @@ def test_foreign_file_raises_value_error_naming_it(tmp_path, kind):
     with pytest.raises(ValueError) as excinfo:
         mc.load(path)
     assert str(path) in str(excinfo.value)
+
+
+def _with_metadata(tmp_path, edit):
+    """A saved model whose mlpcore metadata went through ``edit`` (a function of the dict)."""
+    from safetensors.numpy import load_file, save_file
+
+    good = tmp_path / "good.safetensors"
+    build().save(good)
+    header, _ = header_of(good)
+    meta = json.loads(header["__metadata__"]["mlpcore"])
+    edit(meta)
+    bad = tmp_path / "edited.safetensors"
+    save_file(load_file(str(good)), str(bad), metadata={"mlpcore": json.dumps(meta)})
+    return bad
+
+
+def test_a_format_version_of_true_is_refused(tmp_path):
+    bad = _with_metadata(tmp_path, lambda meta: meta.update(format_version=True))
+    with pytest.raises(ValueError, match="format_version.*True"):
+        mc.load(bad)
+
+
+@pytest.mark.parametrize("state", [
+    {"bit_generator": "BitGenerator"},  # the abstract base
+    {"bit_generator": "PCG64", "state": {"state": "not a number", "inc": 1},
+     "has_uint32": 0, "uinteger": 0},
+    {"bit_generator": "PCG64", "state": {"state": 1, "inc": 1}, "has_uint32": [],
+     "uinteger": 0},
+])
+def test_a_bad_random_state_is_a_value_error(tmp_path, state):
+    def edit(meta):
+        meta["rng"] = state
+
+    bad = _with_metadata(tmp_path, edit)
+    with pytest.raises(ValueError, match="bit generator|state"):
+        mc.load(bad)
 
 
 def test_incomplete_mlpcore_description_raises_value_error(tmp_path):

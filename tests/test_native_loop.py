@@ -192,7 +192,7 @@ def test_parallel_reductions_give_the_same_bits_for_any_thread_count():
     assert same_bits(weights_after[0], weights_after[1])
 
 
-@pytest.mark.parametrize("batch_size", [10**6, 2**62, 2**63 - 1])
+@pytest.mark.parametrize("batch_size", [10**6, 2**62, 2**63 - 1, 2**63, 2**70])
 def test_batch_size_larger_than_the_data_is_one_batch(batch_size):
     """A batch never holds more rows than the data: no buffer sized by batch_size, no overflow of
     batch_size * features, and the result is that of batch_size = n."""

@@ -496,6 +496,24 @@ def test_wide_sparse_input_is_predicted_in_chunks_with_the_dense_results():
     np.testing.assert_array_equal(model.predict_proba(X), model.predict_proba(X.toarray()))
 
 
+def test_stochastic_solvers_refuse_sparse_batches_too_large_to_densify(monkeypatch):
+    from scipy import sparse
+
+    import mlpcore.sklearn as mcsk
+
+    X = sparse.csr_matrix(_X.astype(np.float64))  # 3 features: 36 bytes a row, both copies
+    monkeypatch.setattr(mcsk, "_SPARSE_BATCH_MAX_BYTES", 10 * 36)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        MLPRegressor(batch_size=10, max_iter=2).fit(X, _YR)
+        with pytest.raises(ValueError, match=r"X is sparse with 3 features: each batch of 11 "
+                           r"rows.*use batch_size=10 or less"):
+            MLPRegressor(batch_size=11, max_iter=2).fit(X, _YR)
+        monkeypatch.setattr(mcsk, "_SPARSE_BATCH_MAX_BYTES", 20)
+        with pytest.raises(ValueError, match="a single row is too wide"):
+            MLPClassifier(batch_size=1, max_iter=2).partial_fit(X, _YR > 0, classes=[False, True])
+
+
 def test_lbfgs_refuses_a_sparse_x_too_large_to_densify(monkeypatch):
     from scipy import sparse
 

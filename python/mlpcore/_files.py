@@ -370,23 +370,38 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _save_failed(exc: OSError, target: Path, what: str) -> OSError:
+    """The OSError of a failed save, of the same kind, naming the file the user asked for (not
+    the temporary file it failed on) and saying what became of it."""
+    reason = exc.strerror or str(exc)
+    return type(exc)(exc.errno, f"saving to {str(target)!r} failed: {reason}; {what}",
+                     str(target))
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half.
     ``path`` is the real target (see :func:`save_target`)."""
     target = Path(path)
     remove_stale_temps(target)
-    fd, tmp = _create_temp(target)
+    kept = "the previous file is unchanged" if target.exists() else "nothing was written"
+    try:
+        fd, tmp = _create_temp(target)
+    except OSError as exc:
+        raise _save_failed(exc, target, f"{kept} (a save writes a temporary file in the same "
+                           "folder, then renames it)") from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _save_failed(exc, target, kept) from exc
         raise
     _sync_folder(target.parent)
 

@@ -78,7 +78,8 @@ def _plan_of(f: ModelFile) -> _Plan:
     checked against it: names, shapes and dtype (so a tiny file saying Dense(20000, 20000)
     fails here, before 1.6 GB are allocated)."""
     meta = f.metadata
-    if meta.get("format_version") != FORMAT_VERSION:
+    version = meta.get("format_version")
+    if isinstance(version, bool) or version != FORMAT_VERSION:  # (true == 1 in Python)
         raise f.error("format_version", f"unsupported mlpcore format version "
                        f"{meta.get('format_version')!r:.40} (this mlpcore reads {FORMAT_VERSION})")
     config = json_field(meta, "model", dict, f.func, f.path, "model")
@@ -275,12 +276,16 @@ def _from_json(value):
 def _rng_from_state(state) -> np.random.Generator:
     name = state.get("bit_generator") if isinstance(state, dict) else None
     cls = getattr(np.random, str(name), None)
-    if not (isinstance(cls, type) and issubclass(cls, np.random.BitGenerator)):
+    # (the abstract base BitGenerator itself cannot be made)
+    if not (isinstance(cls, type) and issubclass(cls, np.random.BitGenerator)) \
+            or cls is np.random.BitGenerator:
         raise ValueError(f"unknown random bit generator {name!r:.40}")
-    bit_generator = cls()
     try:
+        bit_generator = cls()
         bit_generator.state = _from_json(state)
-    except (IndexError, AttributeError) as exc:  # numpy indexes what it is given as a dict
+    # numpy indexes what it is given as a dict, and converts its fields
+    except (IndexError, AttributeError, TypeError, ValueError, OverflowError,
+            NotImplementedError) as exc:
         raise ValueError(f"invalid {name} state: {exc}") from None
     return np.random.Generator(bit_generator)
 

@@ -526,6 +526,9 @@ class Sequential(Trainer):
 
     # --- the native side of Trainer.fit -----------------------------------------------------
     def _train_batches(self, x, y, order, batch_size, first_batch, n_batches, weights=None):
+        # A batch larger than the data is the whole data (and 2**63 would not fit the native
+        # index type)
+        batch_size = min(batch_size, x.shape[0])
         if self.loss.custom is not None:
             return custom_batches(self._net, self.loss.custom, self._apply_update, x, y, order,
                                   batch_size, first_batch, n_batches, weights)

@@ -87,6 +87,7 @@ _ACTIVATIONS = {"identity", "logistic", "tanh", "relu",  # scikit-learn's
 _SPARSE_PREDICT_ROWS = 4096  # rows densified at a time in predict and validation scoring, at most
 _SPARSE_CHUNK_BYTES = 64 * 2**20  # ... and fewer for wide data: the dense copies of one chunk
 _LBFGS_SPARSE_MAX_BYTES = 2**30  # lbfgs densifies all of a sparse X: up to this size
+_SPARSE_BATCH_MAX_BYTES = 2**30  # adam / sgd densify one batch of a sparse X: up to this size
 
 
 class _EpochEnd(Callback):
@@ -486,6 +487,7 @@ class _BaseMLP(BaseEstimator):
         w = None if sample_weight is None else sample_weight.astype(model.dtype)
         if sp.issparse(X):
             X = X.tocsr()
+            _check_sparse_batch(X, batch_size, model.dtype)
             for _ in range(epochs):
                 if end_epoch(self._sparse_epoch(X, T, w, batch_size)):
                     break
@@ -635,6 +637,19 @@ class _BaseMLP(BaseEstimator):
 
     def _is_classifier(self) -> bool:
         return isinstance(self, ClassifierMixin)
+
+
+def _check_sparse_batch(X, batch_size: int, dtype) -> None:
+    """A ValueError, before any batch is densified, when one batch of the sparse X would take
+    more than _SPARSE_BATCH_MAX_BYTES dense (its copy in X's dtype and in the model's)."""
+    per_row = X.shape[1] * (X.dtype.itemsize + np.dtype(dtype).itemsize)
+    if batch_size * per_row > _SPARSE_BATCH_MAX_BYTES:
+        fits = _SPARSE_BATCH_MAX_BYTES // per_row
+        hint = (f"use batch_size={fits} or less" if fits >= 1
+                else "reduce the features (a single row is too wide)")
+        raise ValueError(f"X is sparse with {X.shape[1]} features: each batch of {batch_size} "
+                         f"rows is densified for training, {gib(batch_size * per_row)} (at most "
+                         f"{gib(_SPARSE_BATCH_MAX_BYTES)}); {hint}")
 
 
 def _with_l2(layer, l2: float):

@@ -198,6 +198,20 @@ def test_child_env_keeps_the_blas_core_type_when_mlpcore_is_restricted_too(monke
         assert env["OPENBLAS_CORETYPE"] == "Haswell" and env["MLPCORE_GEMM_ISA"] == "avx2"
 
 
+def test_child_env_restricts_torch_to_the_isa_mlpcore_is_restricted_to(monkeypatch):
+    for key in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.delenv("MLPCORE_GEMM_ISA", raising=False)
+    assert "ATEN_CPU_CAPABILITY" not in children.child_env("torch", 2)  # native: unrestricted
+    monkeypatch.setenv("MLPCORE_GEMM_ISA", "avx2")
+    env = children.child_env("torch", 2)
+    assert (env["ATEN_CPU_CAPABILITY"], env["ONEDNN_MAX_CPU_ISA"],
+            env["MKL_ENABLE_INSTRUCTIONS"]) == ("avx2", "AVX2", "AVX2")
+    assert "ATEN_CPU_CAPABILITY" not in children.child_env("numpy", 2)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # the caller's own choice stays
+    assert children.child_env("torch", 2)["ATEN_CPU_CAPABILITY"] == "default"
+
+
 def test_run_json_child_reads_the_last_line_and_names_a_failure():
     echo = "import json, sys; print('noise'); print(json.dumps({'got': json.loads(sys.argv[1])}))"
     res = children.run_json_child(["-c", echo], {"a": 1}, dict(os.environ))

@@ -28,6 +28,15 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 # to run the same ISA (MLPCORE_GEMM_ISA=avx2 beside OPENBLAS_CORETYPE=Haswell).
 SLOW_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 BLAS_CONTENDERS = ("numpy", "sklearn")
+# PyTorch picks its kernels by the CPU alone (its vectorised ops, oneDNN and MKL each dispatch on
+# their own), so an ISA-restricted comparison restricts it too, through each one's documented
+# variable (unless the caller set it).
+TORCH_ISA_VARS = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+    "portable": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                 "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+}
 NOISY = 0.25  # a child run is "noisy" when other processes took this share of all CPUs
 SLOW_CORES = 1.15  # ... or when the core probe before it ran this much slower than the best one
 # The core probe: a fixed pure-Python loop, one copy per thread at once. On a shared host a core
@@ -45,7 +54,8 @@ def child_env(contender: str, threads: Optional[int]) -> Dict[str, str]:
 
     ``numpy``/``sklearn``: BLAS and OpenMP at ``threads``, without the slow-kernel variables
     (kept when ``MLPCORE_GEMM_ISA`` is set: an ISA-restricted comparison);
-    ``torch``: its OpenMP/MKL pools at ``threads``, OpenBLAS idle; ``mlpcore``: OpenMP at
+    ``torch``: its OpenMP/MKL pools at ``threads``, OpenBLAS idle, and restricted to the ISA
+    ``MLPCORE_GEMM_ISA`` names (TORCH_ISA_VARS); ``mlpcore``: OpenMP at
     ``threads``, NumPy's BLAS idle, mlpcore importable. ``threads=None`` keeps the thread
     variables as they are (the caller set them).
     """
@@ -53,6 +63,9 @@ def child_env(contender: str, threads: Optional[int]) -> Dict[str, str]:
     if contender in BLAS_CONTENDERS and not env.get("MLPCORE_GEMM_ISA"):
         for key in SLOW_BLAS_VARS:
             env.pop(key, None)
+    if contender == "torch":
+        for key, value in TORCH_ISA_VARS.get(env.get("MLPCORE_GEMM_ISA", ""), {}).items():
+            env.setdefault(key, value)
     if contender == "mlpcore":
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PKG_ROOT, env.get("PYTHONPATH")) if p)
     if threads is None:

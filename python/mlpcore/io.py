@@ -81,7 +81,7 @@ def _plan_of(f: ModelFile) -> _Plan:
     version = meta.get("format_version")
     if isinstance(version, bool) or version != FORMAT_VERSION:  # (true == 1 in Python)
         raise f.error("format_version", f"unsupported mlpcore format version "
-                       f"{meta.get('format_version')!r:.40} (this mlpcore reads {FORMAT_VERSION})")
+                       f"{version!r:.40} (this mlpcore reads {FORMAT_VERSION})")
     config = json_field(meta, "model", dict, f.func, f.path, "model")
     dtype_name = json_field(config, "dtype", str, f.func, f.path, "model.dtype")
     if dtype_name not in ("float32", "float64"):

@@ -11,12 +11,11 @@ import math
 import numpy as np
 
 
-def _read_only(a: np.ndarray) -> np.ndarray:
-    """A view the loss cannot write through: y may be the caller's own array, and the output
-    is the network's buffer that the backward pass reads."""
-    view = a.view()
-    view.flags.writeable = False
-    return view
+def _own(a: np.ndarray) -> np.ndarray:
+    """A copy for the loss to keep or change in place: y may be the caller's own array and the
+    output is the network's buffer that the backward pass reads. (Read-only views would refuse
+    in-place arithmetic that is harmless on a copy, and torch.from_numpy warns about them.)"""
+    return np.array(a, copy=True)
 
 
 def custom_step(net, loss, x, y, *, update=None, want_dx: bool = False):
@@ -26,7 +25,7 @@ def custom_step(net, loss, x, y, *, update=None, want_dx: bool = False):
     out = net.forward_for_custom(x)
     if out is None:  # the anomaly sentinel saw a NaN/Inf in the forward pass
         return math.nan, False, None
-    value, grad = loss(_read_only(out), _read_only(y))
+    value, grad = loss(_own(out), _own(y))
     if not math.isfinite(value):
         return value, False, None
     penalty, finite, dx = net.backward_from(x, grad, want_dx)
@@ -59,5 +58,5 @@ def custom_batches(net, loss, update, x, y, order, batch_size, first_batch, n_ba
 
 def custom_evaluate(net, loss, x, y) -> float:
     """Mean custom loss over (x, y) in inference mode, plus the L1/L2 penalties."""
-    value, _ = loss(net.predict(x), _read_only(y))
+    value, _ = loss(net.predict(x), _own(y))
     return value + net.regularization_loss()

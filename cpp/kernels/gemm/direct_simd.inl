@@ -63,7 +63,7 @@ void row_tile(bool trans_a, index_t i0, index_t K, const ScalarOf<S>* A, index_t
   // op(A) at step p are adjacent, at one pointer plus constant offsets; a pointer per row there
   // (as the other form needs) ran out of general registers at 6 rows and spilled in the loop
   // (100 x 100 x 100 TN 0.80x NumPy). The arithmetic is the same in both.
-  auto k_loop = [&](auto transposed) __attribute__((always_inline)) {
+  auto k_loop = [&](auto transposed) {  // (one call site per form: inlined)
     constexpr bool kTransA = decltype(transposed)::value;
     const T* a_row[RB];
 #pragma GCC unroll 16

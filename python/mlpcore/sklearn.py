@@ -629,7 +629,7 @@ class _BaseMLP(BaseEstimator):
         if not sp.issparse(X):
             return model.predict(cast_checked(X, model.dtype, "X")).astype(np.float64)
         X = X.tocsr()
-        per_row = X.shape[1] * (X.dtype.itemsize + np.dtype(model.dtype).itemsize)
+        per_row = _dense_row_bytes(X, model.dtype)
         rows = max(1, min(_SPARSE_PREDICT_ROWS, _SPARSE_CHUNK_BYTES // max(per_row, 1)))
         parts = [model.predict(cast_checked(X[i:i + rows].toarray(), model.dtype, "X"))
                  for i in range(0, X.shape[0], rows)]
@@ -639,10 +639,16 @@ class _BaseMLP(BaseEstimator):
         return isinstance(self, ClassifierMixin)
 
 
+def _dense_row_bytes(X, dtype) -> int:
+    """Bytes that densifying one row of the sparse X takes: its copy in X's dtype, then in the
+    model's ``dtype``."""
+    return X.shape[1] * (X.dtype.itemsize + np.dtype(dtype).itemsize)
+
+
 def _check_sparse_batch(X, batch_size: int, dtype) -> None:
     """A ValueError, before any batch is densified, when one batch of the sparse X would take
-    more than _SPARSE_BATCH_MAX_BYTES dense (its copy in X's dtype and in the model's)."""
-    per_row = X.shape[1] * (X.dtype.itemsize + np.dtype(dtype).itemsize)
+    more than _SPARSE_BATCH_MAX_BYTES dense."""
+    per_row = _dense_row_bytes(X, dtype)
     if batch_size * per_row > _SPARSE_BATCH_MAX_BYTES:
         fits = _SPARSE_BATCH_MAX_BYTES // per_row
         hint = (f"use batch_size={fits} or less" if fits >= 1

@@ -17,7 +17,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ._files import ModelFile, _is_int, describe, first_nonfinite, json_field
+from ._files import ModelFile, describe, first_nonfinite, json_field
 from .layers import Residual, flatten_layers, layer_from_config
 from .model import Sequential
 from .optim import optimizer_from_state
@@ -79,7 +79,7 @@ def _plan_of(f: ModelFile) -> _Plan:
     fails here, before 1.6 GB are allocated)."""
     meta = f.metadata
     version = meta.get("format_version")
-    if not _is_int(version) or version != FORMAT_VERSION:  # (true == 1 in Python)
+    if isinstance(version, bool) or version != FORMAT_VERSION:  # (true == 1 in Python)
         raise f.error("format_version", f"unsupported mlpcore format version "
                        f"{version!r:.40} (this mlpcore reads {FORMAT_VERSION})")
     config = json_field(meta, "model", dict, f.func, f.path, "model")

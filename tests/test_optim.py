@@ -46,9 +46,11 @@ class RefSGD:
 class RefAdam:
     decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+                 eps_before_correction=False):
         self.lr, self.betas, self.eps = lr, betas, eps
         self.weight_decay, self.amsgrad = weight_decay, amsgrad
+        self.eps_before_correction = eps_before_correction
         self.t = 0
         self.exp_avg = self.exp_avg_sq = self.max_exp_avg_sq = None
 
@@ -72,12 +74,15 @@ class RefAdam:
             bias_correction1 = 1 - beta1 ** self.t
             bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.t)
             step_size = self.lr / bias_correction1
+            second = v
             if self.amsgrad:
                 np.maximum(self.max_exp_avg_sq[i], v, out=self.max_exp_avg_sq[i])
-                denom = np.sqrt(self.max_exp_avg_sq[i]) / bias_correction2_sqrt + self.eps
+                second = self.max_exp_avg_sq[i]
+            if self.eps_before_correction:  # Keras' and scikit-learn's placement of eps
+                p -= self.lr * bias_correction2_sqrt / bias_correction1 * m / (np.sqrt(second)
+                                                                             + self.eps)
             else:
-                denom = np.sqrt(v) / bias_correction2_sqrt + self.eps
-            p -= step_size * (m / denom)
+                p -= step_size * (m / (np.sqrt(second) / bias_correction2_sqrt + self.eps))
 
     def state(self):
         st = {"exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
@@ -89,8 +94,9 @@ class RefAdam:
 class RefAdamW(RefAdam):
     decoupled = True
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
-        super().__init__(lr, betas, eps, weight_decay, amsgrad)
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False,
+                 eps_before_correction=False):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, eps_before_correction)
 
 
 class RefRMSprop:
@@ -171,6 +177,11 @@ CASES = {
     "adam-lr": (optim.Adam, dict(lr=0.02, betas=(0.8, 0.95), eps=1e-6)),
     "adam-weight-decay": (optim.Adam, dict(lr=0.01, weight_decay=0.2)),
     "adam-amsgrad": (optim.Adam, dict(lr=0.01, amsgrad=True)),
+    # an eps large enough to matter, where it is added
+    "adam-eps-before": (optim.Adam, dict(lr=0.01, eps=0.05, weight_decay=0.1,
+                                         eps_before_correction=True)),
+    "adamw-eps-before-amsgrad": (optim.AdamW, dict(lr=0.01, eps=0.05, amsgrad=True,
+                                                   eps_before_correction=True)),
     "adamw-default": (optim.AdamW, dict()),
     "adamw-decay": (optim.AdamW, dict(lr=0.02, weight_decay=0.3)),
     "adamw-amsgrad": (optim.AdamW, dict(lr=0.01, amsgrad=True)),
@@ -273,11 +284,16 @@ TORCH_DEFAULTS = {
                         centered=False),
     optim.Adagrad: dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, eps=1e-10),
 }
+# mlpcore's own hyper-parameters beyond torch's, with defaults that keep torch's rule
+EXTENSIONS = {
+    optim.Adam: dict(eps_before_correction=False),
+    optim.AdamW: dict(eps_before_correction=False),
+}
 
 
 @pytest.mark.parametrize("cls", list(TORCH_DEFAULTS), ids=lambda c: c.__name__)
 def test_defaults_are_torch_defaults(cls):
-    expected = TORCH_DEFAULTS[cls]
+    expected = {**TORCH_DEFAULTS[cls], **EXTENSIONS.get(cls, {})}
     for opt in (cls(), optim.get_optimizer(cls.__name__.lower()),
                 optim.get_optimizer(cls.__name__.upper())):
         assert type(opt) is cls
@@ -632,7 +648,35 @@ def test_against_torch_optim():
         # torch's defaults for the other hyper-parameters are ours
         fresh = getattr(torch.optim, cls.__name__)([torch.zeros(1)])
         for key, value in cls().param_groups[0].items():
+            if key in EXTENSIONS.get(cls, {}):
+                continue
             assert fresh.defaults[key] == (tuple(value) if key == "betas" else value), (case, key)
+
+
+def test_eps_before_correction_is_scikit_learns_adam():
+    """Adam(eps_before_correction=True) against scikit-learn's own Adam (what the sklearn
+    estimators train with), float64, an eps large enough to matter."""
+    sk_optim = pytest.importorskip("sklearn.neural_network._stochastic_optimizers")
+    model = make_model(optim.Adam(lr=0.01, betas=(0.8, 0.99), eps=0.05,
+                                  eps_before_correction=True))
+    sk_params = dense_arrays(model, np.float64)
+    sk = sk_optim.AdamOptimizer(sk_params, learning_rate_init=0.01, beta_1=0.8, beta_2=0.99,
+                                epsilon=0.05)
+    torch_rule = make_model(optim.Adam(lr=0.01, betas=(0.8, 0.99), eps=0.05))
+    rng = np.random.default_rng(5)
+    for step in range(1, N_STEPS + 1):
+        grads = write_random_grads(model, rng, scale=step)
+        for layer, mine in zip(dense_layers(torch_rule), dense_layers(model)):
+            layer.weight_grad[...], layer.bias_grad[...] = mine.weight_grad, mine.bias_grad
+        model.optimizer.step()
+        torch_rule.optimizer.step()
+        sk.update_params(sk_params, grads)
+        for k, (got, want) in enumerate(zip(dense_arrays(model, np.float64), sk_params)):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14,
+                                       err_msg=f"step {step} parameter {k}")
+    # and the placement of eps changes the result (the comparison is not torch's rule again)
+    assert max(np.max(np.abs(a - b)) for a, b in zip(dense_arrays(torch_rule, np.float64),
+                                                    sk_params)) > 1e-4
 
 
 # --- ISA copies ---------------------------------------------------------------------------------

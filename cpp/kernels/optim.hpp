@@ -30,6 +30,7 @@ enum class OptKind : int {
   X(double, beta2, 0.999)       /* Adam, AdamW */  \
   X(double, eps, 1e-8)          /* Adam, AdamW, RMSprop, Adagrad */ \
   X(bool, amsgrad, false)       /* Adam, AdamW */  \
+  X(bool, eps_before_correction, false) /* Adam, AdamW: Keras' and scikit-learn's eps */ \
   X(double, alpha, 0.99)        /* RMSprop */      \
   X(bool, centered, false)      /* RMSprop */      \
   X(double, lr_decay, 0.0)      /* Adagrad */

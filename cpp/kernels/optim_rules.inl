@@ -67,10 +67,13 @@ inline int adam_state(const OptConfig& c, const char** names) noexcept {
 
 template <typename T>
 struct AdamScalars {
-  T lr, wd, b1, b2, eps, step_size, bias_correction2_sqrt, decay;
+  T wd, b1, b2, eps, step_size, bias_correction2_sqrt, decay;
 };
 
-template <typename T, bool kDecoupled, bool kAmsgrad>
+// kEpsBefore: eps is added to sqrt(v) before the bias correction, which then goes into the step
+// size (Keras, scikit-learn: Kingma & Ba's "epsilon hat"); one division per parameter instead
+// of torch's two.
+template <typename T, bool kDecoupled, bool kAmsgrad, bool kEpsBefore>
 void adam_range(T* __restrict p, const T* __restrict g, T* __restrict m, T* __restrict v,
                 T* __restrict vmax, index_t lo, index_t hi, const AdamScalars<T>& s) noexcept {
   const T b1 = s.b1, b2 = s.b2, wd = s.wd, decay = s.decay, eps = s.eps;
@@ -90,29 +93,44 @@ void adam_range(T* __restrict p, const T* __restrict g, T* __restrict m, T* __re
       second = vmax[i] > vi ? vmax[i] : vi;
       vmax[i] = second;
     }
-    const T denom = std::sqrt(second) / bc2 + eps;
-    p[i] = w - step_size * (mi / denom);
+    if (kEpsBefore) {
+      p[i] = w - (step_size * mi) / (std::sqrt(second) + eps);
+    } else {
+      const T denom = std::sqrt(second) / bc2 + eps;
+      p[i] = w - step_size * (mi / denom);
+    }
   }
+}
+
+template <typename T, bool kDecoupled, bool kAmsgrad>
+void adam_range(bool eps_before, T* p, const T* g, T* m, T* v, T* vmax, index_t lo, index_t hi,
+                const AdamScalars<T>& s) noexcept {
+  if (eps_before) adam_range<T, kDecoupled, kAmsgrad, true>(p, g, m, v, vmax, lo, hi, s);
+  else adam_range<T, kDecoupled, kAmsgrad, false>(p, g, m, v, vmax, lo, hi, s);
 }
 
 template <typename T>
 void adam(const OptConfig& c, std::int64_t step, T* p, const T* g, T* m, T* v, T* vmax,
           index_t n) noexcept {
   AdamScalars<T> s;
-  s.lr = T(c.lr);
+  const T lr = T(c.lr);
   s.wd = T(c.weight_decay);
   s.b1 = T(c.beta1);
   s.b2 = T(c.beta2);
   s.eps = T(c.eps);
-  s.step_size = s.lr / T(1.0 - std::pow(c.beta1, double(step)));
-  s.bias_correction2_sqrt = T(std::sqrt(1.0 - std::pow(c.beta2, double(step))));
-  s.decay = T(1) - s.lr * s.wd;
-  const bool decoupled = c.kind == OptKind::AdamW;
+  const double bias_correction1 = 1.0 - std::pow(c.beta1, double(step));
+  const double bias_correction2_sqrt = std::sqrt(1.0 - std::pow(c.beta2, double(step)));
+  // (scikit-learn's learning_rate_init * sqrt(1 - beta_2**t) / (1 - beta_1**t), in double)
+  s.step_size = c.eps_before_correction ? T(c.lr * bias_correction2_sqrt / bias_correction1)
+                                        : lr / T(bias_correction1);
+  s.bias_correction2_sqrt = T(bias_correction2_sqrt);
+  s.decay = T(1) - lr * s.wd;
+  const bool decoupled = c.kind == OptKind::AdamW, eps_before = c.eps_before_correction;
   for_chunks(n, [&](index_t lo, index_t hi) {
-    if (decoupled && c.amsgrad) adam_range<T, true, true>(p, g, m, v, vmax, lo, hi, s);
-    else if (decoupled) adam_range<T, true, false>(p, g, m, v, vmax, lo, hi, s);
-    else if (c.amsgrad) adam_range<T, false, true>(p, g, m, v, vmax, lo, hi, s);
-    else adam_range<T, false, false>(p, g, m, v, vmax, lo, hi, s);
+    if (decoupled && c.amsgrad) adam_range<T, true, true>(eps_before, p, g, m, v, vmax, lo, hi, s);
+    else if (decoupled) adam_range<T, true, false>(eps_before, p, g, m, v, vmax, lo, hi, s);
+    else if (c.amsgrad) adam_range<T, false, true>(eps_before, p, g, m, v, vmax, lo, hi, s);
+    else adam_range<T, false, false>(eps_before, p, g, m, v, vmax, lo, hi, s);
   });
 }
 

@@ -52,8 +52,8 @@ class LayerSpec:
 class OptConfig:
     fields: Tuple[str, ...]
     kind: OptKind; lr: float; weight_decay: float; momentum: float; dampening: float
-    nesterov: bool; beta1: float; beta2: float; eps: float; amsgrad: bool; alpha: float
-    centered: bool; lr_decay: float
+    nesterov: bool; beta1: float; beta2: float; eps: float; amsgrad: bool
+    eps_before_correction: bool; alpha: float; centered: bool; lr_decay: float
     def __init__(self, **fields: Any) -> None: ...
     def validate(self) -> None: ...
 

@@ -225,31 +225,43 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as torch.optim.Adam."""
+    """Adam (Kingma & Ba) with L2 weight decay added to the gradient, as torch.optim.Adam.
+
+    ``eps_before_correction=True`` places ``eps`` as Keras and scikit-learn do (the paper's
+    "epsilon hat"): added to ``sqrt(v)`` before the bias correction, which then scales the step,
+    ``p -= lr * sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v) + eps)``. torch's default
+    adds it after: ``p -= lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)``.
+    The two differ only through ``eps``; the first costs one division per parameter, not two.
+    """
 
     kind = _core.OptKind.Adam
     adaptive = True
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 learning_rate: Optional[float] = None) -> None:
+                 learning_rate: Optional[float] = None,
+                 eps_before_correction: bool = False) -> None:
         lr = _pick_lr(lr, learning_rate, 1e-3)
         super().__init__(lr=check_hyper(lr, what="learning rate"), betas=_check_betas(betas),
                          eps=check_hyper(eps, what="epsilon value"),
                          weight_decay=check_hyper(weight_decay, what="weight_decay value"),
-                         amsgrad=bool(amsgrad))
+                         amsgrad=bool(amsgrad),
+                         eps_before_correction=bool(eps_before_correction))
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay, as torch.optim.AdamW."""
+    """Adam with decoupled weight decay, as torch.optim.AdamW (``eps_before_correction``: as
+    :class:`Adam`'s)."""
 
     kind = _core.OptKind.AdamW
 
     def __init__(self, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 1e-2, amsgrad: bool = False, *,
-                 learning_rate: Optional[float] = None) -> None:
+                 learning_rate: Optional[float] = None,
+                 eps_before_correction: bool = False) -> None:
         super().__init__(lr=_pick_lr(lr, learning_rate, 1e-3), betas=betas, eps=eps,
-                         weight_decay=weight_decay, amsgrad=amsgrad)
+                         weight_decay=weight_decay, amsgrad=amsgrad,
+                         eps_before_correction=eps_before_correction)
 
 
 class RMSprop(Optimizer):

@@ -21,8 +21,8 @@ How scikit-learn's training maps onto mlpcore's (``k`` = number of network outpu
   ``l2 * ||W||^2`` (weights only) to the batch loss, so ``l2 = c * alpha / (2 * batch_size)``.
   The one difference: scikit-learn's smaller last batch of an epoch gets a slightly larger
   penalty; here every batch gets the full-batch one.
-* Adam: scikit-learn puts epsilon outside the bias correction of the second moment, torch
-  (and mlpcore) inside; the two differ by a factor ``sqrt(1 - beta_2**t)`` on epsilon only.
+* Adam is scikit-learn's: epsilon added to ``sqrt(v)`` before the bias correction
+  (``optim.Adam(eps_before_correction=True)``; torch's default adds it after).
 * SGD momentum: scikit-learn's velocity ``v = momentum v - lr g`` is torch's buffer times
   ``-lr``; with a constant rate the updates are the same, with a changing one (invscaling,
   adaptive) they differ slightly (torch's rule applies the new rate to the whole buffer).
@@ -330,11 +330,12 @@ class _BaseMLP(BaseEstimator):
             momentum = float(self.momentum)
             return optim.SGD(lr=self._learning_rate / c, momentum=momentum,
                              nesterov=bool(self.nesterovs_momentum) and momentum > 0)
-        betas = (self.beta_1, self.beta_2)
+        # scikit-learn's Adam: epsilon added before the bias correction
+        hyper = dict(lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
+                     eps=self.epsilon * c, eps_before_correction=True)
         if self.optimizer == "adamw":
-            return optim.AdamW(lr=self.learning_rate_init, betas=betas, eps=self.epsilon * c,
-                               weight_decay=self.alpha)
-        return optim.Adam(lr=self.learning_rate_init, betas=betas, eps=self.epsilon * c)
+            return optim.AdamW(weight_decay=self.alpha, **hyper)
+        return optim.Adam(**hyper)
 
     def _l2_for(self, batch_size: int) -> float:
         """Dense's l2 giving scikit-learn's alpha penalty for batches of ``batch_size``."""

@@ -61,6 +61,47 @@ def test_ctrl_c_stops_a_long_native_call(what, threads, tmp_path):
     print(f"{what}: returned {waited:.3f} s after SIGINT")
 
 
+# The scikit-learn estimator runs all its epochs in one native call (epochs of about a
+# millisecond, far shorter than the poll period): Ctrl-C still stops it, and the epochs done
+# before are recorded as scikit-learn's would be.
+SK_CHILD = textwrap.dedent("""
+    import warnings
+    import numpy as np
+    from mlpcore.sklearn import MLPClassifier
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 20))
+    y = (X[:, 0] > 0).astype(int)
+    est = MLPClassifier(hidden_layer_sizes=(32,), max_iter=10**7, tol=0.0,
+                        n_iter_no_change=10**9, random_state=0)
+    print("started", flush=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y)
+        print("finished", flush=True)
+    except KeyboardInterrupt:
+        ok = all(np.all(np.isfinite(c)) for c in est.coefs_)
+        print("interrupted", ok, est.n_iter_ > 10, len(est.loss_curve_) == est.n_iter_,
+              est.t_ == 2000 * est.n_iter_, flush=True)
+""")
+
+
+def test_ctrl_c_stops_the_estimators_native_epoch_loop(tmp_path):
+    pytest.importorskip("sklearn")
+    script = tmp_path / "sk_child.py"
+    script.write_text(SK_CHILD)
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "started"
+        time.sleep(1.5)  # inside the long call
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=60)  # a hang guard, not a speed test
+    finally:
+        child.kill()
+    assert out.split() == ["interrupted", "True", "True", "True", "True"], (out, err)
+
+
 # A handler that calls into the model whose fit is running (the fit holds the network's lock on
 # the same thread): the call raises RuntimeError instead of waiting for itself forever.
 REENTRY = textwrap.dedent("""

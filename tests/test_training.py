@@ -290,3 +290,90 @@ def test_fit_shows_its_arguments_to_help_and_ides():
     for name in ("epochs", "batch_size", "shuffle", "validation_data", "verbose", "callbacks",
                  "validation_split", "initial_epoch", "sample_weight", "class_weight"):
         assert name in params and f"``{name}``" in mc.Sequential.fit.__doc__
+
+
+def _weighted_classifier(seed=0):
+    model = mc.Sequential([mc.Dense(6, 16), mc.ReLU(), mc.Dense(16, 3)], seed=seed)
+    model.compile(loss="cross_entropy", optimizer=mc.optim.Adam(lr=0.01))
+    return model
+
+
+def test_fit_epochs_trains_as_fit_and_stops_when_asked():
+    """The lean loop the scikit-learn estimators drive: fit's batches and rng draws (same
+    bits), its epoch losses, and end_epoch's True ends training."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(150, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=150)
+    w = rng.uniform(0.5, 2.0, size=150)
+    a, b = _weighted_classifier(), _weighted_classifier()
+    history = a.fit(x, y, epochs=4, batch_size=32, verbose=0, sample_weight=w)
+    losses = []
+    b._fit_epochs(x, y, epochs=4, batch_size=32, shuffle=True, sample_weight=w,
+                  end_epoch=lambda loss: losses.append(loss) and False)
+    for la, lb in zip(a.layers[::2], b.layers[::2]):
+        np.testing.assert_array_equal(la.weight, lb.weight)
+        np.testing.assert_array_equal(la.bias, lb.bias)
+    np.testing.assert_allclose(losses, history.history["loss"], rtol=1e-12)
+    c = _weighted_classifier()
+    calls = []
+    c._fit_epochs(x, y, epochs=4, batch_size=32, shuffle=False,
+                  end_epoch=lambda loss: calls.append(loss) or len(calls) == 2)
+    assert len(calls) == 2 and c.optimizer.step_count == 2 * 5  # 150 rows: 5 batches
+
+
+def test_fit_epochs_raises_on_a_non_finite_loss():
+    x = np.full((20, 6), 1e30, dtype=np.float32)
+    model = _weighted_classifier()
+    model.compile(loss="mse", optimizer="sgd")
+    with pytest.raises(mc.NonFiniteLossError, match="epoch 1, step 1"):
+        model._fit_epochs(x, np.zeros((20, 3), np.float32), epochs=2, batch_size=10,
+                          shuffle=True, end_epoch=lambda loss: False)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("tol, epochs", [(0.0, 6), (10.0, 40)], ids=["all-epochs", "plateau"])
+def test_fit_epochs_in_one_native_call_match_the_epoch_loop(shuffle, tol, epochs):
+    """With a plateau rule the epochs run in one native call: the same weights (bits), losses,
+    stopping epoch and rng state afterwards as the Python loop applying the same rule."""
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(150, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=150)
+    scale, patience = 1.0, 2
+
+    def run(plateau):
+        model = _weighted_classifier()
+        state = {"best": np.inf, "count": 0, "losses": []}
+
+        def end_epoch(loss):  # the rule PlateauRule applies, as scikit-learn's _end_epoch
+            state["losses"].append(loss)
+            scaled = loss / scale
+            state["count"] = state["count"] + 1 if scaled > state["best"] - tol else 0
+            state["best"] = min(state["best"], scaled)
+            return state["count"] > patience
+
+        model._fit_epochs(x, y, epochs=epochs, batch_size=32, shuffle=shuffle,
+                          end_epoch=end_epoch,
+                          plateau=(scale, tol, np.inf, patience, 0) if plateau else None)
+        return model, state["losses"]
+
+    slow, slow_losses = run(False)
+    fast, fast_losses = run(True)
+    assert fast_losses == slow_losses
+    assert len(fast_losses) == (epochs if tol == 0.0 else patience + 2)  # tol 10: no epoch counts
+    np.testing.assert_array_equal(fast.params_view(), slow.params_view())
+    assert fast.rng.bit_generator.state == slow.rng.bit_generator.state
+    assert fast.optimizer.step_count == slow.optimizer.step_count
+
+
+def test_fit_epochs_in_one_native_call_record_the_epochs_before_a_non_finite_one():
+    x = np.ones((40, 6), dtype=np.float32)
+    model = _weighted_classifier()
+    model.compile(loss="mse", optimizer=mc.optim.SGD(lr=10.0))
+    y = np.full((40, 3), 1e3, np.float32)  # a rate this large diverges after some epochs
+    losses = []
+    with pytest.raises(mc.NonFiniteLossError, match=r"at epoch (\d+)") as info:
+        model._fit_epochs(x, y, epochs=50, batch_size=40, shuffle=True,
+                          end_epoch=lambda loss: losses.append(loss) and False,
+                          plateau=(1.0, 0.0, np.inf, 100, 0))
+    assert losses and all(np.isfinite(losses))
+    assert f"at epoch {len(losses) + 1}," in str(info.value)

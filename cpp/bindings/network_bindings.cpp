@@ -170,6 +170,53 @@ void attach_weights(CheckedTargets<T>& y, const py::object& obj, index_t n, cons
   keep = w;
 }
 
+// x, targets and weights of a native training run, checked once for the whole fit (as_inputs /
+// as_targets validated the values); here only what guards memory: dtypes, shapes, the batch
+// size, and (natively, per gathered batch) every index and label.
+template <typename T>
+struct FitArrays {
+  py::array_t<T, py::array::c_style> x;
+  CheckedTargets<T> y;
+  py::object keep_w;
+};
+
+template <typename T>
+FitArrays<T> fit_arrays(Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
+                        const py::object& w_obj, index_t batch_size, const char* func) {
+  FitArrays<T> a;
+  a.x = require_array<T>(x_obj, func, "x", 2);
+  if (a.x.shape(1) != net.in_features() || a.x.shape(0) < 1)
+    throw py::value_error(std::string(func) + ": x must have shape (n >= 1, " +
+                          std::to_string(net.in_features()) + "), got " + shape_string(a.x));
+  if (batch_size < 1) throw py::value_error(std::string(func) + ": batch_size must be >= 1");
+  a.y = checked_targets(net, y_obj, a.x.shape(0), func, false);
+  attach_weights(a.y, w_obj, a.x.shape(0), func, false, a.keep_w);
+  return a;
+}
+
+// A run that ended on something other than a refused step (NonFinite): an interruption, an
+// index or label out of range, a single-sample BatchNorm batch; raised as Python exceptions.
+template <typename T>
+void raise_batch_error(Network<T>& net, const BatchRunResult& r, index_t n_rows,
+                       const char* func) {
+  raise_reducer_error(net);
+  const std::string f(func);
+  // interrupted between batches: the model holds the last completed step
+  if (r.status == BatchStatus::Stopped) throw py::error_already_set();
+  if (r.status == BatchStatus::BadIndex)
+    throw py::value_error(f + ": order holds index " + std::to_string(r.bad_value) +
+                          " outside [0, " + std::to_string(n_rows - 1) + "]");
+  if (r.status == BatchStatus::SingleSampleBatch)
+    throw py::value_error(
+        f + ": batch " + std::to_string(r.bad_value) + " has a single sample, and BatchNorm1d "
+        "needs more than 1 sample per batch in training; choose a batch_size that does not "
+        "leave one sample over");
+  if (r.status == BatchStatus::BadLabel)
+    throw py::value_error(f + ": y holds class label " + std::to_string(r.bad_value) +
+                          " outside the valid range [0, " +
+                          std::to_string(net.out_features() - 1) + "]");
+}
+
 // The array that receives dL/dx (shaped like x) when wanted, else None; *dx points into it.
 template <typename T>
 py::object input_grad_array(bool wanted, const py::array_t<T, py::array::c_style>& x, T** dx) {
@@ -430,25 +477,15 @@ void bind_network_class(py::module_& m, const char* name) {
            [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
               const py::object& order_obj, index_t batch_size, index_t first_batch,
               index_t n_batches, const py::object& w_obj) {
-             // x and y were validated once for the whole fit (as_inputs / as_targets); here
-             // only what guards memory is checked: dtypes, shapes, and (natively, per gathered
-             // batch) every index and label.
-             auto x = require_array<T>(x_obj, "train_batches", "x", 2);
-             if (x.shape(1) != net.in_features() || x.shape(0) < 1)
-               throw py::value_error("train_batches: x must have shape (n >= 1, " +
-                                     std::to_string(net.in_features()) + "), got " +
-                                     shape_string(x));
-             if (batch_size < 1 || first_batch < 0 || n_batches < 0)
-               throw py::value_error("train_batches: batch_size must be >= 1 and the batch "
-                                     "range non-negative");
-             CheckedTargets<T> y = checked_targets(net, y_obj, x.shape(0), "train_batches", false);
-             py::object keep_w;
-             attach_weights(y, w_obj, x.shape(0), "train_batches", false, keep_w);
+             if (first_batch < 0 || n_batches < 0)
+               throw py::value_error("train_batches: the batch range must be non-negative");
+             const FitArrays<T> a =
+                 fit_arrays(net, x_obj, y_obj, w_obj, batch_size, "train_batches");
              const std::int64_t* order = nullptr;
              py::object order_keep;
              if (!order_obj.is_none()) {
                auto o = require_array<std::int64_t>(order_obj, "train_batches", "order", 1);
-               if (o.shape(0) != x.shape(0))
+               if (o.shape(0) != a.x.shape(0))
                  throw py::value_error("train_batches: order must have one index per row of x");
                order = o.data();
                order_keep = o;
@@ -456,30 +493,66 @@ void bind_network_class(py::module_& m, const char* name) {
              BatchRunResult r;
              {
                py::gil_scoped_release release;
-               r = net.train_batches(x.data(), x.shape(0), y.targets, order, batch_size,
+               r = net.train_batches(a.x.data(), a.x.shape(0), a.y.targets, order, batch_size,
                                      first_batch, n_batches, &kPythonSignals);
              }
-             raise_reducer_error(net);
-             // interrupted between batches: the model holds the last completed step
-             if (r.status == BatchStatus::Stopped) throw py::error_already_set();
-             if (r.status == BatchStatus::BadIndex)
-               throw py::value_error("train_batches: order holds index " +
-                                     std::to_string(r.bad_value) + " outside [0, " +
-                                     std::to_string(x.shape(0) - 1) + "]");
-             if (r.status == BatchStatus::SingleSampleBatch)
-               throw py::value_error(
-                   "train_batches: batch " + std::to_string(r.bad_value) + " has a single sample, "
-                   "and BatchNorm1d needs more than 1 sample per batch in training; choose a "
-                   "batch_size that does not leave one sample over");
-             if (r.status == BatchStatus::BadLabel)
-               throw py::value_error("train_batches: y holds class label " +
-                                     std::to_string(r.bad_value) + " outside the valid range [0, " +
-                                     std::to_string(net.out_features() - 1) + "]");
+             raise_batch_error(net, r, a.x.shape(0), "train_batches");
              return py::make_tuple(r.loss_sum, r.correct, r.batches_done,
                                    r.status == BatchStatus::Ok, r.failed_loss);
            },
            py::arg("x"), py::arg("y"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("sample_weight") = py::none())
+      .def("train_epochs",
+           [](Network<T>& net, const py::handle& x_obj, const py::handle& y_obj,
+              const py::object& seeds_obj, index_t batch_size, index_t epochs,
+              const py::object& rule_obj, const py::object& w_obj) {
+             if (epochs < 0) throw py::value_error("train_epochs: epochs must be >= 0");
+             const FitArrays<T> a = fit_arrays(net, x_obj, y_obj, w_obj, batch_size, "train_epochs");
+             const index_t n = a.x.shape(0);
+             const std::uint64_t* seeds = nullptr;
+             py::object seeds_keep;
+             if (!seeds_obj.is_none()) {
+               auto s = require_array<std::uint64_t>(seeds_obj, "train_epochs", "seeds", 1);
+               if (s.shape(0) != epochs)
+                 throw py::value_error("train_epochs: seeds must hold one seed per epoch");
+               seeds = s.data();
+               seeds_keep = s;
+             }
+             PlateauRule rule;
+             const bool with_rule = !rule_obj.is_none();
+             if (with_rule) {  // (scale, tol, best, patience, count)
+               const auto t = rule_obj.cast<std::tuple<double, double, double, std::int64_t,
+                                                       std::int64_t>>();
+               rule = {std::get<0>(t), std::get<1>(t), std::get<2>(t), std::get<3>(t),
+                       std::get<4>(t)};
+             }
+             std::vector<std::int64_t> order(seeds ? std::size_t(n) : 0);
+             py::array_t<double> losses(epochs);
+             EpochRunResult r;
+             {
+               py::gil_scoped_release release;
+               r = net.train_epochs(a.x.data(), n, a.y.targets, seeds, order.data(), batch_size,
+                                    epochs, with_rule ? &rule : nullptr, losses.mutable_data(),
+                                    &kPythonSignals);
+             }
+             // the completed epochs' losses, and how the run ended: a stop, a refused step
+             // (finite False) or a bad index/label raises, as from train_batches
+             py::object done = losses[py::slice(0, r.epochs_done, 1)];
+             py::object interrupt = py::none();  // handed back: the caller records the epochs
+             if (r.failed.status == BatchStatus::Stopped) {  // done before it raises this
+               raise_reducer_error(net);
+               py::error_already_set pending;  // (fetches the signal handler's exception)
+               interrupt = pending.value();
+             } else if (r.failed.status != BatchStatus::NonFinite) {
+               raise_batch_error(net, r.failed, n, "train_epochs");
+             }
+             const bool finite = r.failed.status != BatchStatus::NonFinite;
+             return py::make_tuple(done, finite, r.failed.batches_done, r.failed.failed_loss,
+                                   r.plateaued, interrupt);
+           },
+           py::arg("x"), py::arg("y"), py::arg("seeds"), py::arg("batch_size"),
+           py::arg("epochs"), py::arg("rule") = py::none(),
+           py::arg("sample_weight") = py::none())
       .def("predict",
            [](Network<T>& net, const py::handle& x_obj, const py::object& out_obj) {
              auto x = checked_inputs(net, x_obj, "predict");

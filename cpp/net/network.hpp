@@ -137,6 +137,21 @@ struct BatchRunResult {
   std::int64_t bad_value = 0;   // the offending index or label (BadIndex / BadLabel)
 };
 
+// scikit-learn's stopping rule on the epoch losses (loss / scale): an epoch whose loss is not
+// below best - tol counts, any other resets the count; training stops once the count exceeds
+// patience. best and count carry the state in and out.
+struct PlateauRule {
+  double scale = 1.0, tol = 0.0, best = 0.0;
+  std::int64_t patience = 0, count = 0;
+};
+
+// What a run of whole epochs produced: its epochs' mean losses are in the caller's array.
+struct EpochRunResult {
+  index_t epochs_done = 0;  // epochs completed (their losses written)
+  bool plateaued = false;   // stopped by the rule after the last of them
+  BatchRunResult failed;    // the epoch that ended early (status not Ok), if any
+};
+
 // Fills order[0..n) with a permutation of 0..n-1 drawn from `seed` (Fisher-Yates over a
 // xoshiro256** stream seeded through splitmix64): the same seed gives the same order anywhere.
 void shuffled_indices(std::uint64_t seed, std::int64_t* order, index_t n) noexcept;
@@ -255,6 +270,13 @@ class Network {
                                const std::int64_t* order, index_t batch_size,
                                index_t first_batch, index_t n_batches,
                                const StopCheck* stop = nullptr);
+  // Whole epochs in one call: epoch e is shuffled from seeds[e] (consecutive rows without
+  // seeds) into order (n_rows entries) and trained as train_batches does; its mean loss goes to
+  // losses[e]. With a rule, stops after the epoch that exceeds its patience.
+  EpochRunResult train_epochs(const T* x, index_t n_rows, const Targets<T>& targets,
+                              const std::uint64_t* seeds, std::int64_t* order,
+                              index_t batch_size, index_t epochs, PlateauRule* rule,
+                              double* losses, const StopCheck* stop = nullptr);
 
   // Custom (Python) losses: a training-mode forward that copies the output (n x out) into
   // `out`; then the backward pass from dL/doutput (plus penalties) as compute_gradients makes
@@ -378,6 +400,9 @@ class Network {
   // The two halves of a step, under the lock. gradients_locked's finite flag covers the loss
   // (and the sentinel); update_locked measures the gradients.
   void gather_rows(const RowGather& g, index_t r0, index_t n) noexcept;
+  BatchRunResult run_batches(const T* x, index_t n_rows, const Targets<T>& targets,
+                             const std::int64_t* order, index_t batch_size, index_t first_batch,
+                             index_t n_batches, StopPoller& poller);
   // *updated (when given) is set if the step also applied the update (a sharded step).
   StepResult gradients_locked(const T* x, index_t n, const Targets<T>& targets, T* dx,
                               const RowGather* gather = nullptr, bool* updated = nullptr);

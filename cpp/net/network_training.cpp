@@ -421,6 +421,51 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
                                          const StopCheck* stop) {
   const CallLock lock(*this);
   const DenormalsAsZero denormals;
+  StopPoller poller(stop);
+  return run_batches(x, n_rows, targets, order, batch_size, first_batch, n_batches, poller);
+}
+
+template <typename T>
+EpochRunResult Network<T>::train_epochs(const T* x, index_t n_rows, const Targets<T>& targets,
+                                        const std::uint64_t* seeds, std::int64_t* order,
+                                        index_t batch_size, index_t epochs, PlateauRule* rule,
+                                        double* losses, const StopCheck* stop) {
+  const CallLock lock(*this);
+  const DenormalsAsZero denormals;
+  StopPoller poller(stop);  // one for the whole run: a stop is noticed across epochs
+  EpochRunResult result;
+  const index_t batch_rows = std::min(batch_size, n_rows);
+  const index_t n_batches = (n_rows + batch_rows - 1) / batch_rows;
+  for (index_t e = 0; e < epochs; ++e) {
+    if (seeds) shuffled_indices(seeds[e], order, n_rows);
+    const BatchRunResult r =
+        run_batches(x, n_rows, targets, seeds ? order : nullptr, batch_size, 0, n_batches, poller);
+    if (r.status != BatchStatus::Ok) {
+      result.failed = r;
+      return result;
+    }
+    // (the division Python's epoch loop makes: the rows of the batches done)
+    const double loss = r.loss_sum / double(std::min(n_rows, r.batches_done * batch_rows));
+    losses[e] = loss;
+    result.epochs_done = e + 1;
+    if (!rule) continue;
+    const double scaled = loss / rule->scale;
+    if (scaled > rule->best - rule->tol) ++rule->count;
+    else rule->count = 0;
+    if (scaled < rule->best) rule->best = scaled;
+    if (rule->count > rule->patience) {
+      result.plateaued = true;
+      return result;
+    }
+  }
+  return result;
+}
+
+template <typename T>
+BatchRunResult Network<T>::run_batches(const T* x, index_t n_rows, const Targets<T>& targets,
+                                       const std::int64_t* order, index_t batch_size,
+                                       index_t first_batch, index_t n_batches,
+                                       StopPoller& poller) {
   BatchRunResult result;
   const index_t in_w = in_features(), out_w = out_features();
   // A batch never holds more than the data: batch b starts at b * batch_size, so the first
@@ -435,7 +480,6 @@ BatchRunResult Network<T>::train_batches(const T* x, index_t n_rows, const Targe
       batch_labels_.assign(std::size_t(batch_rows), 0);
     if (targets.weights && batch_weights_.size() < batch_rows) batch_weights_.reset(batch_rows);
   }
-  StopPoller poller(stop);
   for (index_t k = 0; k < n_batches; ++k) {
     if (poller.stop()) {
       result.status = BatchStatus::Stopped;

@@ -535,6 +535,14 @@ class Sequential(Trainer):
         extra = () if weights is None else (weights,)
         return self._net.train_batches(x, y, order, batch_size, first_batch, n_batches, *extra)
 
+    def _train_epochs(self, x, y, seeds, batch_size, epochs, rule, weights=None):
+        """Whole epochs in one native call (see Trainer._fit_epochs); None for a custom loss,
+        whose batches need Python."""
+        if self.loss.custom is not None:
+            return None
+        return self._net.train_epochs(x, y, seeds, min(batch_size, x.shape[0]), epochs, rule,
+                                      weights)
+
     def _predict_array(self, x: np.ndarray) -> np.ndarray:
         return self._net.predict(x)
 

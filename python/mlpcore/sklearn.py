@@ -75,7 +75,6 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from . import _core, optim
 from ._validation import beyond_memory, cast_checked, gib, is_int
-from .callbacks import Callback
 from .errors import NonFiniteLossError
 from .layers import BatchNorm1d, Dense, Dropout, get_activation, layer_from_config
 from .model import Sequential
@@ -88,18 +87,6 @@ _SPARSE_PREDICT_ROWS = 4096  # rows densified at a time in predict and validatio
 _SPARSE_CHUNK_BYTES = 64 * 2**20  # ... and fewer for wide data: the dense copies of one chunk
 _LBFGS_SPARSE_MAX_BYTES = 2**30  # lbfgs densifies all of a sparse X: up to this size
 _SPARSE_BATCH_MAX_BYTES = 2**30  # adam / sgd densify one batch of a sparse X: up to this size
-
-
-class _EpochEnd(Callback):
-    """Hands each native epoch's mean loss to the estimator's scikit-learn bookkeeping."""
-
-    def __init__(self, end_epoch) -> None:
-        super().__init__()
-        self._end_epoch = end_epoch
-
-    def on_epoch_end(self, epoch, logs=None) -> None:
-        if self._end_epoch(logs["loss"]):
-            self.model.stop_training = True
 
 
 @contextlib.contextmanager
@@ -494,11 +481,21 @@ class _BaseMLP(BaseEstimator):
                     break
         else:
             X = cast_checked(X, model.dtype, "X")
-            model.fit(X, T, epochs=epochs, batch_size=batch_size, shuffle=bool(self.shuffle),
-                      verbose=0, sample_weight=w, callbacks=[_EpochEnd(end_epoch)])
+            model._fit_epochs(X, T, epochs=epochs, batch_size=batch_size,
+                              shuffle=bool(self.shuffle), sample_weight=w, end_epoch=end_epoch,
+                              plateau=self._native_plateau(validation))
         if self.early_stopping:
             for view, value in best:  # restore the best validation epoch's weights
                 view[...] = value
+
+    def _native_plateau(self, validation):
+        """_end_epoch's stopping rule for the native epoch loop, when that rule alone decides
+        (no validation score, no per-epoch learning rate, nothing printed); else None."""
+        if validation is not None or self.verbose or (
+                self.solver == "sgd" and self.learning_rate != "constant"):
+            return None
+        return (self._loss_scale(), float(self.tol), float(self.best_loss_),
+                int(self.n_iter_no_change), int(self._no_improvement_count))
 
     def _sparse_epoch(self, X, T, w, batch_size: int) -> float:
         model = self.model_

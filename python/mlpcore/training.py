@@ -143,6 +143,67 @@ class Trainer:
         cbs.on_train_end(None)
         return cbs.history
 
+    def _fit_epochs(self, x, y, *, epochs: int, batch_size: int, shuffle: bool,
+                    sample_weight=None, end_epoch, plateau=None) -> None:
+        """fit's training without its callbacks, logs and history, for drivers that keep their
+        own per-epoch bookkeeping (the scikit-learn estimators): the same batches, shuffled
+        from the same ``rng`` draws, so the weights come out as fit's. ``end_epoch(mean loss)``
+        runs after each epoch; True stops.
+
+        ``plateau=(scale, tol, best, patience, count)``, when end_epoch stops by scikit-learn's
+        rule on ``loss / scale`` alone (see PlateauRule in network.hpp): the epochs then run in
+        one native call, which applies the rule itself, and end_epoch is replayed on their
+        losses afterwards (Python between epochs costs about as much as a small epoch)."""
+        data = self._fit_data(x, y, sample_weight, None, None, 0.0, batch_size, 0, [], False)
+        n = data.x.shape[0]
+        if plateau is not None and epochs > 0 and self._fit_epochs_natively(
+                data, epochs, shuffle, end_epoch, plateau):
+            return
+        order = np.empty(n, np.int64) if shuffle else None
+        for epoch in range(epochs):
+            if shuffle:
+                order = _core.shuffled_indices(int(self.rng.integers(2**63)), n, out=order)
+            self._sync_optimizer()
+            loss_sum, _, done, finite, bad_loss = self._train_batches(
+                data.x, data.y, order, batch_size, 0, data.n_batches, data.weights)
+            if not finite:
+                raise self._nonfinite_error(epoch, done, bad_loss)
+            if end_epoch(loss_sum / min(n, done * batch_size)):
+                break
+
+    def _fit_epochs_natively(self, data: _FitData, epochs: int, shuffle: bool, end_epoch,
+                             plateau) -> bool:
+        seeds, state = None, None
+        if shuffle:  # the seeds the epoch loop would draw, one per epoch, in the same order
+            state = self.rng.bit_generator.state
+            seeds = self.rng.integers(2**63, size=epochs).astype(np.uint64)
+        self._sync_optimizer()
+        run = self._train_epochs(data.x, data.y, seeds, data.batch_size, epochs,
+                                 tuple(plateau), data.weights)
+        if run is None:
+            if state is not None:
+                self.rng.bit_generator.state = state
+            return False
+        losses, finite, done, bad_loss, _, interrupt = run
+        if state is not None:  # the rng as if only the epochs begun had drawn their seeds
+            ended_early = not finite or interrupt is not None
+            self.rng.bit_generator.state = state
+            self.rng.integers(2**63, size=min(epochs, len(losses) + ended_early))
+        for loss in losses:
+            if end_epoch(float(loss)):
+                break
+        if interrupt is not None:
+            raise interrupt
+        if not finite:
+            raise self._nonfinite_error(len(losses), done, bad_loss)
+        return True
+
+    def _nonfinite_error(self, epoch: int, done: int, bad_loss: float) -> NonFiniteLossError:
+        return NonFiniteLossError(
+            f"fit: the loss or a gradient became non-finite (loss={bad_loss}) at epoch "
+            f"{epoch + 1}, step {done + 1}{self._nonfinite_where()}; training stopped and the "
+            "weights hold the last finite step")
+
     def _fit_data(self, x, y, sample_weight, class_weight, validation_data, validation_split,
                   batch_size, verbose, callbacks, diagnostics) -> _FitData:
         x = as_inputs(x, self.dtype, self.in_features, "fit")
@@ -198,10 +259,7 @@ class Trainer:
             if data.diagnostics:
                 norm_max = max(norm_max, self.last_grad_norm)
             if not finite:
-                raise NonFiniteLossError(
-                    f"fit: the loss or a gradient became non-finite (loss={bad_loss}) at "
-                    f"epoch {epoch + 1}, step {done + 1}{self._nonfinite_where()}; training "
-                    "stopped and the weights hold the last finite step")
+                raise self._nonfinite_error(epoch, done, bad_loss)
             if done:
                 cbs._on_progress(done, {"loss": loss_sum / min(n, done * batch_size)})
             if data.per_batch:

@@ -330,11 +330,15 @@ def test_fit_epochs_raises_on_a_non_finite_loss():
                           shuffle=True, end_epoch=lambda loss: False)
 
 
+@pytest.mark.parametrize("run_size", [1024, 2], ids=["one-run", "runs-of-2"])
 @pytest.mark.parametrize("shuffle", [True, False])
-@pytest.mark.parametrize("tol, epochs", [(0.0, 6), (10.0, 40)], ids=["all-epochs", "plateau"])
-def test_fit_epochs_in_one_native_call_match_the_epoch_loop(shuffle, tol, epochs):
-    """With a plateau rule the epochs run in one native call: the same weights (bits), losses,
-    stopping epoch and rng state afterwards as the Python loop applying the same rule."""
+@pytest.mark.parametrize("tol, epochs", [(0.0, 7), (10.0, 40)], ids=["all-epochs", "plateau"])
+def test_fit_epochs_in_one_native_call_match_the_epoch_loop(shuffle, tol, epochs, run_size,
+                                                            monkeypatch):
+    """With a plateau rule the epochs run in one native call (or runs of a bounded number of
+    epochs, the rule's state carried across): the same weights (bits), losses, stopping epoch
+    and rng state afterwards as the Python loop applying the same rule."""
+    monkeypatch.setattr(mc.training, "_NATIVE_EPOCH_RUN", run_size)
     rng = np.random.default_rng(6)
     x = rng.normal(size=(150, 6)).astype(np.float32)
     y = rng.integers(0, 3, size=150)

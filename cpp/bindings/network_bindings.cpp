@@ -548,7 +548,7 @@ void bind_network_class(py::module_& m, const char* name) {
              }
              const bool finite = r.failed.status != BatchStatus::NonFinite;
              return py::make_tuple(done, finite, r.failed.batches_done, r.failed.failed_loss,
-                                   r.plateaued, interrupt);
+                                   r.plateaued, interrupt, rule.best, rule.count);
            },
            py::arg("x"), py::arg("y"), py::arg("seeds"), py::arg("batch_size"),
            py::arg("epochs"), py::arg("rule") = py::none(),

@@ -26,6 +26,7 @@ from .metrics import METRICS, accuracy, regression_metrics
 __all__ = ["Trainer", "History", "fit", "diagnostic_logs", "regression_metrics", "METRICS"]
 
 _PROGRESS_UPDATES = 20  # native calls per epoch when a progress bar is shown
+_NATIVE_EPOCH_RUN = 1024  # epochs per native call of _fit_epochs' one-call path (at most)
 
 
 @dataclass
@@ -173,29 +174,34 @@ class Trainer:
 
     def _fit_epochs_natively(self, data: _FitData, epochs: int, shuffle: bool, end_epoch,
                              plateau) -> bool:
-        seeds, state = None, None
-        if shuffle:  # the seeds the epoch loop would draw, one per epoch, in the same order
-            state = self.rng.bit_generator.state
-            seeds = self.rng.integers(2**63, size=epochs).astype(np.uint64)
-        self._sync_optimizer()
-        run = self._train_epochs(data.x, data.y, seeds, data.batch_size, epochs,
-                                 tuple(plateau), data.weights)
-        if run is None:
-            if state is not None:
+        scale, tol, best, patience, count = plateau
+        done = 0
+        while done < epochs:  # in runs of a bounded size: seeds and losses for each run only
+            run = min(epochs - done, _NATIVE_EPOCH_RUN)
+            seeds, state = None, None
+            if shuffle:  # the seeds the epoch loop would draw, one per epoch, in the same order
+                state = self.rng.bit_generator.state
+                seeds = self.rng.integers(2**63, size=run).astype(np.uint64)
+            self._sync_optimizer()
+            result = self._train_epochs(data.x, data.y, seeds, data.batch_size, run,
+                                        (scale, tol, best, patience, count), data.weights)
+            if result is None:  # a custom loss (known at the first run): the epoch loop
+                if state is not None:
+                    self.rng.bit_generator.state = state
+                return False
+            losses, finite, batches, bad_loss, _, interrupt, best, count = result
+            if state is not None:  # the rng as if only the epochs begun had drawn their seeds
+                ended_early = not finite or interrupt is not None
                 self.rng.bit_generator.state = state
-            return False
-        losses, finite, done, bad_loss, _, interrupt = run
-        if state is not None:  # the rng as if only the epochs begun had drawn their seeds
-            ended_early = not finite or interrupt is not None
-            self.rng.bit_generator.state = state
-            self.rng.integers(2**63, size=min(epochs, len(losses) + ended_early))
-        for loss in losses:
-            if end_epoch(float(loss)):
-                break
-        if interrupt is not None:
-            raise interrupt
-        if not finite:
-            raise self._nonfinite_error(len(losses), done, bad_loss)
+                self.rng.integers(2**63, size=min(run, len(losses) + ended_early))
+            for loss in losses:
+                if end_epoch(float(loss)):
+                    return True
+            if interrupt is not None:
+                raise interrupt
+            if not finite:
+                raise self._nonfinite_error(done + len(losses), batches, bad_loss)
+            done += run
         return True
 
     def _nonfinite_error(self, epoch: int, done: int, bad_loss: float) -> NonFiniteLossError:

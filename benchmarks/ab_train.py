@@ -6,6 +6,7 @@ the order alternates every round, so a slow phase of the shared host hits both a
 per-round ratio NEW / OLD shows the change.
 
     python benchmarks/ab_train.py OLD_DIR NEW_DIR --workload digits [--rounds 15]
+    python benchmarks/ab_train.py OLD_DIR NEW_DIR --workload fit-big --seconds 2   # estimator fits
 
 OLD_DIR / NEW_DIR hold an importable `mlpcore` package (e.g. a checkout's python/ folder with
 its built _core module). Threads come from the environment (OMP_NUM_THREADS).
@@ -33,6 +34,36 @@ WORKLOADS = {
     "sk-digits": ([64, 100, 10], 200, "adam", 1347),
     "sk-big": ([100, 100, 4], 200, "adam", 37500),
 }
+# Whole fits of mlpcore.sklearn.MLPClassifier (setup included), as benchmarks/sklearn_fit.py
+# times them: (data set, max_iter).
+ESTIMATOR_WORKLOADS = {"fit-digits": ("digits", 200), "fit-big": ("big", 10)}
+
+
+def estimator_worker(workload: str, seconds: float) -> None:
+    """One side for an estimator workload: per line read, fits for about `seconds`, prints
+    samples/s (training samples times epochs)."""
+    import warnings
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from sklearn_fit import _data
+
+    from mlpcore.sklearn import MLPClassifier
+
+    data, max_iter = ESTIMATOR_WORKLOADS[workload]
+    Xtr, _, ytr, _ = _data(data)
+    warnings.simplefilter("ignore")
+
+    def fit() -> None:
+        MLPClassifier(hidden_layer_sizes=(100,), max_iter=max_iter, n_iter_no_change=max_iter,
+                      random_state=0).fit(Xtr, ytr)
+
+    fit()  # warm up
+    for _ in sys.stdin:
+        fits, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fit()
+            fits += 1
+        print(fits * max_iter * len(Xtr) / (time.perf_counter() - start), flush=True)
 
 
 def worker(workload: str, seconds: float) -> None:
@@ -65,13 +96,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("old")
     parser.add_argument("new")
-    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="digits")
+    parser.add_argument("--workload", choices=sorted([*WORKLOADS, *ESTIMATOR_WORKLOADS]),
+                        default="digits")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--seconds", type=float, default=0.5, help="timed run per turn")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.workload, args.seconds)
+        run = estimator_worker if args.workload in ESTIMATOR_WORKLOADS else worker
+        run(args.workload, args.seconds)
         return
     sides = []
     for where in (args.old, args.new):

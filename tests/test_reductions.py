@@ -83,6 +83,54 @@ def test_all_finite_is_right_on_every_isa_copy(dtype):
                         assert core._all_finite(x) is (bad is None), (n, where, bad, isa)
 
 
+FLOATS = [(np.float64, np.float32), (np.float32, np.float32), (np.float64, np.float64),
+          (np.float32, np.float64)]
+
+
+@pytest.mark.parametrize("src, dst", FLOATS, ids=lambda t: np.dtype(t).name)
+def test_to_float_is_numpys_cast_on_every_isa_copy_and_thread_count(src, dst):
+    # the threaded path starts at 8 chunks of 2**16; denormals and huge finite values included
+    for n in [1, 17, 4097, 8 * 2**16 + 3]:
+        x = np.random.default_rng(n).normal(size=n) * 10.0 ** np.random.default_rng(1).integers(
+            -44, 37, size=n)
+        x = x.astype(src)
+        want = x.astype(dst)
+        for isa in usable_isas():
+            for threads in (1, 2):
+                mc.set_num_threads(threads)
+                with kernel_isa(isa):
+                    got, finite = core._to_float(x.reshape(-1, 1), np.dtype(dst) == np.float64)
+                assert finite is True and got.dtype == dst and got.shape == (n, 1)
+                np.testing.assert_array_equal(got.ravel(), want, err_msg=f"{n} {isa} {threads}")
+    mc.set_num_threads(2)
+
+
+@pytest.mark.parametrize("src, dst", FLOATS, ids=lambda t: np.dtype(t).name)
+def test_to_float_reports_nan_inf_and_values_beyond_the_range(src, dst):
+    n = 8 * 2**16 + 3
+    bads = [np.nan, np.inf, -np.inf] + ([1e39, -3.5e38] if (src, dst) == (np.float64, np.float32)
+                                        else [])
+    for bad in bads:
+        for where in (0, 2**16 + 1, n - 1):  # in the first, a middle and the last chunk
+            x = np.ones(n, dtype=src)
+            x[where] = bad
+            for isa in usable_isas():
+                with kernel_isa(isa):
+                    assert core._to_float(x, np.dtype(dst) == np.float64)[1] is False, \
+                        (bad, where, isa)
+
+
+def test_float_hooks_take_equivalent_dtypes():
+    """A memory-mapped array's dtype is NumPy's float64 in all but identity (it was unpickled);
+    the hooks take it like any float64 array."""
+    import pickle
+    f64 = pickle.loads(pickle.dumps(np.dtype(np.float64)))
+    x = np.frombuffer(np.arange(6.0).tobytes(), dtype=f64)
+    assert core._all_finite(x) is True
+    got, finite = core._to_float(x, False)
+    assert finite and got.dtype == np.float32 and got.tolist() == list(range(6))
+
+
 def test_hooks_reject_other_dtypes():
     with pytest.raises(TypeError, match="float32 or float64"):
         core._sum_of_squares(np.ones(3, dtype=np.int64))

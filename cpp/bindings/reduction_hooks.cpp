@@ -1,6 +1,6 @@
-// Underscore test hooks for the reductions (kernels/reductions.hpp), so the tests can check
-// them on every ISA copy: _sum_of_squares(x), _column_sums(x) and _all_finite(x) for a
-// float32/float64 array.
+// Underscore hooks for the reductions (kernels/reductions.hpp), so the tests can check them on
+// every ISA copy: _sum_of_squares(x), _column_sums(x), _all_finite(x) and _to_float(x, f64)
+// for a float32/float64 array. The last two also check and cast the data given to fit/predict.
 #include "bindings/reduction_hooks.hpp"
 
 #include <pybind11/numpy.h>
@@ -35,10 +35,28 @@ bool finite(const py::array_t<T, py::array::c_style>& x) {
 }
 
 bool is_float64(const py::array& x, const char* func) {
-  if (x.dtype().is(py::dtype::of<double>())) return true;
-  if (x.dtype().is(py::dtype::of<float>())) return false;
+  // (equivalent dtypes count: a memory-mapped array's float64 is not NumPy's own object)
+  if (py::isinstance<py::array_t<double>>(x)) return true;
+  if (py::isinstance<py::array_t<float>>(x)) return false;
   throw py::type_error(std::string(func) + ": x must be float32 or float64, got " +
                        std::string(py::str(x.dtype())));
+}
+
+// x (float32 or float64, any shape) as a new C-contiguous array of Dst, and whether every
+// value came out finite (see convert_finite).
+template <typename Src, typename Dst>
+py::tuple to_float(const py::array& obj) {
+  const auto x = py::array_t<Src, py::array::c_style>::ensure(obj);
+  py::array_t<Dst, py::array::c_style> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const Src* src = x.data();
+  Dst* dst = out.mutable_data();
+  const index_t n = index_t(x.size());
+  bool finite;
+  {
+    py::gil_scoped_release release;
+    finite = mlpcore::convert_finite<Src, Dst>(src, n, dst);
+  }
+  return py::make_tuple(out, finite);
 }
 
 }  // namespace
@@ -53,6 +71,11 @@ void bind_reduction_hooks(py::module_& m) {
     const bool f64 = is_float64(x, "_column_sums");
     return f64 ? column_sums<double>(py::array_t<double, py::array::c_style>::ensure(x))
                : column_sums<float>(py::array_t<float, py::array::c_style>::ensure(x));
+  });
+  m.def("_to_float", [](const py::array& x, bool to_float64) {
+    const bool f64 = is_float64(x, "_to_float");
+    if (f64) return to_float64 ? to_float<double, double>(x) : to_float<double, float>(x);
+    return to_float64 ? to_float<float, double>(x) : to_float<float, float>(x);
   });
   m.def("_all_finite", [](const py::array& x) {
     const bool f64 = is_float64(x, "_all_finite");

@@ -50,6 +50,10 @@ template double sum_of_squares<float>(const float*, index_t) noexcept;
 template double sum_of_squares<double>(const double*, index_t) noexcept;
 template bool all_finite<float>(const float*, index_t) noexcept;
 template bool all_finite<double>(const double*, index_t) noexcept;
+template bool convert_finite<double, float>(const double*, index_t, float*) noexcept;
+template bool convert_finite<float, float>(const float*, index_t, float*) noexcept;
+template bool convert_finite<double, double>(const double*, index_t, double*) noexcept;
+template bool convert_finite<float, double>(const float*, index_t, double*) noexcept;
 }  // namespace MLPCORE_COPY(reductions)
 
 namespace MLPCORE_COPY(losses) {

@@ -21,6 +21,8 @@ namespace reductions_baseline {
   double sum_of_squares(const T*, index_t) noexcept;                                         \
   template <typename T>                                                                      \
   bool all_finite(const T*, index_t) noexcept;                                               \
+  template <typename Src, typename Dst>                                                      \
+  bool convert_finite(const Src*, index_t, Dst*) noexcept;                                   \
   }
 MLPCORE_DECLARE_REDUCTIONS_COPY(reductions_avx2)
 MLPCORE_DECLARE_REDUCTIONS_COPY(reductions_avx512)
@@ -47,6 +49,26 @@ template <typename T>
 bool all_finite(const T* x, index_t n) noexcept {
   return MLPCORE_PICK(all_finite<T>)(x, n);
 }
+template <typename Src, typename Dst>
+bool convert_finite(const Src* x, index_t n, Dst* out) noexcept {
+  // Memory-bound: large arrays in fixed chunks over the threads (a data set cast for training).
+  constexpr index_t kChunk = index_t(1) << 16;
+  using Convert = bool (*)(const Src*, index_t, Dst*) noexcept;
+  const Convert convert = elementwise_isa() == ElementwiseIsa::Avx512
+                              ? reductions_avx512::convert_finite<Src, Dst>
+                          : elementwise_isa() == ElementwiseIsa::Avx2
+                              ? reductions_avx2::convert_finite<Src, Dst>
+                              : reductions_baseline::convert_finite<Src, Dst>;
+  if (n < 8 * kChunk) return convert(x, n, out);
+  const index_t chunks = (n + kChunk - 1) / kChunk;
+  bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+  for (index_t c = 0; c < chunks; ++c) {
+    const index_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+    finite = convert(x + lo, hi - lo, out + lo) && finite;
+  }
+  return finite;
+}
 #undef MLPCORE_PICK
 
 template void column_sums<float>(const float*, index_t, index_t, index_t, float*, bool) noexcept;
@@ -56,5 +78,9 @@ template double sum_of_squares<float>(const float*, index_t) noexcept;
 template double sum_of_squares<double>(const double*, index_t) noexcept;
 template bool all_finite<float>(const float*, index_t) noexcept;
 template bool all_finite<double>(const double*, index_t) noexcept;
+template bool convert_finite<double, float>(const double*, index_t, float*) noexcept;
+template bool convert_finite<float, float>(const float*, index_t, float*) noexcept;
+template bool convert_finite<double, double>(const double*, index_t, double*) noexcept;
+template bool convert_finite<float, double>(const float*, index_t, double*) noexcept;
 
 }  // namespace mlpcore

@@ -19,4 +19,10 @@ double sum_of_squares(const T* x, index_t n) noexcept;
 template <typename T>
 bool all_finite(const T* x, index_t n) noexcept;
 
+// out[i] = Dst(x[i]) for i < n, rounded to nearest; true when every result is finite (no
+// NaN/Inf in x and no value beyond Dst's range). Large inputs are split across threads; the
+// results do not depend on the split.
+template <typename Src, typename Dst>
+bool convert_finite(const Src* x, index_t n, Dst* out) noexcept;
+
 }  // namespace mlpcore

@@ -96,3 +96,18 @@ bool all_finite(const T* x, index_t n) noexcept {
   for (index_t i = 0; i < n; ++i) acc += x[i] - x[i];
   return acc == T(0);
 }
+
+// out[i] = Dst(x[i]) (rounded to nearest, as NumPy's cast); true when every converted value is
+// finite: a NaN or Inf in x, or a value beyond Dst's range, makes it false. One pass over the
+// data for what a cast and a finiteness check would read twice.
+template <typename Src, typename Dst>
+bool convert_finite(const Src* __restrict x, index_t n, Dst* __restrict out) noexcept {
+  Dst acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (index_t i = 0; i < n; ++i) {
+    const Dst v = Dst(x[i]);
+    out[i] = v;
+    acc += v - v;
+  }
+  return acc == Dst(0);
+}

@@ -189,6 +189,28 @@ def cast_checked(arr, dtype, name: str, func: Optional[str] = None) -> np.ndarra
                              "dtype='float64'") from None
 
 
+def cast_finite(arr: np.ndarray, dtype, name: str, func: Optional[str] = None) -> np.ndarray:
+    """``arr`` as a C-contiguous array of ``dtype`` holding only finite values, else a
+    ValueError naming ``name``: for a NaN or Inf, where the first one is; for a finite value
+    beyond ``dtype``'s range, as :func:`cast_checked`. Float data that needs a copy is cast
+    and checked in one native pass; an array already in that form is only checked."""
+    dtype = np.dtype(dtype)
+    if arr.dtype == dtype and arr.flags.c_contiguous:
+        out, finite = arr, _core._all_finite(arr)
+    elif arr.dtype in (np.float32, np.float64) and dtype in (np.float32, np.float64):
+        out, finite = _core._to_float(arr, dtype == np.float64)
+    else:  # integers and bools are finite; other floats take NumPy's cast and the check
+        out = cast_checked(arr, dtype, name, func)
+        finite = _core._all_finite(out)
+    if not finite:
+        if arr.dtype.kind == "f" and np.isfinite(arr).all():  # finite, beyond the range
+            cast_checked(arr, dtype, name, func)
+        where = f"{func}: " if func else ""
+        raise ValueError(f"{where}{name} contains NaN or Inf (first at index "
+                         f"[{_first_non_finite(arr)}])")
+    return out
+
+
 def _first_non_finite(arr: np.ndarray) -> str:
     bad = np.argwhere(~np.isfinite(arr))[0]
     return ", ".join(str(int(i)) for i in bad)
@@ -221,11 +243,7 @@ def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x") -
                          f"model's first layer expects, got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{func}: {name} is empty (0 samples)")
-    arr = cast_checked(arr, dtype, name, func)
-    if not _core._all_finite(arr):  # (native: no temporary the size of x)
-        raise ValueError(f"{func}: {name} contains NaN or Inf (first at index "
-                         f"[{_first_non_finite(arr)}])")
-    return arr
+    return cast_finite(arr, dtype, name, func)  # (native: no temporary the size of x)
 
 
 def as_targets(y, loss, n_rows: int, n_outputs: int, dtype: np.dtype, func: str,

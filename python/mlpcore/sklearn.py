@@ -74,7 +74,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
                       "pip install 'scikit-learn>=1.6'") from exc
 
 from . import _core, optim
-from ._validation import beyond_memory, cast_checked, gib, is_int
+from ._validation import beyond_memory, cast_checked, cast_finite, gib, is_int
 from .errors import NonFiniteLossError
 from .layers import BatchNorm1d, Dense, Dropout, get_activation, layer_from_config
 from .model import Sequential
@@ -379,7 +379,10 @@ class _BaseMLP(BaseEstimator):
         first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
         if not first_pass:
             self._check_architecture(incremental)
-        X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        dense = not sp.issparse(X)
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass, check_finite=not dense)
+        if dense:  # cast to the model's dtype and checked for NaN/Inf in one pass
+            X = cast_finite(X, self.dtype, "X")
         if Y.ndim == 1:
             Y = Y.reshape(-1, 1)
         sample_weight, weight_sum = self._sample_weight(sample_weight, X, y)
@@ -722,9 +725,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _mc_loss(self) -> str:
         return "cross_entropy" if self.out_activation_ == "softmax" else "bce_with_logits"
 
-    def _validate_input(self, X, y, incremental, reset):
+    def _validate_input(self, X, y, incremental, reset, check_finite):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             dtype=(np.float64, np.float32), reset=reset)
+                             dtype=(np.float64, np.float32), reset=reset,
+                             ensure_all_finite=check_finite)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
@@ -885,12 +889,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _mc_loss(self) -> str:
         return "mse"
 
-    def _validate_input(self, X, y, incremental, reset):
+    def _validate_input(self, X, y, incremental, reset, check_finite):
         if self.loss == "poisson":
             raise ValueError("MLPRegressor: loss='poisson' is not available in mlpcore (it has "
                              "no exponential output and Poisson loss); use loss='squared_error'")
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset)
+                             y_numeric=True, dtype=(np.float64, np.float32), reset=reset,
+                             ensure_all_finite=check_finite)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         return X, np.asarray(y, dtype=np.float64)

@@ -45,9 +45,8 @@ def estimator_worker(workload: str, seconds: float) -> None:
     import warnings
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from sklearn_fit import _data
-
     from mlpcore.sklearn import MLPClassifier
+    from sklearn_fit import _data
 
     data, max_iter = ESTIMATOR_WORKLOADS[workload]
     Xtr, _, ytr, _ = _data(data)

@@ -3,9 +3,10 @@
 They take scikit-learn's constructor parameters with the same names, defaults and meaning, fit
 the same networks (the same initial weights for a given ``random_state``), expose the same
 fitted attributes and work in Pipelines, ``GridSearchCV``, ``cross_val_score``, ``clone`` and
-joblib. The epochs run natively (one call per epoch); only the per-epoch bookkeeping that
-scikit-learn does (loss curve, ``tol`` / ``n_iter_no_change``, early stopping, learning-rate
-schedules) runs in Python.
+joblib. The epochs run natively: all of a fit's epochs in one call when ``tol`` /
+``n_iter_no_change`` alone decide when to stop (the native loop applies scikit-learn's rule and
+the loss curve is recorded afterwards), else one call per epoch with the per-epoch bookkeeping
+(early stopping, learning-rate schedules, ``verbose``) in Python between them.
 
 How scikit-learn's training maps onto mlpcore's (``k`` = number of network outputs):
 

@@ -438,8 +438,9 @@ class _BaseMLP(BaseEstimator):
 
     def _native_targets(self, Y):
         """Y (n, k) as mlpcore's loss reads it: class indices for softmax, else float rows."""
-        if self.out_activation_ == "softmax":
-            return np.ascontiguousarray(Y.argmax(axis=1), dtype=np.int64)
+        if self.out_activation_ == "softmax":  # one-hot rows: the column of each row's 1
+            # (a product with 0, 1, ..., k-1, exact; argmax over a few columns is 7x slower)
+            return (Y @ np.arange(Y.shape[1], dtype=Y.dtype)).astype(np.int64)
         return cast_checked(Y, self.model_.dtype, "y")
 
     def _fit_stochastic(self, X, Y, sample_weight, rs, incremental, batch_size):

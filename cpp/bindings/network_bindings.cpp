@@ -507,7 +507,8 @@ void bind_network_class(py::module_& m, const char* name) {
               const py::object& seeds_obj, index_t batch_size, index_t epochs,
               const py::object& rule_obj, const py::object& w_obj) {
              if (epochs < 0) throw py::value_error("train_epochs: epochs must be >= 0");
-             const FitArrays<T> a = fit_arrays(net, x_obj, y_obj, w_obj, batch_size, "train_epochs");
+             const FitArrays<T> a =
+                 fit_arrays(net, x_obj, y_obj, w_obj, batch_size, "train_epochs");
              const index_t n = a.x.shape(0);
              const std::uint64_t* seeds = nullptr;
              py::object seeds_keep;

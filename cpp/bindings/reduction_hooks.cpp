@@ -47,7 +47,8 @@ bool is_float64(const py::array& x, const char* func) {
 template <typename Src, typename Dst>
 py::tuple to_float(const py::array& obj) {
   const auto x = py::array_t<Src, py::array::c_style>::ensure(obj);
-  py::array_t<Dst, py::array::c_style> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const std::vector<py::ssize_t> shape(x.shape(), x.shape() + x.ndim());
+  py::array_t<Dst, py::array::c_style> out(shape);
   const Src* src = x.data();
   Dst* dst = out.mutable_data();
   const index_t n = index_t(x.size());

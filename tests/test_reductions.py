@@ -1,6 +1,11 @@
 """The reductions of cpp/kernels/reductions.cpp (through the mc._core test hooks): the sum of
 squares behind the gradient norm, the bias-gradient column sums and the finiteness scan, on every
 ISA copy (baseline, AVX2, AVX-512: kernels/isa_regions.hpp)."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -103,6 +108,26 @@ def test_to_float_is_numpys_cast_on_every_isa_copy_and_thread_count(src, dst):
                 assert finite is True and got.dtype == dst and got.shape == (n, 1)
                 np.testing.assert_array_equal(got.ravel(), want, err_msg=f"{n} {isa} {threads}")
     mc.set_num_threads(2)
+
+
+def test_to_float_keeps_subnormals_in_threads_started_inside_a_flushing_step():
+    """OpenMP's worker threads start in the floating-point mode of the thread that creates
+    them: a first parallel region inside a training step (subnormals flushed there) leaves them
+    flushing. A cast of the user's data must keep subnormals in every thread anyway."""
+    code = textwrap.dedent("""
+        import numpy as np, mlpcore as mc
+        mc.set_num_threads(2)
+        model = mc.Sequential([mc.Dense(64, 64), mc.ReLU(), mc.Dense(64, 2)], seed=0)
+        model.compile(loss="cross_entropy")
+        x = np.ones((256, 64), np.float32)
+        model.fit(x, np.zeros(256, np.int64), epochs=1, batch_size=256, verbose=0)  # 2 halves
+        tiny = np.full(8 * 2**16 + 3, 1e-41)  # subnormal as float32
+        got, finite = mc._core._to_float(tiny, False)
+        print(finite, bool(np.array_equal(got, tiny.astype(np.float32))))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert out.stdout.split() == ["True", "True"], out.stderr
 
 
 @pytest.mark.parametrize("src, dst", FLOATS, ids=lambda t: np.dtype(t).name)

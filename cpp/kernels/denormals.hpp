@@ -47,4 +47,27 @@ class DenormalsAsZero {
   bool active_ = false;
 };
 
+// The opposite: subnormals kept while a guard is in scope, for work that must be exact whatever
+// mode its thread is in (a thread starts in the mode of the thread that created it: OpenMP's
+// workers may have been started from inside a DenormalsAsZero scope). Data conversion is one.
+class DenormalsKept {
+ public:
+  MLPCORE_ALWAYS_INLINE DenormalsKept() noexcept {
+#ifdef MLPCORE_HAS_MXCSR
+    saved_ = _mm_getcsr();
+    _mm_setcsr(saved_ & ~0x8040u);
+#endif
+  }
+  MLPCORE_ALWAYS_INLINE ~DenormalsKept() {
+#ifdef MLPCORE_HAS_MXCSR
+    _mm_setcsr(saved_);
+#endif
+  }
+  DenormalsKept(const DenormalsKept&) = delete;
+  DenormalsKept& operator=(const DenormalsKept&) = delete;
+
+ private:
+  unsigned saved_ = 0;
+};
+
 }  // namespace mlpcore

@@ -59,11 +59,16 @@ bool convert_finite(const Src* x, index_t n, Dst* out) noexcept {
                           : elementwise_isa() == ElementwiseIsa::Avx2
                               ? reductions_avx2::convert_finite<Src, Dst>
                               : reductions_baseline::convert_finite<Src, Dst>;
-  if (n < 8 * kChunk) return convert(x, n, out);
+  // (subnormal values are converted, not flushed, in every thread: the data is the user's)
+  if (n < 8 * kChunk) {
+    const DenormalsKept exact;
+    return convert(x, n, out);
+  }
   const index_t chunks = (n + kChunk - 1) / kChunk;
   bool finite = true;
 #pragma omp parallel for schedule(static) reduction(&& : finite)
   for (index_t c = 0; c < chunks; ++c) {
+    const DenormalsKept exact;
     const index_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
     finite = convert(x + lo, hi - lo, out + lo) && finite;
   }

@@ -63,6 +63,16 @@ def _pair(cls_name, **params):
     return getattr(skn, cls_name)(**params), globals()[cls_name](dtype="float64", **params)
 
 
+def _fit_both_and_compare_weights(ref, ours, X, y):
+    """Fits scikit-learn's estimator and ours on (X, y); their weights agree to 1e-9."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref.fit(X, y)
+        ours.fit(X, y)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, ref.coefs_ + ref.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
 def _data(kind):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 5))
@@ -90,12 +100,7 @@ def test_full_batch_sgd_matches_scikit_learn(kind, nesterov):
     ref, ours = _pair(name, hidden_layer_sizes=(7, 4), solver="sgd", batch_size=60,
                       shuffle=False, alpha=0.05, learning_rate_init=0.05, max_iter=15,
                       nesterovs_momentum=nesterov, random_state=3, activation="tanh")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ref.fit(X, y)
-        ours.fit(X, y)
-    for a, b in zip(ours.coefs_ + ours.intercepts_, ref.coefs_ + ref.intercepts_):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    _fit_both_and_compare_weights(ref, ours, X, y)
     # several regression outputs: scikit-learn's reported alpha term is k times ours
     np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_,
                                rtol=1e-2 if kind == "multioutput" else 1e-9)
@@ -117,12 +122,7 @@ def test_full_batch_adam_matches_scikit_learn(kind):
     ref, ours = _pair(name, hidden_layer_sizes=(7,), solver="adam", batch_size=60,
                       shuffle=False, alpha=0.01, learning_rate_init=0.02, epsilon=0.01,
                       beta_1=0.8, beta_2=0.9, max_iter=12, random_state=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        ref.fit(X, y)
-        ours.fit(X, y)
-    for a, b in zip(ours.coefs_ + ours.intercepts_, ref.coefs_ + ref.intercepts_):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    _fit_both_and_compare_weights(ref, ours, X, y)
     np.testing.assert_allclose(ours.loss_curve_, ref.loss_curve_, rtol=1e-9)
     assert ours.model_.optimizer.param_groups[0]["eps_before_correction"] is True
 

@@ -28,11 +28,11 @@ MLPCORE_DECLARE_REDUCTIONS_COPY(reductions_avx2)
 MLPCORE_DECLARE_REDUCTIONS_COPY(reductions_avx512)
 #undef MLPCORE_DECLARE_REDUCTIONS_COPY
 
-// The copy of fn that elementwise_isa() picks.
-#define MLPCORE_PICK(fn)                                                    \
-  (elementwise_isa() == ElementwiseIsa::Avx512 ? reductions_avx512::fn      \
-   : elementwise_isa() == ElementwiseIsa::Avx2 ? reductions_avx2::fn        \
-                                               : reductions_baseline::fn)
+// The copy of fn that elementwise_isa() picks (variadic: a template's arguments hold commas).
+#define MLPCORE_PICK(...)                                                            \
+  (elementwise_isa() == ElementwiseIsa::Avx512 ? reductions_avx512::__VA_ARGS__      \
+   : elementwise_isa() == ElementwiseIsa::Avx2 ? reductions_avx2::__VA_ARGS__        \
+                                               : reductions_baseline::__VA_ARGS__)
 
 template <typename T>
 void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
@@ -53,12 +53,7 @@ template <typename Src, typename Dst>
 bool convert_finite(const Src* x, index_t n, Dst* out) noexcept {
   // Memory-bound: large arrays in fixed chunks over the threads (a data set cast for training).
   constexpr index_t kChunk = index_t(1) << 16;
-  using Convert = bool (*)(const Src*, index_t, Dst*) noexcept;
-  const Convert convert = elementwise_isa() == ElementwiseIsa::Avx512
-                              ? reductions_avx512::convert_finite<Src, Dst>
-                          : elementwise_isa() == ElementwiseIsa::Avx2
-                              ? reductions_avx2::convert_finite<Src, Dst>
-                              : reductions_baseline::convert_finite<Src, Dst>;
+  const auto convert = MLPCORE_PICK(convert_finite<Src, Dst>);
   // (subnormal values are converted, not flushed, in every thread: the data is the user's)
   if (n < 8 * kChunk) {
     const DenormalsKept exact;

@@ -13,6 +13,7 @@ import contextlib
 import copyreg
 import math
 import os
+import re
 from typing import Any, Dict
 
 import numpy as np
@@ -251,15 +252,24 @@ class Checkpoint:
 _MAX_JSON_ARRAY = 1 << 20
 
 
+def _json_dtype(name):
+    """The dtype a JSON array names, or None. Only a plain name or type code reaches np.dtype:
+    numpy evaluates comma-separated and parenthesised specs with a Python parser, whose errors
+    (SyntaxError among them) are no ValueError."""
+    if not (isinstance(name, str) and re.fullmatch(r"[<>|=]?[A-Za-z]{1,8}[0-9]{0,2}", name)):
+        return None
+    try:
+        return np.dtype(name)
+    except (TypeError, ValueError):
+        return None
+
+
 def _from_json(value):
     """Inverse of _to_json for data read from a file: arrays only of real numeric dtypes of at
     most 8 bytes (a file naming dtype 'U500000000' could make one entry take gigabytes)."""
     if isinstance(value, dict):
         if "__ndarray__" in value:
-            try:
-                dtype = np.dtype(value.get("dtype"))
-            except (TypeError, ValueError):
-                dtype = None
+            dtype = _json_dtype(value.get("dtype"))
             if dtype is None or dtype.kind not in "biuf" or dtype.itemsize > 8:
                 raise ValueError(f"array dtype {value.get('dtype')!r:.40} is not a numeric "
                                  "dtype of at most 8 bytes")

@@ -244,6 +244,12 @@ CASES: List[Case] = [
          ValueError, "checkpoint.rng", func="load_checkpoint"),
     Case("checkpoint-rng-state-list", _checkpoint_with("rng-inner", [1, 2]),
          ValueError, "checkpoint.rng", func="load_checkpoint"),
+    Case("checkpoint-dtype-unclosed-paren-rng",  # numpy parses "i4,(" with ast: SyntaxError
+         _checkpoint_with("rng-inner", {"a": {"__ndarray__": [0], "dtype": "i4,("}}),
+         ValueError, "checkpoint.rng", func="load_checkpoint"),
+    Case("checkpoint-dtype-unclosed-paren-scheduler",
+         _checkpoint_with("scheduler", {"__ndarray__": [0], "dtype": "f8,(1,"}),
+         ValueError, "checkpoint.scheduler", func="load_checkpoint"),
     Case("checkpoint-object-dtype",
          _checkpoint_with("scheduler", {"__ndarray__": [0], "dtype": "O"}),
          ValueError, "checkpoint.scheduler", func="load_checkpoint"),

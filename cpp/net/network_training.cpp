@@ -8,6 +8,7 @@
 #include <string>
 
 #include "kernels/denormals.hpp"
+#include "kernels/prefetch.hpp"
 #include "kernels/reductions.hpp"
 #include "net/arena_threads.hpp"
 
@@ -349,7 +350,12 @@ bool Network<T>::update_locked() noexcept {
   {
     const DenormalsAsZero denormals;  // same arithmetic mode in every thread
     const Seat me = seat();
-    for (int s = me.t; s < 2; s += me.team) measure_part(s);
+    for (int s = me.t; s < 2; s += me.team) {
+      index_t lo, hi;  // (see gradients_sharded: the other core read these in the products)
+      arena_part(s, &lo, &hi);
+      prefetch_for_write(params_.data() + lo, std::size_t(hi - lo) * sizeof(T));
+      measure_part(s);
+    }
 #pragma omp barrier
     if (me.t == 0) {
       ok = measured_gradients();

@@ -155,3 +155,32 @@ def test_sharded_step_refuses_a_non_finite_update_and_changes_nothing():
     assert model._net.last_step_shards == 2
     assert same_bits(dense_arrays(model), before)
     assert model.optimizer.state_dict()["step"] == 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("clip", [{}, {"clip_norm": 1.0}])
+def test_sharded_step_refuses_a_finite_loss_with_an_infinite_gradient(threads, clip):
+    # A weight of 3e38 on an input column of zeros leaves the forward pass finite, and its L2
+    # penalty (summed in double) the loss, but the penalty's gradient 2 * l2 * w overflows:
+    # whichever thread decides whether the step applies (each on its own without clipping),
+    # nothing may change.
+    x, y = _data(64)
+    x[:, 0] = 0.0
+    before_threads = mc.get_num_threads()
+    try:
+        mc.set_num_threads(threads)
+        model = mc.Sequential([mc.Dense(12, 160, l2=1.0), mc.ReLU(), mc.Dense(160, 96),
+                               mc.ReLU(), mc.Dense(96, 5)], seed=3)
+        model.compile(loss="cross_entropy", optimizer="adam", **clip)
+        model.layers[0].weight[0, 7] = np.float32(3e38)
+        before = dense_arrays(model)
+        with pytest.raises(mc.NonFiniteLossError):
+            model.train_step(x.astype(np.float32), y)
+        assert model._net.last_step_shards == 2
+        assert same_bits(dense_arrays(model), before)
+        assert model.optimizer.state_dict()["step"] == 0
+        model.layers[0].weight[0, 7] = 0.5  # and the next finite step applies
+        assert np.isfinite(model.train_step(x.astype(np.float32), y))
+        assert model.optimizer.state_dict()["step"] == 1
+    finally:
+        mc.set_num_threads(before_threads)

@@ -64,6 +64,7 @@ struct LayerSpec {
 struct ClipConfig {
   double max_norm = 0.0;  // 0: off
   double max_value = 0.0;  // 0: off
+  bool on() const noexcept { return max_norm > 0.0 || max_value > 0.0; }
 };
 
 // Where one layer's pieces live in the network's arenas; -1 (or 0 for counts) where it has none.
@@ -426,6 +427,7 @@ class Network {
   }
   void measure_part(int part) noexcept;
   bool measured_gradients() noexcept;
+  double measured_grad_sq() const noexcept;  // the halves' sums of squares added, in layer order
   void clip_gradients() noexcept;
   // update_locked in three parts, so that a sharded step can apply the rule in its threads:
   // update_begin measures, records, clips and counts the step (false, nothing applied, on a
@@ -433,8 +435,9 @@ class Network {
   // finishes the step (momentum flag, diagnostics).
   bool update_begin() noexcept;
   void update_begin_measured() noexcept;  // update_begin after measure_gradients() held
-  void apply_rule(index_t lo, index_t hi) noexcept;
-  void apply_rule_part(int part) noexcept;  // apply_rule on arena_part(part)
+  // (step: the rule's step count, Adam's bias correction: opt_steps_ once update_begin ran)
+  void apply_rule(index_t lo, index_t hi, std::int64_t step) noexcept;
+  void apply_rule_part(int part, std::int64_t step) noexcept;  // on arena_part(part)
   void update_end() noexcept;
 
   std::vector<LayerSpec> specs_;

@@ -141,6 +141,17 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
     apply = with_update && r.finite && measured_ok;
     if (apply) update_begin_measured();
   };
+  // Without clipping (which rescales every gradient) and diagnostics (which copy the weights
+  // first), the rule needs nothing begin_update records: each thread then takes finish's and
+  // begin_update's decision itself, from the same sums, and goes on without the barrier that
+  // would wait for that one thread.
+  const bool each_decides = with_update && !clip_.on() && !diagnostics_on_;
+  const std::int64_t next_step = opt_steps_ + 1;
+  auto applies = [&] {
+    const double loss = results[0].loss + results[1].loss;
+    return std::isfinite(loss) && std::isfinite(loss + penalty) &&
+           std::isfinite(measured_grad_sq());
+  };
 
   const int nt = arena_threads();
   if (nt <= 1) {
@@ -151,7 +162,7 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
     sum_part(1);
     finish();
     begin_update();
-    if (apply) apply_rule(0, params);
+    if (apply) apply_rule(0, params, opt_steps_);
   } else {
 #pragma omp parallel num_threads(nt)
     {
@@ -167,10 +178,13 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
         finish();
         begin_update();
       }
-      if (with_update) {  // the same branch in every thread
+      if (each_decides) {  // (the same branches in every thread)
+        if (applies())
+          for (int s = t; s < 2; s += team) apply_rule_part(s, next_step);
+      } else if (with_update) {
 #pragma omp barrier
         if (apply)
-          for (int s = t; s < 2; s += team) apply_rule_part(s);
+          for (int s = t; s < 2; s += team) apply_rule_part(s, opt_steps_);
       }
     }
   }

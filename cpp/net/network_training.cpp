@@ -189,13 +189,18 @@ bool Network<T>::measure_gradients() noexcept {
 }
 
 template <typename T>
-bool Network<T>::measured_gradients() noexcept {
+double Network<T>::measured_grad_sq() const noexcept {
   double total = 0.0;
-  for (std::size_t i = 0; i < specs_.size(); ++i) {
-    if (slots_[i].param_count == 0) continue;
+  for (std::size_t i = 0; i < specs_.size(); ++i)
+    if (slots_[i].param_count != 0) total += part_grad_sq_[2 * i] + part_grad_sq_[2 * i + 1];
+  return total;
+}
+
+template <typename T>
+bool Network<T>::measured_gradients() noexcept {
+  for (std::size_t i = 0; i < specs_.size(); ++i)
     layer_grad_sq_[i] = part_grad_sq_[2 * i] + part_grad_sq_[2 * i + 1];
-    total += layer_grad_sq_[i];
-  }
+  const double total = measured_grad_sq();
   last_grad_norm_ = std::sqrt(total);
   return std::isfinite(total);
 }
@@ -278,18 +283,18 @@ StepResult Network<T>::compute_gradients(const T* x, index_t n, const Targets<T>
 }
 
 template <typename T>
-void Network<T>::apply_rule(index_t lo, index_t hi) noexcept {
+void Network<T>::apply_rule(index_t lo, index_t hi, std::int64_t step) noexcept {
   T* state[kMaxOptimizerState] = {nullptr, nullptr, nullptr};
   for (int k = 0; k < optimizer_state_count(opt_); ++k) state[k] = optimizer_state(k) + lo;
-  optimizer_step<T>(opt_, opt_steps_, fresh_momentum_, params_.data() + lo, grads_.data() + lo,
+  optimizer_step<T>(opt_, step, fresh_momentum_, params_.data() + lo, grads_.data() + lo,
                     state, hi - lo);
 }
 
 template <typename T>
-void Network<T>::apply_rule_part(int part) noexcept {
+void Network<T>::apply_rule_part(int part, std::int64_t step) noexcept {
   index_t lo, hi;
   arena_part(part, &lo, &hi);
-  apply_rule(lo, hi);
+  apply_rule(lo, hi, step);
 }
 
 template <typename T>
@@ -339,7 +344,7 @@ bool Network<T>::update_locked() noexcept {
   const int nt = num_params() >= kParallelUpdateMin ? arena_threads() : 1;
   if (nt <= 1) {
     if (!update_begin()) return false;
-    apply_rule(0, num_params());
+    apply_rule(0, num_params(), opt_steps_);
     update_end();
     return true;
   }
@@ -363,7 +368,7 @@ bool Network<T>::update_locked() noexcept {
     }
 #pragma omp barrier
     if (ok)
-      for (int s = me.t; s < 2; s += me.team) apply_rule_part(s);
+      for (int s = me.t; s < 2; s += me.team) apply_rule_part(s, opt_steps_);
   }
   if (!ok) return false;
   update_end();

@@ -104,3 +104,21 @@ def test_finite_values_beyond_float32_are_named_not_reported_as_inf(name):
     with pytest.raises(ValueError, match=rf"fit: {name} holds values beyond the range of "
                                          r"float32 \(largest magnitude 1e\+39\)"):
         model.fit(args["x"], args["y"], sample_weight=args["sample_weight"], epochs=1, verbose=0)
+
+
+def test_as_inputs_known_finite_skips_only_the_check_of_an_array_in_final_form():
+    # the estimators check X while casting it, then hand it to the model: not read twice
+    x = np.ones((4, 3), np.float32)
+    assert v.as_inputs(x, np.dtype(np.float32), 3, "fit", known_finite=True) is x
+    x[1, 2] = np.nan  # (the caller's promise: the check is skipped, nothing copied)
+    assert v.as_inputs(x, np.dtype(np.float32), 3, "fit", known_finite=True) is x
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        v.as_inputs(x, np.dtype(np.float32), 3, "fit")
+    # an array that still needs a cast or a copy is converted and checked as always
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        v.as_inputs(x.astype(np.float64), np.dtype(np.float32), 3, "fit", known_finite=True)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        v.as_inputs(np.asfortranarray(x), np.dtype(np.float32), 3, "fit", known_finite=True)
+    with pytest.raises(ValueError, match="3 features"):
+        v.as_inputs(np.ones((4, 2), np.float32), np.dtype(np.float32), 3, "fit",
+                    known_finite=True)

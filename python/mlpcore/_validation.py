@@ -228,8 +228,11 @@ def check_values(value, *, shape, owner: str, name: str) -> np.ndarray:
     return arr
 
 
-def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x") -> np.ndarray:
-    """``x`` as a C-contiguous (n, n_features) array of ``dtype``; copies only when needed."""
+def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x",
+              known_finite: bool = False) -> np.ndarray:
+    """``x`` as a C-contiguous (n, n_features) array of ``dtype``; copies only when needed.
+    ``known_finite``: the caller checked x for NaN/Inf, and an x already in that form is
+    not read again."""
     arr = _as_numeric_array(x, func, name)
     if arr.ndim != 2:
         hint = ""
@@ -243,6 +246,8 @@ def as_inputs(x, dtype: np.dtype, n_features: int, func: str, name: str = "x") -
                          f"model's first layer expects, got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{func}: {name} is empty (0 samples)")
+    if known_finite and arr.dtype == dtype and arr.flags.c_contiguous:
+        return arr
     return cast_finite(arr, dtype, name, func)  # (native: no temporary the size of x)
 
 

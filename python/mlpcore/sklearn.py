@@ -488,7 +488,7 @@ class _BaseMLP(BaseEstimator):
             X = cast_checked(X, model.dtype, "X")
             model._fit_epochs(X, T, epochs=epochs, batch_size=batch_size,
                               shuffle=bool(self.shuffle), sample_weight=w, end_epoch=end_epoch,
-                              plateau=self._native_plateau(validation))
+                              plateau=self._native_plateau(validation), x_finite=True)
         if self.early_stopping:
             for view, value in best:  # restore the best validation epoch's weights
                 view[...] = value

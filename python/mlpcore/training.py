@@ -145,7 +145,7 @@ class Trainer:
         return cbs.history
 
     def _fit_epochs(self, x, y, *, epochs: int, batch_size: int, shuffle: bool,
-                    sample_weight=None, end_epoch, plateau=None) -> None:
+                    sample_weight=None, end_epoch, plateau=None, x_finite: bool = False) -> None:
         """fit's training without its callbacks, logs and history, for drivers that keep their
         own per-epoch bookkeeping (the scikit-learn estimators): the same batches, shuffled
         from the same ``rng`` draws, so the weights come out as fit's. ``end_epoch(mean loss)``
@@ -154,8 +154,12 @@ class Trainer:
         ``plateau=(scale, tol, best, patience, count)``, when end_epoch stops by scikit-learn's
         rule on ``loss / scale`` alone (see PlateauRule in network.hpp): the epochs then run in
         one native call, which applies the rule itself, and end_epoch is replayed on their
-        losses afterwards (Python between epochs costs about as much as a small epoch)."""
-        data = self._fit_data(x, y, sample_weight, None, None, 0.0, batch_size, 0, [], False)
+        losses afterwards (Python between epochs costs about as much as a small epoch).
+
+        ``x_finite``: the caller has checked that x holds no NaN/Inf (a C-contiguous array of
+        the model's dtype is then used without a second pass over it)."""
+        data = self._fit_data(x, y, sample_weight, None, None, 0.0, batch_size, 0, [], False,
+                              x_finite)
         n = data.x.shape[0]
         if plateau is not None and epochs > 0 and self._fit_epochs_natively(
                 data, epochs, shuffle, end_epoch, plateau):
@@ -211,8 +215,8 @@ class Trainer:
             "weights hold the last finite step")
 
     def _fit_data(self, x, y, sample_weight, class_weight, validation_data, validation_split,
-                  batch_size, verbose, callbacks, diagnostics) -> _FitData:
-        x = as_inputs(x, self.dtype, self.in_features, "fit")
+                  batch_size, verbose, callbacks, diagnostics, x_finite=False) -> _FitData:
+        x = as_inputs(x, self.dtype, self.in_features, "fit", known_finite=x_finite)
         y = as_targets(y, self.loss, x.shape[0], self.out_features, self.dtype, "fit")
         sw = as_sample_weight(sample_weight, x.shape[0], self.dtype, "fit")
         cw = _class_weights(self, y, class_weight)

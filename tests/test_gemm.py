@@ -14,6 +14,7 @@ from helpers import kernel_isa
 
 core = mc._core
 INFO = mc.kernel_info()
+NARROW = INFO["narrow_max_columns"]  # A not transposed, at most this many columns: lane sums
 ISAS = list(INFO["available"])
 DTYPES = [np.float32, np.float64]
 LAYOUTS = ["NN", "TN", "NT", "TT"]
@@ -23,6 +24,11 @@ ACTS = {name: act for name, act in core.Act.__members__.items() if act.elementwi
 
 
 # ----------------------------------------------------------------------------- helpers
+def _lanes(isa_name, dtype):
+    """Elements in one vector of the ISA's kernels."""
+    return (64 if isa_name == "avx512" else 32) // np.dtype(dtype).itemsize
+
+
 @pytest.fixture(params=ISAS)
 def isa(request):
     """Run a test on one ISA path, restoring the previous choice afterwards."""
@@ -647,13 +653,14 @@ def test_register_epilogue_is_exactly_the_separate_pass(isa, dtype, shape):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_narrow_tiles_give_the_same_bits_as_full_tiles(isa, dtype):
     # Products at most one vector wide run a one-vector micro-kernel; each element is still
-    # summed in the same order, so its columns equal the same columns of a wider product.
+    # summed in the same order, so its columns equal the same columns of a wider product
+    # (down to NARROW + 1 columns: fewer have an order of their own, tested below).
     rng = np.random.default_rng(12)
     for M, K in [(50, 70), (300, 900)]:
         a = rng.standard_normal((M, K)).astype(dtype)
         b = rng.standard_normal((K, 48)).astype(dtype)
         wide = mc.matmul(a, b)
-        for n in (1, 7, 10, 16):
+        for n in (NARROW + 1, 7, 10, 16):
             np.testing.assert_array_equal(mc.matmul(a, np.ascontiguousarray(b[:, :n])),
                                           wide[:, :n], err_msg=f"M={M} K={K} n={n}")
 
@@ -665,17 +672,18 @@ def test_narrow_tiles_give_the_same_bits_as_full_tiles(isa, dtype):
 def test_narrow_direct_products_are_the_columns_of_wide_ones(direct_isa, dtype, ta, tb):
     # Fewer columns than a vector's lanes (an output layer) are computed transposed when A is
     # given transposed (a weight gradient), C's rows becoming the lanes, and with taller row
-    # tiles otherwise; each element keeps its order of FMAs, so the narrow product equals the
-    # same columns of a wide one bit for bit. M crosses the 256-row blocks of the transposed
-    # form; K below and above a vector (copies of B^T in plain rows or micro-panels).
-    lanes = (64 if direct_isa == "avx512" else 32) // np.dtype(dtype).itemsize
+    # tiles otherwise (from NARROW + 1 columns: fewer sum across the lanes, tested below);
+    # each element keeps its order of FMAs, so the narrow product equals the same columns of a
+    # wide one bit for bit. M crosses the 256-row blocks of the transposed form; K below and
+    # above a vector (copies of B^T in plain rows or micro-panels).
+    lanes = _lanes(direct_isa, dtype)
     rng = np.random.default_rng(21)
     for M, K in [(lanes, 3), (100, 37), (300, 20)]:
         a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
         wide_b = rng.standard_normal((3 * lanes, K) if tb else (K, 3 * lanes)).astype(dtype)
         with kernel_isa(direct_isa):
             wide = core._gemm(a, wide_b, ta, tb)
-            for n in (1, 3, lanes - 1):
+            for n in [n for n in (1, 3, lanes - 1) if ta or n > NARROW]:
                 b = np.ascontiguousarray(wide_b[:n] if tb else wide_b[:, :n])
                 c = core._gemm(a, b, ta, tb)
                 np.testing.assert_array_equal(c, wide[:, :n], err_msg=f"M={M} K={K} n={n}")
@@ -705,3 +713,70 @@ def test_narrow_direct_products_apply_the_epilogue_exactly(direct_isa, dtype, ta
         zsave[0] = [np.nan, -0.0, 0.0]
         dx, _ = core._gemm_fused(a, b, ta, deriv_z=zsave, deriv_act=ACTS["ReLU"])
         np.testing.assert_array_equal(dx, plain * (zsave > 0).astype(dtype))
+
+
+def _lane_sums(a, b, lanes):
+    """The narrow form's float32 result, emulated: element (i, j) summed in `lanes` partial
+    sums, lane l taking p = l, l + lanes, ... by fused multiply-adds (a float32 product is exact
+    in long double, and rounding the sum twice, to long double then to float32, is the single
+    rounding of an FMA but for ties no random test meets), the lanes then added pairwise:
+    l + lanes/2, then l + lanes/4, ..."""
+    prods = a.astype(np.longdouble)[:, :, None] * b.astype(np.longdouble)[None, :, :]
+    acc = np.zeros((a.shape[0], b.shape[1], lanes), np.float32)
+    for p in range(a.shape[1]):
+        acc[:, :, p % lanes] = (prods[:, p] + acc[:, :, p % lanes]).astype(np.float32)
+    width = lanes // 2
+    while width >= 1:
+        acc[:, :, :width] += acc[:, :, width:2 * width]
+        width //= 2
+    return acc[:, :, 0]
+
+
+@pytest.mark.skipif(not DIRECT_ISAS, reason="needs AVX-512 or AVX2")
+@pytest.mark.skipif(np.finfo(np.longdouble).nmant < 63, reason="needs an 80-bit long double")
+@pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
+@pytest.mark.parametrize("tb", [False, True])
+def test_narrow_nn_products_sum_each_element_across_the_lanes(direct_isa, tb):
+    # At most NARROW columns with A not transposed (an output layer's forward pass): each
+    # element is a dot product vectorised over K, in the lanes of one vector and a fixed tree,
+    # whatever M and K (K below one vector, with a partial last vector, beyond a K block).
+    lanes = _lanes(direct_isa, np.float32)
+    rng = np.random.default_rng(31)
+    for M, n, K in [(7, 1, 3), (13, 4, 37), (100, 3, 100), (9, 2, 1000), (30, 4, 16)]:
+        a = rng.standard_normal((M, K)).astype(np.float32)
+        b = rng.standard_normal((K, n)).astype(np.float32)
+        want = _lane_sums(a, b, lanes)
+        op_b = np.ascontiguousarray(b.T).T if tb else b
+        with kernel_isa(direct_isa):
+            np.testing.assert_array_equal(mc.matmul(a, op_b), want, err_msg=f"{M}x{n}x{K}")
+            acc = rng.standard_normal((M, n)).astype(np.float32)
+            got = core._gemm(a, np.ascontiguousarray(b.T) if tb else b, False, tb, acc.copy(),
+                             True)
+            np.testing.assert_array_equal(got, acc + want)
+
+
+@pytest.mark.skipif(not DIRECT_ISAS, reason="needs AVX-512 or AVX2")
+@pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_narrow_nn_rows_do_not_depend_on_the_batch_or_the_threads(direct_isa, dtype,
+                                                                    restore_threads):
+    # The narrow form takes every product of its shape: a row alone, in a batch of a few, and
+    # in a product large enough for the threads to share its row blocks all give the same bits,
+    # at 1 and 2 threads; with the epilogue's bias and ReLU, in registers, the same.
+    rng = np.random.default_rng(32)
+    M, K = 3000, 300
+    a = rng.standard_normal((M, K)).astype(dtype)
+    for n in range(1, min(NARROW, _lanes(direct_isa, dtype) - 1) + 1):
+        b = rng.standard_normal((K, n)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        with kernel_isa(direct_isa):
+            results = []
+            for threads in (1, 2):
+                set_threads(threads)
+                results.append(mc.matmul(a, b))
+                z, y = core._gemm_fused(a, b, False, bias=bias, act=ACTS["ReLU"], act_out=True)
+                np.testing.assert_array_equal(z, results[-1] + bias)
+                np.testing.assert_array_equal(y, np.maximum(z, dtype(0)))
+            np.testing.assert_array_equal(results[0], results[1])
+            for rows in (slice(0, 1), slice(5, 12), slice(2990, 3000)):
+                np.testing.assert_array_equal(mc.matmul(a[rows], b), results[0][rows])

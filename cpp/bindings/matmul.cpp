@@ -198,6 +198,7 @@ py::dict kernel_info() {
   info["elementwise_isa"] = mlpcore::elementwise_isa_name(mlpcore::elementwise_isa());
   info["small_m"] = gm::cfg::kSmallM;
   info["direct_max_work"] = gm::cfg::kDirectMaxWork;
+  info["narrow_max_columns"] = gm::cfg::kNarrowMaxColumns;
   info["parallel_min_work"] = gm::cfg::kParallelMinWork;
   info["shared_pack_min_work"] = gm::cfg::kSharedPackMinWork;
 #ifdef _OPENMP

@@ -108,6 +108,15 @@ inline constexpr index_t kDirectMaxWork = index_t(1) << 18;
 // step's thread, or with one thread set): up to 2^21 (a sharded step of scikit-learn's default
 // shapes per half; lockstep training at 2 threads: sk-digits 1.04-1.09x, sk-big 1.00-1.03x).
 inline constexpr index_t kDirectMaxWorkOneThread = index_t(1) << 21;
+// A product of at most this many columns (fewer than a vector's lanes) with A not transposed:
+// a classifier's or regressor's output layer. The direct path's narrow form takes it whatever
+// its size (direct_simd.inl, narrow_rows: each element summed across the lanes of a vector,
+// 100 x 4 x 100 float32 AVX-512 2.5 -> 1.5 us); from 5 columns on, its four-column groups
+// cost more than the row tiles' unused lanes (100 x 10 x 100: 4.2 against 2.5 us).
+inline constexpr index_t kNarrowMaxColumns = 4;
+constexpr bool narrow_product(bool trans_a, index_t N, int lanes) noexcept {
+  return !trans_a && N <= kNarrowMaxColumns && N < lanes;
+}
 }  // namespace cfg
 
 }  // namespace mlpcore::gemm

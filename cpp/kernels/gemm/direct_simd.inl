@@ -265,6 +265,124 @@ bool direct_narrow(bool trans_b, index_t M, index_t N, index_t K, const ScalarOf
   return true;
 }
 
+thread_local Scratch narrow_bt;  // op(B)^T of a narrow product, zero-padded (narrow_rows)
+
+// Rows i0 .. i0 + R - 1 of a narrow product (narrow_rows): sums[r][j] = row i0 + r of A
+// dotted with row j of bt (4 rows of stride kp: K rounded up to whole vectors, zero-padded).
+// Each dot product runs in the W lanes of one vector, lane l taking p = l, l + W, l + 2W, ...
+// with one FMA per step; the lanes are then added in S::sum4's fixed tree.
+template <class S, int R>
+void narrow_tile(index_t i0, index_t K, const ScalarOf<S>* A, index_t lda,
+                 const ScalarOf<S>* bt, index_t kp, ScalarOf<S> (*sums)[4]) noexcept {
+  using T = ScalarOf<S>;
+  using V = typename S::vec;
+  V acc[R][4];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) acc[r][j] = S::zero();
+  const T* a_row[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) a_row[r] = A + (i0 + r) * lda;
+  auto step = [&](index_t p, auto load_a) {
+    V b[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) b[j] = S::load(bt + j * kp + p);
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const V a = load_a(a_row[r] + p);
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) acc[r][j] = S::fmadd(a, b[j], acc[r][j]);
+    }
+  };
+  const index_t full = K / S::W * S::W;
+  for (index_t p = 0; p < full; p += S::W) step(p, [](const T* x) { return S::load(x); });
+  if (full < K) {  // A's elements beyond K read as 0 (and B^T is 0 there)
+    const typename S::mask m = S::make_mask(int(K - full));
+    step(full, [&](const T* x) { return S::maskz_load(m, x); });
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) S::sum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], sums[r]);
+}
+
+// narrow_tile's sums for one row, element by element, without a copy of B^T (where the scratch
+// buffer could not be allocated): the same lanes, FMA chains and tree, so the same bits.
+template <class S>
+void narrow_row_unbuffered(bool trans_b, index_t i, index_t N, index_t K,
+                           const ScalarOf<S>* A, index_t lda, const ScalarOf<S>* B,
+                           index_t ldb, ScalarOf<S>* sums) noexcept {
+  using T = ScalarOf<S>;
+  for (index_t j = 0; j < N; ++j) {
+    T lanes[S::W] = {};
+    for (index_t p = 0; p < K; ++p) {
+      const T b = trans_b ? B[j * ldb + p] : B[p * ldb + j];
+      lanes[p % S::W] = std::fma(A[i * lda + p], b, lanes[p % S::W]);
+    }
+    for (int width = S::W / 2; width >= 1; width /= 2)
+      for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+    sums[j] = lanes[0];
+  }
+}
+
+// A narrow product C (+)= A op(B), A not transposed and N <= cfg::kNarrowMaxColumns (< W):
+// an output layer's forward pass, whose few columns would fill N of a row tile's lanes. Each
+// element is instead a dot product vectorised over K (narrow_tile), for C's rows m0 .. m1 - 1
+// (a row's bits do not depend on the range: threads take row blocks). This sums in another
+// order than the row tiles, so gemm.cpp takes it for every product of this form whatever its
+// other sizes (cfg::narrow_product).
+template <class S>
+void narrow_rows(bool trans_b, index_t m0, index_t m1, index_t N, index_t K,
+                 const ScalarOf<S>* A, index_t lda, const ScalarOf<S>* B, index_t ldb,
+                 ScalarOf<S>* C, index_t ldc, bool accumulate,
+                 const RegisterEpilogue<ScalarOf<S>>& ep) noexcept {
+  using T = ScalarOf<S>;
+  using V = typename S::vec;
+  // Rows per tile: 4 x 4 accumulators with AVX-512's 32 vector registers, 2 x 4 with AVX2's 16
+  constexpr int R = S::W * int(sizeof(T)) == 64 ? 4 : 2;
+  const index_t kp = (K + S::W - 1) / S::W * S::W;
+  T* bt = static_cast<T*>(narrow_bt.get(std::size_t(4 * kp) * sizeof(T)));
+  if (bt) {
+    std::memset(bt, 0, std::size_t(4 * kp) * sizeof(T));
+    for (index_t j = 0; j < N; ++j) {
+      if (trans_b) {
+        std::memcpy(bt + j * kp, B + j * ldb, std::size_t(K) * sizeof(T));
+      } else {
+        for (index_t p = 0; p < K; ++p) bt[j * kp + p] = B[p * ldb + j];
+      }
+    }
+  }
+  const typename S::mask mask = S::make_mask(int(N));
+  // C's row from its sums, with the row tiles' vector operations for the epilogue
+  auto write_row = [&](index_t i, const T* sums) {
+    alignas(64) T row[S::W] = {};
+    for (index_t j = 0; j < N; ++j) row[j] = sums[j];
+    const index_t at = i * ldc;
+    V out = S::maskz_load(mask, row);
+    if (accumulate) out = S::add(S::maskz_load(mask, C + at), out);
+    if (ep.bias) out = S::add(out, S::maskz_load(mask, ep.bias));
+    if (ep.relu_deriv_z) out = S::mul(out, S::step(S::maskz_load(mask, ep.relu_deriv_z + at)));
+    S::mask_store(C + at, mask, out);
+    if (ep.relu_out) S::mask_store(ep.relu_out + at, mask, S::relu(out));
+  };
+  T sums[R][4];
+  index_t i = m0;
+  if (bt) {
+    for (; i + R <= m1; i += R) {
+      narrow_tile<S, R>(i, K, A, lda, bt, kp, sums);
+      for (int r = 0; r < R; ++r) write_row(i + r, sums[r]);
+    }
+    for (; i < m1; ++i) {
+      narrow_tile<S, 1>(i, K, A, lda, bt, kp, sums);
+      write_row(i, sums[0]);
+    }
+    return;
+  }
+  for (; i < m1; ++i) {
+    narrow_row_unbuffered<S>(trans_b, i, N, K, A, lda, B, ldb, sums[0]);
+    write_row(i, sums[0]);
+  }
+}
+
 constexpr index_t kCopyBMinRows = 16;  // fewer rows of C: B is read too few times to copy it
 
 // The whole product. pack_b / nr: the packed path's B packer and its micro-panel width.
@@ -278,6 +396,10 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const S
   if (trans_a && N < S::W && M >= S::W)
     return direct_narrow<S, kMaxVectors, kRows>(trans_b, M, N, K, A, lda, B, ldb, C, ldc,
                                                 accumulate, ep, nr);
+  if (cfg::narrow_product(trans_a, N, S::W)) {
+    narrow_rows<S>(trans_b, 0, M, N, K, A, lda, B, ldb, C, ldc, accumulate, ep);
+    return true;
+  }
   // op(B) = B^T is copied once (out of memory: the caller takes the packed path)
   const T* panels = nullptr;
   index_t rs = ldb;

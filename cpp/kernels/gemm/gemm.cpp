@@ -614,6 +614,35 @@ bool direct_applies(const KernelSet<T>& ks, index_t M, index_t N, index_t K,
   return ks.direct && M * N * K <= limit && K <= ks.blk.kc;
 }
 
+// A narrow product (cfg::narrow_product) by the direct path's narrow form, which takes every
+// such shape: row blocks shared by the threads when the product is large enough to split.
+template <typename T>
+void narrow_run(const KernelSet<T>& ks, bool trans_b, index_t M, index_t N, index_t K,
+                const T* A, index_t lda, const T* B, index_t ldb, T* C, index_t ldc,
+                bool accumulate, const RegisterEpilogue<T>& in_registers,
+                const Epilogue<T>& rest) noexcept {
+  auto rows = [&](index_t m0, index_t m1) {
+    ks.direct(false, trans_b, m1 - m0, N, K, A + m0 * lda, lda, B, ldb, C + m0 * ldc, ldc,
+              accumulate, in_registers.at(m0, 0, ldc), ks.pack_b, ks.blk.nr);
+    if (has_epilogue(&rest)) epilogue_tile(rest, m0, 0, int(m1 - m0), int(N), C, ldc);
+  };
+  int nt = 1;
+#ifdef _OPENMP
+  if (M * N * K >= cfg::kParallelMinWork && !omp_in_parallel()) nt = omp_get_max_threads();
+#endif
+  if (nt <= 1) {
+    rows(0, M);
+    return;
+  }
+  constexpr index_t kRowsPerBlock = 256;
+  const index_t blocks = (M + kRowsPerBlock - 1) / kRowsPerBlock;
+#pragma omp parallel for num_threads(nt) schedule(static)
+  for (index_t b = 0; b < blocks; ++b) {
+    const DenormalsAsZero denormals;  // same arithmetic mode in every thread
+    rows(b * kRowsPerBlock, std::min(M, (b + 1) * kRowsPerBlock));
+  }
+}
+
 template <typename T>
 void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const T* A, index_t lda,
               const T* B, index_t ldb, T* C, index_t ldc, bool accumulate,
@@ -631,6 +660,10 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   RegisterEpilogue<T> in_registers;  // bias / ReLU / ReLU' in registers, the rest after
   Epilogue<T> rest;
   split_epilogue(ep, &in_registers, &rest);
+  if (ks.direct && cfg::narrow_product(trans_a, N, ks.blk.nr / 2)) {  // (nr: two vectors)
+    narrow_run(ks, trans_b, M, N, K, A, lda, B, ldb, C, ldc, accumulate, in_registers, rest);
+    return;
+  }
   // A product that would run on one thread anyway (inside a sharded step's thread, or with
   // one thread set) takes the direct path up to a larger size: the path never changes a bit.
   bool one_thread = true;

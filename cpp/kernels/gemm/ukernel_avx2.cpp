@@ -7,6 +7,7 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <new>
@@ -95,6 +96,17 @@ struct VF32x8 {
   static void prefetch(const void* p) noexcept {
     _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
   }
+  // out[q] = the lanes of vector q added in a fixed tree: lane l + lane l + 4, then l + 2,
+  // l + 1 (four vectors at once: halves of two are paired in one shuffle)
+  static void sum4(vec a, vec b, vec c, vec d, float* out) noexcept {
+    const vec ab = add(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+    const vec cd = add(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
+    vec u = add(_mm256_shuffle_ps(ab, cd, 0x44), _mm256_shuffle_ps(ab, cd, 0xEE));
+    u = add(u, _mm256_permute_ps(u, 0xB1));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, u);
+    out[0] = lanes[0], out[1] = lanes[4], out[2] = lanes[2], out[3] = lanes[6];
+  }
 };
 
 struct VF64x4 {
@@ -120,6 +132,15 @@ struct VF64x4 {
   static mask make_mask(int valid) noexcept { return lane_mask64(valid); }
   static void prefetch(const void* p) noexcept {
     _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+  }
+  // as VF32x8::sum4: lane l + lane l + 2, then l + 1
+  static void sum4(vec a, vec b, vec c, vec d, double* out) noexcept {
+    const vec ab = add(_mm256_permute2f128_pd(a, b, 0x20), _mm256_permute2f128_pd(a, b, 0x31));
+    const vec cd = add(_mm256_permute2f128_pd(c, d, 0x20), _mm256_permute2f128_pd(c, d, 0x31));
+    const vec u = _mm256_hadd_pd(ab, cd);
+    alignas(32) double lanes[4];
+    _mm256_store_pd(lanes, u);
+    out[0] = lanes[0], out[1] = lanes[2], out[2] = lanes[1], out[3] = lanes[3];
   }
 };
 

@@ -7,6 +7,7 @@
 #if defined(__AVX512F__) && defined(__AVX512VL__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__FMA__)
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <new>
@@ -47,6 +48,27 @@ struct VF32x16 {
   static void prefetch(const void* p) noexcept {
     _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
   }
+  // Blocks of 4 lanes: two from a, two from b (kImm as for _mm512_shuffle_f32x4), and lanes
+  // within blocks (as _mm512_permute_ps). The all-lanes mask forms: GCC 12 warns of the plain
+  // ones' undefined pass-through operand.
+  template <int kImm>
+  static vec blocks(vec a, vec b) noexcept {
+    return _mm512_mask_shuffle_f32x4(a, 0xFFFF, a, b, kImm);
+  }
+  template <int kImm>
+  static vec within(vec a) noexcept { return _mm512_mask_permute_ps(a, 0xFFFF, a, kImm); }
+  // out[q] = the lanes of vector q added in a fixed tree: lane l + lane l + 8, then l + 4, l + 2,
+  // l + 1 (four vectors at once: halves of two are paired in one shuffle)
+  static void sum4(vec a, vec b, vec c, vec d, float* out) noexcept {
+    const vec ab = add(blocks<0x44>(a, b), blocks<0xEE>(a, b));
+    const vec cd = add(blocks<0x44>(c, d), blocks<0xEE>(c, d));
+    vec u = add(blocks<0x88>(ab, cd), blocks<0xDD>(ab, cd));
+    u = add(u, within<0x4E>(u));
+    u = add(u, within<0xB1>(u));
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, u);
+    out[0] = lanes[0], out[1] = lanes[4], out[2] = lanes[8], out[3] = lanes[12];
+  }
 };
 
 struct VF64x8 {
@@ -74,6 +96,22 @@ struct VF64x8 {
   }
   static void prefetch(const void* p) noexcept {
     _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
+  }
+  template <int kImm>  // (as VF32x16's, in blocks of 2 lanes)
+  static vec blocks(vec a, vec b) noexcept {
+    return _mm512_mask_shuffle_f64x2(a, 0xFF, a, b, kImm);
+  }
+  template <int kImm>
+  static vec within(vec a) noexcept { return _mm512_mask_permute_pd(a, 0xFF, a, kImm); }
+  // as VF32x16::sum4: lane l + lane l + 4, then l + 2, l + 1
+  static void sum4(vec a, vec b, vec c, vec d, double* out) noexcept {
+    const vec ab = add(blocks<0x44>(a, b), blocks<0xEE>(a, b));
+    const vec cd = add(blocks<0x44>(c, d), blocks<0xEE>(c, d));
+    vec u = add(blocks<0x88>(ab, cd), blocks<0xDD>(ab, cd));
+    u = add(u, within<0x55>(u));
+    alignas(64) double lanes[8];
+    _mm512_store_pd(lanes, u);
+    out[0] = lanes[0], out[1] = lanes[2], out[2] = lanes[4], out[3] = lanes[6];
   }
 };
 

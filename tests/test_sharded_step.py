@@ -184,3 +184,21 @@ def test_sharded_step_refuses_a_finite_loss_with_an_infinite_gradient(threads, c
         assert model.optimizer.state_dict()["step"] == 1
     finally:
         mc.set_num_threads(before_threads)
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_training_accuracy_counts_the_rows_whose_first_largest_logit_is_the_class(one_hot):
+    # The loss pass counts the correct rows itself (the rows' maxima are found there anyway):
+    # with a learning rate of 0 an epoch's accuracy is the model's own accuracy on the data,
+    # for sharded batches and for a small last batch.
+    x, y = _data(212)
+    model = _model(x, "float32")
+    model.compile(loss="cross_entropy", optimizer=mc.optim.SGD(lr=0.0), metrics=["accuracy"])
+    target = np.eye(5, dtype=np.float32)[y] if one_hot else y
+    model.train_step(x[:100].astype(np.float32), target[:100])
+    assert model._net.last_step_shards == 2
+    hist = model.fit(x, target, epochs=1, batch_size=100, shuffle=False, verbose=0)
+    assert model._net.last_step_shards == 1  # (the last batch, 12 rows)
+    want = np.mean(np.argmax(model.predict(x), axis=1) == y)
+    assert 0.0 < want < 1.0
+    assert hist.history["accuracy"][0] == pytest.approx(want, abs=1e-12)

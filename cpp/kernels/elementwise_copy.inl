@@ -60,10 +60,11 @@ namespace MLPCORE_COPY(losses) {
 #include "losses_rules.inl"
 
 template double forward_backward<float>(Loss, const LossParams&, const float*, index_t, index_t,
-                                        const Targets<float>&, float*, index_t) noexcept;
+                                        const Targets<float>&, float*, index_t,
+                                        std::int64_t*) noexcept;
 template double forward_backward<double>(Loss, const LossParams&, const double*, index_t,
-                                         index_t, const Targets<double>&, double*,
-                                         index_t) noexcept;
+                                         index_t, const Targets<double>&, double*, index_t,
+                                         std::int64_t*) noexcept;
 template std::int64_t correct<float>(Loss, const float*, index_t, index_t,
                                      const Targets<float>&) noexcept;
 template std::int64_t correct<double>(Loss, const double*, index_t, index_t,

@@ -41,11 +41,12 @@ struct Targets {
 
 // Mean loss over the batch `out` (n x k). Writes dloss/dout into dout when it is not null.
 // When the n rows are a part of a batch of batch_rows rows (a shard of a training step), the
-// mean and the gradients are those of the whole batch: the parts' results add up to it.
+// mean and the gradients are those of the whole batch: the parts' results add up to it. With
+// n_correct, also count_correct's count (in the same pass for cross_entropy with labels).
 template <typename T>
 double loss_forward_backward(Loss loss, const LossParams& lp, const T* out, index_t n, index_t k,
-                             const Targets<T>& targets, T* dout,
-                             index_t batch_rows = -1) noexcept;
+                             const Targets<T>& targets, T* dout, index_t batch_rows = -1,
+                             std::int64_t* n_correct = nullptr) noexcept;
 
 // Number of correct predictions for classification losses: argmax for cross_entropy (per row),
 // threshold 0.5 on probabilities (bce) or 0 on logits (bce_with_logits) per element.

@@ -205,10 +205,18 @@ inline double cross_entropy_row(const T* x, index_t k, T xmax, double sum_exp, i
   return rt.w * row;
 }
 
+// (defined below)
+template <typename T>
+std::int64_t correct(Loss loss, const T* out, index_t n, index_t k,
+                     const Targets<T>& targets) noexcept;
+
+// With n_correct (and labels), also the rows whose first largest logit is the label: the
+// rows' maxima are found here anyway (correct() would find them again).
 template <typename T>
 double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targets, T* dout,
-                     index_t batch_rows) noexcept {
+                     index_t batch_rows, std::int64_t* n_correct) noexcept {
   double total = 0.0;
+  std::int64_t hits = 0;
   const double inv_n = 1.0 / double(batch_rows);
   index_t r = 0;
   if (dout && k <= kBlockMaxColumns) {
@@ -219,6 +227,8 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
       double sum[kRowBlock];
       index_t at[kRowBlock];
       first_max_rows(out + r * k, k, at);
+      if (targets.labels)
+        for (index_t b = 0; b < kRowBlock; ++b) hits += at[b] == index_t(targets.labels[r + b]);
       for (index_t b = 0; b < kRowBlock; ++b) {
         xmax[b] = out[(r + b) * k + at[b]];
         for (index_t c = 0; c < k; ++c) shift[b * k + c] = xmax[b];
@@ -263,22 +273,30 @@ double cross_entropy(const T* out, index_t n, index_t k, const Targets<T>& targe
   }
   for (; r < n; ++r) {
     const T* x = out + r * k;
-    const T xmax = x[first_max(x, k)];
+    const index_t at = first_max(x, k);
+    if (targets.labels) hits += at == index_t(targets.labels[r]);
+    const T xmax = x[at];
     // exp(x - max) once, in the model's precision (no overflow: every argument is <= 0); kept
     // in dout to become the softmax, the sum accumulated in double
     T* g = dout ? dout + r * k : nullptr;
     const double sum_exp = shifted_exps(x, k, xmax, g);
     total += cross_entropy_row(x, k, xmax, sum_exp, r, targets, g, inv_n);
   }
+  if (n_correct)
+    *n_correct = targets.labels ? hits : correct(Loss::CrossEntropy, out, n, k, targets);
   return total * inv_n;
 }
 
 template <typename T>
 double forward_backward(Loss loss, const LossParams& lp, const T* out, index_t n, index_t k,
-                        const Targets<T>& targets, T* dout, index_t batch_rows) noexcept {
+                        const Targets<T>& targets, T* dout, index_t batch_rows,
+                        std::int64_t* n_correct) noexcept {
+  if (n_correct) *n_correct = 0;
   if (n <= 0 || k <= 0) return 0.0;
   if (batch_rows < n) batch_rows = n;
-  if (loss == Loss::CrossEntropy) return cross_entropy(out, n, k, targets, dout, batch_rows);
+  if (loss == Loss::CrossEntropy)
+    return cross_entropy(out, n, k, targets, dout, batch_rows, n_correct);
+  if (n_correct) *n_correct = correct(loss, out, n, k, targets);
   const index_t count = n * k, batch_count = batch_rows * k;
   const T scale = T(1.0 / double(batch_count));
   double total = 0.0;

@@ -95,8 +95,7 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
     const T* out = at_row(act(last), rows.r0, out_w);
     ShardResult& r = results[s];
     r.loss = loss_forward_backward<T>(loss_, loss_params_, out, rows.n, out_w, part,
-                                      at_row(dact(last), rows.r0, out_w), n);
-    r.correct = count_correct<T>(loss_, out, rows.n, out_w, part);
+                                      at_row(dact(last), rows.r0, out_w), n, &r.correct);
     r.finite = std::isfinite(r.loss);
     if (r.finite) backward_rows(x, rows, dx);
   };

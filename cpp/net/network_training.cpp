@@ -256,8 +256,7 @@ StepResult Network<T>::gradients_locked(const T* x, index_t n, const Targets<T>&
   }
   const std::size_t last = specs_.size();
   r.loss = loss_forward_backward<T>(loss_, loss_params_, out, n, widths_[last], targets,
-                                    dact(last));
-  r.correct = count_correct<T>(loss_, out, n, widths_[last], targets);
+                                    dact(last), -1, &r.correct);
   r.finite = std::isfinite(r.loss);
   if (!r.finite) {
     sentinel_.pass = Pass::Loss;

@@ -169,7 +169,8 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
       const Seat me = seat();
       const int t = me.t, team = me.team;
       for (int s = t; s < 2; s += team) run_shard(s);
-      if (t == team - 1) penalty = penalties(false);  // while the other half may still run
+      // by the thread that forked the team, which starts its half first
+      if (t == 0) penalty = penalties(false);
 #pragma omp barrier
       for (int s = t; s < 2; s += team) sum_part(s);
 #pragma omp barrier

@@ -267,13 +267,13 @@ bool direct_narrow(bool trans_b, index_t M, index_t N, index_t K, const ScalarOf
 
 thread_local Scratch narrow_bt;  // op(B)^T of a narrow product, zero-padded (narrow_rows)
 
-// Rows i0 .. i0 + R - 1 of a narrow product (narrow_rows): sums[r][j] = row i0 + r of A
-// dotted with row j of bt (4 rows of stride kp: K rounded up to whole vectors, zero-padded).
+// Rows i0 .. i0 + R - 1 of a narrow product (narrow_rows): lane j of sums[r] = row i0 + r of
+// A dotted with row j of bt (4 rows of stride kp: K rounded up to whole vectors, zero-padded).
 // Each dot product runs in the W lanes of one vector, lane l taking p = l, l + W, l + 2W, ...
 // with one FMA per step; the lanes are then added in S::sum4's fixed tree.
 template <class S, int R>
 void narrow_tile(index_t i0, index_t K, const ScalarOf<S>* A, index_t lda,
-                 const ScalarOf<S>* bt, index_t kp, ScalarOf<S> (*sums)[4]) noexcept {
+                 const ScalarOf<S>* bt, index_t kp, typename S::vec* sums) noexcept {
   using T = ScalarOf<S>;
   using V = typename S::vec;
   V acc[R][4];
@@ -302,7 +302,7 @@ void narrow_tile(index_t i0, index_t K, const ScalarOf<S>* A, index_t lda,
     step(full, [&](const T* x) { return S::maskz_load(m, x); });
   }
 #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) S::sum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], sums[r]);
+  for (int r = 0; r < R; ++r) sums[r] = S::sum4(acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
 }
 
 // narrow_tile's sums for one row, element by element, without a copy of B^T (where the scratch
@@ -352,19 +352,17 @@ void narrow_rows(bool trans_b, index_t m0, index_t m1, index_t N, index_t K,
     }
   }
   const typename S::mask mask = S::make_mask(int(N));
-  // C's row from its sums, with the row tiles' vector operations for the epilogue
-  auto write_row = [&](index_t i, const T* sums) {
-    alignas(64) T row[S::W] = {};
-    for (index_t j = 0; j < N; ++j) row[j] = sums[j];
+  // C's row from its sums (lanes 0 .. N - 1), with the row tiles' vector operations for the
+  // epilogue
+  auto write_row = [&](index_t i, V out) {
     const index_t at = i * ldc;
-    V out = S::maskz_load(mask, row);
     if (accumulate) out = S::add(S::maskz_load(mask, C + at), out);
     if (ep.bias) out = S::add(out, S::maskz_load(mask, ep.bias));
     if (ep.relu_deriv_z) out = S::mul(out, S::step(S::maskz_load(mask, ep.relu_deriv_z + at)));
     S::mask_store(C + at, mask, out);
     if (ep.relu_out) S::mask_store(ep.relu_out + at, mask, S::relu(out));
   };
-  T sums[R][4];
+  V sums[R];
   index_t i = m0;
   if (bt) {
     for (; i + R <= m1; i += R) {
@@ -377,9 +375,10 @@ void narrow_rows(bool trans_b, index_t m0, index_t m1, index_t N, index_t K,
     }
     return;
   }
+  alignas(64) T row[S::W] = {};
   for (; i < m1; ++i) {
-    narrow_row_unbuffered<S>(trans_b, i, N, K, A, lda, B, ldb, sums[0]);
-    write_row(i, sums[0]);
+    narrow_row_unbuffered<S>(trans_b, i, N, K, A, lda, B, ldb, row);
+    write_row(i, S::maskz_load(mask, row));
   }
 }
 

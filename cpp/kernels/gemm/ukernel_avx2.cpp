@@ -96,16 +96,14 @@ struct VF32x8 {
   static void prefetch(const void* p) noexcept {
     _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
   }
-  // out[q] = the lanes of vector q added in a fixed tree: lane l + lane l + 4, then l + 2,
-  // l + 1 (four vectors at once: halves of two are paired in one shuffle)
-  static void sum4(vec a, vec b, vec c, vec d, float* out) noexcept {
+  // Lane q (< 4) of the result: the lanes of vector q added in a fixed tree, lane l + lane
+  // l + 4, then l + 2, l + 1 (four vectors at once: halves of two paired in one shuffle)
+  static vec sum4(vec a, vec b, vec c, vec d) noexcept {
     const vec ab = add(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
     const vec cd = add(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
     vec u = add(_mm256_shuffle_ps(ab, cd, 0x44), _mm256_shuffle_ps(ab, cd, 0xEE));
-    u = add(u, _mm256_permute_ps(u, 0xB1));
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, u);
-    out[0] = lanes[0], out[1] = lanes[4], out[2] = lanes[2], out[3] = lanes[6];
+    u = add(u, _mm256_permute_ps(u, 0xB1));  // a, b, c, d in lanes 0, 4, 2, 6
+    return _mm256_permutevar8x32_ps(u, _mm256_setr_epi32(0, 4, 2, 6, 0, 0, 0, 0));
   }
 };
 
@@ -134,13 +132,11 @@ struct VF64x4 {
     _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T0);
   }
   // as VF32x8::sum4: lane l + lane l + 2, then l + 1
-  static void sum4(vec a, vec b, vec c, vec d, double* out) noexcept {
+  static vec sum4(vec a, vec b, vec c, vec d) noexcept {
     const vec ab = add(_mm256_permute2f128_pd(a, b, 0x20), _mm256_permute2f128_pd(a, b, 0x31));
     const vec cd = add(_mm256_permute2f128_pd(c, d, 0x20), _mm256_permute2f128_pd(c, d, 0x31));
-    const vec u = _mm256_hadd_pd(ab, cd);
-    alignas(32) double lanes[4];
-    _mm256_store_pd(lanes, u);
-    out[0] = lanes[0], out[1] = lanes[2], out[2] = lanes[1], out[3] = lanes[3];
+    const vec u = _mm256_hadd_pd(ab, cd);     // a, c, b, d
+    return _mm256_permute4x64_pd(u, 0xD8);  // (lanes 0, 2, 1, 3)
   }
 };
 

@@ -57,17 +57,16 @@ struct VF32x16 {
   }
   template <int kImm>
   static vec within(vec a) noexcept { return _mm512_mask_permute_ps(a, 0xFFFF, a, kImm); }
-  // out[q] = the lanes of vector q added in a fixed tree: lane l + lane l + 8, then l + 4, l + 2,
-  // l + 1 (four vectors at once: halves of two are paired in one shuffle)
-  static void sum4(vec a, vec b, vec c, vec d, float* out) noexcept {
+  // Lane q (< 4) of the result: the lanes of vector q added in a fixed tree, lane l + lane
+  // l + 8, then l + 4, l + 2, l + 1 (four vectors at once: halves of two paired in a shuffle)
+  static vec sum4(vec a, vec b, vec c, vec d) noexcept {
     const vec ab = add(blocks<0x44>(a, b), blocks<0xEE>(a, b));
     const vec cd = add(blocks<0x44>(c, d), blocks<0xEE>(c, d));
     vec u = add(blocks<0x88>(ab, cd), blocks<0xDD>(ab, cd));
     u = add(u, within<0x4E>(u));
     u = add(u, within<0xB1>(u));
-    alignas(64) float lanes[16];
-    _mm512_store_ps(lanes, u);
-    out[0] = lanes[0], out[1] = lanes[4], out[2] = lanes[8], out[3] = lanes[12];
+    const __m512i first = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_mask_permutexvar_ps(u, 0xFFFF, first, u);
   }
 };
 
@@ -104,14 +103,12 @@ struct VF64x8 {
   template <int kImm>
   static vec within(vec a) noexcept { return _mm512_mask_permute_pd(a, 0xFF, a, kImm); }
   // as VF32x16::sum4: lane l + lane l + 4, then l + 2, l + 1
-  static void sum4(vec a, vec b, vec c, vec d, double* out) noexcept {
+  static vec sum4(vec a, vec b, vec c, vec d) noexcept {
     const vec ab = add(blocks<0x44>(a, b), blocks<0xEE>(a, b));
     const vec cd = add(blocks<0x44>(c, d), blocks<0xEE>(c, d));
     vec u = add(blocks<0x88>(ab, cd), blocks<0xDD>(ab, cd));
     u = add(u, within<0x55>(u));
-    alignas(64) double lanes[8];
-    _mm512_store_pd(lanes, u);
-    out[0] = lanes[0], out[1] = lanes[2], out[2] = lanes[4], out[3] = lanes[6];
+    return _mm512_mask_permutexvar_pd(u, 0xFF, _mm512_setr_epi64(0, 2, 4, 6, 0, 0, 0, 0), u);
   }
 };
 

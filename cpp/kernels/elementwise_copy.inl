@@ -56,6 +56,7 @@ template bool convert_finite<double, double>(const double*, index_t, double*) no
 template bool convert_finite<float, double>(const float*, index_t, double*) noexcept;
 }  // namespace MLPCORE_COPY(reductions)
 
+#ifndef MLPCORE_COPY_WITHOUT_LOSSES
 namespace MLPCORE_COPY(losses) {
 #include "losses_rules.inl"
 
@@ -70,6 +71,7 @@ template std::int64_t correct<float>(Loss, const float*, index_t, index_t,
 template std::int64_t correct<double>(Loss, const double*, index_t, index_t,
                                       const Targets<double>&) noexcept;
 }  // namespace MLPCORE_COPY(losses)
+#endif
 
 namespace MLPCORE_COPY(normalization) {
 #include "normalization_rules.inl"

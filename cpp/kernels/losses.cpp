@@ -22,8 +22,7 @@ namespace losses_baseline {
   template <typename T>                                                                        \
   std::int64_t correct(Loss, const T*, index_t, index_t, const Targets<T>&) noexcept;          \
   }
-MLPCORE_DECLARE_LOSSES_COPY(losses_avx2)
-MLPCORE_DECLARE_LOSSES_COPY(losses_avx512)
+MLPCORE_DECLARE_LOSSES_COPY(losses_avx2)  // (which AVX-512 CPUs run too: elementwise_avx512.cpp)
 #undef MLPCORE_DECLARE_LOSSES_COPY
 
 template <typename T>
@@ -32,8 +31,6 @@ double loss_forward_backward(Loss loss, const LossParams& lp, const T* out, inde
                              std::int64_t* n_correct) noexcept {
   switch (elementwise_isa()) {
     case ElementwiseIsa::Avx512:
-      return losses_avx512::forward_backward(loss, lp, out, n, k, targets, dout, batch_rows,
-                                             n_correct);
     case ElementwiseIsa::Avx2:
       return losses_avx2::forward_backward(loss, lp, out, n, k, targets, dout, batch_rows,
                                            n_correct);
@@ -48,7 +45,7 @@ template <typename T>
 std::int64_t count_correct(Loss loss, const T* out, index_t n, index_t k,
                            const Targets<T>& targets) noexcept {
   switch (elementwise_isa()) {
-    case ElementwiseIsa::Avx512: return losses_avx512::correct(loss, out, n, k, targets);
+    case ElementwiseIsa::Avx512:
     case ElementwiseIsa::Avx2: return losses_avx2::correct(loss, out, n, k, targets);
     case ElementwiseIsa::Baseline: return losses_baseline::correct(loss, out, n, k, targets);
   }

@@ -1,6 +1,6 @@
 // The losses' rules (losses.hpp), one copy per ISA (isa_regions.hpp): included in namespace
-// losses_baseline by losses.cpp, which dispatches, and in losses_avx2 / losses_avx512 by
-// elementwise_copy.inl. Element-wise or in an order fixed here, with no contraction, so every
+// losses_baseline by losses.cpp, which dispatches, and in losses_avx2 by elementwise_copy.inl
+// (AVX-512 CPUs run that copy too: elementwise_avx512.cpp says why). Element-wise or in an order fixed here, with no contraction, so every
 // copy gives the same bits. Not a stand-alone header.
 
 template <typename T>

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from helpers import kernel_isa, usable_isas
+from helpers import kernel_isa, same_bits, usable_isas
 
 core = mc._core
 # around the chunk (4096), lane (16) and parallel (2**16) boundaries of the implementation
@@ -50,6 +50,26 @@ def test_sum_of_squares_is_thread_count_independent(dtype):
     one = core._sum_of_squares(x)
     mc.set_num_threads(2)
     assert core._sum_of_squares(x) == one
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_into_squares_is_the_sum_the_l2_term_and_sum_of_squares_on_every_isa_copy(dtype):
+    # the sharded step's one pass over a layer's part of the gradients: the same bits as the
+    # three passes it replaces (NumPy's element-wise add and product round as the kernel does)
+    rng = np.random.default_rng(11)
+    two_l2 = dtype(2 * 1e-3)
+    for n in SIZES[:-1]:
+        g, h, w = (rng.normal(size=n).astype(dtype) for _ in range(3))
+        for n_w in sorted({0, n // 3, n - 1 if n else 0, n}):
+            want = g + h
+            want[:n_w] = want[:n_w] + two_l2 * w[:n_w]
+            for isa in usable_isas():
+                with kernel_isa(isa):
+                    got, sq = core._add_into_squares(g, h, w, float(two_l2), n_w)
+                    assert same_bits([got], [want]), (n, n_w, isa)
+                    assert sq == core._sum_of_squares(want), (n, n_w, isa)
+    with pytest.raises(ValueError, match="n_w"):
+        core._add_into_squares(g, h, w, 1.0, n + 1)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -109,6 +109,26 @@ def test_small_batches_batchnorm_and_dropout_keep_the_whole_batch_step():
         assert same_bits(list(results[0][1:3]), list(results[1][1:3])), name
 
 
+def test_sharded_step_adds_l1_and_l2_gradients_and_measures_their_norm():
+    # the halves' sum, the penalties' gradients and the norm are one pass per layer where only
+    # an L2 term applies (add_into_squares) and three where an L1 term does
+    x, y = _data(400)
+    results = []
+    for whole in (False, True):
+        model = mc.Sequential([mc.Dense(12, 64, l2=0.3), mc.ReLU(),
+                               mc.Dense(64, 48, l1=0.02, l2=0.1), mc.Tanh(), mc.Dense(48, 5)],
+                              dtype="float64", seed=4)
+        model.compile(loss="cross_entropy", optimizer="sgd", detect_anomaly=whole)
+        loss, _, grads, parts = _gradients(model, x, y)
+        results.append((loss, grads, parts, model._net.last_grad_norm))
+    (loss_cut, g_cut, parts_cut, norm_cut), (loss_whole, g_whole, parts_whole, norm_whole) = results
+    assert (parts_cut, parts_whole) == (2, 1)
+    assert loss_cut == pytest.approx(loss_whole, rel=1e-13)
+    np.testing.assert_allclose(g_cut, g_whole, rtol=1e-11, atol=1e-14)
+    assert norm_cut == pytest.approx(float(np.linalg.norm(g_cut)), rel=1e-13)
+    assert norm_cut == pytest.approx(norm_whole, rel=1e-11)
+
+
 OPTIMIZERS = {
     "sgd-nesterov": lambda: mc.optim.SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
     "adam": lambda: mc.optim.Adam(lr=1e-2),

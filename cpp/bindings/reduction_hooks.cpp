@@ -1,9 +1,11 @@
 // Underscore hooks for the reductions (kernels/reductions.hpp), so the tests can check them on
-// every ISA copy: _sum_of_squares(x), _column_sums(x), _all_finite(x) and _to_float(x, f64)
-// for a float32/float64 array. The last two also check and cast the data given to fit/predict.
+// every ISA copy: _sum_of_squares(x), _add_into_squares(g, h, w, two_l2, n_w), _column_sums(x),
+// _all_finite(x) and _to_float(x, f64) for a float32/float64 array. The last two also check and cast the data given to fit/predict.
 #include "bindings/reduction_hooks.hpp"
 
 #include <pybind11/numpy.h>
+
+#include <algorithm>
 
 #include "kernels/reductions.hpp"
 
@@ -18,6 +20,24 @@ double squares(const py::array_t<T, py::array::c_style>& x) {
   const index_t n = index_t(x.size());
   py::gil_scoped_release release;
   return mlpcore::sum_of_squares<T>(data, n);
+}
+
+// (a new g = g + h, then + two_l2 * w on its first n_w elements; its sum of squares)
+template <typename T>
+py::tuple add_into_squares(const py::array& g_in, const py::array& h_in, const py::array& w_in,
+                           double two_l2, index_t n_w) {
+  const auto g = py::array_t<T, py::array::c_style>::ensure(g_in);
+  const auto h = py::array_t<T, py::array::c_style>::ensure(h_in);
+  const auto w = py::array_t<T, py::array::c_style>::ensure(w_in);
+  const index_t n = g ? index_t(g.size()) : 0;
+  if (!g || !h || !w || index_t(h.size()) != n || index_t(w.size()) != n)
+    throw py::value_error("_add_into_squares: g, h and w must have the same size and dtype");
+  if (n_w < 0 || n_w > n) throw py::value_error("_add_into_squares: n_w must be in 0 .. g.size");
+  py::array_t<T> out(n);
+  std::copy(g.data(), g.data() + n, out.mutable_data());
+  const double sq = mlpcore::add_into_squares<T>(out.mutable_data(), h.data(), w.data(), T(two_l2),
+                                                 n_w, n);
+  return py::make_tuple(out, sq);
 }
 
 template <typename T>
@@ -67,6 +87,11 @@ void bind_reduction_hooks(py::module_& m) {
     const bool f64 = is_float64(x, "_sum_of_squares");
     return f64 ? squares<double>(py::array_t<double, py::array::c_style>::ensure(x))
                : squares<float>(py::array_t<float, py::array::c_style>::ensure(x));
+  });
+  m.def("_add_into_squares", [](const py::array& g, const py::array& h, const py::array& w,
+                                 double two_l2, index_t n_w) {
+    return is_float64(g, "_add_into_squares") ? add_into_squares<double>(g, h, w, two_l2, n_w)
+                                              : add_into_squares<float>(g, h, w, two_l2, n_w);
   });
   m.def("_column_sums", [](const py::array& x) {
     const bool f64 = is_float64(x, "_column_sums");

@@ -48,6 +48,10 @@ template void column_sums<double>(const double*, index_t, index_t, index_t, doub
                                   bool) noexcept;
 template double sum_of_squares<float>(const float*, index_t) noexcept;
 template double sum_of_squares<double>(const double*, index_t) noexcept;
+template double add_into_squares<float>(float*, const float*, const float*, float, index_t,
+                                        index_t) noexcept;
+template double add_into_squares<double>(double*, const double*, const double*, double, index_t,
+                                         index_t) noexcept;
 template bool all_finite<float>(const float*, index_t) noexcept;
 template bool all_finite<double>(const double*, index_t) noexcept;
 template bool convert_finite<double, float>(const double*, index_t, float*) noexcept;

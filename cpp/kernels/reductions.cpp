@@ -20,6 +20,8 @@ namespace reductions_baseline {
   template <typename T>                                                                      \
   double sum_of_squares(const T*, index_t) noexcept;                                         \
   template <typename T>                                                                      \
+  double add_into_squares(T*, const T*, const T*, T, index_t, index_t) noexcept;             \
+  template <typename T>                                                                      \
   bool all_finite(const T*, index_t) noexcept;                                               \
   template <typename Src, typename Dst>                                                      \
   bool convert_finite(const Src*, index_t, Dst*) noexcept;                                   \
@@ -43,6 +45,11 @@ void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
 template <typename T>
 double sum_of_squares(const T* x, index_t n) noexcept {
   return MLPCORE_PICK(sum_of_squares<T>)(x, n);
+}
+
+template <typename T>
+double add_into_squares(T* g, const T* h, const T* w, T two_l2, index_t n_w, index_t n) noexcept {
+  return MLPCORE_PICK(add_into_squares<T>)(g, h, w, two_l2, n_w, n);
 }
 
 template <typename T>
@@ -76,6 +83,10 @@ template void column_sums<double>(const double*, index_t, index_t, index_t, doub
                                   bool) noexcept;
 template double sum_of_squares<float>(const float*, index_t) noexcept;
 template double sum_of_squares<double>(const double*, index_t) noexcept;
+template double add_into_squares<float>(float*, const float*, const float*, float, index_t,
+                                        index_t) noexcept;
+template double add_into_squares<double>(double*, const double*, const double*, double, index_t,
+                                         index_t) noexcept;
 template bool all_finite<float>(const float*, index_t) noexcept;
 template bool all_finite<double>(const double*, index_t) noexcept;
 template bool convert_finite<double, float>(const double*, index_t, float*) noexcept;

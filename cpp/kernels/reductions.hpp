@@ -15,6 +15,11 @@ void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
 template <typename T>
 double sum_of_squares(const T* x, index_t n) noexcept;
 
+// g[i] = g[i] + h[i] for i < n, then g[i] = g[i] + two_l2 * w[i] for i < n_w (w unread when n_w
+// is 0); returns sum_of_squares of the new g, with its bits: one pass for three.
+template <typename T>
+double add_into_squares(T* g, const T* h, const T* w, T two_l2, index_t n_w, index_t n) noexcept;
+
 // True when none of the n values is NaN or +-Inf.
 template <typename T>
 bool all_finite(const T* x, index_t n) noexcept;

@@ -46,21 +46,33 @@ constexpr index_t kSquaresChunk = 4096;        // elements per partial sum
 constexpr index_t kSquaresGroup = 1024;        // partial sums computed per parallel pass
 constexpr index_t kSquaresParallelMin = 1 << 16;
 
-template <typename T>
-double chunk_squares(const T* x, index_t begin, index_t end) noexcept {
-  // 16 running sums, sum l taking the elements l, l + 16, l + 32, ... of the chunk, combined in
-  // a fixed tree: the order is set here, not by the vector width the compiler picks.
+// The sum of value(i)^2 for i in begin .. end - 1, in double: 16 running sums, sum l taking the
+// elements l, l + 16, l + 32, ... of the chunk, combined in a fixed tree (the order is set here,
+// not by the vector width the compiler picks). value(i) may compute and store the element.
+template <typename Value>
+double chunk_squares_of(index_t begin, index_t end, Value value) noexcept {
   constexpr int kLanes = 16;
   double lanes[kLanes] = {};
   index_t i = begin;
   for (; i + kLanes <= end; i += kLanes) {
 #pragma omp simd
-    for (int l = 0; l < kLanes; ++l) lanes[l] += double(x[i + l]) * double(x[i + l]);
+    for (int l = 0; l < kLanes; ++l) {
+      const double v = double(value(i + l));
+      lanes[l] += v * v;
+    }
   }
-  for (int l = 0; i < end; ++i, ++l) lanes[l] += double(x[i]) * double(x[i]);
+  for (int l = 0; i < end; ++i, ++l) {
+    const double v = double(value(i));
+    lanes[l] += v * v;
+  }
   for (int width = kLanes / 2; width >= 1; width /= 2)
     for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
   return lanes[0];
+}
+
+template <typename T>
+double chunk_squares(const T* x, index_t begin, index_t end) noexcept {
+  return chunk_squares_of(begin, end, [x](index_t i) { return x[i]; });
 }
 
 template <typename T>
@@ -85,6 +97,23 @@ double sum_of_squares(const T* x, index_t n) noexcept {
     }
     for (index_t c = g0; c < g1; ++c) total += partial[c - g0];
   }
+  return total;
+}
+
+// g[i] = g[i] + h[i], then + two_l2 * w[i] for i < n_w, and the sum of the new g[i]^2 as
+// sum_of_squares takes it (its chunks, lanes and tree, chunk sums added in order): the bits of
+// those three passes in one.
+template <typename T>
+double add_into_squares(T* g, const T* h, const T* w, T two_l2, index_t n_w,
+                        index_t n) noexcept {
+  double total = 0.0;
+  for (index_t c = 0; c < n; c += kSquaresChunk)
+    total += chunk_squares_of(c, std::min(n, c + kSquaresChunk), [=](index_t i) {
+      T v = g[i] + h[i];
+      if (i < n_w) v = v + two_l2 * w[i];
+      g[i] = v;
+      return v;
+    });
   return total;
 }
 

@@ -426,6 +426,11 @@ class Network {
     *hi = num_params() * (part + 1) / 2;
   }
   void measure_part(int part) noexcept;
+  // A sharded step's sum on arena part `part`: grads_ += shard_grads_, the penalties' gradients
+  // added and each layer's sum of squares measured, as the sum, add_penalty_grads and
+  // measure_part would give them (one pass per layer, add_into_squares, where no L1 term needs
+  // its separate pass).
+  void add_halves_part(int part) noexcept;
   bool measured_gradients() noexcept;
   double measured_grad_sq() const noexcept;  // the halves' sums of squares added, in layer order
   void clip_gradients() noexcept;

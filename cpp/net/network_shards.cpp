@@ -107,17 +107,12 @@ StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>
   // gradients and takes each layer's sum of squares over it, then applies the update rule to it.
   auto sum_part = [&](int t) {
     if (!results[0].finite || !results[1].finite) return;
-    T* g = grads_.data();
-    const T* h = shard_grads_.data();
     index_t lo, hi;
     arena_part(t, &lo, &hi);
     // the parameters this thread updates next, which the other core read in its half: owned
     // here while the gradients are summed (the update wrote them at a third of its speed)
     if (with_update) prefetch_for_write(params_.data() + lo, std::size_t(hi - lo) * sizeof(T));
-#pragma omp simd
-    for (index_t k = lo; k < hi; ++k) g[k] += h[k];
-    add_penalty_grads(lo, hi);
-    measure_part(t);
+    add_halves_part(t);
   };
   double penalty = 0.0;  // the penalties' value (weights only read during the step)
   StepResult r;

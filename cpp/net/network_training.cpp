@@ -182,6 +182,35 @@ void Network<T>::measure_part(int part) noexcept {
 }
 
 template <typename T>
+void Network<T>::add_halves_part(int part) noexcept {
+  index_t lo, hi;
+  arena_part(part, &lo, &hi);
+  T* g = grads_.data();
+  const T* h = shard_grads_.data();
+  for (std::size_t i = 0; i < specs_.size(); ++i) {
+    const LayerSlots& slot = slots_[i];
+    const index_t a = std::max(lo, slot.weight), b = std::min(hi, slot.weight + slot.param_count);
+    double& sq = part_grad_sq_[2 * i + part];
+    sq = 0.0;
+    if (slot.param_count == 0 || a >= b) continue;
+    const LayerSpec& s = specs_[i];
+    const bool penalized = s.kind == LayerKind::Dense && (s.l1 != 0.0 || s.l2 != 0.0);
+    if (penalized && s.l1 != 0.0) {  // the three passes
+#pragma omp simd
+      for (index_t k = a; k < b; ++k) g[k] += h[k];
+      add_penalty_grads(a, b);
+      sq = sum_of_squares(g + a, b - a);
+      continue;
+    }
+    // (the layer's weights come first in its slot: positions a .. weights_end - 1 get the term)
+    const index_t weights_end = slot.weight + s.in_features * s.out_features;
+    const index_t n_w = penalized ? std::max<index_t>(0, std::min(b, weights_end) - a) : 0;
+    sq = add_into_squares<T>(g + a, h + a, penalized ? params_.data() + a : nullptr,
+                             T(2.0 * s.l2), n_w, b - a);
+  }
+}
+
+template <typename T>
 bool Network<T>::measure_gradients() noexcept {
   measure_part(0);
   measure_part(1);

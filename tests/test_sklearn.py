@@ -414,6 +414,45 @@ def test_one_hot_targets_are_label_binarizers(labels):
     np.testing.assert_array_equal(est._one_hot(labels[2:4]), want[2:4])
 
 
+@pytest.mark.parametrize("labels", [
+    np.array([3, 1, 2, 3, 7, 1]), np.array([3, 1, 2, 3, 7, 1], dtype=np.int32),
+    np.array([-100, 100, 0, 100], dtype=np.int8), np.array([250, 3, 3], dtype=np.uint8),
+    np.array([5, 5, 5]), np.array([0, 1, 1, 0]), np.array([9, 4]),
+    np.array([0, 1 << 20, 5]),  # (a span beyond the bincount: LabelBinarizer itself)
+    np.array([3, 1, 2], dtype=np.uint64), np.array([1.0, 2.0, 1.0]),
+])
+def test_integer_labels_are_binarized_as_label_binarizer_fits_them(labels):
+    # the fast path for 1-D integer labels (one np.bincount) sets what LabelBinarizer.fit sets
+    from sklearn.preprocessing import LabelBinarizer
+
+    from mlpcore.sklearn import _fitted_binarizer
+
+    lb, index = _fitted_binarizer(labels)
+    want = LabelBinarizer().fit(labels)
+    assert vars(lb).keys() == vars(want).keys()
+    assert (lb.y_type_, lb.sparse_input_) == (want.y_type_, want.sparse_input_)
+    assert lb.classes_.dtype == want.classes_.dtype
+    np.testing.assert_array_equal(lb.classes_, want.classes_)
+    if index is not None:
+        np.testing.assert_array_equal(lb.classes_[index], labels)
+    np.testing.assert_array_equal(lb.transform(labels), want.transform(labels))
+    np.testing.assert_array_equal(lb.inverse_transform(want.transform(labels)), labels)
+
+
+def test_integer_and_float_labels_train_the_same_bits():
+    # integer labels (the bincount path) and the same labels as floats (LabelBinarizer's)
+    X, y = _X, (np.floor(_X[:, 1] * 2) % 3).astype(int) + 4
+    fits = []
+    for labels in (y, y.astype(np.float64)):
+        est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fits.append(est.fit(X, labels))
+    assert fits[0].classes_.tolist() == fits[1].classes_.tolist() == [4, 5, 6]
+    np.testing.assert_array_equal(fits[0].predict_proba(X), fits[1].predict_proba(X))
+    assert fits[0].predict(X).dtype == y.dtype
+
+
 # --- hostile input (a red-team pass) ---------------------------------------------------------
 _X = np.random.RandomState(0).randn(40, 3)
 _YR = 2 * _X[:, 0] + 1

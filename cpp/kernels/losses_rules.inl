@@ -127,6 +127,13 @@ inline double shifted_exps(const T* x, index_t k, T xmax, T* out) noexcept {
 constexpr index_t kBlockMaxColumns = 64;
 constexpr index_t kRowBlock = 8;  // (the sums below are written out for 8)
 
+// at = more ? c : at, as a mask: GCC compiled half of the selects below as branches, which
+// mispredict on every other column of logits (2.1 against 1.4 us over 100 rows of 4 classes
+// of fresh logits, against the same logits again).
+inline index_t select_index(bool more, index_t c, index_t at) noexcept {
+  return at + ((c - at) & -index_t(more));
+}
+
 // Where std::max_element finds the largest of x[0 .. k) (its first column; a NaN counts only in
 // column 0). Written with selects: in a row of a few logits, the branches of the plain loop
 // mispredict at half of the columns.
@@ -137,7 +144,7 @@ inline index_t first_max(const T* x, index_t k) noexcept {
   for (index_t c = 1; c < k; ++c) {
     const bool more = m < x[c];
     m = more ? x[c] : m;
-    at = more ? c : at;
+    at = select_index(more, c, at);
   }
   return at;
 }
@@ -157,7 +164,7 @@ inline void first_max_rows(const T* x, index_t k, index_t* at) noexcept {
       const T v = x[b * k + c];
       const bool more = m[b] < v;
       m[b] = more ? v : m[b];
-      at[b] = more ? c : at[b];
+      at[b] = select_index(more, c, at[b]);
     }
   }
 }

@@ -15,8 +15,9 @@ void column_sums(const T* dz, index_t rows, index_t cols, index_t ld, T* db,
 template <typename T>
 double sum_of_squares(const T* x, index_t n) noexcept;
 
-// g[i] = g[i] + h[i] for i < n, then g[i] = g[i] + two_l2 * w[i] for i < n_w (w unread when n_w
-// is 0); returns sum_of_squares of the new g, with its bits: one pass for three.
+// g[i] = g[i] + h[i] for i < n, then g[i] = g[i] + two_l2 * w[i] for i < n_w; returns
+// sum_of_squares of the new g, with its bits: one pass for three. w holds n values when n_w > 0
+// (a chunk holding position n_w reads past it, masked) and may be null when n_w is 0.
 template <typename T>
 double add_into_squares(T* g, const T* h, const T* w, T two_l2, index_t n_w, index_t n) noexcept;
 

@@ -102,18 +102,34 @@ double sum_of_squares(const T* x, index_t n) noexcept {
 
 // g[i] = g[i] + h[i], then + two_l2 * w[i] for i < n_w, and the sum of the new g[i]^2 as
 // sum_of_squares takes it (its chunks, lanes and tree, chunk sums added in order): the bits of
-// those three passes in one.
+// those three passes in one. A chunk reads w only if it holds positions below n_w (masked
+// loads from a null w, masked off, took a microcode assist each: 6.8 against 1.1 us).
 template <typename T>
 double add_into_squares(T* g, const T* h, const T* w, T two_l2, index_t n_w,
                         index_t n) noexcept {
+  auto plain = [=](index_t i) {
+    const T v = g[i] + h[i];
+    g[i] = v;
+    return v;
+  };
+  auto weights = [=](index_t i) {
+    const T v = (g[i] + h[i]) + two_l2 * w[i];
+    g[i] = v;
+    return v;
+  };
+  auto straddling = [=](index_t i) {  // (the chunk where the weights end)
+    T v = g[i] + h[i];
+    if (i < n_w) v = v + two_l2 * w[i];
+    g[i] = v;
+    return v;
+  };
   double total = 0.0;
-  for (index_t c = 0; c < n; c += kSquaresChunk)
-    total += chunk_squares_of(c, std::min(n, c + kSquaresChunk), [=](index_t i) {
-      T v = g[i] + h[i];
-      if (i < n_w) v = v + two_l2 * w[i];
-      g[i] = v;
-      return v;
-    });
+  for (index_t c = 0; c < n; c += kSquaresChunk) {
+    const index_t end = std::min(n, c + kSquaresChunk);
+    total += end <= n_w ? chunk_squares_of(c, end, weights)
+             : c >= n_w ? chunk_squares_of(c, end, plain)
+                        : chunk_squares_of(c, end, straddling);
+  }
   return total;
 }
 

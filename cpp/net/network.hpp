@@ -336,6 +336,11 @@ class Network {
     const T* src = nullptr;
     const std::int64_t* order = nullptr;
     T* dst = nullptr;
+    // the next batch's labels, asked for while the rows are copied: the serial loop gathers
+    // them next, one cache miss each (no effect on results)
+    const std::int64_t* labels = nullptr;  // all of them (null: none to ask for)
+    const std::int64_t* next_order = nullptr;
+    index_t next_rows = 0;
   };
   // Forward of layer i on the rows of x's batch; returns how many layers it consumed (a Dense
   // applies the element-wise activation after it in its GEMM epilogue). Per-feature values

@@ -259,11 +259,13 @@ void Network<T>::gather_rows(const RowGather& g, index_t r0, index_t n) noexcept
   constexpr index_t kPrefetchAhead = 8;
   const index_t line = 64 / index_t(sizeof(T)), end = r0 + n;
   const bool prefetch = w >= line;  // rows of a cache line or more (narrow data sets are small)
+  const index_t next_end = g.labels ? std::min(end, g.next_rows) : 0;
   for (index_t r = r0; r < end; ++r) {
     if (prefetch && r + kPrefetchAhead < end) {
       const T* next = g.src + g.order[r + kPrefetchAhead] * w;
       for (index_t k = 0; k < w; k += line) __builtin_prefetch(next + k);
     }
+    if (r < next_end) __builtin_prefetch(g.labels + g.next_order[r]);
     copy_row(g.src + g.order[r] * w, w, g.dst + r * w);
   }
 }
@@ -549,6 +551,12 @@ BatchRunResult Network<T>::run_batches(const T* x, index_t n_rows, const Targets
       if (targets.weights) t.weights = batch_weights_.data();
       xb = batch_x_.data();
       gather = RowGather{x, order + lo, batch_x_.data()};
+      const index_t next_lo = lo + rows;  // (the next batch of this run, if any)
+      if (targets.labels && k + 1 < n_batches && next_lo < n_rows) {
+        gather.labels = targets.labels;
+        gather.next_order = order + next_lo;
+        gather.next_rows = std::min(batch_size, n_rows - next_lo);
+      }
       if (targets.values) t.values = batch_values_.data();
       if (targets.labels) t.labels = batch_labels_.data();
     } else {

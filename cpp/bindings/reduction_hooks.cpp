@@ -1,6 +1,7 @@
 // Underscore hooks for the reductions (kernels/reductions.hpp), so the tests can check them on
 // every ISA copy: _sum_of_squares(x), _add_into_squares(g, h, w, two_l2, n_w), _column_sums(x),
-// _all_finite(x) and _to_float(x, f64) for a float32/float64 array. The last two also check and cast the data given to fit/predict.
+// _all_finite(x) and _to_float(x, f64) for float32/float64 arrays. The last two also check and
+// cast the data given to fit/predict.
 #include "bindings/reduction_hooks.hpp"
 
 #include <pybind11/numpy.h>

@@ -86,6 +86,11 @@ void row_tile(bool trans_a, index_t i0, index_t K, const ScalarOf<S>* A, index_t
     k_loop(std::true_type{});
   else
     k_loop(std::false_type{});
+  // the epilogue's pointers in locals, as the micro-kernel has them: read through ep, they
+  // were reloaded after every store (a vector store may alias anything)
+  const T* bias = ep.bias;
+  const T* relu_deriv_z = ep.relu_deriv_z;
+  T* relu_out = ep.relu_out;
 #pragma GCC unroll 16
   for (int r = 0; r < RB; ++r) {
     const index_t row = (i0 + r) * ldc;
@@ -93,10 +98,10 @@ void row_tile(bool trans_a, index_t i0, index_t K, const ScalarOf<S>* A, index_t
     for (int v = 0; v < NV; ++v) {
       const index_t at = row + v * S::W;
       V out = accumulate ? S::add(load(C + at, v), acc[r][v]) : acc[r][v];
-      if (ep.bias) out = S::add(out, load(ep.bias + v * S::W, v));
-      if (ep.relu_deriv_z) out = S::mul(out, S::step(load(ep.relu_deriv_z + at, v)));
+      if (bias) out = S::add(out, load(bias + v * S::W, v));
+      if (relu_deriv_z) out = S::mul(out, S::step(load(relu_deriv_z + at, v)));
       store(C + at, out, v);
-      if (ep.relu_out) store(ep.relu_out + at, S::relu(out), v);
+      if (relu_out) store(relu_out + at, S::relu(out), v);
     }
   }
 }

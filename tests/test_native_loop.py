@@ -98,6 +98,21 @@ def test_native_loop_guards_its_memory():
         net.train_batches(x, y, bad_order.astype(np.int32), 4, 0, 5)
 
 
+@pytest.mark.parametrize("bad", [-1, 200, 2**62, -(2**62)])
+def test_a_bad_index_in_the_next_batch_is_refused_after_the_batch_before(bad):
+    # each step asks for the next batch's labels before the loop has checked its indices: a
+    # wild index there is only a prefetch address; the loop refuses it when it gets there
+    model = make_model()
+    x, y = make_data(200)
+    order = np.arange(200, dtype=np.int64)
+    order[70] = bad  # in the second 64-row batch (a cut step)
+    before = [layer.weight.copy() for layer in model.layers if hasattr(layer, "weight")]
+    with pytest.raises(ValueError, match=f"index {bad} outside"):
+        model._net.train_batches(x, y, order, 64, 0, 3)
+    after = [layer.weight for layer in model.layers if hasattr(layer, "weight")]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))  # the first batch ran
+
+
 @pytest.mark.skipif(not mc.has_openmp(), reason="built without OpenMP")
 def test_wide_network_bits_do_not_depend_on_thread_count():
     rng = np.random.default_rng(0)

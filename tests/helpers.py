@@ -43,6 +43,21 @@ def same_bits(a, b):
     return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(a, b))
 
 
+def epochs_by_train_step(model, x, y, epochs, batch_size, shuffle=True):
+    """What fit's native epoch loop does, one train_step call per batch: each epoch shuffles
+    with a seed drawn from the model's generator. Returns the epochs' mean losses."""
+    losses = []
+    for _ in range(epochs):
+        order = (mc._core.shuffled_indices(int(model.rng.integers(2**63)), len(x)) if shuffle
+                 else np.arange(len(x)))
+        total = 0.0
+        for lo in range(0, len(x), batch_size):
+            rows = order[lo:lo + batch_size]
+            total += model.train_step(x[rows], y[rows]) * len(rows)
+        losses.append(total / len(x))
+    return losses
+
+
 # --- gradients -----------------------------------------------------------------------------
 ACTIVATION_FACTORIES = {
     "Identity": mc.Identity, "ReLU": mc.ReLU, "LeakyReLU": lambda: mc.LeakyReLU(0.2),

@@ -7,7 +7,8 @@ import pytest
 
 import mlpcore as mc
 from mlpcore import _core
-from helpers import dense_arrays, needs_resident_memory, rss_bytes, same_bits
+from helpers import (dense_arrays, epochs_by_train_step, needs_resident_memory, rss_bytes,
+                     same_bits)
 
 
 def make_model(seed=0, dtype="float32", loss="cross_entropy", opt=None):
@@ -31,16 +32,7 @@ def test_fit_equals_train_step_on_the_same_batches(shuffle, loss):
     y = labels if loss == "cross_entropy" else np.eye(4, dtype=np.float32)[labels]
     fitted, stepped = make_model(loss=loss), make_model(loss=loss)
     history = fitted.fit(x, y, epochs=3, batch_size=16, shuffle=shuffle, verbose=0)
-    losses = []
-    for epoch in range(3):
-        # fit draws one seed per epoch from the model's generator and shuffles natively with it
-        order = (_core.shuffled_indices(int(stepped.rng.integers(2**63)), len(x)) if shuffle
-                 else np.arange(len(x)))
-        total = 0.0
-        for lo in range(0, len(x), 16):
-            idx = order[lo:lo + 16]
-            total += stepped.train_step(x[idx], y[idx]) * len(idx)
-        losses.append(total / len(x))
+    losses = epochs_by_train_step(stepped, x, y, 3, 16, shuffle)
     assert same_bits(dense_arrays(fitted), dense_arrays(stepped))
     assert history.history["loss"] == losses
     assert fitted.optimizer.step_count == stepped.optimizer.step_count == 3 * 13

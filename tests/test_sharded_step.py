@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mlpcore as mc
-from helpers import dense_arrays, same_bits
+from helpers import dense_arrays, epochs_by_train_step, same_bits
 
 
 def _norm(n_features, x):
@@ -222,3 +222,73 @@ def test_training_accuracy_counts_the_rows_whose_first_largest_logit_is_the_clas
     want = np.mean(np.argmax(model.predict(x), axis=1) == y)
     assert 0.0 < want < 1.0
     assert hist.history["accuracy"][0] == pytest.approx(want, abs=1e-12)
+
+
+# At two threads the native loop keeps one team of threads for a run's cut steps (a barrier
+# between steps instead of a fork and a join each) and leaves it for an uncut step.
+def _at_two_threads(run):
+    before = mc.get_num_threads()
+    try:
+        mc.set_num_threads(2)
+        return run()
+    finally:
+        mc.set_num_threads(before)
+
+
+@pytest.mark.skipif(not mc.has_openmp(), reason="built without OpenMP")
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_a_run_of_cut_steps_in_one_team_equals_train_step_batch_by_batch(name):
+    # 2 x 80 + 20 rows: two cut batches and a short uncut one, each epoch
+    x, y = _data(180)
+    xs = x.astype(np.float32)
+    models = []
+    for _ in range(2):
+        model = _model(x, "float32")
+        model.compile(loss="cross_entropy", optimizer=OPTIMIZERS[name]())
+        models.append(model)
+    fitted, stepped = models
+    history = _at_two_threads(lambda: fitted.fit(xs, y, epochs=3, batch_size=80, verbose=0))
+    assert fitted._net.last_step_shards == 1  # the last step of the run was the short one
+    losses = epochs_by_train_step(stepped, xs, y, 3, 80)  # one thread, a step per call
+    assert same_bits(dense_arrays(fitted), dense_arrays(stepped))
+    assert history.history["loss"] == losses
+    state_f, state_s = fitted.optimizer.state_dict(), stepped.optimizer.state_dict()
+    assert state_f["step"] == state_s["step"] == 9
+    assert same_bits(list(state_f["state"].values()), list(state_s["state"].values()))
+
+
+@pytest.mark.skipif(not mc.has_openmp(), reason="built without OpenMP")
+@pytest.mark.parametrize("bad", ["index", "label", "non-finite"])
+def test_a_run_in_one_team_stops_at_a_bad_batch_with_the_batches_before_applied(bad):
+    x, y = _data(64 * 4)
+    xs = x.astype(np.float32)
+    order = np.arange(len(x), dtype=np.int64)
+    if bad == "index":
+        order[2 * 64 + 40] = 10**6  # in the third batch's second half
+    elif bad == "label":
+        y[2 * 64 + 3] = 5  # five classes: 0 .. 4
+    else:
+        xs[2 * 64 + 50] = np.inf  # (train_batches takes x as it is)
+    models = []
+    for _ in range(2):
+        model = _model(x, "float32")
+        model.compile(loss="cross_entropy", optimizer="adam")
+        models.append(model)
+    ran, reference = models
+
+    def run():
+        return ran._net.train_batches(xs, y, order, 64, 0, 4)
+
+    if bad == "non-finite":
+        loss_sum, _, done, ok, failed_loss = _at_two_threads(run)
+        assert (done, ok) == (2, False) and not np.isfinite(failed_loss)
+    else:
+        with pytest.raises(ValueError, match="index 1000000 outside" if bad == "index"
+                           else "class label 5 outside"):
+            _at_two_threads(run)
+    for lo in (0, 64):  # the two batches before, one thread
+        reference.train_step(xs[lo:lo + 64], y[lo:lo + 64])
+    assert same_bits(dense_arrays(ran), dense_arrays(reference))
+    assert ran.optimizer.state_dict()["step"] == 2
+    # and the model goes on from there
+    assert np.isfinite(_at_two_threads(lambda: ran.train_step(xs[:64], y[:64])))

@@ -165,6 +165,13 @@ struct StepResult {
   bool finite = true;
 };
 
+// An applied step's sums added to its run's.
+inline void add_step(BatchRunResult& run, const StepResult& step, index_t rows) noexcept {
+  run.loss_sum += step.loss * double(rows);
+  run.correct += step.correct;
+  ++run.batches_done;
+}
+
 template <typename T>
 class Network {
  public:
@@ -402,6 +409,63 @@ class Network {
   // *updated is set; finite then also says the update was applied.
   StepResult gradients_sharded(const T* x, index_t n, const Targets<T>& targets, T* dx,
                                const RowGather* gather, bool* updated);
+  // A cut step in parts, so that one team of threads can take it (gradients_sharded forks a
+  // team per step, run_batches_in_team keeps one for many steps). CutStep is what the threads
+  // share: cut_step_begin fills it (one thread, shard_grads_ sized), cut_step_in_team is the
+  // region's body (every thread of the team), cut_step_result the step's outcome (one thread,
+  // after the body; update_end, when the step applied, is the caller's).
+  struct HalfResult {
+    double loss = 0.0;
+    std::int64_t correct = 0;
+    bool finite = true;
+  };
+  struct CutStep {
+    const T* x = nullptr;
+    index_t n = 0;
+    Targets<T> targets;
+    T* dx = nullptr;
+    const RowGather* gather = nullptr;
+    bool with_update = false;   // the update rule follows in the same threads
+    bool each_decides = false;  // each thread decides on the update itself (no third barrier)
+    std::int64_t next_step = 0;  // the rule's step count if the update applies
+    Rows halves[2];
+    HalfResult results[2];
+    double penalty = 0.0;  // the penalties' value (weights only read during the step)
+    StepResult r;
+    bool measured_ok = false, apply = false;
+  };
+  void cut_step_begin(CutStep& s, const T* x, index_t n, const Targets<T>& targets, T* dx,
+                      const RowGather* gather, bool with_update) noexcept;
+  void cut_step_half(CutStep& s, int half) noexcept;
+  void cut_step_sum(CutStep& s, int part) noexcept;
+  void cut_step_decide(CutStep& s) noexcept;  // the batch's loss, the norms, begin the update
+  bool cut_step_applies(const CutStep& s) const noexcept;  // each_decides: the same decision
+  void cut_step_in_team(CutStep& s, int t, int team) noexcept;
+  StepResult cut_step_result(const CutStep& s) const noexcept;
+  // One batch of a run, ready for its step (plan_batch, network_training.cpp): a status other
+  // than Ok (with bad_value) stops the run; past_data ends it (the batch starts past the data).
+  struct BatchPlan {
+    BatchStatus status = BatchStatus::Ok;
+    std::int64_t bad_value = 0;
+    bool past_data = false;
+    index_t rows = 0;
+    const T* xb = nullptr;
+    Targets<T> targets;
+    RowGather gather;  // (used when gathers)
+    bool gathers = false;
+  };
+  BatchPlan plan_batch(const T* x, index_t n_rows, const Targets<T>& targets,
+                       const std::int64_t* order, index_t batch_size, index_t first_batch,
+                       index_t k, index_t n_batches, StopPoller& poller) noexcept;
+  // run_batches' steps in one team of threads kept from batch to batch (a barrier instead of
+  // a fork and a join per step), while every batch is cut and the update needs no barrier of
+  // its own. Returns the batch where the serial loop goes on (n_batches: none left), with the
+  // batches done added to `result` (its status set if one failed).
+  bool team_runs_batches(index_t batch_rows) const noexcept;
+  index_t run_batches_in_team(const T* x, index_t n_rows, const Targets<T>& targets,
+                              const std::int64_t* order, index_t batch_size,
+                              index_t first_batch, index_t n_batches, StopPoller& poller,
+                              BatchRunResult& result);
   bool is_fusable_activation(std::size_t layer) const noexcept;
   // The two halves of a step, under the lock. gradients_locked's finite flag covers the loss
   // (and the sentinel); update_locked measures the gradients.

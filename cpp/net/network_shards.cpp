@@ -29,13 +29,6 @@ constexpr index_t kMinShardRows = 16;  // fewer rows per half: the step is not c
 // two threads of a parallel region can meet and part.
 constexpr index_t kMinShardWork = index_t(1) << 20;
 
-// One half's results.
-struct ShardResult {
-  double loss = 0.0;
-  std::int64_t correct = 0;
-  bool finite = true;
-};
-
 }  // namespace
 
 template <typename T>
@@ -73,122 +66,211 @@ void Network<T>::forward_rows(const T* x, const Rows& rows, bool training) noexc
 }
 
 template <typename T>
-StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>& targets,
-                                         T* dx, const RowGather* gather, bool* updated) {
-  const index_t params = num_params();
-  if (shard_grads_.size() < params) shard_grads_.reset(params);
+void Network<T>::cut_step_begin(CutStep& s, const T* x, index_t n, const Targets<T>& targets,
+                                T* dx, const RowGather* gather, bool with_update) noexcept {
   prepare_features();
   const index_t half = (n / 2 + 1) / 2 * 2;  // the first half, rounded up to an even count
-  const Rows parts[2] = {{0, half, grads_.data()}, {half, n - half, shard_grads_.data()}};
-  ShardResult results[2];
+  s = CutStep();
+  s.x = x;
+  s.n = n;
+  s.targets = targets;
+  s.dx = dx;
+  s.gather = gather;
+  s.with_update = with_update;
+  // Without clipping (which rescales every gradient) and diagnostics (which copy the weights
+  // first), the rule needs nothing cut_step_decide records: each thread then takes its
+  // decision itself, from the same sums, and goes on without the barrier that would wait for
+  // that one thread.
+  s.each_decides = with_update && !clip_.on() && !diagnostics_on_;
+  s.next_step = opt_steps_ + 1;
+  s.halves[0] = {0, half, grads_.data()};
+  s.halves[1] = {half, n - half, shard_grads_.data()};
+}
+
+template <typename T>
+void Network<T>::cut_step_half(CutStep& s, int half) noexcept {
+  const Rows& rows = s.halves[half];
+  if (s.gather) gather_rows(*s.gather, rows.r0, rows.n);  // on this core, for this core
+  forward_rows(s.x, rows, true);
   const std::size_t last = specs_.size();
   const index_t out_w = widths_[last];
+  Targets<T> part;
+  if (s.targets.values) part.values = s.targets.values + rows.r0 * out_w;
+  if (s.targets.labels) part.labels = s.targets.labels + rows.r0;
+  if (s.targets.weights) part.weights = s.targets.weights + rows.r0;
+  const T* out = at_row(act(last), rows.r0, out_w);
+  HalfResult& r = s.results[half];
+  r.loss = loss_forward_backward<T>(loss_, loss_params_, out, rows.n, out_w, part,
+                                    at_row(dact(last), rows.r0, out_w), s.n, &r.correct);
+  r.finite = std::isfinite(r.loss);
+  if (r.finite) backward_rows(s.x, rows, s.dx);
+}
 
-  auto run_shard = [&](int s) {
-    const Rows& rows = parts[s];
-    if (gather) gather_rows(*gather, rows.r0, rows.n);  // on this core, for this core
-    forward_rows(x, rows, true);
-    Targets<T> part;
-    if (targets.values) part.values = targets.values + rows.r0 * out_w;
-    if (targets.labels) part.labels = targets.labels + rows.r0;
-    if (targets.weights) part.weights = targets.weights + rows.r0;
-    const T* out = at_row(act(last), rows.r0, out_w);
-    ShardResult& r = results[s];
-    r.loss = loss_forward_backward<T>(loss_, loss_params_, out, rows.n, out_w, part,
-                                      at_row(dact(last), rows.r0, out_w), n, &r.correct);
-    r.finite = std::isfinite(r.loss);
-    if (r.finite) backward_rows(x, rows, dx);
-  };
-  // With `updated`, the update follows in the same threads: each applies the rule to its own
-  // part of the parameters, the part its core just summed (and will keep the state of).
-  const bool with_update = updated != nullptr;
-  // Part t of the parameter arena (arena_part, fixed whatever the thread count): thread t (or
-  // the one thread, part after part) sums the halves' gradients there, adds the penalties'
-  // gradients and takes each layer's sum of squares over it, then applies the update rule to it.
-  auto sum_part = [&](int t) {
-    if (!results[0].finite || !results[1].finite) return;
-    index_t lo, hi;
-    arena_part(t, &lo, &hi);
-    // the parameters this thread updates next, which the other core read in its half: owned
-    // here while the gradients are summed (the update wrote them at a third of its speed)
-    if (with_update) prefetch_for_write(params_.data() + lo, std::size_t(hi - lo) * sizeof(T));
-    add_halves_part(t);
-  };
-  double penalty = 0.0;  // the penalties' value (weights only read during the step)
-  StepResult r;
-  bool measured_ok = false;
-  auto finish = [&] {  // the whole batch's loss and statistics, the norms (one thread)
-    r.loss = results[0].loss + results[1].loss;
-    r.correct = results[0].correct + results[1].correct;
-    r.finite = std::isfinite(r.loss);
-    if (!r.finite) {
-      sentinel_.pass = Pass::Loss;
-      return;
-    }
-    r.loss += penalty;
-    r.finite = std::isfinite(r.loss);
-    if (r.finite && diagnostics_on_) accumulate_activation_stats(n);
-    measured_ok = measured_gradients();
-  };
-  bool apply = false;
-  auto begin_update = [&] {  // (one thread)
-    apply = with_update && r.finite && measured_ok;
-    if (apply) update_begin_measured();
-  };
-  // Without clipping (which rescales every gradient) and diagnostics (which copy the weights
-  // first), the rule needs nothing begin_update records: each thread then takes finish's and
-  // begin_update's decision itself, from the same sums, and goes on without the barrier that
-  // would wait for that one thread.
-  const bool each_decides = with_update && !clip_.on() && !diagnostics_on_;
-  const std::int64_t next_step = opt_steps_ + 1;
-  auto applies = [&] {
-    const double loss = results[0].loss + results[1].loss;
-    return std::isfinite(loss) && std::isfinite(loss + penalty) &&
-           std::isfinite(measured_grad_sq());
-  };
+// Part `part` of the parameter arena (arena_part, fixed whatever the thread count): the
+// halves' gradients added there, the penalties' gradients added and each layer's sum of
+// squares taken over it; the update rule is then applied to the same part.
+template <typename T>
+void Network<T>::cut_step_sum(CutStep& s, int part) noexcept {
+  if (!s.results[0].finite || !s.results[1].finite) return;
+  index_t lo, hi;
+  arena_part(part, &lo, &hi);
+  // the parameters this thread updates next, which the other core read in its half: owned
+  // here while the gradients are summed (the update wrote them at a third of its speed)
+  if (s.with_update) prefetch_for_write(params_.data() + lo, std::size_t(hi - lo) * sizeof(T));
+  add_halves_part(part);
+}
 
+template <typename T>
+void Network<T>::cut_step_decide(CutStep& s) noexcept {
+  StepResult& r = s.r;
+  r.loss = s.results[0].loss + s.results[1].loss;
+  r.correct = s.results[0].correct + s.results[1].correct;
+  r.finite = std::isfinite(r.loss);
+  if (!r.finite) {
+    sentinel_.pass = Pass::Loss;
+    return;
+  }
+  r.loss += s.penalty;
+  r.finite = std::isfinite(r.loss);
+  if (r.finite && diagnostics_on_) accumulate_activation_stats(s.n);
+  s.measured_ok = measured_gradients();
+  s.apply = s.with_update && r.finite && s.measured_ok;
+  if (s.apply) update_begin_measured();
+}
+
+template <typename T>
+bool Network<T>::cut_step_applies(const CutStep& s) const noexcept {
+  const double loss = s.results[0].loss + s.results[1].loss;
+  return std::isfinite(loss) && std::isfinite(loss + s.penalty) &&
+         std::isfinite(measured_grad_sq());
+}
+
+template <typename T>
+void Network<T>::cut_step_in_team(CutStep& s, int t, int team) noexcept {
+  for (int h = t; h < 2; h += team) cut_step_half(s, h);
+  // by the thread that forked the team, which starts its half first
+  if (t == 0) s.penalty = penalties(false);
+#pragma omp barrier
+  for (int p = t; p < 2; p += team) cut_step_sum(s, p);
+#pragma omp barrier
+  if (t == 0) cut_step_decide(s);
+  if (s.each_decides) {  // (the same branches in every thread)
+    if (cut_step_applies(s))
+      for (int p = t; p < 2; p += team) apply_rule_part(p, s.next_step);
+  } else if (s.with_update) {
+#pragma omp barrier
+    if (s.apply)
+      for (int p = t; p < 2; p += team) apply_rule_part(p, opt_steps_);
+  }
+}
+
+template <typename T>
+StepResult Network<T>::cut_step_result(const CutStep& s) const noexcept {
+  StepResult r = s.r;
+  if (s.with_update) r.finite = r.finite && s.apply;
+  return r;
+}
+
+template <typename T>
+StepResult Network<T>::gradients_sharded(const T* x, index_t n, const Targets<T>& targets,
+                                         T* dx, const RowGather* gather, bool* updated) {
+  if (shard_grads_.size() < num_params()) shard_grads_.reset(num_params());
+  CutStep s;
+  cut_step_begin(s, x, n, targets, dx, gather, updated != nullptr);
   const int nt = arena_threads();
   if (nt <= 1) {
-    run_shard(0);
-    run_shard(1);
-    penalty = penalties(false);
-    sum_part(0);
-    sum_part(1);
-    finish();
-    begin_update();
-    if (apply) apply_rule(0, params, opt_steps_);
+    cut_step_half(s, 0);
+    cut_step_half(s, 1);
+    s.penalty = penalties(false);
+    cut_step_sum(s, 0);
+    cut_step_sum(s, 1);
+    cut_step_decide(s);
+    if (s.apply) apply_rule(0, num_params(), opt_steps_);
   } else {
 #pragma omp parallel num_threads(nt)
     {
       const DenormalsAsZero denormals;  // same arithmetic mode in every thread
       const Seat me = seat();
-      const int t = me.t, team = me.team;
-      for (int s = t; s < 2; s += team) run_shard(s);
-      // by the thread that forked the team, which starts its half first
-      if (t == 0) penalty = penalties(false);
-#pragma omp barrier
-      for (int s = t; s < 2; s += team) sum_part(s);
-#pragma omp barrier
-      if (t == 0) {
-        finish();
-        begin_update();
+      cut_step_in_team(s, me.t, me.team);
+    }
+  }
+  if (updated) {
+    *updated = true;
+    if (s.apply) update_end();
+  }
+  return cut_step_result(s);
+}
+
+template <typename T>
+bool Network<T>::team_runs_batches(index_t batch_rows) const noexcept {
+  return arena_threads() > 1 && shard_step(batch_rows) && !clip_.on() && !diagnostics_on_;
+}
+
+template <typename T>
+index_t Network<T>::run_batches_in_team(const T* x, index_t n_rows, const Targets<T>& targets,
+                                        const std::int64_t* order, index_t batch_size,
+                                        index_t first_batch, index_t n_batches,
+                                        StopPoller& poller, BatchRunResult& result) {
+  // (what may throw, before the region: no batch of the run has more rows)
+  reserve_rows(std::min(batch_size, n_rows));
+  if (shard_grads_.size() < num_params()) shard_grads_.reset(num_params());
+  // Thread 0 plans batch k + 1 while the others may still apply step k's update: the plans and
+  // the steps' shared state alternate between two slots. The barrier after each plan (and the
+  // ones inside every step) order the rest.
+  BatchPlan plans[2];
+  CutStep steps[2];
+  index_t resume = n_batches;  // where the serial loop goes on
+  bool leave = false, failed = false, end_pending = false;
+#pragma omp parallel num_threads(arena_threads())
+  {
+    const DenormalsAsZero denormals;  // same arithmetic mode in every thread
+    const Seat me = seat();
+    for (index_t k = 0;; ++k) {
+      BatchPlan& plan = plans[k & 1];
+      CutStep& step = steps[k & 1];
+      if (me.t == 0) {  // the calling thread: only it may ask Python about signals
+        leave = true;
+        if (k < n_batches && !failed) {
+          plan = plan_batch(x, n_rows, targets, order, batch_size, first_batch, k, n_batches,
+                            poller);
+          if (plan.status != BatchStatus::Ok) {  // (a stop may have left a Python error set:
+            result.status = plan.status;         // the poller is not asked again)
+            result.bad_value = plan.bad_value;
+            failed = true;
+          } else if (!plan.past_data && !shard_step(plan.rows)) {
+            resume = k;  // an uncut step (a short last batch): the serial loop takes it
+          } else if (!plan.past_data) {
+            sentinel_ = SentinelReport();
+            last_step_shards_ = 2;
+            cut_step_begin(step, plan.xb, plan.rows, plan.targets, nullptr,
+                           plan.gathers ? &plan.gather : nullptr, true);
+            leave = false;
+          }
+        }
       }
-      if (each_decides) {  // (the same branches in every thread)
-        if (applies())
-          for (int s = t; s < 2; s += team) apply_rule_part(s, next_step);
-      } else if (with_update) {
 #pragma omp barrier
-        if (apply)
-          for (int s = t; s < 2; s += team) apply_rule_part(s, opt_steps_);
+      // the step before is over in every thread: its update ends here (the momentum flag that
+      // this step's rule reads, after the barriers below)
+      if (me.t == 0 && end_pending) {
+        update_end();
+        end_pending = false;
+      }
+      if (leave) break;
+      cut_step_in_team(step, me.t, me.team);
+      if (me.t == 0) {
+        const StepResult r = cut_step_result(step);
+        end_pending = step.apply;
+        if (r.finite) {
+          add_step(result, r, plan.rows);
+        } else {
+          result.status = BatchStatus::NonFinite;
+          result.failed_loss = r.loss;
+          failed = true;
+        }
       }
     }
   }
-  if (with_update) {
-    *updated = true;
-    if (apply) update_end();
-    r.finite = r.finite && apply;
-  }
-  return r;
+  return resume;
 }
 
 namespace {

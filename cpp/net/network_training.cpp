@@ -503,6 +503,73 @@ EpochRunResult Network<T>::train_epochs(const T* x, index_t n_rows, const Target
 }
 
 template <typename T>
+typename Network<T>::BatchPlan Network<T>::plan_batch(
+    const T* x, index_t n_rows, const Targets<T>& targets, const std::int64_t* order,
+    index_t batch_size, index_t first_batch, index_t k, index_t n_batches,
+    StopPoller& poller) noexcept {
+  BatchPlan p;
+  if (poller.stop()) {
+    p.status = BatchStatus::Stopped;
+    return p;
+  }
+  const index_t in_w = in_features(), out_w = out_features();
+  // b * batch_size without overflow: a batch starting past the data ends the epoch
+  p.past_data = k > std::numeric_limits<index_t>::max() - first_batch;
+  const index_t b = first_batch + (p.past_data ? 0 : k);
+  p.past_data = p.past_data || (b > 0 && batch_size > (n_rows - 1) / b);
+  if (p.past_data) return p;
+  const index_t lo = b * batch_size;
+  const index_t rows = std::min(batch_size, n_rows - lo);
+  p.rows = rows;
+  Targets<T>& t = p.targets;
+  if (order) {
+    for (index_t r = 0; r < rows; ++r) {
+      const std::int64_t src = order[lo + r];
+      if (src < 0 || src >= n_rows) {
+        p.status = BatchStatus::BadIndex;
+        p.bad_value = src;
+        return p;
+      }
+      if (targets.values)
+        copy_row(targets.values + src * out_w, out_w, batch_values_.data() + r * out_w);
+      if (targets.labels) batch_labels_[std::size_t(r)] = targets.labels[src];
+      if (targets.weights) batch_weights_.data()[r] = targets.weights[src];
+    }
+    if (targets.weights) t.weights = batch_weights_.data();
+    p.xb = batch_x_.data();
+    p.gather = RowGather{x, order + lo, batch_x_.data()};  // the input rows, by the step itself
+    p.gathers = true;
+    const index_t next_lo = lo + rows;  // (the next batch of this run, if any)
+    if (targets.labels && k + 1 < n_batches && next_lo < n_rows) {
+      p.gather.labels = targets.labels;
+      p.gather.next_order = order + next_lo;
+      p.gather.next_rows = std::min(batch_size, n_rows - next_lo);
+    }
+    if (targets.values) t.values = batch_values_.data();
+    if (targets.labels) t.labels = batch_labels_.data();
+  } else {
+    p.xb = x + lo * in_w;
+    if (targets.values) t.values = targets.values + lo * out_w;
+    if (targets.labels) t.labels = targets.labels + lo;
+    if (targets.weights) t.weights = targets.weights + lo;
+  }
+  if (t.labels) {
+    for (index_t r = 0; r < rows; ++r) {
+      if (t.labels[r] < 0 || t.labels[r] >= out_w) {
+        p.status = BatchStatus::BadLabel;
+        p.bad_value = t.labels[r];
+        return p;
+      }
+    }
+  }
+  if (has_batchnorm_ && rows == 1) {
+    p.status = BatchStatus::SingleSampleBatch;
+    p.bad_value = b;
+  }
+  return p;
+}
+
+template <typename T>
 BatchRunResult Network<T>::run_batches(const T* x, index_t n_rows, const Targets<T>& targets,
                                        const std::int64_t* order, index_t batch_size,
                                        index_t first_batch, index_t n_batches,
@@ -521,75 +588,31 @@ BatchRunResult Network<T>::run_batches(const T* x, index_t n_rows, const Targets
       batch_labels_.assign(std::size_t(batch_rows), 0);
     if (targets.weights && batch_weights_.size() < batch_rows) batch_weights_.reset(batch_rows);
   }
-  for (index_t k = 0; k < n_batches; ++k) {
-    if (poller.stop()) {
-      result.status = BatchStatus::Stopped;
+  index_t k = 0;
+  if (n_batches > 0 && team_runs_batches(batch_rows)) {
+    k = run_batches_in_team(x, n_rows, targets, order, batch_size, first_batch, n_batches,
+                            poller, result);
+    if (result.status != BatchStatus::Ok) return result;
+  }
+  for (; k < n_batches; ++k) {
+    const BatchPlan p =
+        plan_batch(x, n_rows, targets, order, batch_size, first_batch, k, n_batches, poller);
+    if (p.status != BatchStatus::Ok) {
+      result.status = p.status;
+      result.bad_value = p.bad_value;
       return result;
     }
-    // b * batch_size without overflow: a batch starting past the data ends the epoch
-    if (k > std::numeric_limits<index_t>::max() - first_batch) break;
-    const index_t b = first_batch + k;
-    if (b > 0 && batch_size > (n_rows - 1) / b) break;
-    const index_t lo = b * batch_size;
-    const index_t rows = std::min(batch_size, n_rows - lo);
-    Targets<T> t;
-    const T* xb;
-    RowGather gather;  // the input rows, gathered by the step itself
-    if (order) {
-      for (index_t r = 0; r < rows; ++r) {
-        const std::int64_t src = order[lo + r];
-        if (src < 0 || src >= n_rows) {
-          result.status = BatchStatus::BadIndex;
-          result.bad_value = src;
-          return result;
-        }
-        if (targets.values)
-          copy_row(targets.values + src * out_w, out_w, batch_values_.data() + r * out_w);
-        if (targets.labels) batch_labels_[std::size_t(r)] = targets.labels[src];
-        if (targets.weights) batch_weights_.data()[r] = targets.weights[src];
-      }
-      if (targets.weights) t.weights = batch_weights_.data();
-      xb = batch_x_.data();
-      gather = RowGather{x, order + lo, batch_x_.data()};
-      const index_t next_lo = lo + rows;  // (the next batch of this run, if any)
-      if (targets.labels && k + 1 < n_batches && next_lo < n_rows) {
-        gather.labels = targets.labels;
-        gather.next_order = order + next_lo;
-        gather.next_rows = std::min(batch_size, n_rows - next_lo);
-      }
-      if (targets.values) t.values = batch_values_.data();
-      if (targets.labels) t.labels = batch_labels_.data();
-    } else {
-      xb = x + lo * in_w;
-      if (targets.values) t.values = targets.values + lo * out_w;
-      if (targets.labels) t.labels = targets.labels + lo;
-      if (targets.weights) t.weights = targets.weights + lo;
-    }
-    if (t.labels) {
-      for (index_t r = 0; r < rows; ++r) {
-        if (t.labels[r] < 0 || t.labels[r] >= out_w) {
-          result.status = BatchStatus::BadLabel;
-          result.bad_value = t.labels[r];
-          return result;
-        }
-      }
-    }
-    if (has_batchnorm_ && rows == 1) {
-      result.status = BatchStatus::SingleSampleBatch;
-      result.bad_value = b;
-      return result;
-    }
+    if (p.past_data) break;
     bool updated = false;
-    StepResult r = gradients_locked(xb, rows, t, nullptr, order ? &gather : nullptr, &updated);
+    StepResult r = gradients_locked(p.xb, p.rows, p.targets, nullptr,
+                                    p.gathers ? &p.gather : nullptr, &updated);
     if (r.finite && !updated) r.finite = update_locked();
     if (!r.finite) {
       result.status = BatchStatus::NonFinite;
       result.failed_loss = r.loss;
       return result;
     }
-    result.loss_sum += r.loss * double(rows);
-    result.correct += r.correct;
-    ++result.batches_done;
+    add_step(result, r, p.rows);
   }
   return result;
 }

@@ -579,11 +579,13 @@ def test_direct_small_path_matches_the_packed_path_bitwise(direct_isa, dtype, fo
 @pytest.mark.parametrize("direct_isa", DIRECT_ISAS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("form", ["NN", "TN"])
-@pytest.mark.parametrize("n", [5, 8, 40])
+@pytest.mark.parametrize("n", [5, 8, 20, 40, 68])
 def test_direct_path_row_tails_match_the_packed_path_bitwise(direct_isa, dtype, form, n):
     # Every row count up to 30: the direct path's row tiles of every height (a short last
     # tile is merged with the full one before it and split in two), for one vector of
-    # columns (taller tiles) and several. All rows, nothing beyond them, the packed path's bits.
+    # columns (taller tiles) and several, and for a last column block of one vector, full or
+    # partial (taller tiles too: 68 columns on every ISA and dtype, 20 on AVX2, 40 on AVX2
+    # float32 and AVX-512 float64). All rows, nothing beyond them, the packed path's bits.
     k = 24
     with kernel_isa(direct_isa):
         rng = np.random.default_rng(7)

@@ -158,6 +158,14 @@ void column_block(int nv, bool trans_a, index_t M, index_t w, index_t K, const S
                   index_t ldc, bool accumulate,
                   const RegisterEpilogue<ScalarOf<S>>& ep) noexcept {
   if constexpr (NV > 1) {
+    // A last block of one vector (100 columns in blocks of 16: 4 left) in tiles of Rows rows
+    // has Rows FMA chains, too few to cover the FMA latency on AVX2 (6 of the 8 needed): it
+    // takes tiles of twice the rows instead, as a product of one vector does (direct()).
+    if (nv == 1) {
+      column_block<S, 2 * Rows, 1>(nv, trans_a, M, w, K, A, lda, col, rs, C, ldc, accumulate,
+                                   ep);
+      return;
+    }
     if (nv < NV) {
       column_block<S, Rows, NV - 1>(nv, trans_a, M, w, K, A, lda, col, rs, C, ldc, accumulate,
                                     ep);

@@ -59,6 +59,15 @@ def test_report_gives_the_ceiling_over_each_measured_training_speed(capsys):
     assert "@1t" not in line
 
 
+def test_report_gives_no_ceiling_where_training_outruns_the_calls(capsys):
+    # tiny products cost less than a Python call each: the calls are no ceiling on training
+    train = {"meta": {}, "workloads": {"tiny": {"results": {
+        "mlpcore": {"samples_per_s": 2000.0}, "torch": {"samples_per_s": 100.0}}}}}
+    load_script().report({"tiny": {"mlpcore": [1000.0], "torch": [800.0]}}, train, threads=2)
+    out = capsys.readouterr().out
+    assert "no ceiling here" in out and "at most" not in out
+
+
 def test_help_and_bad_arguments():
     out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True,
                          timeout=60)

@@ -31,7 +31,10 @@ import sys
 from typing import Dict, List, Tuple
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+try:
+    import mlpcore  # noqa: F401
+except ImportError:  # a source checkout without PYTHONPATH=python
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 
 from mlpcore.bench.children import QuietRunner, child_env, run_json_child  # noqa: E402
 from mlpcore.bench.workloads import WORKLOADS, model_flops_per_sample  # noqa: E402

@@ -1,6 +1,9 @@
 """The native training path: fit's C++ epoch loop equals train_step batch by batch, bit for bit;
 thread-count independence; threads from Python; stable memory; thread-pool control."""
+import os
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -226,3 +229,61 @@ def test_sizes_no_machine_can_hold_raise_value_error(layers):
     the initialisation then overran (a crash from a 260-byte model file)."""
     with pytest.raises((ValueError, MemoryError), match="layer 0|layer 1|limit|2\\^48"):
         mc.Sequential(layers(), dtype="float64")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1") or (os.cpu_count() or 1) < 2,
+                    reason="needs POSIX signals and two cores")
+def test_a_signal_handler_sees_the_model_between_steps_never_inside_one():
+    # The native loop asks Python about signals between batches; a handler (a checkpoint on
+    # SIGUSR1) may read the weights there. With two threads, the other one may still be
+    # applying its part of the last update when the calling thread reaches the check: the
+    # check waits for it, so every snapshot is the state after some whole step.
+    rng = np.random.default_rng(0)
+    features, batch, steps = 64, 512, 40
+    x = rng.normal(size=(batch * steps, features)).astype(np.float32)
+    y = rng.integers(0, 10, size=batch * steps)
+
+    def model():
+        m = mc.Sequential([mc.Dense(features, 1024), mc.ReLU(), mc.Dense(1024, 1024), mc.Tanh(),
+                           mc.Dense(1024, 10)], dtype="float32", seed=3)
+        m.compile(loss="cross_entropy", optimizer=mc.optim.Adam(lr=1e-3))
+        return m
+
+    m, snapshots, stop, handled = model(), [], threading.Event(), threading.Event()
+
+    def handler(*_):
+        snapshots.append(m._net.params_view().copy())
+        handled.set()
+
+    def pinger():  # the next signal once the last was handled (a busy host: no pile-up)
+        while not stop.is_set():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            handled.wait(1.0)
+            handled.clear()
+            time.sleep(0.005)
+
+    before = signal.signal(signal.SIGUSR1, handler)
+    threads = mc.get_num_threads()
+    try:
+        mc.set_num_threads(2)
+        ping = threading.Thread(target=pinger)
+        ping.start()
+        try:
+            m._net.train_batches(x, y, None, batch, 0, steps)
+        finally:
+            stop.set()
+            ping.join()
+        # every state the run passes through, one step per call at 1 thread
+        mc.set_num_threads(1)
+        ref = model()
+        states = {ref._net.params_view().tobytes()}
+        for j in range(steps):
+            ref._net.train_batches(x, y, None, batch, j, 1)
+            states.add(ref._net.params_view().tobytes())
+    finally:
+        signal.signal(signal.SIGUSR1, before)
+        mc.set_num_threads(threads)
+    assert snapshots, "the handler never ran"
+    torn = [i for i, s in enumerate(snapshots) if s.tobytes() not in states]
+    assert not torn, f"{len(torn)} of {len(snapshots)} snapshots match no step"
+    np.testing.assert_array_equal(m._net.params_view(), ref._net.params_view())

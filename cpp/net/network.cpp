@@ -174,7 +174,9 @@ bool StopPoller::stop() noexcept {
   const bool first = next_ns_ == 0;  // a call shorter than one poll period never asks
   if (now < next_ns_) return false;
   next_ns_ = now + std::int64_t(kStopPollMs) * 1000000;
-  return !first && check_->requested(check_->ctx);
+  if (first) return false;
+  if (before_ask_) before_ask_(before_ask_ctx_);
+  return check_->requested(check_->ctx);
 }
 
 template <typename T>

@@ -121,9 +121,17 @@ class StopPoller {
  public:
   explicit StopPoller(const StopCheck* check) noexcept;
   bool stop() noexcept;  // cheap: reads the clock every few calls, asks the check on a tick
+  // Called just before the check is asked (which may run Python code that reads the model):
+  // a team of threads waits there for the update its other threads may still be applying.
+  void set_before_ask(void (*fn)(void*), void* ctx) noexcept {
+    before_ask_ = fn;
+    before_ask_ctx_ = ctx;
+  }
 
  private:
   const StopCheck* check_;
+  void (*before_ask_)(void*) = nullptr;
+  void* before_ask_ctx_ = nullptr;
   std::int64_t calls_ = 0, stride_ = 1;  // the clock is read every stride_ calls
   std::int64_t last_read_ns_ = 0, next_ns_ = 0;
 };

@@ -12,6 +12,7 @@
 // The cut depends on the shapes alone (shard_step), and one thread runs both halves the same
 // way, so the bits do not depend on the thread count (README: "Same seed, same bits").
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 
@@ -221,6 +222,20 @@ index_t Network<T>::run_batches_in_team(const T* x, index_t n_rows, const Target
   CutStep steps[2];
   index_t resume = n_batches;  // where the serial loop goes on
   bool leave = false, failed = false, end_pending = false;
+  // The stop check may run Python signal handlers, which may read or write the model: before
+  // it is asked, thread 0 waits until thread 1 has applied its part of the last step (steps
+  // thread 1 has finished, published after its update).
+  struct UpdatesDone {
+    std::atomic<index_t> by_thread1{0};
+    index_t wanted = 0;  // steps run so far; 0 with a team of one
+  } done;
+  poller.set_before_ask(
+      [](void* ctx) {
+        auto* d = static_cast<UpdatesDone*>(ctx);
+        while (d->by_thread1.load(std::memory_order_acquire) < d->wanted) {
+        }
+      },
+      &done);
 #pragma omp parallel num_threads(arena_threads())
   {
     const DenormalsAsZero denormals;  // same arithmetic mode in every thread
@@ -230,6 +245,7 @@ index_t Network<T>::run_batches_in_team(const T* x, index_t n_rows, const Target
       CutStep& step = steps[k & 1];
       if (me.t == 0) {  // the calling thread: only it may ask Python about signals
         leave = true;
+        done.wanted = me.team > 1 ? k : 0;
         if (k < n_batches && !failed) {
           plan = plan_batch(x, n_rows, targets, order, batch_size, first_batch, k, n_batches,
                             poller);
@@ -257,6 +273,7 @@ index_t Network<T>::run_batches_in_team(const T* x, index_t n_rows, const Target
       }
       if (leave) break;
       cut_step_in_team(step, me.t, me.team);
+      if (me.t == 1) done.by_thread1.store(k + 1, std::memory_order_release);
       if (me.t == 0) {
         const StepResult r = cut_step_result(step);
         end_pending = step.apply;
@@ -270,6 +287,7 @@ index_t Network<T>::run_batches_in_team(const T* x, index_t n_rows, const Target
       }
     }
   }
+  poller.set_before_ask(nullptr, nullptr);
   return resume;
 }
 

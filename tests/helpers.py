@@ -1,6 +1,7 @@
 """Builders and checks shared by several test files (the plain NumPy references of the
 kernels are in reference.py)."""
 import contextlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -165,3 +166,14 @@ needs_resident_memory = pytest.mark.skipif(
     not os.path.exists("/proc/self/statm") or os.environ.get("MLPCORE_SANITIZED") == "1",
     reason="needs /proc, and a build without ASan's quarantine")
 
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name):
+    """A script of benchmarks/ (``name``.py) loaded as a module, without running its main."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,27 +1,23 @@
 """benchmarks/machine.py on any x86-64 CPU: --help, the choice of ISAs to probe, and its probes
 under MLPCORE_GEMM_ISA=avx2 (only the AVX2 peak and the AVX2 micro-kernel, even on an AVX-512
 machine)."""
-import importlib.util
 import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import mlpcore as mc
+from helpers import BENCHMARKS, load_benchmark
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "machine.py"
+SCRIPT = BENCHMARKS / "machine.py"
 
 
 def load_machine():
-    spec = importlib.util.spec_from_file_location("bench_machine", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("machine")
 
 
 def run_script(*args, env_isa=None, timeout=900):

@@ -1,24 +1,20 @@
 """benchmarks/product_ceiling.py: the products it times are those the training benchmark counts,
 its child times them with each library, and its report's ratios are the ceiling over the
 measured training speeds."""
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from helpers import BENCHMARKS, load_benchmark
 from mlpcore.bench.workloads import WORKLOADS, model_flops_per_sample
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "product_ceiling.py"
+SCRIPT = BENCHMARKS / "product_ceiling.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_product_ceiling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("product_ceiling")
 
 
 @pytest.mark.parametrize("name", list(WORKLOADS))

@@ -224,6 +224,50 @@ def test_training_accuracy_counts_the_rows_whose_first_largest_logit_is_the_clas
     assert hist.history["accuracy"][0] == pytest.approx(want, abs=1e-12)
 
 
+# Which steps are cut (shard_rows in network_shards.cpp). A step of small products (at most 2^21
+# multiply-adds each) is cut from 2^19 multiply-adds of forward work, whatever its parameters
+# weigh: uncut, it would run on one thread. A step with a larger product is cut only where its
+# activations outweigh its parameters (and from 2^20 multiply-adds).
+@pytest.mark.parametrize("sizes, rows, cut", [
+    ((64, 128, 64, 10), 32, True),      # 17,226 parameters, 32 x 266 activations
+    ((100, 100, 4), 64, True),
+    ((64, 64, 64, 10), 32, False),      # 283,648 multiply-adds: less than 2^19
+    ((64, 128, 64, 10), 31, False),     # fewer than 32 rows
+    ((784, 128, 10), 32, False),        # a 3.2 M product; 101,770 parameters, 29,504 activations
+    ((784, 128, 10), 160, True),        # 147,520 activations
+])
+def test_which_steps_are_cut(sizes, rows, cut):
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [mc.Dense(fan_in, fan_out)] + ([mc.ReLU()] if i < len(sizes) - 2 else [])
+    model = mc.Sequential(layers, dtype="float32", seed=0)
+    model.compile(loss="cross_entropy", optimizer="adam")
+    x, y = _data(rows, k=sizes[0], classes=sizes[-1])
+    assert _gradients(model, x, y)[3] == (2 if cut else 1)
+
+
+@pytest.mark.skipif(not mc.has_openmp(), reason="built without OpenMP")
+def test_a_run_of_small_cut_steps_has_the_bits_of_one_thread():
+    # batches of 32 rows through 64-128-64-10: cut, in the native loop's team at two threads
+    x, y = _data(32 * 6 + 5, k=64, classes=10)
+    xs = x.astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        model = mc.Sequential([mc.Dense(64, 128), mc.ReLU(), mc.Dense(128, 64), mc.ReLU(),
+                               mc.Dense(64, 10)], dtype="float32", seed=0)
+        model.compile(loss="cross_entropy", optimizer=mc.optim.Adam(lr=1e-2))
+        before = mc.get_num_threads()
+        try:
+            mc.set_num_threads(threads)
+            hist = model.fit(xs, y, epochs=2, batch_size=32, verbose=0)
+            model.train_step(xs[:32], y[:32])
+            assert model._net.last_step_shards == 2
+        finally:
+            mc.set_num_threads(before)
+        results.append(dense_arrays(model) + [np.array(hist.history["loss"])])
+    assert same_bits(results[0], results[1])
+
+
 # At two threads the native loop keeps one team of threads for a run's cut steps (a barrier
 # between steps instead of a fork and a join each) and leaves it for an uncut step.
 def _at_two_threads(run):

@@ -536,6 +536,7 @@ class Network {
   std::vector<gemm::PrepackedB<T>> prepacked_;  // per layer; empty: none (prepack_weights)
   AlignedBuffer<T> shard_grads_;  // the second shard's parameter gradients (sharded steps)
   double dense_work_per_row_ = 0.0, widths_per_row_ = 0.0;  // (plan_shards)
+  double largest_product_per_row_ = 0.0;  // the largest Dense layer's in x out (plan_shards)
   bool kinds_allow_shards_ = false, has_normalization_ = false;
   std::shared_ptr<AlignedBuffer<T>> state_ = std::make_shared<AlignedBuffer<T>>();
   AlignedBuffer<T> acts_, dacts_;        // per-layer outputs and their gradients

@@ -324,8 +324,9 @@ def test_bitwise_identical_1_and_2_threads(isa, dtype, restore_threads):
 # Large enough for the threads to pack a shared operand together: A on a 1 x 2 grid (with B
 # packed or read in place; columns handed out in chunks, the last one partial for N = 600), B on
 # a 2 x 1 grid (one or, past 2 * MC rows, two row blocks each).
-SHARED_PACK_SHAPES = [(64, 2048, 600, "NN"), (300, 600, 400, "NT"), (2048, 64, 600, "NN"),
-                      (8200, 16, 520, "TN"), (700, 130, 800, "TT")]
+# (K sets the size: from 2^29 multiply-adds, with M and N what the grids and chunks need.)
+SHARED_PACK_SHAPES = [(64, 2048, 4200, "NN"), (300, 600, 3000, "NT"), (2048, 64, 4200, "NN"),
+                      (8200, 16, 4100, "TN"), (700, 130, 6000, "TT")]
 
 
 @pytest.mark.skipif(not INFO["openmp"], reason="built without OpenMP")

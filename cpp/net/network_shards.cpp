@@ -31,9 +31,10 @@ constexpr index_t kMinShardRows = 16;  // fewer rows per half: the step is not c
 constexpr index_t kMinShardWork = index_t(1) << 20;
 // A step whose largest product has at most this many multiply-adds (one the direct path takes
 // on one thread) is cut from kMinSmallShardWork on, whatever crosses between the cores: uncut,
-// such products run on one thread or are split at a cost near their own (lockstep per step,
-// AVX2, 2 threads, batch 32: 64-128-64-10 Adam 45.3 -> 37.2 us, 128-128-10 SGD 49.4 -> 29.8,
-// batch 64 100-100-4 Adam 53.1 -> 32.8; below it 64-96-64-10 SGD 0.98x, 64-64-64-10 SGD 0.88x).
+// such products run on one thread or are split at a cost near their own (per step, the rule
+// forced either way, AVX2, 2 threads, batch 32: 64-128-64-10 Adam 45.3 -> 37.2 us, 128-128-10
+// SGD 49.4 -> 29.8; batch 64 100-100-4 Adam 53.1 -> 32.8; below it 64-96-64-10 SGD 0.98x,
+// 64-64-64-10 SGD 0.88x).
 constexpr index_t kSmallProductWork = index_t(1) << 21;
 constexpr index_t kMinSmallShardWork = index_t(1) << 19;
 

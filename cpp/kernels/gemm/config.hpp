@@ -93,7 +93,7 @@ inline constexpr index_t kParallelMinWork = index_t(1) << 19;
 // operand they all need together (gemm.cpp); below it two barriers per block and reading panels
 // packed on the other core cost more than packing a private copy (256x784x256 NT: -3%; on an
 // Intel Xeon with 2 MiB of L2 per core, AVX-512, 2 threads: 1024 x 1024 x 256 TN 299 -> 345
-// GFLOP/s packed privately, NN 343 -> 358, lockstep training wide 1.071; big's products of 2^31
+// GFLOP/s packed privately, NN 343 -> 358, lockstep training wide 1.068; big's products of 2^31
 // to 2^33 multiply-adds were as fast either way).
 inline constexpr index_t kSharedPackMinWork = index_t(1) << 29;
 // op(B) rows contiguous (not trans_b) and at most this many rows of C: B is read in place by the

@@ -102,6 +102,11 @@ inline constexpr index_t kSharedPackMinWork = index_t(1) << 29;
 // kInPlaceAnyBMaxM. A larger B read in place streams from L3 one row (one page) per K step: with
 // 1024 x 1024 float32 weights out of L2, 16 rows took 1856 us in place, 551 us packed.
 inline constexpr index_t kSmallM = 96;
+// The same in BLIS's loop order (the AVX2 kernels), where each B micro-panel read in place must
+// stay in L1 across the A micro-panels: rows of 1 KiB or more land in a few L1 sets, and above
+// this many rows packing B was faster (784 x 256 B, AVX2, 1 thread, alternating processes: 48
+// rows 219 -> 208 us packed, 64 rows 296 -> 280, 96 rows 436 -> 399; 32 rows 153 either way).
+inline constexpr index_t kSmallMBlisOrder = 32;
 inline constexpr index_t kInPlaceAnyBMaxM = 8;
 // At most this many multiply-adds (and K within one K block), with the AVX-512 or AVX2 kernels:
 // the direct path of direct_simd.inl, with no packing and no threads (AVX-512, 1 thread: 64^3

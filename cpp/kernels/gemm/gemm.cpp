@@ -20,7 +20,7 @@
 // Small-matrix paths (chosen by shape only): up to cfg::kDirectMaxWork multiply-adds with the
 // AVX-512 or AVX2 kernels, the direct path of direct_simd.inl (no packing of op(A), no threads).
 // Below cfg::kParallelMinWork multiply-adds everything runs on the calling thread, and when op(B)
-// has contiguous rows (NN, TN), M <= cfg::kSmallM (small batches) and B fits in half of L2 (or M < 8), B is not packed at all: the
+// has contiguous rows (NN, TN), M <= cfg::kSmallM (small batches; cfg::kSmallMBlisOrder in BLIS's order) and B fits in half of L2 (or M < 8), B is not packed at all: the
 // micro-kernel reads it in place with row stride ldb (masked loads at the right edge) and only
 // the small A operand is packed. All paths sum like the micro-kernel with the same KC blocking,
 // so they give identical results.
@@ -680,7 +680,8 @@ void gemm_run(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const
   // Read op(B) in place (no B packing) for small M and contiguous B rows, unless B is too large
   // to stay in L2 and M large enough for packing to pay (config.hpp). Packed or in place, every
   // element is summed in the same order.
-  const bool b_in_place = !trans_b && M <= cfg::kSmallM &&
+  const index_t small_m = ks.blk.b_panel_in_l1 ? cfg::kSmallMBlisOrder : cfg::kSmallM;
+  const bool b_in_place = !trans_b && M <= small_m &&
                           (M < cfg::kInPlaceAnyBMaxM ||
                            K * N * index_t(sizeof(T)) <= ks.blk.b_in_place_bytes);
   Problem<T> pb{trans_a, trans_b, M,  N,  K,  A, lda, B, ldb, C, ldc, accumulate,

@@ -167,7 +167,6 @@ needs_resident_memory = pytest.mark.skipif(
     reason="needs /proc, and a build without ASan's quarantine")
 
 
-
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

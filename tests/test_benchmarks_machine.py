@@ -16,10 +16,6 @@ from helpers import BENCHMARKS, load_benchmark
 SCRIPT = BENCHMARKS / "machine.py"
 
 
-def load_machine():
-    return load_benchmark("machine")
-
-
 def run_script(*args, env_isa=None, timeout=900):
     env = dict(os.environ)
     env.pop("MLPCORE_GEMM_ISA", None)
@@ -42,7 +38,7 @@ def test_help_runs_no_probe():
     ("avx2", ["avx512"], []),
 ])
 def test_only_the_cpus_isas_up_to_mlpcore_gemm_isa_are_probed(monkeypatch, cap, requested, want):
-    machine = load_machine()
+    machine = load_benchmark("machine")
     if cap is None:
         monkeypatch.delenv("MLPCORE_GEMM_ISA", raising=False)
     else:

@@ -13,14 +13,10 @@ from mlpcore.bench.workloads import WORKLOADS, model_flops_per_sample
 SCRIPT = BENCHMARKS / "product_ceiling.py"
 
 
-def load_script():
-    return load_benchmark("product_ceiling")
-
-
 @pytest.mark.parametrize("name", list(WORKLOADS))
 def test_step_products_are_the_flops_the_training_benchmark_counts(name):
     w = WORKLOADS[name]
-    shapes = load_script().step_products(w.sizes, w.batch)
+    shapes = load_benchmark("product_ceiling").step_products(w.sizes, w.batch)
     assert sum(2 * m * k * n for m, k, n, _, _ in shapes) == model_flops_per_sample(w) * w.batch
     # each product's operands chain: a forward product's K is the layer's input width
     assert [(m, k) for m, k, _, ta, tb in shapes[:len(w.sizes) - 1]] == \
@@ -40,7 +36,7 @@ def test_child_times_the_step_of_a_workload(lib):
 
 
 def test_report_gives_the_ceiling_over_each_measured_training_speed(capsys):
-    script = load_script()
+    script = load_benchmark("product_ceiling")
     results = {"wide": {"mlpcore": [900.0, 1000.0, 1100.0], "torch": [2000.0, 2000.0, 2000.0]}}
     train = {"meta": {"date": "then"}, "fma_peak": {"isa": "avx2"}, "workloads": {"wide": {
         "results": {"mlpcore": {"samples_per_s": 800.0}, "torch": {"samples_per_s": 500.0},
@@ -59,7 +55,8 @@ def test_report_gives_no_ceiling_where_training_outruns_the_calls(capsys):
     # tiny products cost less than a Python call each: the calls are no ceiling on training
     train = {"meta": {}, "workloads": {"tiny": {"results": {
         "mlpcore": {"samples_per_s": 2000.0}, "torch": {"samples_per_s": 100.0}}}}}
-    load_script().report({"tiny": {"mlpcore": [1000.0], "torch": [800.0]}}, train, threads=2)
+    load_benchmark("product_ceiling").report(
+        {"tiny": {"mlpcore": [1000.0], "torch": [800.0]}}, train, threads=2)
     out = capsys.readouterr().out
     assert "no ceiling here" in out and "at most" not in out
 

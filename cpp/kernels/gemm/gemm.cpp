@@ -20,9 +20,10 @@
 // Small-matrix paths (chosen by shape only): up to cfg::kDirectMaxWork multiply-adds with the
 // AVX-512 or AVX2 kernels, the direct path of direct_simd.inl (no packing of op(A), no threads).
 // Below cfg::kParallelMinWork multiply-adds everything runs on the calling thread, and when op(B)
-// has contiguous rows (NN, TN), M <= cfg::kSmallM (small batches; cfg::kSmallMBlisOrder in BLIS's order) and B fits in half of L2 (or M < 8), B is not packed at all: the
-// micro-kernel reads it in place with row stride ldb (masked loads at the right edge) and only
-// the small A operand is packed. All paths sum like the micro-kernel with the same KC blocking,
+// has contiguous rows (NN, TN), M <= cfg::kSmallM (small batches; cfg::kSmallMBlisOrder in
+// BLIS's order) and B fits in half of L2 (or M < 8), B is not packed at all: the micro-kernel
+// reads it in place with row stride ldb (masked loads at the right edge) and only the small A
+// operand is packed. All paths sum like the micro-kernel with the same KC blocking,
 // so they give identical results.
 #include "gemm.hpp"
 

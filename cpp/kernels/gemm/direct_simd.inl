@@ -100,14 +100,17 @@ void row_tile(bool trans_a, index_t i0, index_t K, const ScalarOf<S>* A, index_t
 #pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) op(r, v, (i0 + r) * ldc + v * S::W);
   };
-  if (accumulate) each([&](int r, int v, index_t at) { acc[r][v] = S::add(load(C + at, v), acc[r][v]); });
-  if (bias) each([&](int r, int v, index_t) { acc[r][v] = S::add(acc[r][v], load(bias + v * S::W, v)); });
+  if (accumulate)
+    each([&](int r, int v, index_t at) { acc[r][v] = S::add(load(C + at, v), acc[r][v]); });
+  if (bias)
+    each([&](int r, int v, index_t) { acc[r][v] = S::add(acc[r][v], load(bias + v * S::W, v)); });
   if (relu_deriv_z)
     each([&](int r, int v, index_t at) {
       acc[r][v] = S::mul(acc[r][v], S::step(load(relu_deriv_z + at, v)));
     });
   each([&](int r, int v, index_t at) { store(C + at, acc[r][v], v); });
-  if (relu_out) each([&](int r, int v, index_t at) { store(relu_out + at, S::relu(acc[r][v]), v); });
+  if (relu_out)
+    each([&](int r, int v, index_t at) { store(relu_out + at, S::relu(acc[r][v]), v); });
 }
 
 // The last `rows` (1 .. R) rows of a column block, from row i0, as one tile of that height (more

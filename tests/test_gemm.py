@@ -673,20 +673,24 @@ def test_narrow_tiles_give_the_same_bits_as_full_tiles(isa, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta, tb", [(False, False), (True, False), (False, True), (True, True)])
 def test_narrow_direct_products_are_the_columns_of_wide_ones(direct_isa, dtype, ta, tb):
-    # Fewer columns than a vector's lanes (an output layer) are computed transposed when A is
-    # given transposed (a weight gradient), C's rows becoming the lanes, and with taller row
-    # tiles otherwise (from NARROW + 1 columns: fewer sum across the lanes, tested below);
-    # each element keeps its order of FMAs, so the narrow product equals the same columns of a
-    # wide one bit for bit. M crosses the 256-row blocks of the transposed form; K below and
-    # above a vector (copies of B^T in plain rows or micro-panels).
+    # Fewer columns than a vector's lanes (an output layer), or one vector and a few more, are
+    # computed transposed when A is given transposed (a weight gradient), C's rows becoming the
+    # lanes, and with taller row tiles otherwise (from NARROW + 1 columns: fewer sum across the
+    # lanes, tested below); each element keeps its order of FMAs, so the narrow product equals
+    # the same columns of a wide one bit for bit. M crosses the 256-row blocks of the
+    # transposed form; K below and above a vector (copies of B^T in plain rows or
+    # micro-panels). The widths: below a vector, one vector and a few more (the last of them
+    # computed transposed, then the first that is not).
     lanes = _lanes(direct_isa, dtype)
+    extra = min(lanes // 2, 4)
+    widths = (1, 3, lanes - 1, lanes + 1, lanes + extra, lanes + extra + 1)
     rng = np.random.default_rng(21)
     for M, K in [(lanes, 3), (100, 37), (300, 20)]:
         a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
         wide_b = rng.standard_normal((3 * lanes, K) if tb else (K, 3 * lanes)).astype(dtype)
         with kernel_isa(direct_isa):
             wide = core._gemm(a, wide_b, ta, tb)
-            for n in [n for n in (1, 3, lanes - 1) if ta or n > NARROW]:
+            for n in [n for n in widths if ta or n > NARROW]:
                 b = np.ascontiguousarray(wide_b[:n] if tb else wide_b[:, :n])
                 c = core._gemm(a, b, ta, tb)
                 np.testing.assert_array_equal(c, wide[:, :n], err_msg=f"M={M} K={K} n={n}")
@@ -700,22 +704,25 @@ def test_narrow_direct_products_are_the_columns_of_wide_ones(direct_isa, dtype, 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ta", [False, True])
 def test_narrow_direct_products_apply_the_epilogue_exactly(direct_isa, dtype, ta):
-    # The transposed form writes C back row by row with the row tiles' vector operations:
-    # bias, ReLU (NaN kept) and ReLU's derivative give what the separate pass gives.
+    # The transposed form writes C back element by element with the row tiles' operations:
+    # bias, ReLU (NaN kept) and ReLU's derivative give what the separate pass gives, below a
+    # vector's lanes and beyond them.
     rng = np.random.default_rng(22)
-    M, K, n = 130, 24, 3
-    a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
-    b = rng.standard_normal((K, n)).astype(dtype)
-    bias = np.array([np.nan, -0.0, 0.5], dtype)
-    with kernel_isa(direct_isa):
-        plain, _ = core._gemm_fused(a, b, ta)
-        z, y = core._gemm_fused(a, b, ta, bias=bias, act=ACTS["ReLU"], act_out=True)
-        np.testing.assert_array_equal(z, plain + bias)
-        np.testing.assert_array_equal(y, np.where((z > 0) | np.isnan(z), z, dtype(0)))
-        zsave = rng.standard_normal((M, n)).astype(dtype)
-        zsave[0] = [np.nan, -0.0, 0.0]
-        dx, _ = core._gemm_fused(a, b, ta, deriv_z=zsave, deriv_act=ACTS["ReLU"])
-        np.testing.assert_array_equal(dx, plain * (zsave > 0).astype(dtype))
+    M, K = 130, 24
+    for n in (3, _lanes(direct_isa, dtype) + 2):
+        a = rng.standard_normal((K, M) if ta else (M, K)).astype(dtype)
+        b = rng.standard_normal((K, n)).astype(dtype)
+        bias = rng.standard_normal(n).astype(dtype)
+        bias[:3] = [np.nan, -0.0, 0.5]
+        with kernel_isa(direct_isa):
+            plain, _ = core._gemm_fused(a, b, ta)
+            z, y = core._gemm_fused(a, b, ta, bias=bias, act=ACTS["ReLU"], act_out=True)
+            np.testing.assert_array_equal(z, plain + bias)
+            np.testing.assert_array_equal(y, np.where((z > 0) | np.isnan(z), z, dtype(0)))
+            zsave = rng.standard_normal((M, n)).astype(dtype)
+            zsave[0, :3] = [np.nan, -0.0, 0.0]
+            dx, _ = core._gemm_fused(a, b, ta, deriv_z=zsave, deriv_act=ACTS["ReLU"])
+            np.testing.assert_array_equal(dx, plain * (zsave > 0).astype(dtype))
 
 
 def _lane_sums(a, b, lanes):

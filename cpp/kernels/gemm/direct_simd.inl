@@ -240,27 +240,40 @@ thread_local Scratch transposed_c;  // C^T of a narrow product, one row block at
 // Rows per block of a narrow product: C^T's block (N x 256) stays within L1.
 constexpr index_t kNarrowRows = 256;
 
-// A narrow C (N < W columns: a classifier's or regressor's output layer) fills N of a vector's
-// W lanes, and a row tile of it has too few FMA chains. With A given transposed (K x M: a weight
-// gradient X^T dZ), C is computed transposed instead, C^T = op(B)^T A, by the same row tiles
-// reading A's rows in place: C's rows become the lanes, its columns the broadcast rows. Every
-// element is still summed from zero in increasing p with one FMA per step (a * b and b * a are
-// the same number), and C's rows then get the accumulation and the epilogue with the row tiles'
-// own vector operations, so the result has the bits of the direct path. (For an A not given
-// transposed, copying it to A^T cost 2.5 times the product at 200 x 100 x 4.)
+// Whether a product with A given transposed (K x M: a weight gradient X^T dZ) is computed
+// transposed (direct_narrow): C with fewer columns than a vector's lanes (a classifier's or
+// regressor's output layer), or with one full vector and at most half of another, up to 4
+// columns more (10 columns with AVX2's 8 float lanes: the row tiles' lanes 62% used). 100 x N x
+// 100, 1 thread, us: AVX2 float32 N = 10 3.7-4.2 -> 3.0-3.2, N = 12 3.9-4.2 -> 3.5; AVX-512
+// float64 N = 10 5.7 -> 4.3, float32 N = 17 5.3 -> 4.6; beyond, the write-back's cost per
+// column took over (AVX-512 float32 N = 24: 5.1-5.3 -> 5.9-6.5).
+template <class S>
+constexpr bool computed_transposed(index_t M, index_t N) noexcept {
+  constexpr index_t kExtra = S::W / 2 < 4 ? S::W / 2 : 4;
+  return M >= S::W && (N < S::W || N <= S::W + kExtra);
+}
+
+// A narrow C (computed_transposed) fills few of the lanes of its last vector, and a row tile of
+// it has too few FMA chains. With A given transposed, C is computed transposed instead, C^T =
+// op(B)^T A, by the same row tiles reading A's rows in place: C's rows become the lanes, its
+// columns the broadcast rows. Every element is still summed from zero in increasing p with one
+// FMA per step (a * b and b * a are the same number), and C's rows then get the accumulation
+// and the epilogue with the row tiles' own vector operations, so the result has the bits of the
+// direct path. (For an A not given transposed, copying it to A^T cost 2.5 times the product at
+// 200 x 100 x 4.)
 template <class S, int kMaxVectors, int kRows>
 bool direct_narrow(bool trans_b, index_t M, index_t N, index_t K, const ScalarOf<S>* A,
                    index_t lda, const ScalarOf<S>* B, index_t ldb, ScalarOf<S>* C, index_t ldc,
                    bool accumulate, const RegisterEpilogue<ScalarOf<S>>& ep,
                    index_t nr) noexcept {
   using T = ScalarOf<S>;
-  using V = typename S::vec;
   const index_t block = M < kNarrowRows ? M : kNarrowRows;
   T* ct = static_cast<T*>(transposed_c.get(std::size_t(N * block) * sizeof(T)));
   if (!ct) return false;
   const RegisterEpilogue<T> none;
-  const typename S::mask mask = S::make_mask(int(N));
-  alignas(64) T row[S::W] = {};
+  const T* bias = ep.bias;  // (in locals: through ep, reloaded after every store to C)
+  const T* relu_deriv_z = ep.relu_deriv_z;
+  T* relu_out = ep.relu_out;
   for (index_t i0 = 0; i0 < M; i0 += block) {
     const index_t m = M - i0 < block ? M - i0 : block;
     // C^T (N x m) = op(B)^T (N x K: element (j, p) is op(B)'s (p, j)) times A's columns
@@ -271,15 +284,19 @@ bool direct_narrow(bool trans_b, index_t M, index_t N, index_t K, const ScalarOf
     else
       column_blocks<S, kMaxVectors, kRows>(!trans_b, N, m, K, B, ldb, A + i0, nullptr, lda, nr,
                                            ct, m, false, none);
-    for (index_t i = 0; i < m; ++i) {  // C's row i0 + i: row_tile's write-back, N lanes
-      for (index_t j = 0; j < N; ++j) row[j] = ct[j * m + i];
+    // C's rows i0 .. i0 + m - 1, element by element with the row tiles' operations (scalar:
+    // N values gathered into a vector cost a store-forwarding stall per row, 0.7 us of the
+    // 1.2 us write-back at 100 x 10, AVX2)
+    for (index_t i = 0; i < m; ++i) {
       const index_t at = (i0 + i) * ldc;
-      V out = S::maskz_load(mask, row);
-      if (accumulate) out = S::add(S::maskz_load(mask, C + at), out);
-      if (ep.bias) out = S::add(out, S::maskz_load(mask, ep.bias));
-      if (ep.relu_deriv_z) out = S::mul(out, S::step(S::maskz_load(mask, ep.relu_deriv_z + at)));
-      S::mask_store(C + at, mask, out);
-      if (ep.relu_out) S::mask_store(ep.relu_out + at, mask, S::relu(out));
+      for (index_t j = 0; j < N; ++j) {
+        T out = ct[j * m + i];
+        if (accumulate) out = C[at + j] + out;
+        if (bias) out = out + bias[j];
+        if (relu_deriv_z) out = out * (relu_deriv_z[at + j] > T(0) ? T(1) : T(0));
+        C[at + j] = out;
+        if (relu_out) relu_out[at + j] = !(out <= T(0)) ? out : T(0);
+      }
     }
   }
   return true;
@@ -412,7 +429,7 @@ bool direct(bool trans_a, bool trans_b, index_t M, index_t N, index_t K, const S
             PackB<ScalarOf<S>> pack_b, index_t nr) noexcept {
   using T = ScalarOf<S>;
   if (nr % S::W != 0) return false;  // a vector of columns must not straddle two micro-panels
-  if (trans_a && N < S::W && M >= S::W)
+  if (trans_a && computed_transposed<S>(M, N))
     return direct_narrow<S, kMaxVectors, kRows>(trans_b, M, N, K, A, lda, B, ldb, C, ldc,
                                                 accumulate, ep, nr);
   if (cfg::narrow_product(trans_a, N, S::W)) {

@@ -243,14 +243,15 @@ constexpr index_t kNarrowRows = 256;
 // Whether a product with A given transposed (K x M: a weight gradient X^T dZ) is computed
 // transposed (direct_narrow): C with fewer columns than a vector's lanes (a classifier's or
 // regressor's output layer), or with one full vector and at most half of another, up to 4
-// columns more (10 columns with AVX2's 8 float lanes: the row tiles' lanes 62% used). 100 x N x
+// columns more (10 columns with AVX2's 8 float lanes: the row tiles' lanes 62% used; exactly
+// one vector fills them all, and went 5% slower transposed in 2-16-16-2 training). 100 x N x
 // 100, 1 thread, us: AVX2 float32 N = 10 3.7-4.2 -> 3.0-3.2, N = 12 3.9-4.2 -> 3.5; AVX-512
 // float64 N = 10 5.7 -> 4.3, float32 N = 17 5.3 -> 4.6; beyond, the write-back's cost per
 // column took over (AVX-512 float32 N = 24: 5.1-5.3 -> 5.9-6.5).
 template <class S>
 constexpr bool computed_transposed(index_t M, index_t N) noexcept {
   constexpr index_t kExtra = S::W / 2 < 4 ? S::W / 2 : 4;
-  return M >= S::W && (N < S::W || N <= S::W + kExtra);
+  return M >= S::W && N != S::W && N <= S::W + kExtra;
 }
 
 // A narrow C (computed_transposed) fills few of the lanes of its last vector, and a row tile of
@@ -284,19 +285,30 @@ bool direct_narrow(bool trans_b, index_t M, index_t N, index_t K, const ScalarOf
     else
       column_blocks<S, kMaxVectors, kRows>(!trans_b, N, m, K, B, ldb, A + i0, nullptr, lda, nr,
                                            ct, m, false, none);
-    // C's rows i0 .. i0 + m - 1, element by element with the row tiles' operations (scalar:
-    // N values gathered into a vector cost a store-forwarding stall per row, 0.7 us of the
-    // 1.2 us write-back at 100 x 10, AVX2)
-    for (index_t i = 0; i < m; ++i) {
-      const index_t at = (i0 + i) * ldc;
-      for (index_t j = 0; j < N; ++j) {
-        T out = ct[j * m + i];
-        if (accumulate) out = C[at + j] + out;
-        if (bias) out = out + bias[j];
-        if (relu_deriv_z) out = out * (relu_deriv_z[at + j] > T(0) ? T(1) : T(0));
-        C[at + j] = out;
-        if (relu_out) relu_out[at + j] = !(out <= T(0)) ? out : T(0);
-      }
+    // C's rows i0 .. i0 + m - 1 from C^T, element by element, then each step of the row
+    // tiles' write-back as a pass of its own (as scalars: N values gathered into a vector
+    // stalled on store forwarding, 0.7 us of a 1.2 us write-back at 100 x 10, AVX2; a test
+    // per element cost 10-20% at 16 x 2). Every element gets the same operations in the same
+    // order.
+    T* c = C + i0 * ldc;
+    auto each = [&](auto op) {
+      for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < N; ++j) op(i * ldc + j, j);
+    };
+    if (accumulate)
+      for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < N; ++j) c[i * ldc + j] = c[i * ldc + j] + ct[j * m + i];
+    else
+      for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < N; ++j) c[i * ldc + j] = ct[j * m + i];
+    if (bias) each([&](index_t at, index_t j) { c[at] = c[at] + bias[j]; });
+    if (relu_deriv_z) {
+      const T* z = relu_deriv_z + i0 * ldc;
+      each([&](index_t at, index_t) { c[at] = c[at] * (z[at] > T(0) ? T(1) : T(0)); });
+    }
+    if (relu_out) {
+      T* y = relu_out + i0 * ldc;
+      each([&](index_t at, index_t) { y[at] = !(c[at] <= T(0)) ? c[at] : T(0); });
     }
   }
   return true;

@@ -258,10 +258,10 @@ constexpr bool computed_transposed(index_t M, index_t N) noexcept {
 // it has too few FMA chains. With A given transposed, C is computed transposed instead, C^T =
 // op(B)^T A, by the same row tiles reading A's rows in place: C's rows become the lanes, its
 // columns the broadcast rows. Every element is still summed from zero in increasing p with one
-// FMA per step (a * b and b * a are the same number), and C's rows then get the accumulation
-// and the epilogue with the row tiles' own vector operations, so the result has the bits of the
-// direct path. (For an A not given transposed, copying it to A^T cost 2.5 times the product at
-// 200 x 100 x 4.)
+// FMA per step (a * b and b * a are the same number), and C's elements then get the
+// accumulation and the epilogue with the row tiles' operations, as scalars, so the result has
+// the bits of the direct path. (For an A not given transposed, copying it to A^T cost 2.5 times
+// the product at 200 x 100 x 4.)
 template <class S, int kMaxVectors, int kRows>
 bool direct_narrow(bool trans_b, index_t M, index_t N, index_t K, const ScalarOf<S>* A,
                    index_t lda, const ScalarOf<S>* B, index_t ldb, ScalarOf<S>* C, index_t ldc,

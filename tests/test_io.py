@@ -14,6 +14,7 @@ import pytest
 
 import mlpcore as mc
 import mlpcore.io as mc_io
+import mlpcore.saving as mc_saving
 from mlpcore import optim
 from helpers import PYTHON_DIR, dense_layers
 
@@ -419,6 +420,44 @@ def test_a_bad_random_state_is_a_value_error(tmp_path, state):
     bad = _with_metadata(tmp_path, edit)
     with pytest.raises(ValueError, match="bit generator|state"):
         mc.load(bad)
+
+
+def _mt19937_state(pos):
+    return {"bit_generator": "MT19937",
+            "state": {"key": {"__ndarray__": [1] * 624, "dtype": "<u4"}, "pos": pos}}
+
+
+def _philox_state(buffer_pos):
+    state = mc_saving.to_json(np.random.Philox(0).state)
+    state["buffer_pos"] = buffer_pos
+    return state
+
+
+# NumPy takes these positions unchecked and a draw then reads outside the generator's buffer
+# (a segfault at -2**31): load must refuse them
+@pytest.mark.parametrize("state, field", [
+    (_mt19937_state(-2**31), "pos"), (_mt19937_state(-1), "pos"), (_mt19937_state(625), "pos"),
+    (_philox_state(-2**31), "buffer_pos"), (_philox_state(5), "buffer_pos"),
+])
+def test_a_random_position_outside_the_buffer_is_a_value_error(tmp_path, state, field):
+    def edit(meta):
+        meta["rng"] = state
+
+    bad = _with_metadata(tmp_path, edit)
+    with pytest.raises(ValueError, match=f"rng.*{field} must be in"):
+        mc.load(bad)
+
+
+@pytest.mark.parametrize("name", ["MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64"])
+def test_every_numpy_bit_generator_round_trips(tmp_path, name):
+    model = build()
+    model.rng = np.random.Generator(getattr(np.random, name)(7))
+    model.rng.random(3)  # (a position inside the buffer, not at its start)
+    path = tmp_path / "m.safetensors"
+    model.save(path)
+    loaded = mc.load(path)
+    assert type(loaded.rng.bit_generator).__name__ == name
+    np.testing.assert_array_equal(loaded.rng.random(5), model.rng.random(5))
 
 
 def test_incomplete_mlpcore_description_raises_value_error(tmp_path):

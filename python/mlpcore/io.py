@@ -283,20 +283,39 @@ def _from_json(value):
     return value
 
 
+# NumPy's bit generators, with the position fields their state setters take unchecked and read
+# memory at (a position past the buffer crashes the next draw): (path to the field, its range).
+_BIT_GENERATORS = {
+    "MT19937": (("state", "pos"), 0, 624),
+    "PCG64": None,
+    "PCG64DXSM": None,
+    "Philox": (("buffer_pos",), 0, 4),
+    "SFC64": None,
+}
+
+
 def _rng_from_state(state) -> np.random.Generator:
     name = state.get("bit_generator") if isinstance(state, dict) else None
-    cls = getattr(np.random, str(name), None)
-    # (the abstract base BitGenerator itself cannot be made)
-    if not (isinstance(cls, type) and issubclass(cls, np.random.BitGenerator)) \
-            or cls is np.random.BitGenerator:
-        raise ValueError(f"unknown random bit generator {name!r:.40}")
+    if not isinstance(name, str) or name not in _BIT_GENERATORS \
+            or not isinstance(getattr(np.random, name, None), type):
+        raise ValueError(f"unknown random bit generator {name!r:.40}; expected one of "
+                         f"{', '.join(_BIT_GENERATORS)}")
     try:
-        bit_generator = cls()
+        bit_generator = getattr(np.random, name)()
         bit_generator.state = _from_json(state)
     # numpy indexes what it is given as a dict, and converts its fields
     except (IndexError, AttributeError, TypeError, ValueError, OverflowError,
             NotImplementedError) as exc:
         raise ValueError(f"invalid {name} state: {exc}") from None
+    position = _BIT_GENERATORS[name]
+    if position is not None:
+        path, low, high = position
+        value = bit_generator.state  # (as the generator holds it now)
+        for key in path:
+            value = value[key]
+        if not low <= int(value) <= high:
+            raise ValueError(f"invalid {name} state: {'.'.join(path)} must be in "
+                             f"[{low}, {high}], got {int(value)}")
     return np.random.Generator(bit_generator)
 
 

@@ -144,3 +144,46 @@ def test_a_handler_calling_into_the_running_model_raises(what, tmp_path):
     finally:
         child.kill()
     assert out.split() == ["busy", "True"], (out, err)
+
+
+# A child whose main thread ends while a daemon thread is inside a long native call.
+DAEMON_CHILD = textwrap.dedent("""
+    import sys, threading, time
+    import numpy as np
+    import mlpcore as mc
+    what = sys.argv[1]
+    rng = np.random.default_rng(0)
+    model = mc.Sequential([mc.Dense(256, 512), mc.ReLU(), mc.Dense(512, 10)], seed=0)
+    model.compile(loss="cross_entropy", optimizer="adam")
+    x = rng.normal(size=(50_000, 256)).astype(np.float32)
+    y = rng.integers(0, 10, size=len(x))
+    calls = {"fit": lambda: model.fit(x, y, epochs=1000, batch_size=64, verbose=0),
+             "predict": lambda: [model.predict(x) for _ in range(1000)],
+             "evaluate": lambda: [model.evaluate(x, y) for _ in range(1000)]}
+    inside = threading.Event()
+
+    def run():
+        inside.set()
+        calls[what]()
+
+    threading.Thread(target=run, daemon=True).start()
+    inside.wait()
+    time.sleep(0.3)  # inside the native call
+    print("exiting", flush=True)
+""")
+
+
+# Python ends a daemon thread that asks for the GIL during shutdown with a forced unwind, which
+# aborted the process when it crossed the native call's frames ("terminate called without an
+# active exception"): the thread is parked until the process exits instead.
+@pytest.mark.parametrize("what, threads", [("fit", 2), ("predict", 1), ("evaluate", 2)])
+def test_the_interpreter_exits_cleanly_during_a_daemon_threads_native_call(what, threads,
+                                                                           tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(DAEMON_CHILD)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    done = subprocess.run([sys.executable, str(script), what], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.stdout.strip() == "exiting"
+    assert done.returncode == 0, done.stderr
+    assert "terminate" not in done.stderr

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "bindings/checks.hpp"
+#include "bindings/gil.hpp"
 #include "kernels/activations.hpp"
 #include "kernels/denormals.hpp"
 #include "kernels/fma_probe.hpp"
@@ -22,6 +23,8 @@
 #endif
 
 namespace py = pybind11;
+using mlpcore::bindings::GilAcquire;
+using mlpcore::bindings::GilRelease;
 using mlpcore::index_t;
 namespace gm = mlpcore::gemm;
 
@@ -120,7 +123,7 @@ py::array matmul_t(const py::array& a, const py::array& b, py::object out_obj) {
   const Operand<T> oa = operand<T>(a), ob = operand<T>(b);
   T* c = static_cast<T*>(out.mutable_data());
   {
-    py::gil_scoped_release nogil;
+    GilRelease nogil;
     const mlpcore::DenormalsAsZero denormals;
     gm::gemm<T>(oa.trans, ob.trans, M, N, K, oa.ptr, oa.ld, ob.ptr, ob.ld, c, N, false);
   }
@@ -277,7 +280,7 @@ py::array gemm_hook_t(py::handle a_obj, py::handle b_obj, bool ta, bool tb, py::
   const index_t lda = std::max<index_t>(1, a.shape(1)), ldb = std::max<index_t>(1, b.shape(1));
   T* cp = c.mutable_data();
   {
-    py::gil_scoped_release nogil;
+    GilRelease nogil;
     const mlpcore::DenormalsAsZero denormals;
     if (reference)
       gm::gemm_reference<T>(ta, tb, d.M, d.N, d.K, a.data(), lda, b.data(), ldb, cp, d.N,
@@ -323,7 +326,7 @@ py::tuple gemm_fused_t(py::handle a_obj, py::handle b_obj, bool ta, bool tb, py:
   const index_t lda = std::max<index_t>(1, a.shape(1)), ldb = std::max<index_t>(1, b.shape(1));
   T* cp = c.mutable_data();
   {
-    py::gil_scoped_release nogil;
+    GilRelease nogil;
     const mlpcore::DenormalsAsZero denormals;
     if (reference) {
       gm::gemm_reference<T>(ta, tb, d.M, d.N, d.K, a.data(), lda, b.data(), ldb, cp, d.N, false);
@@ -382,7 +385,7 @@ Results are bitwise identical for any number of threads.)doc");
         int lanes = 0;
         double gflops;
         {
-          py::gil_scoped_release release;
+          GilRelease release;
           gflops = mlpcore::fma_peak_gflops(threads, seconds, &lanes);
         }
         return py::make_tuple(gflops, lanes);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "bindings/checks.hpp"
+#include "bindings/gil.hpp"
 #include "kernels/reductions.hpp"
 #include "net/network.hpp"
 
@@ -27,7 +28,7 @@ using NetPtr = std::shared_ptr<Network<T>>;
 // moment of the check, which runs the Python handlers (Ctrl-C raises KeyboardInterrupt there).
 // True leaves the exception set; the binding raises it once the loop has stopped.
 bool python_signal_pending(void*) {
-  py::gil_scoped_acquire gil;
+  GilAcquire gil;
   return PyErr_CheckSignals() != 0;
 }
 const StopCheck kPythonSignals{python_signal_pending, nullptr};
@@ -50,7 +51,7 @@ struct PyStatReducer {
 
 void reduce_in_python(void* ctx, double* values, index_t count, int kind) {
   auto* r = static_cast<PyStatReducer*>(ctx);
-  py::gil_scoped_acquire gil;
+  GilAcquire gil;
   if (!r->error.is_none()) std::fill(values, values + count, std::nan(""));
   try {
     const py::capsule no_owner(values, [](void*) {});
@@ -305,7 +306,7 @@ void bind_network_class(py::module_& m, const char* name) {
            [](Network<T>& net, Loss loss, double huber_delta) {
              LossParams lp;
              lp.huber_delta = huber_delta;
-             py::gil_scoped_release release;  // (lock order: see the top)
+             GilRelease release;  // (lock order: see the top)
              net.set_loss(loss, lp);
            },
            py::arg("loss"), py::arg("huber_delta") = 1.0)
@@ -314,7 +315,7 @@ void bind_network_class(py::module_& m, const char* name) {
              ClipConfig c;
              c.max_norm = max_norm;
              c.max_value = max_value;
-             py::gil_scoped_release release;  // (lock order: see the top)
+             GilRelease release;  // (lock order: see the top)
              net.set_clipping(c);
            },
            py::arg("max_norm"), py::arg("max_value"))
@@ -325,7 +326,7 @@ void bind_network_class(py::module_& m, const char* name) {
            [](Network<T>& net) {
              TrainStats s;
              {
-               py::gil_scoped_release release;  // (lock order: see the top)
+               GilRelease release;  // (lock order: see the top)
                s = net.take_stats();
              }
              py::dict d;
@@ -345,15 +346,15 @@ void bind_network_class(py::module_& m, const char* name) {
            "Per-step statistics accumulated since the last call (steps, pre-clip gradient "
            "norms), then reset.")
       .def("regularization_loss", &Network<T>::regularization_loss,
-           py::call_guard<py::gil_scoped_release>())
+           py::call_guard<GilRelease>())
       .def(
           "locked",
           [](Network<T>& net, const py::function& fn) {
             py::object result;
             {
-              py::gil_scoped_release release;  // (while waiting for a step in another thread)
+              GilRelease release;  // (while waiting for a step in another thread)
               net.with_lock([&] {
-                py::gil_scoped_acquire gil;
+                GilAcquire gil;
                 result = fn();
               });
             }
@@ -364,7 +365,7 @@ void bind_network_class(py::module_& m, const char* name) {
           "calling into this network from fn raises RuntimeError.")
       .def("set_sentinel", &Network<T>::set_sentinel, py::arg("on"))
       .def("set_diagnostics", &Network<T>::set_diagnostics, py::arg("on"),
-           py::call_guard<py::gil_scoped_release>())
+           py::call_guard<GilRelease>())
       .def("set_stat_reducer",
            [](Network<T>& net, const py::object& fn, const std::vector<bool>& layers) {
              if (fn.is_none()) return net.set_stat_reducer(StatReducer{}, {}, nullptr);
@@ -393,7 +394,7 @@ void bind_network_class(py::module_& m, const char* name) {
              T* out_ptr = out.mutable_data();
              bool ok;
              {
-               py::gil_scoped_release release;
+               GilRelease release;
                ok = net.forward_for_custom(x.data(), x.shape(0), out_ptr);
              }
              raise_reducer_error(net);
@@ -414,7 +415,7 @@ void bind_network_class(py::module_& m, const char* name) {
              py::object dx_obj = input_grad_array<T>(want_dx, x, &dx);
              StepResult r;
              {
-               py::gil_scoped_release release;
+               GilRelease release;
                r = net.backward_from(x.data(), x.shape(0), dout.data(), dx);
              }
              raise_reducer_error(net);
@@ -423,7 +424,7 @@ void bind_network_class(py::module_& m, const char* name) {
            py::arg("x"), py::arg("dout"), py::arg("want_dx") = false)
       .def("update",
            [](Network<T>& net) {
-             py::gil_scoped_release release;
+             GilRelease release;
              return net.update();
            },
            "The one update path: measure the gradients as they are now, then statistics, "
@@ -431,7 +432,7 @@ void bind_network_class(py::module_& m, const char* name) {
       .def("set_optimizer",
            [](Network<T>& net, const OptConfig& cfg) {
              try {
-               py::gil_scoped_release release;  // (lock order: see the top)
+               GilRelease release;  // (lock order: see the top)
                net.set_optimizer(cfg);
              } catch (const std::invalid_argument& e) {
                throw py::value_error(e.what());
@@ -447,7 +448,7 @@ void bind_network_class(py::module_& m, const char* name) {
              attach_weights(y, w_obj, x.shape(0), "train_step", true, keep_w);
              StepResult r;
              {
-               py::gil_scoped_release release;
+               GilRelease release;
                r = net.train_step(x.data(), x.shape(0), y.targets);
              }
              raise_reducer_error(net);
@@ -465,7 +466,7 @@ void bind_network_class(py::module_& m, const char* name) {
              py::object dx_obj = input_grad_array<T>(want_dx, x, &dx);
              StepResult r;
              {
-               py::gil_scoped_release release;
+               GilRelease release;
                r = net.compute_gradients(x.data(), x.shape(0), y.targets, dx);
              }
              raise_reducer_error(net);
@@ -492,7 +493,7 @@ void bind_network_class(py::module_& m, const char* name) {
              }
              BatchRunResult r;
              {
-               py::gil_scoped_release release;
+               GilRelease release;
                r = net.train_batches(a.x.data(), a.x.shape(0), a.y.targets, order, batch_size,
                                      first_batch, n_batches, &kPythonSignals);
              }
@@ -531,7 +532,7 @@ void bind_network_class(py::module_& m, const char* name) {
              py::array_t<double> losses(epochs);
              EpochRunResult r;
              {
-               py::gil_scoped_release release;
+               GilRelease release;
                r = net.train_epochs(a.x.data(), n, a.y.targets, seeds, order.data(), batch_size,
                                     epochs, with_rule ? &rule : nullptr, losses.mutable_data(),
                                     &kPythonSignals);
@@ -582,7 +583,7 @@ void bind_network_class(py::module_& m, const char* name) {
                return out;
              bool completed;
              {
-               py::gil_scoped_release release;
+               GilRelease release;
                completed = net.predict(x.data(), x.shape(0), out_ptr, &kPythonSignals);
              }
              if (!completed) throw py::error_already_set();
@@ -593,7 +594,7 @@ void bind_network_class(py::module_& m, const char* name) {
            [](Network<T>& net) {
              bool ok;
              {
-               py::gil_scoped_release release;
+               GilRelease release;
                ok = net.prepack_weights();
              }
              if (!ok) throw std::bad_alloc();
@@ -614,7 +615,7 @@ void bind_network_class(py::module_& m, const char* name) {
                result.append(out);
              }
              {
-               py::gil_scoped_release release;
+               GilRelease release;
                net.forward_collect(x.data(), x.shape(0), outs);
              }
              return result;
@@ -629,7 +630,7 @@ void bind_network_class(py::module_& m, const char* name) {
         StepResult r;
         bool stopped = false;
         {
-          py::gil_scoped_release release;
+          GilRelease release;
           r = net.evaluate(x.data(), x.shape(0), y.targets, &kPythonSignals, &stopped);
         }
         if (stopped) throw py::error_already_set();
@@ -656,7 +657,7 @@ void bind_network(py::module_& m) {
           }
           std::int64_t* data = order.mutable_data();
           {
-            py::gil_scoped_release release;
+            GilRelease release;
             shuffled_indices(seed, data, n);
           }
           return order;

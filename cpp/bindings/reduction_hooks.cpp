@@ -8,9 +8,12 @@
 
 #include <algorithm>
 
+#include "bindings/gil.hpp"
 #include "kernels/reductions.hpp"
 
 namespace py = pybind11;
+using mlpcore::bindings::GilAcquire;
+using mlpcore::bindings::GilRelease;
 using mlpcore::index_t;
 
 namespace {
@@ -19,7 +22,7 @@ template <typename T>
 double squares(const py::array_t<T, py::array::c_style>& x) {
   const T* data = x.data();
   const index_t n = index_t(x.size());
-  py::gil_scoped_release release;
+  GilRelease release;
   return mlpcore::sum_of_squares<T>(data, n);
 }
 
@@ -75,7 +78,7 @@ py::tuple to_float(const py::array& obj) {
   const index_t n = index_t(x.size());
   bool finite;
   {
-    py::gil_scoped_release release;
+    GilRelease release;
     finite = mlpcore::convert_finite<Src, Dst>(src, n, dst);
   }
   return py::make_tuple(out, finite);

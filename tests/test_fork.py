@@ -63,3 +63,59 @@ def test_forked_child_runs_on_one_thread(mode, tmp_path):
     # the child ran on 1 thread with the same bits; the parent keeps its 2 threads
     assert done.stdout.split() == ["1", "True", "2"], (done.stdout, done.stderr)
     assert "cannot be used after fork" in done.stderr
+
+
+# A fork while another thread is inside a model's native call: the child has no such thread, so
+# the model's call lock is never released there.
+FORK_DURING_CALL = textwrap.dedent("""
+    import os, sys, threading, time
+    import numpy as np
+    import mlpcore as mc
+    what = sys.argv[1]
+    rng = np.random.default_rng(0)
+    model = mc.Sequential([mc.Dense(64, 256), mc.ReLU(), mc.Dense(256, 4)], seed=0)
+    model.compile(loss="cross_entropy", optimizer="adam")
+    x = rng.random((50_000, 64)).astype(np.float32)
+    y = np.arange(len(x)) % 4
+    calls = {"fit": lambda: model.fit(x, y, epochs=1000, batch_size=64, verbose=0),
+             "predict": lambda: [model.predict(x) for _ in range(1000)]}
+    inside = threading.Event()
+
+    def run():
+        inside.set()
+        calls[what]()
+
+    threading.Thread(target=run, daemon=True).start()
+    inside.wait()
+    time.sleep(0.3)  # inside the native call
+    pid = os.fork()
+    if pid == 0:
+        try:
+            model.predict(x[:1])
+            print("answered", flush=True)
+        except RuntimeError as exc:
+            print("refused", "forked" in str(exc), flush=True)
+        fresh = mc.Sequential([mc.Dense(64, 4)], seed=0)  # a model of the child works
+        print("fresh", fresh.predict(x[:2]).shape, flush=True)
+        os._exit(0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            print("child", os.waitstatus_to_exitcode(status), flush=True)
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        print("child hung", flush=True)
+""")
+
+
+@pytest.mark.parametrize("what", ["fit", "predict"])
+def test_a_model_busy_in_another_thread_at_fork_raises_in_the_child(what, tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(FORK_DURING_CALL)
+    done = subprocess.run([sys.executable, "-W", "ignore", str(script), what],
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[:3] == ["refused True", "fresh (2, 4)", "child 0"], \
+        (done.stdout, done.stderr)

@@ -15,6 +15,7 @@
 #include "kernels/denormals.hpp"
 #include "bindings/network_bindings.hpp"
 #include "bindings/reduction_hooks.hpp"
+#include "net/fork_state.hpp"
 
 namespace py = pybind11;
 
@@ -26,7 +27,10 @@ namespace {
 // is kept so Python can warn once (mlpcore/__init__.py).
 std::atomic<int> g_threads_before_fork{0};
 
+void before_fork() noexcept { mlpcore::note_fork_prepare(); }
+
 void after_fork_in_child() noexcept {
+  mlpcore::note_fork_in_child();
 #ifdef _OPENMP
   g_threads_before_fork.store(omp_get_max_threads());
   omp_set_num_threads(1);
@@ -75,7 +79,7 @@ bool has_openmp() {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "mlpcore native core: layers, activations, losses, backprop, optimizers, GEMM";
-  pthread_atfork(nullptr, nullptr, after_fork_in_child);
+  pthread_atfork(before_fork, nullptr, after_fork_in_child);
   m.attr("_max_elements") = py::int_(mlpcore::kMaxElements);  // (sizes past it: ValueError)
   m.def("_threads_before_fork", [] { return g_threads_before_fork.load(); },
         "In a forked child: the OpenMP thread count of the parent (now 1 here); 0 otherwise.");

@@ -18,6 +18,7 @@
 #include "kernels/optim.hpp"
 #include "kernels/random.hpp"
 #include "net/aligned_buffer.hpp"
+#include "net/fork_state.hpp"
 
 namespace mlpcore {
 
@@ -576,13 +577,24 @@ class Network {
    public:
     explicit CallLock(Network& net) : net_(net) {
       const std::thread::id me = std::this_thread::get_id();
-      if (net.lock_owner_.load(std::memory_order_relaxed) == me)
+      const std::thread::id owner = net.lock_owner_.load(std::memory_order_relaxed);
+      if (owner == me)
         throw std::runtime_error(
             "the network is busy with a call on this thread (a signal handler or callback "
             "called into the model while its fit, predict or evaluate was running); call it "
             "once that call has returned");
+      const ForkState& forks = fork_state();
+      if (owner != std::thread::id() &&
+          net.lock_generation_.load(std::memory_order_relaxed) != forks.generation.load() &&
+          owner != forks.forking_thread.load())
+        throw std::runtime_error(
+            "the network was in use by another thread (its fit, predict, evaluate or a save) "
+            "when this process forked; that thread does not exist here, so the call never "
+            "ends and the weights may be half-way through a step. Fork when no thread is "
+            "using the model, or pass it to the child pickled or saved");
       net.mutex_.lock();
       net.lock_owner_.store(me, std::memory_order_relaxed);
+      net.lock_generation_.store(forks.generation.load(), std::memory_order_relaxed);
     }
     ~CallLock() {
       net_.lock_owner_.store(std::thread::id(), std::memory_order_relaxed);
@@ -596,6 +608,7 @@ class Network {
   };
   std::mutex mutex_;
   std::atomic<std::thread::id> lock_owner_{};  // the thread holding mutex_ (none: default id)
+  std::atomic<std::uint64_t> lock_generation_{0};  // fork_state().generation when it was taken
 };
 
 }  // namespace mlpcore

@@ -172,3 +172,54 @@ def test_subclasses_refuse_clearly():
         pickle.dumps(model)
     with pytest.raises(TypeError, match="cannot pickle or copy a Mine"):
         copy.deepcopy(model)
+
+
+def test_a_copy_taken_while_another_thread_trains_is_one_state(monkeypatch):
+    """The step count, the generators' states and the arrays of a pickle are read under one
+    lock: a fit in another thread cannot step between them (the metadata is slowed here so that
+    a step would fall between them if it could)."""
+    import hashlib
+    import threading
+    import time
+
+    from mlpcore import saving
+    from mlpcore.callbacks import LambdaCallback
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 16)).astype(np.float32)
+    y = rng.integers(0, 4, len(x))
+
+    def build():
+        model = mc.Sequential([mc.Dense(16, 32), mc.ReLU(), mc.Dense(32, 4)], seed=0)
+        model.compile("cross_entropy", "adam")
+        return model
+
+    def digest(model):
+        return hashlib.sha1(b"".join(w.tobytes() for w in model.get_weights())).hexdigest()
+
+    reference = build()
+    step_of = {digest(reference): 0}
+    record = LambdaCallback(on_train_batch_end=lambda batch, logs: step_of.__setitem__(
+        digest(reference), reference.optimizer_steps))
+    reference.fit(x, y, epochs=20, batch_size=32, verbose=0, callbacks=[record])
+
+    metadata = saving._metadata
+
+    def slow_metadata(model):
+        meta = metadata(model)
+        time.sleep(0.01)
+        return meta
+
+    monkeypatch.setattr(saving, "_metadata", slow_metadata)
+    model = build()
+    training = threading.Thread(
+        target=lambda: model.fit(x, y, epochs=20, batch_size=32, verbose=0))
+    training.start()
+    snapshots = []
+    while training.is_alive() and len(snapshots) < 20:
+        snapshots.append(pickle.dumps(model))
+    training.join()
+    assert snapshots
+    for snapshot in snapshots:
+        copied = pickle.loads(snapshot)
+        assert step_of[digest(copied)] == copied.optimizer_steps

@@ -50,13 +50,21 @@ def layer_arrays(model) -> Dict[str, np.ndarray]:
     return arrays
 
 
-def _tensors(model) -> Dict[str, np.ndarray]:
-    """Copies of every array a file stores, taken with no training step of another thread
-    running (a fit there cannot tear them)."""
+def _snapshot(model, add_meta=None):
+    """Copies of every array a file stores and the metadata describing them (step count,
+    dropout and shuffle generators; ``add_meta(meta)`` adds to it), all taken with no training
+    step of another thread running: a fit there cannot tear them apart."""
     views = dict(layer_arrays(model))
     if model.optimizer is not None:  # (syncs the optimizer: before the lock is taken)
         views.update({f"optimizer.{name}": buf for name, buf in model.optimizer.state.items()})
-    return model._locked(lambda: {k: np.array(v, order="C") for k, v in views.items()})
+
+    def take():
+        meta = _metadata(model)
+        if add_meta is not None:
+            add_meta(meta)
+        return {k: np.array(v, order="C") for k, v in views.items()}, meta
+
+    return model._locked(take)
 
 
 def _metadata(model) -> Dict[str, Any]:
@@ -97,7 +105,8 @@ def save(model, path) -> None:
 
     target = save_target(path, "save")
     check_suffix(Path(path), "save")
-    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(_metadata(model))})
+    tensors, meta = _snapshot(model)
+    data = st_save(tensors, metadata={"mlpcore": json.dumps(meta)})
     atomic_write_bytes(target, data)
 
 
@@ -138,9 +147,9 @@ def save_checkpoint(model, path, *, epoch: int, scheduler=None) -> None:
     epoch = check_int(epoch, owner="save_checkpoint", name="epoch", low=0, expected=">= 0")
     if scheduler is not None:
         check_scheduler(scheduler, model, "save_checkpoint")
-    meta = _metadata(model)
-    meta["checkpoint"] = _checkpoint_meta(model, epoch, scheduler)
-    data = st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
+    tensors, meta = _snapshot(model, lambda meta: meta.update(
+        checkpoint=_checkpoint_meta(model, epoch, scheduler)))
+    data = st_save(tensors, metadata={"mlpcore": json.dumps(meta)})
     atomic_write_bytes(target, data)
 
 
@@ -166,7 +175,7 @@ def model_to_bytes(model) -> bytes:
         raise TypeError("pickle: a model compiled with a custom (Python) loss cannot be pickled "
                         "or copied; compile it with a named loss, or pickle the weights "
                         "(model.save) and the loss function separately")
-    meta = _metadata(model)
-    meta["checkpoint"] = _checkpoint_meta(model, 0, None)
-    meta["detect_anomaly"] = bool(getattr(model, "detect_anomaly", False))
-    return st_save(_tensors(model), metadata={"mlpcore": json.dumps(meta)})
+    tensors, meta = _snapshot(model, lambda meta: meta.update(
+        checkpoint=_checkpoint_meta(model, 0, None),
+        detect_anomaly=bool(getattr(model, "detect_anomaly", False))))
+    return st_save(tensors, metadata={"mlpcore": json.dumps(meta)})

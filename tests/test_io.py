@@ -550,6 +550,42 @@ def test_class_names_travel_in_the_metadata(tmp_path):
     assert mc.load(tmp_path / "none.safetensors").classes_ is None
 
 
+def test_every_class_name_the_setter_takes_loads_back(tmp_path):
+    model = trained()
+    for names in ([False, True], [0.5, 1.5], [-3, 2**40]):
+        model.classes_ = np.asarray(names)
+        model.save(tmp_path / "m.safetensors")
+        loaded = mc.load(tmp_path / "m.safetensors").classes_
+        assert loaded.tolist() == names and loaded.dtype == model.classes_.dtype
+
+
+def test_class_names_past_64_bits_are_a_value_error_naming_the_field(tmp_path):
+    def edit(meta):
+        meta["classes"] = [2**100, 1, 2]
+
+    with pytest.raises(ValueError, match="classes.*within 64 bits"):
+        mc.load(_with_metadata(tmp_path, edit))
+
+
+def test_numpy_and_fraction_numbers_given_to_the_model_save(tmp_path):
+    """A seed, clipping thresholds or a learning rate given as NumPy scalars or a Fraction
+    (the README's param_groups path included) save, load and pickle as Python numbers."""
+    import pickle
+    from fractions import Fraction
+
+    model = mc.Sequential([mc.Dense(4, 3)], seed=np.int64(3))
+    model.compile("mse", optim.Adam(lr=np.float32(1e-3)), clip_norm=np.float32(1.0),
+                  clip_value=Fraction(1, 2))
+    model.optimizer.param_groups[0]["lr"] = np.float32(2e-3)
+    model.save(tmp_path / "m.safetensors")
+    mc.save_checkpoint(model, tmp_path / "c.safetensors", epoch=np.int64(1))
+    for loaded in (mc.load(tmp_path / "m.safetensors"), pickle.loads(pickle.dumps(model)),
+                   mc.load_checkpoint(tmp_path / "c.safetensors").model):
+        assert loaded.seed == 3 and type(loaded.seed) is int
+        assert (loaded.clip_norm, loaded.clip_value) == (1.0, 0.5)
+        assert loaded.optimizer.param_groups[0]["lr"] == pytest.approx(2e-3)
+
+
 def test_fit_after_save_and_load_continues_the_shuffle_sequence(tmp_path):
     rng = np.random.default_rng(0)
     x, y = batch(rng, n=64)

@@ -195,9 +195,11 @@ def _model_from(f: ModelFile, plan: _Plan, tensors: Dict[str, np.ndarray],
             model.rng = _rng_from_state(meta["rng"])
     classes = meta.get("classes")
     if classes is not None:  # the class names the CLI trained on (model.classes_)
-        if (not isinstance(classes, list) or len(classes) > 2**20 or not all(
-                isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in classes)):
-            raise f.error("classes", f"expected a list of class names, got {classes!r:.80}")
+        if not isinstance(classes, list) or len(classes) > 2**20 or not all(
+                isinstance(c, (str, bool, float)) or _is_json_int(c) and -2**63 <= c < 2**64
+                for c in classes):
+            raise f.error("classes", "expected a list of class names (str, bool or numbers "
+                          f"within 64 bits), got {classes!r:.80}")
         model.classes_ = classes
     if loss is not None:
         with _field(f, "optimizer"):

@@ -63,9 +63,9 @@ class Sequential(Trainer):
         if len({id(layer) for layer in objects}) != len(objects):
             raise ValueError("Sequential: the same layer object appears twice; create one per use")
         self.dtype = _parse_dtype(dtype)
-        if seed is not None:
-            check_int(seed, owner="Sequential", name="seed", low=0, expected="non-negative",
-                      kind="an int or None")
+        if seed is not None:  # (as a Python int: NumPy's integers are not JSON, for save)
+            seed = check_int(seed, owner="Sequential", name="seed", low=0,
+                             expected="non-negative", kind="an int or None")
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         _check_memory(plan, self.dtype)
@@ -236,7 +236,8 @@ class Sequential(Trainer):
         self._net.set_clipping(*clip)
         self._net.set_sentinel(bool(detect_anomaly))
         self.detect_anomaly = bool(detect_anomaly)
-        self.clip_norm, self.clip_value = clip_norm, clip_value
+        # (as Python floats, None when off: what save writes and load gives back)
+        self.clip_norm, self.clip_value = (float(c) if c else None for c in clip)
         self.loss, self.huber_delta, self.optimizer = info, huber_delta, opt
         self.metrics = metrics
         self._synced_opt_version = -1

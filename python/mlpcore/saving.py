@@ -13,6 +13,7 @@ followed, the umask's mode, temp files of killed saves removed by the next save)
 from __future__ import annotations
 
 import json
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Dict
@@ -81,7 +82,8 @@ def _metadata(model) -> Dict[str, Any]:
         meta["loss"] = {"name": model.loss.name, "huber_delta": model.huber_delta,
                         "clip_norm": model.clip_norm, "clip_value": model.clip_value}
         opt = model.optimizer
-        meta["optimizer"] = {"name": type(opt).__name__, "param_groups": [dict(opt.param_groups[0])],
+        meta["optimizer"] = {"name": type(opt).__name__,
+                             "param_groups": [to_json(dict(opt.param_groups[0]))],
                              "step": opt.step_count}
     return meta
 
@@ -111,6 +113,8 @@ def save(model, path) -> None:
 
 
 def to_json(value):
+    """``value`` in JSON's types: NumPy arrays as tagged lists, NumPy scalars and other numbers
+    (a learning rate set as np.float32 or a Fraction) as Python ints and floats."""
     if isinstance(value, dict):
         return {k: to_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -119,6 +123,10 @@ def to_json(value):
         return {"__ndarray__": value.tolist(), "dtype": value.dtype.str}
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, int)):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, int, float)):
+        return float(value)
     return value
 
 

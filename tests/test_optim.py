@@ -747,8 +747,10 @@ def test_keras_learning_rate_keyword(cls):
 
 
 @pytest.mark.parametrize("change, error, match", [
-    ({"step": -1}, ValueError, "step must be >= 0"),
-    ({"step": 2**64}, ValueError, "step must be >= 0"),
+    ({"step": -1}, ValueError, r"step must be in \[0, 2\*\*62\]"),
+    ({"step": 2**64}, ValueError, r"step must be in \[0, 2\*\*62\]"),
+    # (the count could not take one more update: 2**63 - 1 wrapped to a negative step)
+    ({"step": 2**63 - 1}, ValueError, r"step must be in \[0, 2\*\*62\]"),
     ({"step": "3"}, TypeError, "step must be an int"),
     ({"step": True}, TypeError, "step must be an int"),
     ({"step": 2.0}, TypeError, "step must be an int"),
@@ -757,7 +759,7 @@ def test_keras_learning_rate_keyword(cls):
     ({"betas": (2.0, float("nan"))}, ValueError, "beta"),
     ({"eps": float("inf")}, ValueError, "eps"),
     ({"lion": 1.0}, ValueError, "unknown hyper-parameter"),
-], ids=["step-negative", "step-2p64", "step-str", "step-bool", "step-float", "lr-nan",
+], ids=["step-negative", "step-2p64", "step-2p63-1", "step-str", "step-bool", "step-float", "lr-nan",
         "lr-negative", "betas", "eps-inf", "unknown-key"])
 def test_load_state_dict_refuses_bad_values_and_changes_nothing(change, error, match):
     model = make_model(optim.Adam(lr=0.01))
@@ -774,3 +776,15 @@ def test_load_state_dict_refuses_bad_values_and_changes_nothing(change, error, m
     assert after["param_groups"] == before["param_groups"] and after["step"] == before["step"]
     for name, value in before["state"].items():
         np.testing.assert_array_equal(after["state"][name], value)
+
+
+@pytest.mark.parametrize("steps, error", [(-1, ValueError), (2**62 + 1, ValueError),
+                                          (1.7, TypeError), ("3", TypeError)])
+def test_the_step_count_setter_checks_its_value(steps, error):
+    model = make_model(optim.Adam(lr=0.01))
+    with pytest.raises(error, match="optimizer_steps: steps must"):
+        model.optimizer_steps = steps
+    assert model.optimizer_steps == 0
+    model.optimizer_steps = np.int64(2**62)  # the largest: every later update still counts
+    model.optimizer.step()
+    assert model.optimizer_steps == 2**62 + 1

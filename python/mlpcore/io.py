@@ -21,7 +21,7 @@ import numpy as np
 from ._files import ModelFile, describe, first_nonfinite, json_field
 from .layers import Residual, flatten_layers, layer_from_config
 from .model import Sequential
-from .optim import optimizer_from_state
+from .optim import MAX_STEPS, optimizer_from_state
 # the writers are re-exported: mlpcore.io.save, save_checkpoint, FORMAT_VERSION stay
 from .saving import (CHECKPOINT_VERSION, FORMAT_VERSION, atomic_write_bytes,  # noqa: F401
                      check_scheduler, layer_arrays, model_to_bytes, save, save_checkpoint)
@@ -148,8 +148,8 @@ def _optimizer_meta(meta, f: ModelFile):
         raise f.error("optimizer.param_groups", f"expected a list of one object, got "
                        f"{groups!r:.80}")
     step = json_field(opt, "step", int, f.func, f.path, "optimizer.step")
-    if not 0 <= step < 2**63:
-        raise f.error("optimizer.step", f"expected an int in [0, 2**63), got {step}")
+    if not 0 <= step <= MAX_STEPS:
+        raise f.error("optimizer.step", f"expected an int in [0, 2**62], got {step}")
     return opt
 
 

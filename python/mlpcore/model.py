@@ -22,7 +22,7 @@ from .layers import (BatchNorm1d, Dense, Dropout, Layer, Residual, Sigmoid, Soft
 from .frozen import FrozenModel
 from .losses import PROBABILITY_LOSSES, LossInfo, get_loss, probabilities
 from .metrics import accuracy, check_metrics, regression_metrics
-from .optim import Optimizer, get_optimizer
+from .optim import MAX_STEPS, Optimizer, get_optimizer
 from .torch_modules import to_torch
 from .trace import Trace, trace as trace_pass
 from .training import Trainer
@@ -345,7 +345,8 @@ class Sequential(Trainer):
 
     @optimizer_steps.setter
     def optimizer_steps(self, steps: int) -> None:
-        self._net.optimizer_steps = int(steps)
+        self._net.optimizer_steps = check_int(steps, owner="optimizer_steps", name="steps",
+                                              low=0, expected=">= 0", high=MAX_STEPS)
 
     def optimizer_state_views(self) -> Dict[str, np.ndarray]:
         """Writable flat views of the optimizer's native state buffers, by torch.optim's names

@@ -19,6 +19,10 @@ from ._validation import check_betas as _check_betas, check_hyper
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZERS", "get_optimizer"]
 
+# The most updates a step count may say were applied: the count is a signed 64-bit integer that
+# every update adds one to, and from 2**62 none can reach its end (about 146 years at 1 ns each).
+MAX_STEPS = 2**62
+
 
 class _ParamGroup(dict):
     """The hyper-parameter dict; counts changes so the model re-sends it only when needed."""
@@ -162,8 +166,8 @@ class Optimizer:
         step = state_dict.get("step")
         if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)):
             raise TypeError(f"load_state_dict: step must be an int, got {type(step).__name__}")
-        if not 0 <= step < 2**63:
-            raise ValueError(f"load_state_dict: step must be >= 0, got {step}")
+        if not 0 <= step <= MAX_STEPS:
+            raise ValueError(f"load_state_dict: step must be in [0, 2**62], got {step}")
         groups = state_dict.get("param_groups")
         if not isinstance(groups, (list, tuple)) or len(groups) != 1 \
                 or not isinstance(groups[0], dict):

@@ -1,6 +1,7 @@
 """Save / load: bit-identical round trips (weights, config, loss, optimizer state), the file
 format, atomic writes (failures and a killed writer leave the old file) and clear errors."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -729,3 +730,56 @@ def test_killed_writers_leave_no_temp_files_after_the_next_save(tmp_path):
             proc.stdout.close()
     build().save(path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def _with_tensor(tmp_path, model, name, edit):
+    """``model`` saved, then one tensor rewritten by ``edit`` (a function of a copy of it)."""
+    from safetensors.numpy import load_file, save_file
+
+    good = tmp_path / "good.safetensors"
+    model.save(good)
+    header, _ = header_of(good)
+    tensors = load_file(str(good))
+    tensors[name] = edit(tensors[name].copy())
+    bad = tmp_path / "edited.safetensors"
+    save_file(tensors, str(bad), metadata=header["__metadata__"])
+    return bad
+
+
+def _negative_first(t):
+    t.reshape(-1)[0] = -1.0
+    return t
+
+
+def _with_norms():
+    model = mc.Sequential([mc.Normalization(5), mc.Dense(5, 4), mc.BatchNorm1d(4), mc.ReLU(),
+                           mc.Dense(4, 3)], seed=0)
+    model.compile("cross_entropy", "sgd")
+    return model
+
+
+# each divides by a square root: negative, it made NaN weights or outputs after a clean load
+@pytest.mark.parametrize("make, name", [
+    (lambda: trained(opt="adam-amsgrad"), "optimizer.exp_avg_sq"),
+    (lambda: trained(opt="adam-amsgrad"), "optimizer.max_exp_avg_sq"),
+    (lambda: trained(opt="rmsprop-centered"), "optimizer.square_avg"),
+    (lambda: trained(opt="adagrad"), "optimizer.sum"),
+    (_with_norms, "layers.2.running_var"),
+    (_with_norms, "layers.0.variance"),
+])
+@pytest.mark.parametrize("allow_nonfinite", [False, True])
+def test_a_negative_variance_or_square_sum_is_a_value_error(tmp_path, make, name,
+                                                            allow_nonfinite):
+    bad = _with_tensor(tmp_path, make(), name, _negative_first)
+    with pytest.raises(ValueError, match=rf"{re.escape(name)}' must be >= 0, got -1\.0 at flat"):
+        mc.load(bad, allow_nonfinite=allow_nonfinite)
+
+
+def test_load_state_dict_refuses_a_negative_square_sum():
+    model = trained(opt="adam-amsgrad")
+    state = model.optimizer.state_dict()
+    state["state"]["exp_avg_sq"][3] = -1.0
+    before = model.optimizer.state["exp_avg_sq"].copy()
+    with pytest.raises(ValueError, match="'exp_avg_sq' must be >= 0"):
+        model.optimizer.load_state_dict(state)
+    np.testing.assert_array_equal(model.optimizer.state["exp_avg_sq"], before)

@@ -19,9 +19,9 @@ from typing import Any, Dict
 import numpy as np
 
 from ._files import ModelFile, describe, first_nonfinite, json_field
-from .layers import Residual, flatten_layers, layer_from_config
+from .layers import NONNEGATIVE_BUFFERS, Residual, flatten_layers, layer_from_config
 from .model import Sequential
-from .optim import MAX_STEPS, optimizer_from_state
+from .optim import MAX_STEPS, NONNEGATIVE_STATE, optimizer_from_state
 # the writers are re-exported: mlpcore.io.save, save_checkpoint, FORMAT_VERSION stay
 from .saving import (CHECKPOINT_VERSION, FORMAT_VERSION, atomic_write_bytes,  # noqa: F401
                      check_scheduler, layer_arrays, model_to_bytes, save, save_checkpoint)
@@ -118,13 +118,20 @@ def _plan_of(f: ModelFile) -> _Plan:
 
 def _checked_tensors(f: ModelFile, plan, allow_nonfinite: bool) -> Dict[str, np.ndarray]:
     tensors = f.read_tensors()
-    if not allow_nonfinite:
-        for name, t in tensors.items():
-            at = first_nonfinite(t)
-            if at is not None:
-                raise f.error(f"header[{name!r}]", f"tensor {name!r} holds a non-finite value "
-                               f"({t.reshape(-1)[at]} at flat index {at}); pass "
-                               "allow_nonfinite=True to load it anyway")
+    for name, t in tensors.items():
+        at = None if allow_nonfinite else first_nonfinite(t)
+        if at is not None:
+            raise f.error(f"header[{name!r}]", f"tensor {name!r} holds a non-finite value "
+                           f"({t.reshape(-1)[at]} at flat index {at}); pass "
+                           "allow_nonfinite=True to load it anyway")
+        # (variances and sums of squares: a negative one makes NaN, whatever allow_nonfinite)
+        kind = name.rsplit(".", 1)[-1]
+        if (kind in NONNEGATIVE_BUFFERS and name.startswith("layers.")
+                or kind in NONNEGATIVE_STATE and name.startswith("optimizer.")):
+            negative = np.flatnonzero(t < 0)
+            if negative.size:
+                raise f.error(f"header[{name!r}]", f"tensor {name!r} must be >= 0, got "
+                               f"{t.reshape(-1)[negative[0]]} at flat index {negative[0]}")
     return tensors
 
 

@@ -362,6 +362,11 @@ class LayerNorm(_Norm):
         return {"type": "LayerNorm", "normalized_shape": self.num_features, "eps": self.eps}
 
 
+# Layer buffers that are variances: the layer divides by their square root, so a negative value
+# (from an edited file) makes NaN outputs.
+NONNEGATIVE_BUFFERS = frozenset({"running_var", "variance"})
+
+
 class BatchNorm1d(_Norm):
     """Batch normalisation of each feature (torch.nn.BatchNorm1d): batch statistics in training
     (which update ``running_mean`` / ``running_var`` with ``momentum``, the variance unbiased),

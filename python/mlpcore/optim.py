@@ -23,6 +23,10 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "OPTIMIZER
 # every update adds one to, and from 2**62 none can reach its end (about 146 years at 1 ns each).
 MAX_STEPS = 2**62
 
+# State buffers that hold sums or averages of squared gradients: the update divides by their
+# square root, so a negative value (from an edited file or state_dict) makes NaN weights.
+NONNEGATIVE_STATE = frozenset({"exp_avg_sq", "max_exp_avg_sq", "square_avg", "sum"})
+
 
 class _ParamGroup(dict):
     """The hyper-parameter dict; counts changes so the model re-sends it only when needed."""
@@ -187,10 +191,16 @@ class Optimizer:
             group[key] = value
         current = self.state
         for name, value in states.items():
+            problem = None
             if name not in current or current[name].shape != np.shape(value):
+                problem = f"state buffer {name!r} does not match the model"
+            elif name in NONNEGATIVE_STATE and np.any(np.asarray(value) < 0):
+                problem = (f"state buffer {name!r} must be >= 0 (a sum of squared gradients), "
+                           f"got {np.min(value)}")
+            if problem is not None:
                 for key, value in before.items():
                     group[key] = value
-                raise ValueError(f"load_state_dict: state buffer {name!r} does not match the model")
+                raise ValueError(f"load_state_dict: {problem}")
         for name, value in states.items():
             current[name][...] = value
         self._model.optimizer_steps = int(step)

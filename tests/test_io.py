@@ -517,12 +517,19 @@ def test_non_path_arguments_raise_type_error(tmp_path, bad):
         build().save(bad)
 
 
-def test_save_into_missing_folder_raises_value_error(tmp_path):
+def test_save_into_missing_folder_raises_file_not_found(tmp_path):
     target = tmp_path / "no" / "such" / "folder" / "m.safetensors"
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="folder .*folder' does not exist"):
         build().save(target)
     assert not (tmp_path / "no").exists()
     assert os.listdir(tmp_path) == []
+
+
+def test_save_below_a_file_raises_not_a_directory(tmp_path):
+    (tmp_path / "afile").write_bytes(b"kept")
+    with pytest.raises(NotADirectoryError, match="afile' is not a folder"):
+        build().save(tmp_path / "afile" / "m.safetensors")
+    assert (tmp_path / "afile").read_bytes() == b"kept"
 
 
 # --- file names, class names and the shuffle sequence -------------------------------------------

@@ -167,7 +167,7 @@ def test_checkpoint_argument_errors(tmp_path):
     model = make_model("adam")
     with pytest.raises(ValueError, match="epoch"):
         mc.save_checkpoint(model, tmp_path / "c", epoch=-1)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         mc.save_checkpoint(model, tmp_path / "missing" / "c", epoch=0)
     other = make_model("adam")
     with pytest.raises(ValueError, match="different optimizer"):

@@ -315,9 +315,13 @@ def save_target(path, func: str) -> Path:
         raise ValueError(f"{func}: path is empty; expected a file name such as "
                          "'model.safetensors'")
     target = Path(os.path.realpath(name))
-    if not target.parent.is_dir():
+    if not target.parent.is_dir():  # (OSErrors, as open() would raise them)
         shown = Path(name).parent if not os.path.islink(name) else target.parent
-        raise ValueError(f"{func}: folder {str(shown)!r} does not exist")
+        if target.parent.exists():
+            raise NotADirectoryError(errno.ENOTDIR, f"{func}: {str(shown)!r} is not a folder "
+                                     "(a file of that name exists); save into a folder")
+        raise FileNotFoundError(errno.ENOENT, f"{func}: folder {str(shown)!r} does not exist; "
+                                "create it first")
     try:
         st = os.stat(target)
     except FileNotFoundError:

@@ -1,6 +1,7 @@
 """Save / load: bit-identical round trips (weights, config, loss, optimizer state), the file
 format, atomic writes (failures and a killed writer leave the old file) and clear errors."""
 import json
+import math
 import re
 import os
 import signal
@@ -790,3 +791,29 @@ def test_load_state_dict_refuses_a_negative_square_sum():
     with pytest.raises(ValueError, match="'exp_avg_sq' must be >= 0"):
         model.optimizer.load_state_dict(state)
     np.testing.assert_array_equal(model.optimizer.state["exp_avg_sq"], before)
+
+
+def test_a_file_whose_tensors_exceed_the_memory_is_refused_before_reading(tmp_path):
+    """A consistent header over a data section twice the machine's RAM (a sparse file: no
+    disk used): a MemoryError naming the file and the sizes, before anything is allocated."""
+    from mlpcore._validation import physical_memory
+
+    total = physical_memory()
+    if total is None:
+        pytest.skip("the machine's memory is unknown here")
+    n = math.isqrt(2 * total // 4) + 1  # Dense(n, n) float32: 4 n^2 bytes > 2 x RAM
+    sizes = {"bias": 4 * n, "weight": 4 * n * n}
+    header = {"layers.0.bias": {"dtype": "F32", "shape": [n], "data_offsets": [0, sizes["bias"]]},
+              "layers.0.weight": {"dtype": "F32", "shape": [n, n],
+                                  "data_offsets": [sizes["bias"], sum(sizes.values())]},
+              "__metadata__": {"mlpcore": json.dumps({
+                  "format_version": 1, "seed": None, "model": {
+                      "dtype": "float32",
+                      "layers": [{"type": "Dense", "in_features": n, "out_features": n}]}})}}
+    raw = json.dumps(header).encode()
+    path = tmp_path / "huge.safetensors"
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        f.truncate(8 + len(raw) + sum(sizes.values()))
+    with pytest.raises(MemoryError, match=r"huge\.safetensors'.*GiB, more than this machine"):
+        mc.load(path)

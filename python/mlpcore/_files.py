@@ -27,6 +27,8 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
+from ._validation import beyond_memory, gib
+
 #: the only tensor dtypes a model file may hold (safetensors names)
 FILE_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8")}
 #: a header larger than this is not one mlpcore wrote (models of 10^4 layers need < 2 MiB)
@@ -228,7 +230,16 @@ class ModelFile:
     def read_tensors(self) -> Dict[str, np.ndarray]:
         """Read-only arrays over one buffer holding exactly the data section."""
         self._file.seek(self.data_offset)
-        buf = bytearray(self.data_len)
+        # (past the machine's RAM the allocation would be granted, then killed when touched)
+        total = beyond_memory(self.data_len)
+        try:
+            if total is not None:
+                raise MemoryError(f"more than this machine's {gib(total)} of memory")
+            buf = bytearray(self.data_len)
+        except MemoryError as exc:
+            why = str(exc) or "more than this process could allocate"
+            raise MemoryError(f"{self.func}: {str(self.path)!r}: its tensors take "
+                              f"{gib(self.data_len)}, {why}") from None
         view, got = memoryview(buf), 0
         while got < self.data_len:
             n = self._file.readinto(view[got:])

@@ -206,3 +206,23 @@ def test_works_on_an_optimizer_before_compile():
     model = mc.Sequential([mc.Dense(2, 1)])
     model.compile(loss="mse", optimizer=opt)
     assert model.optimizer.lr == 0.1
+
+
+# each value is checked when the state is loaded (they failed at the next fit's first step)
+@pytest.mark.parametrize("change, error, match", [
+    ({"base_lrs": []}, ValueError, "base_lrs must be a list of one learning rate"),
+    ({"base_lrs": [float("nan")]}, ValueError, r"base_lrs\[0\] must be finite"),
+    ({"last_lr": [-1.0]}, ValueError, r"last_lr\[0\] must be a non-negative learning rate"),
+    ({"last_epoch": 10**20}, ValueError, "last_epoch must be at most"),
+    ({"last_epoch": "3"}, TypeError, "last_epoch must be an int"),
+    ({"gamma": "x"}, TypeError, "gamma must be a number"),
+    ({"gamma": -5}, ValueError, "gamma must be positive"),
+    ({"step_size": 0}, ValueError, "step_size must be a positive int"),
+])
+def test_load_state_dict_checks_every_value_and_changes_nothing(change, error, match):
+    sched = S.StepLR(optimizer(), step_size=2, gamma=0.5)
+    sched.step()
+    before = sched.state_dict()
+    with pytest.raises(error, match=r"load_state_dict \(StepLR state\): .*" + match):
+        sched.load_state_dict({**before, **change})
+    assert sched.state_dict() == before

@@ -32,7 +32,7 @@ import weakref
 from typing import Any, Dict, List, Sequence
 
 from ._validation import check_above, check_finite, check_instance, check_int, check_list_of
-from .optim import Optimizer
+from .optim import MAX_STEPS, Optimizer
 
 __all__ = ["LRScheduler", "StepLR", "ExponentialLR", "CosineAnnealingLR", "LinearWarmup",
            "OneCycleLR", "SequentialLR", "ChainedScheduler"]
@@ -125,6 +125,24 @@ class LRScheduler:
         missing = [k for k in ("last_epoch", "base_lrs", "last_lr", *self._hyper) if k not in state]
         if missing:
             raise ValueError(f"load_state_dict: the {type(self).__name__} state lacks {missing}")
+        # every value checked here, not at the first step of a later fit
+        owner = f"load_state_dict ({type(self).__name__} state)"
+        check_int(state["last_epoch"], owner=owner, name="last_epoch", low=-1,
+                  expected=">= -1", high=MAX_STEPS)
+        for key in ("base_lrs", "last_lr"):
+            rates = state[key]
+            if not isinstance(rates, (list, tuple)) or len(rates) != 1:
+                raise ValueError(f"{owner}: {key} must be a list of one learning rate, "
+                                 f"got {rates!r:.60}")
+            check_above(rates[0], owner=owner, name=f"{key}[0]", low=0.0, strict=False,
+                        expected="a non-negative learning rate")
+        if self._hyper:  # checked by the constructor itself, on a throwaway optimizer
+            hyper = {k: tuple(v) if isinstance(v, list) else v
+                     for k, v in ((k, state[k]) for k in self._hyper)}
+            try:
+                type(self)(Optimizer(lr=float(state["base_lrs"][0])), **hyper)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{owner}: {exc}") from None
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore counters and hyper-parameters (the optimizer's rate is not touched, as in

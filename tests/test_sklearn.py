@@ -1,6 +1,7 @@
 """mlpcore.sklearn: scikit-learn's estimator checks, equivalence with scikit-learn's own MLP,
 and the ecosystem round trips (Pipeline, GridSearchCV, cross_val_score, clone, joblib)."""
 import os
+import pickle
 import subprocess
 import sys
 import warnings
@@ -19,7 +20,7 @@ from sklearn.datasets import (  # noqa: E402
     make_multilabel_classification,
     make_regression,
 )
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -248,7 +249,9 @@ def test_string_labels_partial_fit_and_score():
     for _ in range(30):
         est.partial_fit(X, y, classes=["a", "b", "c"])
         ref.partial_fit(X, y, classes=["a", "b", "c"])
-    assert est.n_iter_ == 30 and list(est.classes_) == ["a", "b", "c"]
+    # (each call's epochs, as scikit-learn counts them; t_ counts every sample seen)
+    assert est.n_iter_ == ref.n_iter_ == 1 and est.t_ == ref.t_ == 30 * len(X)
+    assert list(est.classes_) == ["a", "b", "c"]
     assert set(est.predict(X)) <= {"a", "b", "c"}
     assert est.score(X, y) >= ref.score(X, y) - 0.05
     with pytest.raises(ValueError, match="not in `self.classes_`"):
@@ -323,7 +326,8 @@ def test_warm_start_continues_and_refits_from_the_same_random_state():
         np.testing.assert_array_equal(a.predict(X), b.predict(X))  # deterministic
         first = a.coefs_[0].copy()
         a.set_params(warm_start=True).fit(X, y)
-    assert a.n_iter_ == 8 and len(a.loss_curve_) == 8
+    # n_iter_ counts this fit's epochs (as scikit-learn's), loss_curve_ every epoch
+    assert a.n_iter_ == 4 and len(a.loss_curve_) == 8
     assert not np.array_equal(a.coefs_[0], first)
 
 
@@ -390,7 +394,7 @@ def test_partial_fit_with_a_new_batch_size_keeps_weights_and_optimizer_state():
     assert mc.get_num_threads() == threads  # n_threads only holds during the call
     assert est.model_.layers[0].l2 == pytest.approx(est.alpha / 30)  # c = 2 for one output
     assert est.model_.optimizer.step_count == steps + 1
-    assert est.t_ == 90 and est.n_iter_ == 2
+    assert est.t_ == 90 and est.n_iter_ == 1
     assert max(np.abs(a - b).max() for a, b in zip(est.coefs_, before)) < 0.01
 
 
@@ -510,11 +514,13 @@ def test_warm_start_and_partial_fit_refuse_a_changed_architecture(change):
         model = MLPRegressor(max_iter=2, warm_start=True, random_state=0).fit(_X, _YR)
         model.set_params(max_iter=3, learning_rate_init=0.01)  # not the architecture: trains on
         model.fit(_X, _YR)
-        assert model.n_iter_ == 5
+        assert model.n_iter_ == 3 and len(model.loss_curve_) == 5
+        before = model.predict(_X)
         model.set_params(**change)
         name = next(iter(change))
         with pytest.raises(ValueError, match=f"fit with warm_start=True .*{name}="):
             model.fit(_X, _YR)
+        np.testing.assert_array_equal(model.predict(_X), before)
         online = MLPClassifier().partial_fit(_X, _YC, classes=[0, 1])
         online.set_params(**change)
         with pytest.raises(ValueError, match=f"partial_fit .*{name}="):
@@ -584,3 +590,76 @@ def test_lbfgs_refuses_a_sparse_x_too_large_to_densify(monkeypatch):
         MLPRegressor(solver="lbfgs", max_iter=2).fit(X, _YR)
     with pytest.raises(ValueError, match=r"solver='lbfgs' .*shape \(80, 3\).*use solver='adam'"):
         MLPRegressor(solver="lbfgs", max_iter=2).fit(sparse.vstack([X, X]), np.r_[_YR, _YR])
+
+
+@pytest.mark.parametrize("bad", ["nan_x", "features", "sample_weight", "class_weight"])
+def test_a_refused_refit_leaves_the_fitted_estimator_as_it_was(bad):
+    """The input checks set classes_ and n_features_in_ as they go: a refit they refuse
+    restores them (predictions, classes and feature count unchanged)."""
+    rng = np.random.RandomState(0)
+    X, y = rng.rand(30, 3), np.arange(30) % 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0).fit(X, y)
+    proba = est.predict_proba(X)
+    X_bad, y_new, kwargs = X.copy(), y + 10, {}
+    if bad == "nan_x":
+        X_bad[0, 0] = np.nan
+    elif bad == "features":
+        X_bad = np.full((30, 5), np.nan)
+    elif bad == "sample_weight":
+        kwargs["sample_weight"] = -np.ones(30)
+    else:
+        est.set_params(class_weight={10: "x"})
+    with pytest.raises((ValueError, TypeError)):
+        est.fit(X_bad, y_new, **kwargs)
+    assert list(est.classes_) == [0, 1, 2] and est.n_features_in_ == 3
+    np.testing.assert_array_equal(est.predict_proba(X), proba)
+
+
+@pytest.mark.parametrize("patience", [np.inf, 10**30])
+def test_n_iter_no_change_may_be_infinite(patience):
+    model = MLPRegressor(n_iter_no_change=patience, max_iter=3, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(_X, _YR)
+    assert model.n_iter_ == 3
+
+
+def test_a_dataframe_of_sparse_columns_fits_as_sparse_input():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(_X).astype(pd.SparseDtype("float64", 0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = MLPRegressor(max_iter=3, random_state=0).fit(frame, _YR)
+        b = MLPRegressor(max_iter=3, random_state=0).fit(frame.sparse.to_coo().tocsr(), _YR)
+    np.testing.assert_array_equal(a.predict(_X), b.predict(_X))
+    with_nan = _X.copy()
+    with_nan[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        MLPRegressor(max_iter=3).fit(pd.DataFrame(with_nan).astype(pd.SparseDtype("float64", 0.0)),
+                                     _YR)
+
+
+def test_a_second_warm_fit_warns_at_max_iter_as_the_first():
+    model = MLPRegressor(max_iter=2, warm_start=True, random_state=0)
+    for _ in range(2):
+        with pytest.warns(ConvergenceWarning, match="Maximum iterations"):
+            model.fit(_X, _YR)
+
+
+def test_assigning_into_coefs_and_intercepts_writes_the_network():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, random_state=0).fit(_X, _YC)
+    est.coefs_[-1] = np.zeros_like(est.coefs_[-1])
+    est.intercepts_[-1] = np.zeros_like(est.intercepts_[-1])
+    np.testing.assert_array_equal(est.model_.layers[-1].weight, 0)
+    np.testing.assert_allclose(est.predict_proba(_X), 0.5)
+    with pytest.raises(ValueError, match=r"coefs_\[0\] must have shape \(.*\), got \(2, 2\)"):
+        est.coefs_[0] = np.ones((2, 2))
+    with pytest.raises(ValueError, match="coefs_ must be a list of 2 arrays"):
+        est.coefs_ = [np.ones((2, 2))]
+    with pytest.raises(NotFittedError, match="intercepts_ can be assigned only on a fitted"):
+        MLPClassifier().intercepts_ = [np.zeros(4), np.zeros(1)]
+    assert type(pickle.loads(pickle.dumps(est.coefs_))) is list

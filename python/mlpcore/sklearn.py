@@ -88,6 +88,7 @@ _SPARSE_PREDICT_ROWS = 4096  # rows densified at a time in predict and validatio
 _SPARSE_CHUNK_BYTES = 64 * 2**20  # ... and fewer for wide data: the dense copies of one chunk
 _LBFGS_SPARSE_MAX_BYTES = 2**30  # lbfgs densifies all of a sparse X: up to this size
 _SPARSE_BATCH_MAX_BYTES = 2**30  # adam / sgd densify one batch of a sparse X: up to this size
+_NEVER = 2**62  # epochs without improvement that n_iter_no_change=np.inf (or more) waits for
 
 
 @contextlib.contextmanager
@@ -127,6 +128,37 @@ def _snapshot(model):
     return pairs
 
 
+class _LayerArrays(list):
+    """coefs_ / intercepts_: views of the Dense layers' weights (or biases), as a list whose
+    items can be assigned: ``coefs_[i] = W`` writes W into layer i, as assigning into
+    scikit-learn's list changes its model."""
+
+    def __init__(self, layers, attr: str, name: str) -> None:
+        super().__init__(getattr(layer, attr) for layer in layers)
+        self._layers, self._attr, self._name = layers, attr, name
+
+    def _check(self, index: int, value) -> np.ndarray:
+        view = list.__getitem__(self, index)
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"{self._name}[{index}] must hold real numbers, got dtype "
+                            f"{array.dtype}")
+        if array.shape != view.shape:
+            raise ValueError(f"{self._name}[{index}] must have shape {view.shape}, got "
+                             f"{array.shape}")
+        return array
+
+    def __reduce__(self):  # (pickled or deep-copied alone: a plain list of copies)
+        return list, ([np.array(view) for view in self],)
+
+    def __setitem__(self, index, value) -> None:
+        if not isinstance(index, Integral):
+            raise TypeError(f"{self._name}: assign one array at a time ({self._name}[i] = "
+                            f"array), got index {index!r}")
+        index = range(len(self))[index]  # (negative indices; IndexError past the end)
+        setattr(self._layers[index], self._attr, self._check(index, value))
+
+
 class _BaseMLP(BaseEstimator):
     """What both estimators share: parameters, network building, the training loop."""
 
@@ -164,25 +196,40 @@ class _BaseMLP(BaseEstimator):
     # --- the fitted arrays are live views of the network's weights ----------------------------
     @property
     def coefs_(self):
-        """Weight matrices (n_in, n_out) of the Dense layers: writable views of ``model_``."""
+        """Weight matrices (n_in, n_out) of the Dense layers: writable views of ``model_``;
+        ``coefs_[i] = W`` writes W into the network, as into scikit-learn's list."""
         check_is_fitted(self, "model_")
-        return [layer.weight for layer in self._dense_layers()]
+        return _LayerArrays(self._dense_layers(), "weight", "coefs_")
 
     @coefs_.setter
     def coefs_(self, values) -> None:
-        for layer, value in zip(self._dense_layers(), values, strict=True):
-            layer.weight = value
+        self._set_layer_arrays(values, "weight", "coefs_")
 
     @property
     def intercepts_(self):
-        """Bias vectors of the Dense layers: writable views of ``model_``."""
+        """Bias vectors of the Dense layers: writable views of ``model_``; ``intercepts_[i] =
+        b`` writes b into the network."""
         check_is_fitted(self, "model_")
-        return [layer.bias for layer in self._dense_layers()]
+        return _LayerArrays(self._dense_layers(), "bias", "intercepts_")
 
     @intercepts_.setter
     def intercepts_(self, values) -> None:
-        for layer, value in zip(self._dense_layers(), values, strict=True):
-            layer.bias = value
+        self._set_layer_arrays(values, "bias", "intercepts_")
+
+    def _set_layer_arrays(self, values, attr: str, name: str) -> None:
+        check_is_fitted(self, "model_", msg=f"{name} can be assigned only on a fitted "
+                        f"%(name)s (it writes into the trained network); call fit first")
+        layers = self._dense_layers()
+        values = list(values) if isinstance(values, (list, tuple)) else values
+        if not isinstance(values, list) or len(values) != len(layers):
+            got = f"{len(values)} arrays" if isinstance(values, list) else type(values).__name__
+            raise ValueError(f"{name} must be a list of {len(layers)} arrays (one per layer), "
+                             f"got {got}")
+        checked = _LayerArrays(layers, attr, name)
+        for i, value in enumerate(values):
+            checked._check(i, value)
+        for i, value in enumerate(values):
+            checked[i] = value
 
     def _dense_layers(self):
         return [layer for layer in self.model_.flat_layers if isinstance(layer, Dense)]
@@ -376,24 +423,16 @@ class _BaseMLP(BaseEstimator):
 
     # --- training ------------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
-        hidden = self._hidden_sizes()
-        first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
-        if not first_pass:
-            self._check_architecture(incremental)
-        dense = not sp.issparse(X)
-        X, Y = self._validate_input(X, y, incremental, reset=first_pass, check_finite=not dense)
-        if dense:  # cast to the model's dtype and checked for NaN/Inf in one pass
-            X = cast_finite(X, self.dtype, "X")
-        if Y.ndim == 1:
-            Y = Y.reshape(-1, 1)
-        sample_weight, weight_sum = self._sample_weight(sample_weight, X, y)
-        self._check_extras()
-        rs = check_random_state(self.random_state)
-        batch_size = self._training_batch_size(X.shape[0], weight_sum)
-        if first_pass:
-            self._initialize(Y, [X.shape[1], *hidden, Y.shape[1]], rs, batch_size)
-        elif Y.shape[1] != self.n_outputs_:
-            raise ValueError(f"y has {Y.shape[1]} outputs, the fitted network {self.n_outputs_}")
+        # Until training starts, a refused fit leaves a fitted estimator as it was (the input
+        # checks set classes_, n_features_in_ and the label binarizer as they go).
+        fitted = dict(self.__dict__)
+        try:
+            X, Y, sample_weight, rs, batch_size = self._prepare_fit(X, y, sample_weight,
+                                                                    incremental)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(fitted)
+            raise
         with _threads(self.n_threads):
             try:
                 if self.solver == "lbfgs":
@@ -407,6 +446,31 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("Solver produced non-finite parameter weights. The input data may "
                              "contain large values and need to be preprocessed.")
         return self
+
+    def _prepare_fit(self, X, y, sample_weight, incremental):
+        """The checked inputs and the network to train (built on a first pass)."""
+        hidden = self._hidden_sizes()
+        first_pass = not hasattr(self, "model_") or (not self.warm_start and not incremental)
+        if not first_pass:
+            self._check_architecture(incremental)
+        dense = not sp.issparse(X)
+        X, Y = self._validate_input(X, y, incremental, reset=first_pass, check_finite=not dense)
+        if dense and sp.issparse(X):  # (a DataFrame of pandas' sparse columns becomes CSR)
+            if not np.isfinite(X.data).all():
+                raise ValueError("Input X contains NaN or infinity.")
+        elif dense:  # cast to the model's dtype and checked for NaN/Inf in one pass
+            X = cast_finite(X, self.dtype, "X")
+        if Y.ndim == 1:
+            Y = Y.reshape(-1, 1)
+        sample_weight, weight_sum = self._sample_weight(sample_weight, X, y)
+        self._check_extras()
+        rs = check_random_state(self.random_state)
+        batch_size = self._training_batch_size(X.shape[0], weight_sum)
+        if first_pass:
+            self._initialize(Y, [X.shape[1], *hidden, Y.shape[1]], rs, batch_size)
+        elif Y.shape[1] != self.n_outputs_:
+            raise ValueError(f"y has {Y.shape[1]} outputs, the fitted network {self.n_outputs_}")
+        return X, Y, sample_weight, rs, batch_size
 
     def _check_extras(self) -> None:
         if self.optimizer == "adamw" and self.solver != "adam":
@@ -462,6 +526,7 @@ class _BaseMLP(BaseEstimator):
         else:
             validation = None
         n_samples = X.shape[0]
+        self.n_iter_ = 0  # epochs of this call, as scikit-learn counts them (t_ goes on)
         self._compile(batch_size, fresh)
         model = self.model_
         model.rng = np.random.default_rng(rs.randint(np.iinfo(np.int32).max, size=4))
@@ -499,8 +564,10 @@ class _BaseMLP(BaseEstimator):
         if validation is not None or self.verbose or (
                 self.solver == "sgd" and self.learning_rate != "constant"):
             return None
+        # (np.inf or a huge count: never reached, as a native 64-bit count)
+        patience = min(self.n_iter_no_change, _NEVER)
         return (self._loss_scale(), float(self.tol), float(self.best_loss_),
-                int(self.n_iter_no_change), int(self._no_improvement_count))
+                int(patience), int(self._no_improvement_count))
 
     def _sparse_epoch(self, X, T, w, batch_size: int) -> float:
         model = self.model_

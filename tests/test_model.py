@@ -607,3 +607,24 @@ def test_copies_and_calls_from_another_thread_during_fit(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=300, env=env)
     assert done.stdout.split() == ["torn", "0"], (done.stdout, done.stderr)
+
+
+def test_a_batch_beyond_the_memory_is_a_memory_error_naming_the_batch():
+    """Layer outputs and gradients for the batch are checked against the machine's RAM before
+    they are allocated (overcommit would grant them and the kernel kill the process)."""
+    from mlpcore._validation import physical_memory
+
+    total = physical_memory()
+    if total is None:
+        pytest.skip("the machine's memory is unknown here")
+    width = 1_000_000
+    rows = int(2 * total // (16 * width)) + 1  # outputs and gradients: > 2 x RAM in float32
+    model = mc.Sequential([mc.Dense(3, width), mc.ReLU(), mc.Dense(width, 1)], seed=0)
+    model.compile("mse", "sgd")
+    x = np.zeros((rows, 3), np.float32)
+    y = np.zeros((rows, 1), np.float32)
+    with pytest.raises(MemoryError, match=rf"a batch of {rows} rows .* more than this machine"):
+        model.fit(x, y, batch_size=rows, epochs=1, verbose=0)
+    with pytest.raises(MemoryError, match="use a smaller batch_size"):
+        model.train_step(x, y)
+    assert model.predict(x[:2]).shape == (2, 1)  # the model still works

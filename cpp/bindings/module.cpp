@@ -15,6 +15,7 @@
 #include "kernels/denormals.hpp"
 #include "bindings/network_bindings.hpp"
 #include "bindings/reduction_hooks.hpp"
+#include "net/aligned_buffer.hpp"
 #include "net/fork_state.hpp"
 
 namespace py = pybind11;
@@ -80,6 +81,14 @@ bool has_openmp() {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "mlpcore native core: layers, activations, losses, backprop, optimizers, GEMM";
   pthread_atfork(before_fork, nullptr, after_fork_in_child);
+  // a request beyond the machine's memory, refused before it was made: MemoryError, its message
+  py::register_exception_translator([](std::exception_ptr error) {
+    try {
+      if (error) std::rethrow_exception(error);
+    } catch (const mlpcore::OutOfMemory& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
+    }
+  });
   m.attr("_max_elements") = py::int_(mlpcore::kMaxElements);  // (sizes past it: ValueError)
   m.def("_threads_before_fork", [] { return g_threads_before_fork.load(); },
         "In a forked child: the OpenMP thread count of the parent (now 1 here); 0 otherwise.");

@@ -5,10 +5,25 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <stdexcept>
+#include <string>
 
 #include "kernels/common.hpp"
 
 namespace mlpcore {
+
+// A request for more memory than the machine has (MemoryError in Python, with this message).
+// Overcommit would grant such an allocation and the kernel kill the process when its pages are
+// touched, so it is refused before it is made.
+struct OutOfMemory : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// The machine's RAM in bytes (0: unknown).
+double physical_memory_bytes() noexcept;
+
+// Throws OutOfMemory naming `what` and `advice` (what to change) if `bytes` exceed the RAM.
+void check_fits_in_memory(double bytes, const std::string& what, const char* advice);
 
 template <typename T>
 class AlignedBuffer {

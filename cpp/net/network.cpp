@@ -5,12 +5,29 @@
 #include <cmath>
 #include <stdexcept>
 #include <string>
+#include <cstdio>
+
+#include <unistd.h>
 
 #include "kernels/gemm/gemm.hpp"
 #include "kernels/denormals.hpp"
 #include "kernels/reductions.hpp"
 
 namespace mlpcore {
+
+double physical_memory_bytes() noexcept {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? double(pages) * double(page) : 0.0;
+}
+
+void check_fits_in_memory(double bytes, const std::string& what, const char* advice) {
+  const double total = physical_memory_bytes();
+  if (total <= 0.0 || bytes <= total) return;
+  char sizes[96];
+  std::snprintf(sizes, sizeof sizes, "%.1f GiB, more than this machine's %.1f GiB of memory",
+                bytes / 1073741824.0, total / 1073741824.0);
+  throw OutOfMemory(what + " needs " + sizes + "; " + advice);
+}
 namespace {
 // Rows per chunk for predict/evaluate when the training batch is smaller.
 constexpr index_t kInferenceChunk = 512;
@@ -104,6 +121,12 @@ template <typename T>
 void Network<T>::reserve_rows(index_t rows) {
   if (rows <= rows_cap_) return;
   const index_t per_row = act_offsets_.back() + widths_.back();
+  // (wide layers times a large batch: the check names the batch, which the caller can shrink)
+  check_fits_in_memory(
+      (2.0 * double(per_row) + double(aux_per_row_)) * double(rows) * sizeof(T),
+      "a batch of " + std::to_string(rows) + " rows (each layer's outputs and their "
+      "gradients, " + std::to_string(per_row) + " values a row)",
+      "use a smaller batch_size (or fewer rows a call)");
   acts_.reset(checked_mul(per_row, rows, "the batch's layer outputs"));
   dacts_.reset(per_row * rows);
   aux_.reset(checked_mul(aux_per_row_, rows, "the batch's scratch"));

@@ -663,3 +663,34 @@ def test_assigning_into_coefs_and_intercepts_writes_the_network():
     with pytest.raises(NotFittedError, match="intercepts_ can be assigned only on a fitted"):
         MLPClassifier().intercepts_ = [np.zeros(4), np.zeros(1)]
     assert type(pickle.loads(pickle.dumps(est.coefs_))) is list
+
+
+@pytest.mark.parametrize("kind", ["strings", "bytes", "datetime", "timedelta"])
+def test_non_numeric_x_is_a_type_error_in_fit_and_predict(kind):
+    values = {"strings": _X.astype(str), "bytes": _X.astype(bytes),
+              "datetime": np.zeros(_X.shape, "datetime64[s]"),
+              "timedelta": np.zeros(_X.shape, "timedelta64[s]")}[kind]
+    with pytest.raises(TypeError, match="X must hold numbers, got an array of dtype"):
+        MLPRegressor(max_iter=1).fit(values, _YR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPRegressor(max_iter=1).fit(_X, _YR)
+    with pytest.raises(TypeError, match="X must hold numbers"):
+        model.predict(values)
+    with pytest.raises(TypeError, match="y must hold numbers"):
+        MLPRegressor(max_iter=1).fit(_X, _YR.astype(str))
+
+
+def test_class_weight_checks():
+    with pytest.raises(TypeError, match=r"class_weight\[0\] must be a number, got str"):
+        MLPClassifier(max_iter=1, class_weight={0: "x", 1: 1.0}).fit(_X, _YC)
+    with pytest.raises(ValueError, match="class_weight='balanced' is not supported for partial"):
+        MLPClassifier(class_weight="balanced").partial_fit(_X, _YC, classes=[0, 1])
+
+
+def test_a_boolean_learning_rate_is_one_as_in_scikit_learn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPRegressor(learning_rate_init=True, max_iter=2, random_state=0).fit(_X, _YR)
+        same = MLPRegressor(learning_rate_init=1.0, max_iter=2, random_state=0).fit(_X, _YR)
+    np.testing.assert_array_equal(ours.predict(_X), same.predict(_X))

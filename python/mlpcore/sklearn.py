@@ -104,6 +104,19 @@ def _threads(n_threads):
         _core.set_num_threads(old)
 
 
+def _refuse_non_numeric(values, name: str) -> None:
+    """TypeError for strings, bytes, records, dates or durations given as numbers (NumPy would
+    convert '1.5' or a datetime silently; scikit-learn refuses them): sparse matrices and
+    DataFrames are left to validate_data."""
+    if sp.issparse(values) or hasattr(values, "iloc"):
+        return
+    dtype = getattr(values, "dtype", None)
+    if not isinstance(dtype, np.dtype):
+        dtype = np.asarray(values).dtype  # (a list: converted as validate_data will)
+    if dtype.kind in "USVMm":
+        raise TypeError(f"{name} must hold numbers, got an array of dtype {dtype}")
+
+
 def _normalized_weights(w: np.ndarray, name: str):
     """(w / max(w), max(w)) for finite non-negative weights (dividing first: sums of huge
     weights would overflow); ValueError naming ``name`` otherwise."""
@@ -366,8 +379,9 @@ class _BaseMLP(BaseEstimator):
             return optim.SGD(lr=self._learning_rate / c, momentum=momentum,
                              nesterov=bool(self.nesterovs_momentum) and momentum > 0)
         # scikit-learn's Adam: epsilon added before the bias correction
-        hyper = dict(lr=self.learning_rate_init, betas=(self.beta_1, self.beta_2),
-                     eps=self.epsilon * c, eps_before_correction=True)
+        hyper = dict(lr=float(self.learning_rate_init),
+                     betas=(float(self.beta_1), float(self.beta_2)),
+                     eps=float(self.epsilon) * c, eps_before_correction=True)
         if self.optimizer == "adamw":
             return optim.AdamW(weight_decay=self.alpha, **hyper)
         return optim.Adam(**hyper)
@@ -454,6 +468,7 @@ class _BaseMLP(BaseEstimator):
         if not first_pass:
             self._check_architecture(incremental)
         dense = not sp.issparse(X)
+        _refuse_non_numeric(X, "X")
         X, Y = self._validate_input(X, y, incremental, reset=first_pass, check_finite=not dense)
         if dense and sp.issparse(X):  # (a DataFrame of pandas' sparse columns becomes CSR)
             if not np.isfinite(X.data).all():
@@ -488,6 +503,11 @@ class _BaseMLP(BaseEstimator):
             sample_weight, scale = _normalized_weights(
                 _check_sample_weight(sample_weight, X, dtype=np.float64), "sample_weight")
         class_weight = getattr(self, "class_weight", None)
+        if isinstance(class_weight, dict):
+            for label, weight in class_weight.items():
+                if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, Real):
+                    raise TypeError(f"class_weight[{label!r}] must be a number, got "
+                                    f"{type(weight).__name__}")
         if class_weight is not None:
             cw, cw_scale = _normalized_weights(compute_sample_weight(class_weight, y),
                                                "class_weight")
@@ -688,6 +708,7 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X) -> np.ndarray:
         """Raw network outputs (logits for classifiers) as float64, (n, n_outputs)."""
         check_is_fitted(self, "model_")
+        _refuse_non_numeric(X, "X")
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False,
                           dtype=(np.float64, np.float32))
         with _threads(self.n_threads):
@@ -891,6 +912,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y); ``classes`` (all labels) is required on the first call."""
         self._validate_params()
+        if isinstance(self.class_weight, str):  # ('balanced': the only string allowed)
+            raise ValueError("class_weight='balanced' is not supported for partial_fit: each "
+                             "call sees one batch, whose class counts differ from the data's. "
+                             "Pass a dict from sklearn.utils.class_weight.compute_class_weight "
+                             "over all of y instead")
         first = not hasattr(self, "classes_")
         if first:
             if classes is None:
@@ -989,6 +1015,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         if self.loss == "poisson":
             raise ValueError("MLPRegressor: loss='poisson' is not available in mlpcore (it has "
                              "no exponential output and Poisson loss); use loss='squared_error'")
+        _refuse_non_numeric(y, "y")
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              y_numeric=True, dtype=(np.float64, np.float32), reset=reset,
                              ensure_all_finite=check_finite)

@@ -194,3 +194,28 @@ def test_failed_checkpoint_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors"]
     assert mc.load_checkpoint(path).epoch == 1
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("version", 99, "checkpoint.version: expected a version from 1 to"),
+    ("version", "1", "checkpoint.version"),
+    ("metrics", ["bogus"], "checkpoint.metrics: .*unknown metric 'bogus'"),
+    ("metrics", ["mae"], "checkpoint.metrics: .*does not apply to the classification loss"),
+])
+def test_a_checkpoint_with_an_unknown_version_or_metric_is_refused(tmp_path, field, value,
+                                                                   match):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    model = make_model("adam")
+    path = tmp_path / "c.safetensors"
+    mc.save_checkpoint(model, path, epoch=1)
+    with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    meta = json.loads(header["__metadata__"]["mlpcore"])
+    meta["checkpoint"][field] = value
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(path)), str(bad), metadata={"mlpcore": json.dumps(meta)})
+    with pytest.raises(ValueError, match=match):
+        mc.load_checkpoint(bad)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ._files import ModelFile, describe, first_nonfinite, json_field
 from .layers import NONNEGATIVE_BUFFERS, Residual, flatten_layers, layer_from_config
+from .metrics import check_metrics
 from .model import Sequential
 from .optim import MAX_STEPS, NONNEGATIVE_STATE, optimizer_from_state
 # the writers are re-exported: mlpcore.io.save, save_checkpoint, FORMAT_VERSION stay
@@ -388,6 +389,10 @@ def _checkpoint_meta(f: ModelFile, training: bool = True):
     if not isinstance(ck, dict) or (training and "loss" not in f.metadata):
         raise ValueError(f"load_checkpoint: {describe(f.path)} is a model file without training "
                          "state (written by save, not save_checkpoint); use mlpcore.load")
+    version = ck.get("version")
+    if not (_is_json_int(version) and 1 <= version <= CHECKPOINT_VERSION):
+        raise f.error("checkpoint.version", f"expected a version from 1 to {CHECKPOINT_VERSION} "
+                       f"(a newer mlpcore writes later ones), got {version!r:.40}")
     epoch = json_field(ck, "epoch", int, f.func, f.path, "checkpoint.epoch")
     if epoch < 0:
         raise f.error("checkpoint.epoch", f"expected an int >= 0, got {epoch}")
@@ -459,7 +464,8 @@ def load_checkpoint(path, model=None, *, scheduler=None, scheduler_factory=None,
     _restore_param_groups(model, f.metadata)
     model.rng = rng
     if rebuilt:
-        model.metrics = metrics
+        with _field(f, "checkpoint.metrics"):
+            model.metrics = check_metrics(metrics, model.loss)
     return Checkpoint(model, epoch, scheduler, sched_state)
 
 
@@ -481,7 +487,11 @@ def model_from_bytes(data: bytes):
                         detect_anomaly=bool(f.metadata.get("detect_anomaly", False)))
     model.rng = rng
     if model.loss is not None:
-        model.metrics = metrics
+        try:
+            model.metrics = check_metrics(metrics, model.loss)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"unpickle: the data is not a pickled mlpcore model (or is "
+                             f"damaged): field checkpoint.metrics: {exc}") from None
     return model
 
 

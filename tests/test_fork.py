@@ -73,12 +73,17 @@ FORK_DURING_CALL = textwrap.dedent("""
     import mlpcore as mc
     what = sys.argv[1]
     rng = np.random.default_rng(0)
-    model = mc.Sequential([mc.Dense(64, 256), mc.ReLU(), mc.Dense(256, 4)], seed=0)
-    model.compile(loss="cross_entropy", optimizer="adam")
     x = rng.random((50_000, 64)).astype(np.float32)
     y = np.arange(len(x)) % 4
-    calls = {"fit": lambda: model.fit(x, y, epochs=1000, batch_size=64, verbose=0),
-             "predict": lambda: [model.predict(x) for _ in range(1000)]}
+    if what == "fit":  # (one native call for the whole run: the lock is held throughout)
+        model = mc.Sequential([mc.Dense(64, 256), mc.ReLU(), mc.Dense(256, 4)], seed=0)
+        model.compile(loss="cross_entropy", optimizer="adam")
+        call = lambda: model.fit(x, y, epochs=1000, batch_size=64, verbose=0)
+    else:  # one call of seconds: between short calls the lock is free, and the child may use it
+        model = mc.Sequential([mc.Dense(64, 4096), mc.ReLU(), mc.Dense(4096, 4096), mc.ReLU(),
+                               mc.Dense(4096, 4)], seed=0)
+        call = lambda: model.predict(x[:20_000])
+    calls = {what: call}
     inside = threading.Event()
 
     def run():

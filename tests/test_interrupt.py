@@ -187,3 +187,30 @@ def test_the_interpreter_exits_cleanly_during_a_daemon_threads_native_call(what,
     assert done.stdout.strip() == "exiting"
     assert done.returncode == 0, done.stderr
     assert "terminate" not in done.stderr
+
+
+# The main thread runs the interpreter's shutdown: its native calls then (an atexit function, an
+# object's __del__ during the final collection) take the GIL back and return as usual.
+AT_EXIT_CHILD = textwrap.dedent("""
+    import atexit
+    import numpy as np
+    import mlpcore as mc
+    model = mc.Sequential([mc.Dense(4, 8), mc.ReLU(), mc.Dense(8, 2)], seed=0)
+    x = np.random.default_rng(0).random((5000, 4)).astype(np.float32)
+
+    class Late:
+        def __del__(self):
+            print("del", model.predict(x).shape, flush=True)
+
+    keep = Late()
+    atexit.register(lambda: print("atexit", model.predict(x).shape, flush=True))
+""")
+
+
+def test_native_calls_of_the_main_thread_at_exit_return(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text(AT_EXIT_CHILD)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["atexit (5000, 2)", "del (5000, 2)"]

@@ -13,6 +13,9 @@ namespace mlpcore::bindings {
 
 namespace py = pybind11;
 
+// Records Python's main thread (at module import): the one thread shutdown never ends.
+void note_main_thread();
+// The interpreter is shutting down and this is not the main thread (one it would end).
 bool interpreter_exiting() noexcept;
 [[noreturn]] void park_until_exit() noexcept;
 

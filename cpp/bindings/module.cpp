@@ -10,6 +10,7 @@
 #include <pthread.h>
 
 #include "bindings/checks.hpp"
+#include "bindings/gil.hpp"
 #include "bindings/kinds.hpp"
 #include "bindings/matmul.hpp"
 #include "kernels/denormals.hpp"
@@ -81,6 +82,7 @@ bool has_openmp() {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "mlpcore native core: layers, activations, losses, backprop, optimizers, GEMM";
   pthread_atfork(before_fork, nullptr, after_fork_in_child);
+  mlpcore::bindings::note_main_thread();
   // a request beyond the machine's memory, refused before it was made: MemoryError, its message
   py::register_exception_translator([](std::exception_ptr error) {
     try {

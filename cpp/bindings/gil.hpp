@@ -7,8 +7,6 @@
 #pragma once
 #include <pybind11/pybind11.h>
 
-#include <optional>
-
 namespace mlpcore::bindings {
 
 namespace py = pybind11;
@@ -23,33 +21,32 @@ inline void park_if_exiting() noexcept {
   if (interpreter_exiting()) park_until_exit();
 }
 
-// py::gil_scoped_release, parked at exit instead of taking the GIL back
+// py::gil_scoped_release, parked at exit instead of taking the GIL back (the destructor's body
+// runs before the member's, which takes it)
 class GilRelease {
  public:
-  GilRelease() { release_.emplace(); }
-  ~GilRelease() {
-    park_if_exiting();
-    release_.reset();
-  }
+  GilRelease() = default;
+  ~GilRelease() { park_if_exiting(); }
   GilRelease(const GilRelease&) = delete;
   GilRelease& operator=(const GilRelease&) = delete;
 
  private:
-  std::optional<py::gil_scoped_release> release_;
+  py::gil_scoped_release release_;
 };
 
-// py::gil_scoped_acquire, parked at exit instead of asking for the GIL
-class GilAcquire {
+// py::gil_scoped_acquire, parked at exit instead of asking for the GIL (a base is built before
+// the members: the check runs first)
+struct ParkedIfExiting {
+  ParkedIfExiting() noexcept { park_if_exiting(); }
+};
+class GilAcquire : ParkedIfExiting {
  public:
-  GilAcquire() {
-    park_if_exiting();
-    acquire_.emplace();
-  }
+  GilAcquire() = default;
   GilAcquire(const GilAcquire&) = delete;
   GilAcquire& operator=(const GilAcquire&) = delete;
 
  private:
-  std::optional<py::gil_scoped_acquire> acquire_;
+  py::gil_scoped_acquire acquire_;
 };
 
 }  // namespace mlpcore::bindings

@@ -238,11 +238,10 @@ class _BaseMLP(BaseEstimator):
             got = f"{len(values)} arrays" if isinstance(values, list) else type(values).__name__
             raise ValueError(f"{name} must be a list of {len(layers)} arrays (one per layer), "
                              f"got {got}")
-        checked = _LayerArrays(layers, attr, name)
-        for i, value in enumerate(values):
-            checked._check(i, value)
-        for i, value in enumerate(values):
-            checked[i] = value
+        views = _LayerArrays(layers, attr, name)
+        arrays = [views._check(i, value) for i, value in enumerate(values)]  # all, then write
+        for layer, array in zip(layers, arrays):
+            setattr(layer, attr, array)
 
     def _dense_layers(self):
         return [layer for layer in self.model_.flat_layers if isinstance(layer, Dense)]
